@@ -1,0 +1,85 @@
+"""Benchmarks: latency percentiles, throughput, peak memory and model size, runners interleaved.
+
+Example:
+    >>> from edgellm.bench import bench_artifact
+    >>> rep = bench_artifact("edgellm-out/minilm-x86-server", batches=[1, 8], seqs=[128], runs=20)  # doctest: +SKIP
+    >>> rep.to_dict()["results"][0]["p50_ms"]                                                   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from edgellm.bench.harness import BenchReport, BenchResult, benchmark, host_info, parse_int_list
+from edgellm.errors import EdgeLLMError
+
+
+def bench_artifact(
+    artifact: Any,
+    *,
+    batches: list[int],
+    seqs: list[int],
+    runs: int = 50,
+    warmup: int = 5,
+    threads: int | None = None,
+    reference: bool = False,
+    progress: bool = True,
+) -> BenchReport:
+    """Benchmark an artifact in its runtime, optionally beside the torch model it came from.
+
+    Args:
+        artifact: an :class:`~edgellm.export.Artifact` or its directory (hashes are verified).
+        batches, seqs: shapes; sequence lengths apply to inputs with a ``sequence`` axis.
+        runs, warmup: timed and warm-up runs per runner and shape.
+        threads: intra-op threads for every runner (None: the runtime's default).
+        reference: also time the torch fp32 source model (SDPA attention); ratios are against it.
+        progress: show a progress bar.
+    """
+    from edgellm.export import Artifact
+    from edgellm.models.adapter import make_inputs
+    from edgellm.runtime import make_runner
+
+    art = artifact if isinstance(artifact, Artifact) else Artifact.load(artifact)
+    runtime = art.manifest["target"]["runtime"]
+    runners: dict[str, Any] = {}
+    sizes: dict[str, float] = {}
+    specs = art.inputs
+    value_ranges = dict(art.manifest.get("value_ranges", {}))
+    example = None
+    if reference:
+        model = reload_source(art)
+        runners["torch"] = make_runner(model, "torch", threads=threads)
+        sizes["torch"] = sum(p.numel() * p.element_size() for p in model.module.parameters()) / 2**20
+        specs, value_ranges, example = model.inputs, {**model.int_high, **value_ranges}, model.example
+    opts = {"intra_op_threads": threads} if runtime == "onnxruntime" else {}
+    runners[runtime] = make_runner(art, runtime, **opts)
+    sizes[runtime] = art.size_bytes / 2**20
+    if not any("sequence" in s.shape for s in specs):
+        seqs = [0]
+
+    def feeds(b: int, s: int):
+        return make_inputs(specs, b, s, seed=0, int_high=value_ranges, example=example, padded=False)
+
+    rep = benchmark(runners, feeds, batches=batches, seqs=seqs, runs=runs, warmup=warmup, sizes_mb=sizes,
+                    baseline="torch" if reference else None, progress=progress)
+    rep.config.update({"artifact": str(art.path), "threads": threads, "model": art.manifest["model"]["name"]})
+    return rep
+
+
+def reload_source(art: Any) -> Any:
+    """Load the torch model an artifact was exported from (by path, or by bundled name)."""
+    from edgellm.models import bundled_names, load
+
+    src = art.manifest["model"]["source"]
+    if src.get("path") and Path(src["path"]).is_dir():
+        return load(src["path"], attn_implementation="sdpa", name=src.get("name"))
+    if src.get("name") in bundled_names():
+        return load(src["name"], attn_implementation="sdpa")
+    raise EdgeLLMError(
+        f"the source model of '{art.path}' cannot be reloaded (path {src.get('path')!r} is gone or it was a plain module)",
+        "run without --reference",
+    )
+
+
+__all__ = ["BenchReport", "BenchResult", "bench_artifact", "benchmark", "host_info", "parse_int_list", "reload_source"]

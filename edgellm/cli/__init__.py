@@ -1,0 +1,69 @@
+"""The ``edgellm`` command: one module per command group, errors as one line and exit code 2."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from edgellm.cli import bench as _bench
+from edgellm.cli import demo as _demo
+from edgellm.cli import export as _export
+from edgellm.cli import info as _info
+from edgellm.cli import targets as _targets
+
+app = typer.Typer(
+    name="edgellm",
+    help="edgellm: compress, export, benchmark and serve models for phones and servers.\n\n"
+    "Start with: edgellm demo",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.command("info")(_info.info)
+app.add_typer(_targets.app, name="targets")
+app.command("export")(_export.export)
+app.command("bench")(_bench.bench)
+app.command("demo")(_demo.demo)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the app; print user errors as one line (exit 2) and never a bare traceback."""
+    from edgellm.errors import EdgeLLMError
+
+    try:
+        rv = app(args=argv, prog_name="edgellm", standalone_mode=False)
+        return int(rv) if isinstance(rv, int) else 0
+    except EdgeLLMError as exc:
+        _err(f"error: {exc}")
+        return exc.exit_code
+    except (typer.Exit, typer.Abort) as exc:
+        return getattr(exc, "exit_code", 130)
+    except Exception as exc:
+        if getattr(exc, "exit_code", None) == 2 and hasattr(exc, "format_message"):  # click's UsageError
+            if type(exc).__name__ == "NoArgsIsHelpError":
+                _err(exc.format_message())
+                return 2
+            ctx = getattr(exc, "ctx", None)
+            cmd = ctx.command_path if ctx is not None else "edgellm"
+            _err(f"error: {exc.format_message()} (see '{cmd} --help')")
+            return 2
+        if os.environ.get("EDGELLM_DEBUG"):
+            raise
+        first = (str(exc).splitlines() or [""])[0][:400]
+        _err(f"internal error: {type(exc).__name__}: {first} (rerun with EDGELLM_DEBUG=1 for the traceback and report it)")
+        return 1
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+
+
+def _err(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def run() -> None:  # pragma: no cover - console script shim
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Structured pruning: heads (GQA-aware), FFN channels, dependency graph, importance scores, removal."""

@@ -1,0 +1,94 @@
+"""The export verb and the exporter registry: one exporter per target format."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+from edgellm.errors import ExportError
+from edgellm.export.artifact import Artifact, write_manifest
+from edgellm.export.validate import Tolerance
+from edgellm.utils.fs import atomic_dir
+
+
+class Exporter(ABC):
+    """Lowers a model to one format, validates it against the reference, and returns manifest fields.
+
+    Subclasses write the model file(s) into ``workdir`` and raise :class:`~edgellm.errors.ParityError`
+    when the lowered model disagrees with the reference beyond the tolerance.
+    """
+
+    format: str = ""
+
+    @abstractmethod
+    def lower(self, model: Any, target: Any, workdir: Path, tolerance: Tolerance) -> dict[str, Any]: ...
+
+
+EXPORTERS: dict[str, type[Exporter]] = {}
+
+
+def register_exporter(fmt: str):
+    """Class decorator: the exporter for target format ``fmt``."""
+
+    def deco(cls: type[Exporter]) -> type[Exporter]:
+        cls.format = fmt
+        EXPORTERS[fmt] = cls
+        return cls
+
+    return deco
+
+
+def export(
+    model: Any,
+    target: str = "x86-server",
+    output: str | Path | None = None,
+    *,
+    force: bool = False,
+    tolerance: Tolerance | None = None,
+    **options: Any,
+) -> Artifact:
+    """Export ``model`` for ``target`` into an artifact directory, validated against the reference.
+
+    Args:
+        model: a :class:`~edgellm.models.ModelAdapter` or anything :func:`edgellm.models.load` takes.
+        target: target profile name or YAML path (``targets/*.yaml``).
+        output: artifact directory; default ``edgellm-out/<model>-<target>``.
+        force: replace an existing output directory (only once the new artifact is complete).
+        tolerance: parity tolerance; default :class:`Tolerance()` (max abs 1e-3, cosine 0.9999).
+        **options: exporter options, e.g. ``opset=17``, ``optimize=False``, ``exporter="dynamo"``.
+
+    Returns:
+        The verified :class:`Artifact`.
+
+    Example:
+        >>> from edgellm.export import export
+        >>> art = export("minilm", target="x86-server", output="out/minilm", force=True)  # doctest: +SKIP
+        >>> art.manifest["parity"]["fixed"]["sentence_embedding"]["cosine_min"] > 0.9999     # doctest: +SKIP
+        True
+    """
+    from edgellm.errors import OutputExistsError
+    from edgellm.models import ModelAdapter, load
+    from edgellm.targets import load_target
+
+    if output is not None and Path(output).exists() and not force:
+        raise OutputExistsError(output)
+
+    tgt = load_target(target)
+    fmt = options.pop("format", None) or tgt.formats[0]
+    _load_exporters()
+    if fmt not in EXPORTERS:
+        raise ExportError(
+            f"no exporter for format '{fmt}' (target '{tgt.name}')", f"available formats: {', '.join(EXPORTERS)}"
+        )
+    exporter = EXPORTERS[fmt](**options)
+    adapter = model if isinstance(model, ModelAdapter) else load(model)
+    output = Path(output) if output is not None else Path("edgellm-out") / f"{adapter.name}-{tgt.name}"
+    with atomic_dir(output, force=force) as tmp:
+        fields = exporter.lower(adapter, tgt, tmp, tolerance or Tolerance())
+        write_manifest(tmp, fields)
+    return Artifact.load(output)
+
+
+def _load_exporters() -> None:
+    import edgellm.export.onnx_server  # noqa: F401  (registers "onnx")

@@ -1,0 +1,71 @@
+"""One ``Runner`` interface over every runtime; a registry keyed by runtime name."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+
+import numpy as np
+
+from edgellm.errors import EdgeLLMError
+from edgellm.models.adapter import TensorSpec
+
+
+class Runner(ABC):
+    """Runs a model on named numpy inputs and returns named numpy outputs.
+
+    Subclasses set :attr:`inputs`/:attr:`outputs` and implement :meth:`_run`; :meth:`run` checks names
+    and dtypes first so that a wrong input fails with a message that says what to change.
+    """
+
+    runtime: str = ""
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run once. ``feeds`` maps every input name to an array of the declared dtype."""
+        checked = {}
+        for spec in self.inputs:
+            if spec.name not in feeds:
+                raise EdgeLLMError(
+                    f"input '{spec.name}' is missing", f"give all of: {', '.join(s.name for s in self.inputs)}"
+                )
+            arr = np.asarray(feeds[spec.name])
+            if arr.dtype != np.dtype(spec.dtype):
+                raise EdgeLLMError(
+                    f"input '{spec.name}' has dtype {arr.dtype}, expected {spec.dtype}",
+                    f"cast it with .astype('{spec.dtype}')",
+                )
+            if arr.ndim != len(spec.shape):
+                raise EdgeLLMError(
+                    f"input '{spec.name}' has {arr.ndim} dimensions, expected {len(spec.shape)} {spec.shape}",
+                    "reshape the input",
+                )
+            checked[spec.name] = arr
+        return self._run(checked)
+
+    @abstractmethod
+    def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+    def close(self) -> None:
+        """Release the session (optional)."""
+
+    def __enter__(self) -> Runner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+RUNNERS: dict[str, Callable[..., Runner]] = {}
+
+
+def register_runner(name: str):
+    """Class decorator: make a runner available to :func:`make_runner` under ``name``."""
+
+    def deco(cls):
+        cls.runtime = name
+        RUNNERS[name] = cls
+        return cls
+
+    return deco

@@ -1,0 +1,1 @@
+"""Small helpers shared by every stage: hashing, atomic writes, parsing of CLI values."""

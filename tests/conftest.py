@@ -1,0 +1,66 @@
+"""Shared fixtures: the bundled MiniLM, tiny random-weight decoders saved as HF directories, a plain MLP."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    from edgellm import models
+
+    return models.load("minilm")
+
+
+@pytest.fixture(scope="session")
+def minilm_artifact(minilm, tmp_path_factory):
+    from edgellm.export import export
+
+    return export(minilm, "x86-server", tmp_path_factory.mktemp("art") / "minilm")
+
+
+def _save_decoder(kind: str, root: Path) -> Path:
+    import torch
+    from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, Qwen2Config
+
+    small = dict(vocab_size=320, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+    cfg = {
+        "llama": lambda: LlamaConfig(**small),
+        "qwen2": lambda: Qwen2Config(**small),
+        "gpt2": lambda: GPT2Config(vocab_size=320, n_embd=64, n_layer=2, n_head=4, n_positions=256),
+    }[kind]()
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(cfg)
+    path = root / f"tiny-{kind}"
+    model.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def decoder_dir(tmp_path_factory):
+    """A factory: ``decoder_dir("llama")`` -> directory of a tiny random-weight model (saved once)."""
+    root = tmp_path_factory.mktemp("decoders")
+    cache: dict[str, Path] = {}
+
+    def make(kind: str) -> Path:
+        if kind not in cache:
+            cache[kind] = _save_decoder(kind, root)
+        return cache[kind]
+
+    return make
+
+
+@pytest.fixture()
+def mlp():
+    import torch
+
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.GELU(), torch.nn.Linear(32, 4))

@@ -1,0 +1,123 @@
+"""The server ONNX path: real exports, real ONNX Runtime sessions, parity, manifests, tamper checks."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from edgellm import models
+from edgellm.errors import ArtifactError, OutputExistsError, ParityError
+from edgellm.export import Artifact, Tolerance, export
+from edgellm.runtime import make_runner
+
+
+def test_minilm_artifact_is_fused_and_validated(minilm_artifact, minilm):
+    m = minilm_artifact.manifest
+    assert m["target"]["runtime"] == "onnxruntime" and m["precision"] == "fp32"
+    ops = {n.op_type for n in onnx.load(minilm_artifact.model_path).graph.node}
+    assert {"Attention", "SkipLayerNormalization", "EmbedLayerNormalization"} <= ops  # ORT transformer fusions
+    assert m["recipe"]["fusion"]["applied"] and m["recipe"]["fusion"]["ops"]["Attention"] == 6
+    for suite in ("fixed", "random"):
+        assert m["parity"][suite]["sentence_embedding"]["cosine_min"] >= 0.9999
+        assert m["parity"][suite]["sentence_embedding"]["max_abs"] <= 1e-3
+    assert m["model"]["source"]["sha256"] == minilm.source["sha256"]
+    assert set(m["files"]) >= {"model.onnx", "tokenizer/tokenizer.json"}
+    for key in ("schema_version", "edgellm_version", "inputs", "outputs", "calibration_dataset", "recipe",
+                "environment"):
+        assert key in m
+
+
+def test_minilm_dynamic_axes(minilm_artifact, minilm):
+    """One artifact serves any batch and sequence length; outputs match torch at unseen shapes."""
+    runner = make_runner(minilm_artifact, intra_op_threads=1)
+    for b, s in [(1, 1), (5, 61), (2, 200)]:
+        feeds = minilm.example_inputs(batch=b, seq=s, seed=b * s)
+        got = runner.run(feeds)["sentence_embedding"]
+        ref = minilm.run(feeds)["sentence_embedding"]
+        assert got.shape == (b, 384)
+        np.testing.assert_allclose(got, ref, atol=1e-4)
+
+
+def test_tampered_artifact_is_refused(minilm_artifact, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(minilm_artifact.path, copy)
+    Artifact.load(copy)  # intact copy verifies
+    data = bytearray((copy / "model.onnx").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (copy / "model.onnx").write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="does not match the sha256"):
+        Artifact.load(copy)
+    (copy / "model.onnx").unlink()
+    with pytest.raises(ArtifactError, match="missing"):
+        Artifact.load(copy)
+
+
+def test_manifest_must_be_json(tmp_path):
+    (tmp_path / "manifest.json").write_text("{not json")
+    with pytest.raises(ArtifactError, match="not valid JSON"):
+        Artifact.load(tmp_path)
+
+
+@pytest.mark.parametrize("kind", ["llama", "qwen2", "gpt2"])
+def test_decoder_exports_match_torch(decoder_dir, kind, tmp_path):
+    model = models.load(decoder_dir(kind))
+    art = export(model, "x86-server", tmp_path / kind)
+    par = art.manifest["parity"]
+    assert par["random"]["logits"]["cosine_min"] >= 0.9999
+    runner = make_runner(art)
+    feeds = model.example_inputs(batch=3, seq=21, seed=7)
+    mask = feeds["attention_mask"].astype(bool)
+    got, ref = runner.run(feeds)["logits"], model.run(feeds)["logits"]
+    np.testing.assert_allclose(got[mask], ref[mask], atol=1e-4)
+    assert art.manifest["model"]["blocks"] == ["embeddings", "layers.0", "layers.1", "head"]
+
+
+def test_plain_mlp_export(mlp, tmp_path):
+    model = models.load(mlp, example_inputs=torch.randn(2, 16))
+    art = export(model, "x86-server", tmp_path / "mlp")
+    x = np.random.default_rng(0).standard_normal((7, 16)).astype("float32")
+    got = make_runner(art).run({"input": x})["output"]
+    np.testing.assert_allclose(got, mlp(torch.from_numpy(x)).detach().numpy(), atol=1e-5)
+
+
+def test_external_data_for_large_models(tmp_path):
+    """Past the size threshold (2 GB by default) weights go to model.onnx.data, hashed like the rest."""
+    torch.manual_seed(0)
+    mlp = torch.nn.Sequential(torch.nn.Linear(16, 256), torch.nn.ReLU(), torch.nn.Linear(256, 4))
+    model = models.load(mlp, example_inputs=torch.randn(2, 16))
+    art = export(model, "x86-server", tmp_path / "big", external_data_threshold=1024)
+    assert art.manifest["recipe"]["external_data"] is True
+    assert {"model.onnx", "model.onnx.data"} <= set(art.manifest["files"])
+    assert (art.path / "model.onnx.data").stat().st_size > (art.path / "model.onnx").stat().st_size
+    x = np.ones((1, 16), dtype="float32")
+    np.testing.assert_allclose(make_runner(art).run({"input": x})["output"],
+                               mlp(torch.from_numpy(x)).detach().numpy(), atol=1e-5)
+    (art.path / "model.onnx.data").write_bytes(b"\0" * 16)
+    with pytest.raises(ArtifactError):
+        Artifact.load(art.path)
+
+
+def test_parity_failure_is_loud_and_leaves_nothing(mlp, tmp_path):
+    model = models.load(mlp, example_inputs=torch.randn(2, 16))
+    out = tmp_path / "never"
+    with pytest.raises(ParityError, match="disagrees with torch"):
+        export(model, "x86-server", out, tolerance=Tolerance(max_abs=0.0, min_cosine=1.5))
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []  # no temporary directory left behind
+
+
+def test_existing_output_needs_force(mlp, tmp_path):
+    model = models.load(mlp, example_inputs=torch.randn(2, 16))
+    out = tmp_path / "a"
+    first = export(model, "x86-server", out)
+    stamp = json.loads((out / "manifest.json").read_text())["created_at"]
+    with pytest.raises(OutputExistsError, match="--force"):
+        export(model, "x86-server", out)
+    assert first.manifest["created_at"] == stamp
+    again = export(model, "x86-server", out, force=True)
+    assert again.path == out and (out / "model.onnx").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]
