@@ -12,8 +12,21 @@ from typing import Any
 
 from edgellm._version import __version__
 
-_SUBMODULES = ("models", "export", "runtime", "bench", "targets", "data", "train", "compress", "partition",
-               "serve", "split", "cli", "errors")
+_SUBMODULES = (
+    "models",
+    "export",
+    "runtime",
+    "bench",
+    "targets",
+    "data",
+    "train",
+    "compress",
+    "partition",
+    "serve",
+    "split",
+    "cli",
+    "errors",
+)
 
 __all__ = ["__version__", *_SUBMODULES]
 

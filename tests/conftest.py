@@ -30,8 +30,15 @@ def _save_decoder(kind: str, root: Path) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, Qwen2Config
 
-    small = dict(vocab_size=320, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+    small = dict(
+        vocab_size=320,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+    )
     cfg = {
         "llama": lambda: LlamaConfig(**small),
         "qwen2": lambda: Qwen2Config(**small),

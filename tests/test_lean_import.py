@@ -4,14 +4,20 @@ import json
 import subprocess
 import sys
 
-HEAVY = ["onnxruntime", "tensorflow", "tensorrt", "tflite_runtime", "ai_edge_litert", "torch", "onnx", "transformers"]
+HEAVY = [
+    "onnxruntime",
+    "tensorflow",
+    "tensorrt",
+    "tflite_runtime",
+    "ai_edge_litert",
+    "torch",
+    "onnx",
+    "transformers",
+]
 
 
 def test_import_edgellm_is_lean():
-    code = (
-        "import sys, json, edgellm; "
-        f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))"
-    )
+    code = f"import sys, json, edgellm; print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
 

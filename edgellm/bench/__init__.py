@@ -61,8 +61,17 @@ def bench_artifact(
     def feeds(b: int, s: int):
         return make_inputs(specs, b, s, seed=0, int_high=value_ranges, example=example, padded=False)
 
-    rep = benchmark(runners, feeds, batches=batches, seqs=seqs, runs=runs, warmup=warmup, sizes_mb=sizes,
-                    baseline="torch" if reference else None, progress=progress)
+    rep = benchmark(
+        runners,
+        feeds,
+        batches=batches,
+        seqs=seqs,
+        runs=runs,
+        warmup=warmup,
+        sizes_mb=sizes,
+        baseline="torch" if reference else None,
+        progress=progress,
+    )
     rep.config.update({"artifact": str(art.path), "threads": threads, "model": art.manifest["model"]["name"]})
     return rep
 
@@ -82,4 +91,12 @@ def reload_source(art: Any) -> Any:
     )
 
 
-__all__ = ["BenchReport", "BenchResult", "bench_artifact", "benchmark", "host_info", "parse_int_list", "reload_source"]
+__all__ = [
+    "BenchReport",
+    "BenchResult",
+    "bench_artifact",
+    "benchmark",
+    "host_info",
+    "parse_int_list",
+    "reload_source",
+]

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -104,7 +105,9 @@ def parse_int_list(text: str, what: str) -> list[int]:
     try:
         values = [int(x) for x in str(text).split(",") if x.strip()]
     except ValueError:
-        raise EdgeLLMError(f"{what} '{text}' is not a comma-separated list of integers", f"write e.g. {what} 1,8") from None
+        raise EdgeLLMError(
+            f"{what} '{text}' is not a comma-separated list of integers", f"write e.g. {what} 1,8"
+        ) from None
     if not values or any(v < 1 for v in values):
         raise EdgeLLMError(f"{what} '{text}' must list integers >= 1", f"write e.g. {what} 1,8")
     return values
@@ -141,7 +144,9 @@ def benchmark(
         raise EdgeLLMError(f"runs={runs}, warmup={warmup} are invalid", "use --runs >= 1 and --warmup >= 0")
     names = list(runners)
     if baseline is not None and baseline not in runners:
-        raise EdgeLLMError(f"baseline '{baseline}' is not one of the runners", f"use one of: {', '.join(names)}")
+        raise EdgeLLMError(
+            f"baseline '{baseline}' is not one of the runners", f"use one of: {', '.join(names)}"
+        )
     shapes = [(b, s) for b in batches for s in seqs]
     total = len(shapes) * len(names) * (runs + warmup)
     results: list[BenchResult] = []
@@ -169,15 +174,32 @@ def benchmark(
             for n in names:
                 t = np.asarray(times[n])
                 p50 = float(np.percentile(t, 50))
-                results.append(BenchResult(
-                    name=n, runtime=getattr(runners[n], "runtime", n), batch=b, seq=s, runs=runs,
-                    p50_ms=p50, p90_ms=float(np.percentile(t, 90)), p99_ms=float(np.percentile(t, 99)),
-                    mean_ms=float(t.mean()), std_ms=float(t.std()), min_ms=float(t.min()),
-                    throughput_per_s=b * 1e3 / p50, peak_rss_mb=rss.peak / 2**20,
-                    model_size_mb=(sizes_mb or {}).get(n),
-                ))
-    config = {"batches": batches, "seqs": seqs, "runs": runs, "warmup": warmup, "runners": names,
-              "interleaved": True}
+                results.append(
+                    BenchResult(
+                        name=n,
+                        runtime=getattr(runners[n], "runtime", n),
+                        batch=b,
+                        seq=s,
+                        runs=runs,
+                        p50_ms=p50,
+                        p90_ms=float(np.percentile(t, 90)),
+                        p99_ms=float(np.percentile(t, 99)),
+                        mean_ms=float(t.mean()),
+                        std_ms=float(t.std()),
+                        min_ms=float(t.min()),
+                        throughput_per_s=b * 1e3 / p50,
+                        peak_rss_mb=rss.peak / 2**20,
+                        model_size_mb=(sizes_mb or {}).get(n),
+                    )
+                )
+    config = {
+        "batches": batches,
+        "seqs": seqs,
+        "runs": runs,
+        "warmup": warmup,
+        "runners": names,
+        "interleaved": True,
+    }
     return BenchReport(results, config, host_info(), baseline)
 
 
@@ -185,8 +207,15 @@ def _progress(enabled: bool) -> Any:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=Console(stderr=True), disable=not enabled, transient=True)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        disable=not enabled,
+        transient=True,
+    )
 
 
 def host_info() -> dict[str, Any]:
@@ -202,14 +231,17 @@ def host_info() -> dict[str, Any]:
         "machine": platform.machine(),
         "logical_cores": os.cpu_count(),
         "physical_cores": psutil.cpu_count(logical=False),
-        "features": [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "neon", "asimd", "sve")
-                     if f in flags],
+        "features": [
+            f
+            for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "neon", "asimd", "sve")
+            if f in flags
+        ],
     }
 
 
 def cpu_flags() -> set[str]:
     try:
-        text = open("/proc/cpuinfo").read()
+        text = Path("/proc/cpuinfo").read_text()
     except OSError:
         return set()
     for line in text.splitlines():
@@ -222,7 +254,7 @@ def cpu_model() -> str:
     import platform
 
     try:
-        for line in open("/proc/cpuinfo"):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     except OSError:

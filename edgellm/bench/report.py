@@ -8,9 +8,17 @@ from typing import Any
 
 from edgellm.utils.fs import atomic_write_text
 
-COLUMNS = [("name", "runner"), ("batch", "batch"), ("seq", "seq"), ("p50_ms", "p50 ms"), ("p90_ms", "p90 ms"),
-           ("p99_ms", "p99 ms"), ("throughput_per_s", "seq/s"), ("peak_rss_mb", "peak RSS MB"),
-           ("model_size_mb", "size MB")]
+COLUMNS = [
+    ("name", "runner"),
+    ("batch", "batch"),
+    ("seq", "seq"),
+    ("p50_ms", "p50 ms"),
+    ("p90_ms", "p90 ms"),
+    ("p99_ms", "p99 ms"),
+    ("throughput_per_s", "seq/s"),
+    ("peak_rss_mb", "peak RSS MB"),
+    ("model_size_mb", "size MB"),
+]
 
 
 def _fmt(v: Any) -> str:

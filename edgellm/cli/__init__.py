@@ -54,7 +54,9 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("EDGELLM_DEBUG"):
             raise
         first = (str(exc).splitlines() or [""])[0][:400]
-        _err(f"internal error: {type(exc).__name__}: {first} (rerun with EDGELLM_DEBUG=1 for the traceback and report it)")
+        _err(
+            f"internal error: {type(exc).__name__}: {first} (rerun with EDGELLM_DEBUG=1 for the traceback and report it)"
+        )
         return 1
     except KeyboardInterrupt:
         _err("interrupted")

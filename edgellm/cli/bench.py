@@ -16,8 +16,12 @@ def bench(
     seq: str = typer.Option("128", "--seq", "-s", help="Comma-separated sequence lengths."),
     runs: int = typer.Option(50, "--runs", "-n", min=1, help="Timed runs per shape."),
     warmup: int = typer.Option(5, "--warmup", "-w", min=0, help="Untimed warm-up runs per shape."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Intra-op threads (default: runtime's)."),
-    reference: bool = typer.Option(False, "--reference", help="Also time the torch fp32 source model, interleaved."),
+    threads: Optional[int] = typer.Option(
+        None, "--threads", min=1, help="Intra-op threads (default: runtime's)."
+    ),
+    reference: bool = typer.Option(
+        False, "--reference", help="Also time the torch fp32 source model, interleaved."
+    ),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the JSON report here."),
     json_out: bool = typer.Option(False, "--json", help="Print the JSON report to stdout."),
 ) -> None:
@@ -30,8 +34,16 @@ def bench(
 
     batches = parse_int_list(batch, "--batch")
     seqs = parse_int_list(seq, "--seq")
-    rep = bench_artifact(artifact, batches=batches, seqs=seqs, runs=runs, warmup=warmup, threads=threads,
-                         reference=reference, progress=not json_out).to_dict()
+    rep = bench_artifact(
+        artifact,
+        batches=batches,
+        seqs=seqs,
+        runs=runs,
+        warmup=warmup,
+        threads=threads,
+        reference=reference,
+        progress=not json_out,
+    ).to_dict()
     if output is not None:
         write_json(rep, output)
     if json_out:

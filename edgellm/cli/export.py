@@ -13,14 +13,22 @@ from edgellm.cli._common import emit_json, kv_table
 def export(
     model: str = typer.Argument(..., help="A bundled model name (minilm) or a Hugging Face model directory."),
     target: str = typer.Option("x86-server", "--target", "-t", help="Target profile name or YAML path."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Artifact directory (default: edgellm-out/MODEL-TARGET)."),
+    output: Optional[Path] = typer.Option(
+        None, "--output", "-o", help="Artifact directory (default: edgellm-out/MODEL-TARGET)."
+    ),
     force: bool = typer.Option(False, "--force", help="Replace an existing output directory."),
-    task: Optional[str] = typer.Option(None, "--task", help="embedding or causal-lm (default: from the model)."),
+    task: Optional[str] = typer.Option(
+        None, "--task", help="embedding or causal-lm (default: from the model)."
+    ),
     exporter: str = typer.Option("auto", "--exporter", help="auto, torchscript or dynamo."),
     opset: int = typer.Option(17, "--opset", min=13, max=23, help="ONNX opset (TorchScript exporter)."),
-    optimize: bool = typer.Option(True, "--optimize/--no-optimize", help="Apply ONNX Runtime's transformer fusions."),
+    optimize: bool = typer.Option(
+        True, "--optimize/--no-optimize", help="Apply ONNX Runtime's transformer fusions."
+    ),
     atol: float = typer.Option(1e-3, "--atol", min=0.0, help="Parity: largest absolute error allowed."),
-    min_cosine: float = typer.Option(0.9999, "--min-cosine", min=-1.0, max=1.0, help="Parity: smallest cosine allowed."),
+    min_cosine: float = typer.Option(
+        0.9999, "--min-cosine", min=-1.0, max=1.0, help="Parity: smallest cosine allowed."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
 ) -> None:
     """Export MODEL for a target, validate it against torch, and write an artifact with manifest.json.
@@ -33,21 +41,39 @@ def export(
 
     adapter = load(model, task=task)
     art = do_export(
-        adapter, target, output, force=force, tolerance=Tolerance(max_abs=atol, min_cosine=min_cosine),
-        exporter=exporter, opset=opset, optimize=optimize,
+        adapter,
+        target,
+        output,
+        force=force,
+        tolerance=Tolerance(max_abs=atol, min_cosine=min_cosine),
+        exporter=exporter,
+        opset=opset,
+        optimize=optimize,
     )
     m = art.manifest
     if json_out:
         emit_json(m)
         return
     fusion = m["recipe"]["fusion"]
-    fused = ", ".join(f"{k}x{v}" for k, v in fusion.get("ops", {}).items()) if fusion.get("applied") else (
-        fusion.get("reason", "none"))
-    rows = [("artifact", art.path), ("target", f"{m['target']['name']} ({m['target']['runtime']}, {m['precision']})"),
-            ("model", f"{m['model']['name']} [{m['model']['family']}, {m['task']}], {m['model']['num_parameters']:,} params"),
-            ("exporter", f"{m['recipe']['exporter']} (opset {m['recipe']['opset']})"), ("fusions", fused),
-            ("size", f"{art.size_bytes / 2**20:.1f} MB")]
+    fused = (
+        ", ".join(f"{k}x{v}" for k, v in fusion.get("ops", {}).items())
+        if fusion.get("applied")
+        else (fusion.get("reason", "none"))
+    )
+    rows = [
+        ("artifact", art.path),
+        ("target", f"{m['target']['name']} ({m['target']['runtime']}, {m['precision']})"),
+        (
+            "model",
+            f"{m['model']['name']} [{m['model']['family']}, {m['task']}], {m['model']['num_parameters']:,} params",
+        ),
+        ("exporter", f"{m['recipe']['exporter']} (opset {m['recipe']['opset']})"),
+        ("fusions", fused),
+        ("size", f"{art.size_bytes / 2**20:.1f} MB"),
+    ]
     for suite in ("fixed", "random"):
         for name, v in m["parity"][suite].items():
-            rows.append((f"parity {suite} {name}", f"max_abs={v['max_abs']:.2e} cosine_min={v['cosine_min']:.6f}"))
+            rows.append(
+                (f"parity {suite} {name}", f"max_abs={v['max_abs']:.2e} cosine_min={v['cosine_min']:.6f}")
+            )
     kv_table("export", rows)

@@ -46,7 +46,9 @@ def show(
     if json_out:
         emit_json(tg.model_dump())
         return
-    rows = [(k, v) for k, v in tg.model_dump().items() if k not in ("peak_compute_tops", "hardware", "sources")]
+    rows = [
+        (k, v) for k, v in tg.model_dump().items() if k not in ("peak_compute_tops", "hardware", "sources")
+    ]
     rows += [(f"peak {p} (TOPS)", v) for p, v in tg.peak_compute_tops.items()]
     rows += [(f"hardware.{k}", v) for k, v in tg.hardware.items()]
     rows += [("source", s) for s in tg.sources]

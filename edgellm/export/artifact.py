@@ -5,6 +5,7 @@ Loading an artifact verifies every hash and refuses a tampered or truncated file
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import platform
@@ -40,10 +41,13 @@ class Artifact:
         path = Path(path)
         mpath = path / MANIFEST
         if not path.is_dir():
-            raise ArtifactError(f"artifact directory '{path}' does not exist", "export one with: edgellm export")
+            raise ArtifactError(
+                f"artifact directory '{path}' does not exist", "export one with: edgellm export"
+            )
         if not mpath.is_file():
             raise ArtifactError(
-                f"'{path}' is not an artifact: it has no {MANIFEST}", "point to a directory written by edgellm export"
+                f"'{path}' is not an artifact: it has no {MANIFEST}",
+                "point to a directory written by edgellm export",
             )
         try:
             manifest = json.loads(mpath.read_text())
@@ -51,7 +55,9 @@ class Artifact:
             raise ArtifactError(f"{mpath} is not valid JSON: {exc}", "re-export the artifact") from exc
         missing = {"schema_version", "files", "model_file", "inputs", "outputs", "target"} - set(manifest)
         if missing:
-            raise ArtifactError(f"{mpath} lacks keys {sorted(missing)}", "re-export the artifact with edgellm export")
+            raise ArtifactError(
+                f"{mpath} lacks keys {sorted(missing)}", "re-export the artifact with edgellm export"
+            )
         if manifest["schema_version"] > SCHEMA_VERSION:
             raise ArtifactError(
                 f"artifact schema {manifest['schema_version']} is newer than this edgellm reads ({SCHEMA_VERSION})",
@@ -67,7 +73,9 @@ class Artifact:
         for rel, meta in self.manifest["files"].items():
             f = self.path / rel
             if not f.is_file():
-                raise ArtifactError(f"artifact file '{rel}' is missing from {self.path}", "re-export the artifact")
+                raise ArtifactError(
+                    f"artifact file '{rel}' is missing from {self.path}", "re-export the artifact"
+                )
             if f.stat().st_size != meta["bytes"] or sha256_file(f) != meta["sha256"]:
                 raise ArtifactError(
                     f"artifact file '{rel}' does not match the sha256 in its manifest (corrupted or tampered)",
@@ -121,8 +129,6 @@ def environment() -> dict[str, str]:
 
     env = {"python": platform.python_version(), "platform": platform.platform()}
     for pkg in ("torch", "transformers", "onnx", "onnxruntime", "onnxscript"):
-        try:
+        with contextlib.suppress(PackageNotFoundError):
             env[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
     return env

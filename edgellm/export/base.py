@@ -79,7 +79,8 @@ def export(
     _load_exporters()
     if fmt not in EXPORTERS:
         raise ExportError(
-            f"no exporter for format '{fmt}' (target '{tgt.name}')", f"available formats: {', '.join(EXPORTERS)}"
+            f"no exporter for format '{fmt}' (target '{tgt.name}')",
+            f"available formats: {', '.join(EXPORTERS)}",
         )
     exporter = EXPORTERS[fmt](**options)
     adapter = model if isinstance(model, ModelAdapter) else load(model)

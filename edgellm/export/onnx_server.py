@@ -50,7 +50,9 @@ class OnnxOptions:
         if self.exporter not in ("auto", "torchscript", "dynamo"):
             raise ExportError(f"unknown exporter '{self.exporter}'", "use auto, torchscript or dynamo")
         if not 13 <= self.opset <= 23:
-            raise ExportError(f"opset {self.opset} is out of range", "use an opset from 13 to 23 (default 17)")
+            raise ExportError(
+                f"opset {self.opset} is out of range", "use an opset from 13 to 23 (default 17)"
+            )
 
 
 @register_exporter("onnx")
@@ -83,8 +85,11 @@ class OnnxServerExporter(Exporter):
             parity = check_parity(model, runner)
             ok = passes(parity["fixed"], tolerance) and passes(parity["random"], tolerance)
             if not ok and fusion["applied"]:
-                fusion = {"applied": False, "rejected": fusion["ops"], "reason": "fused graph failed parity: "
-                          + summary(parity["random"])}
+                fusion = {
+                    "applied": False,
+                    "rejected": fusion["ops"],
+                    "reason": "fused graph failed parity: " + summary(parity["random"]),
+                }
                 for f in (dst, workdir / DATA_FILE):
                     f.unlink(missing_ok=True)
                 _save(raw, dst, big)
@@ -105,7 +110,14 @@ class OnnxServerExporter(Exporter):
             model.tokenizer.save_pretrained(workdir / "tokenizer")
         import onnx
 
-        opset = next((o.version for o in onnx.load(dst, load_external_data=False).opset_import if o.domain in ("", "ai.onnx")), None)
+        opset = next(
+            (
+                o.version
+                for o in onnx.load(dst, load_external_data=False).opset_import
+                if o.domain in ("", "ai.onnx")
+            ),
+            None,
+        )
         return {
             "target": {"name": target.name, "runtime": "onnxruntime", "format": "onnx", "kind": target.kind},
             "precision": "fp32",
@@ -152,10 +164,14 @@ def _export(model: Any, raw: Path, opts: OnnxOptions) -> tuple[str, list[dict[st
                 (_torchscript if name == "torchscript" else _dynamo)(model, raw, opts)
             return name, attempts
         except Exception as exc:  # exporters raise many kinds; keep the reason, try the next
-            attempts.append({"exporter": name, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"})
+            attempts.append(
+                {"exporter": name, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}
+            )
     detail = "; ".join(f"{a['exporter']}: {a['error']}" for a in attempts)
-    raise ExportError(f"could not export '{model.name}' to ONNX ({detail})",
-                      "check that the model runs in torch on its example inputs; try --exporter dynamo or torchscript")
+    raise ExportError(
+        f"could not export '{model.name}' to ONNX ({detail})",
+        "check that the model runs in torch on its example inputs; try --exporter dynamo or torchscript",
+    )
 
 
 @contextlib.contextmanager
@@ -241,7 +257,11 @@ def _fuse(raw: Path, dst: Path, model: Any, ort_type: str, big: bool) -> dict[st
     try:
         with _quiet():
             opt = optimizer.optimize_model(
-                str(raw), model_type=ort_type, num_heads=heads, hidden_size=hidden, opt_level=0,
+                str(raw),
+                model_type=ort_type,
+                num_heads=heads,
+                hidden_size=hidden,
+                opt_level=0,
                 optimization_options=FusionOptions(ort_type),
             )
             ops = {k: v for k, v in opt.get_fused_operator_statistics().items() if v}
@@ -250,7 +270,7 @@ def _fuse(raw: Path, dst: Path, model: Any, ort_type: str, big: bool) -> dict[st
         for f in (dst, dst.with_name(DATA_FILE)):
             f.unlink(missing_ok=True)
         return {"applied": False, "reason": f"optimizer failed: {type(exc).__name__}: {str(exc)[:200]}"}
-    if big and (dst.parent / (dst.name + ".data")).exists() and DATA_FILE != dst.name + ".data":
+    if big and (dst.parent / (dst.name + ".data")).exists() and dst.name + ".data" != DATA_FILE:
         os.replace(dst.parent / (dst.name + ".data"), dst.parent / DATA_FILE)
     return {"applied": bool(ops), "ops": ops, "model_type": ort_type}
 
@@ -260,7 +280,13 @@ def _save(raw: Path, dst: Path, big: bool) -> None:
 
     m = onnx.load(str(raw))
     if big:
-        onnx.save_model(m, str(dst), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=DATA_FILE, size_threshold=1024)
+        onnx.save_model(
+            m,
+            str(dst),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=DATA_FILE,
+            size_threshold=1024,
+        )
     else:
         onnx.save_model(m, str(dst))

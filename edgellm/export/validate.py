@@ -50,10 +50,14 @@ def compare(
         b2 = b.reshape(a2.shape)
         num = (a2 * b2).sum(axis=1)
         den = np.linalg.norm(a2, axis=1) * np.linalg.norm(b2, axis=1)
-        cos = np.where(den > 0, num / np.maximum(den, 1e-300), np.where(np.abs(a2 - b2).max(axis=1) == 0, 1.0, 0.0))
+        cos = np.where(
+            den > 0, num / np.maximum(den, 1e-300), np.where(np.abs(a2 - b2).max(axis=1) == 0, 1.0, 0.0)
+        )
         finite = bool(np.isfinite(b2).all())
         metrics[spec.name] = {
-            "max_abs": float(np.abs(a2 - b2).max()) if finite and a2.size else (0.0 if finite else float("inf")),
+            "max_abs": float(np.abs(a2 - b2).max())
+            if finite and a2.size
+            else (0.0 if finite else float("inf")),
             "cosine_min": float(cos.min()) if finite and cos.size else (1.0 if finite else -1.0),
         }
     return metrics
@@ -76,7 +80,9 @@ def passes(metrics: dict[str, dict[str, float]], tol: Tolerance) -> bool:
 
 def summary(metrics: dict[str, Any]) -> str:
     """``name: max_abs=…, cosine_min=…`` for error messages."""
-    return "; ".join(f"{n}: max_abs={m['max_abs']:.3g}, cosine_min={m['cosine_min']:.6f}" for n, m in metrics.items())
+    return "; ".join(
+        f"{n}: max_abs={m['max_abs']:.3g}, cosine_min={m['cosine_min']:.6f}" for n, m in metrics.items()
+    )
 
 
 def check_parity(model: Any, runner: Any, *, seed: int = 0) -> dict[str, Any]:

@@ -97,8 +97,9 @@ class ModelAdapter:
         self, batch: int = 2, seq: int = 16, *, seed: int = 0, padded: bool = True
     ) -> dict[str, np.ndarray]:
         """Random inputs of the given batch and sequence length; with ``padded`` later rows are right-padded."""
-        return make_inputs(self.inputs, batch, seq, seed=seed, int_high=self.int_high, example=self.example,
-                           padded=padded)
+        return make_inputs(
+            self.inputs, batch, seq, seed=seed, int_high=self.int_high, example=self.example, padded=padded
+        )
 
     def fixed_inputs(self) -> dict[str, np.ndarray]:
         """Deterministic inputs: real sentences through the tokenizer, else the user's example."""
@@ -107,8 +108,12 @@ class ModelAdapter:
             if tok.pad_token is None:
                 tok.pad_token = tok.eos_token or tok.unk_token
             enc = tok(list(FIXED_TEXTS), padding=True, truncation=True, max_length=64, return_tensors="np")
-            return {s.name: np.asarray(enc[s.name], dtype=s.dtype) if s.name in enc else
-                    np.zeros(enc["input_ids"].shape, dtype=s.dtype) for s in self.inputs}
+            return {
+                s.name: np.asarray(enc[s.name], dtype=s.dtype)
+                if s.name in enc
+                else np.zeros(enc["input_ids"].shape, dtype=s.dtype)
+                for s in self.inputs
+            }
         if self.example is not None:
             return {k: v.copy() for k, v in self.example.items()}
         return self.example_inputs(batch=2, seq=8, seed=1234)

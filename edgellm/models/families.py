@@ -46,7 +46,11 @@ FAMILIES: dict[str, Family] = {
     "qwen2": _LLAMA,
     "qwen3": _LLAMA,
     "gpt2": Family(
-        "decoder", ("transformer.wte", "transformer.wpe"), "transformer.h", ("transformer.ln_f", "lm_head"), "gpt2"
+        "decoder",
+        ("transformer.wte", "transformer.wpe"),
+        "transformer.h",
+        ("transformer.ln_f", "lm_head"),
+        "gpt2",
     ),
 }
 

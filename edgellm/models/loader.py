@@ -94,7 +94,8 @@ def _read_config(path: Path) -> dict[str, Any]:
         ) from exc
     if not isinstance(cfg, dict) or "model_type" not in cfg:
         raise ModelLoadError(
-            f"{path / 'config.json'} has no 'model_type'", "save the model with transformers' save_pretrained()"
+            f"{path / 'config.json'} has no 'model_type'",
+            "save the model with transformers' save_pretrained()",
         )
     return cfg
 
@@ -125,7 +126,9 @@ def _load_hf(path: Path, display: str, task: str | None, attn: str) -> ModelAdap
     try:
         if task == "causal-lm":
             if family.kind != "decoder":
-                raise ModelLoadError(f"'{model_type}' is an encoder: it has no causal-LM head", "use --task embedding")
+                raise ModelLoadError(
+                    f"'{model_type}' is an encoder: it has no causal-LM head", "use --task embedding"
+                )
             hf = transformers.AutoModelForCausalLM.from_pretrained(path, **kw)
         else:
             hf = transformers.AutoModel.from_pretrained(path, **kw)
@@ -160,7 +163,7 @@ def _load_hf(path: Path, display: str, task: str | None, attn: str) -> ModelAdap
         base = hf
     module.eval()
     inputs = [TensorSpec(n, "int64", list(seq_names)) for n in input_names]
-    blocks = _hf_blocks(base, family, prefix) + [head]
+    blocks = [*_hf_blocks(base, family, prefix), head]
     files = [path / "config.json", *weights]
     return ModelAdapter(
         name=display,
@@ -170,10 +173,18 @@ def _load_hf(path: Path, display: str, task: str | None, attn: str) -> ModelAdap
         inputs=inputs,
         outputs=outputs,
         blocks=blocks,
-        source={"name": display, "path": str(path), "sha256": sha256_files(files, path), "model_type": model_type},
+        source={
+            "name": display,
+            "path": str(path),
+            "sha256": sha256_files(files, path),
+            "model_type": model_type,
+        },
         config=config,
         tokenizer=tokenizer,
-        int_high={"input_ids": vocab, "token_type_ids": max(1, int(getattr(config, "type_vocab_size", 1) or 1))},
+        int_high={
+            "input_ids": vocab,
+            "token_type_ids": max(1, int(getattr(config, "type_vocab_size", 1) or 1)),
+        },
     )
 
 
@@ -237,9 +248,13 @@ def _load_module(
         tensors = list(example_inputs.values())
     else:
         tensors = list(example_inputs)
-        names = list(input_names or ([f"input_{i}" for i in range(len(tensors))] if len(tensors) > 1 else ["input"]))
+        names = list(
+            input_names or ([f"input_{i}" for i in range(len(tensors))] if len(tensors) > 1 else ["input"])
+        )
     if len(names) != len(tensors):
-        raise ModelLoadError(f"{len(names)} input names for {len(tensors)} example inputs", "give one name per input")
+        raise ModelLoadError(
+            f"{len(names)} input names for {len(tensors)} example inputs", "give one name per input"
+        )
     example = {n: np.asarray(torch.as_tensor(t).detach().cpu().numpy()) for n, t in zip(names, tensors)}
     axes = dynamic_axes if dynamic_axes is not None else {n: {0: "batch"} for n in names}
     inputs = []
@@ -250,21 +265,32 @@ def _load_module(
     with torch.inference_mode():
         out = module(*[torch.as_tensor(a) for a in example.values()])
     outs = [out] if isinstance(out, torch.Tensor) else list(out.values() if isinstance(out, Mapping) else out)
-    onames = list(output_names or (["output"] if len(outs) == 1 else [f"output_{i}" for i in range(len(outs))]))
+    onames = list(
+        output_names or (["output"] if len(outs) == 1 else [f"output_{i}" for i in range(len(outs))])
+    )
     batch_dynamic = all(s.shape and s.shape[0] == "batch" for s in inputs)
     outputs = [
-        TensorSpec(n, str(t.detach().numpy().dtype), ["batch" if (i == 0 and batch_dynamic) else d
-                                                        for i, d in enumerate(t.shape)])
+        TensorSpec(
+            n,
+            str(t.detach().numpy().dtype),
+            ["batch" if (i == 0 and batch_dynamic) else d for i, d in enumerate(t.shape)],
+        )
         for n, t in zip(onames, outs)
     ]
-    blocks = [Block(n, "block", (n,)) for n, _ in module.named_children()] or [Block("module", "block", ("",))]
+    blocks = [Block(n, "block", (n,)) for n, _ in module.named_children()] or [
+        Block("module", "block", ("",))
+    ]
     state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
     import hashlib
 
     h = hashlib.sha256()
     for k in sorted(state):
         h.update(k.encode())
-        h.update(state[k].numpy().tobytes() if state[k].dtype != torch.bfloat16 else state[k].float().numpy().tobytes())
+        h.update(
+            state[k].numpy().tobytes()
+            if state[k].dtype != torch.bfloat16
+            else state[k].float().numpy().tobytes()
+        )
     display = name or type(module).__name__
     return ModelAdapter(
         name=display,

@@ -28,7 +28,8 @@ class Runner(ABC):
         for spec in self.inputs:
             if spec.name not in feeds:
                 raise EdgeLLMError(
-                    f"input '{spec.name}' is missing", f"give all of: {', '.join(s.name for s in self.inputs)}"
+                    f"input '{spec.name}' is missing",
+                    f"give all of: {', '.join(s.name for s in self.inputs)}",
                 )
             arr = np.asarray(feeds[spec.name])
             if arr.dtype != np.dtype(spec.dtype):
@@ -47,7 +48,7 @@ class Runner(ABC):
     @abstractmethod
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Release the session (optional)."""
 
     def __enter__(self) -> Runner:

@@ -11,11 +11,22 @@ from edgellm.errors import EdgeLLMError, require
 from edgellm.models.adapter import TensorSpec
 from edgellm.runtime.base import Runner, register_runner
 
-_OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
-               "all": "ORT_ENABLE_ALL"}
-_ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64",
-               "tensor(int32)": "int32", "tensor(int8)": "int8", "tensor(uint8)": "uint8", "tensor(bool)": "bool",
-               "tensor(double)": "float64"}
+_OPT_LEVELS = {
+    "disable": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
+}
+_ORT_DTYPES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(int64)": "int64",
+    "tensor(int32)": "int32",
+    "tensor(int8)": "int8",
+    "tensor(uint8)": "uint8",
+    "tensor(bool)": "bool",
+    "tensor(double)": "float64",
+}
 
 
 @register_runner("onnxruntime")
@@ -70,7 +81,9 @@ class OrtRunner(Runner):
             else:
                 setattr(so, key, value)
         self.path = path
-        self.session = ort.InferenceSession(str(path), sess_options=so, providers=providers or ["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(
+            str(path), sess_options=so, providers=providers or ["CPUExecutionProvider"]
+        )
         manifest = getattr(model, "manifest", None)
         if manifest:
             self.inputs = [TensorSpec(**d) for d in manifest["inputs"]]

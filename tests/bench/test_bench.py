@@ -16,7 +16,9 @@ def mlp_artifact(mlp, tmp_path):
 
 
 def test_bench_artifact_report(mlp_artifact, tmp_path):
-    rep = bench_artifact(mlp_artifact, batches=[1, 4], seqs=[128], runs=7, warmup=1, threads=1, progress=False)
+    rep = bench_artifact(
+        mlp_artifact, batches=[1, 4], seqs=[128], runs=7, warmup=1, threads=1, progress=False
+    )
     d = json.loads(json.dumps(rep.to_dict()))
     assert [(r["batch"], r["seq"]) for r in d["results"]] == [(1, 0), (4, 0)]  # no sequence axis on an MLP
     for r in d["results"]:
@@ -30,7 +32,9 @@ def test_bench_artifact_report(mlp_artifact, tmp_path):
 
 
 def test_bench_with_reference_has_ratios(minilm_artifact):
-    rep = bench_artifact(minilm_artifact, batches=[2], seqs=[16], runs=3, warmup=1, reference=True, progress=False)
+    rep = bench_artifact(
+        minilm_artifact, batches=[2], seqs=[16], runs=3, warmup=1, reference=True, progress=False
+    )
     d = rep.to_dict()
     assert {r["name"] for r in d["results"]} == {"torch", "onnxruntime"}
     ratio = d["ratios_p50"]["onnxruntime/torch"]["b2_s16"]

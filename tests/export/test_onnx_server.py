@@ -17,15 +17,26 @@ def test_minilm_artifact_is_fused_and_validated(minilm_artifact, minilm):
     m = minilm_artifact.manifest
     assert m["target"]["runtime"] == "onnxruntime" and m["precision"] == "fp32"
     ops = {n.op_type for n in onnx.load(minilm_artifact.model_path).graph.node}
-    assert {"Attention", "SkipLayerNormalization", "EmbedLayerNormalization"} <= ops  # ORT transformer fusions
+    assert {
+        "Attention",
+        "SkipLayerNormalization",
+        "EmbedLayerNormalization",
+    } <= ops  # ORT transformer fusions
     assert m["recipe"]["fusion"]["applied"] and m["recipe"]["fusion"]["ops"]["Attention"] == 6
     for suite in ("fixed", "random"):
         assert m["parity"][suite]["sentence_embedding"]["cosine_min"] >= 0.9999
         assert m["parity"][suite]["sentence_embedding"]["max_abs"] <= 1e-3
     assert m["model"]["source"]["sha256"] == minilm.source["sha256"]
     assert set(m["files"]) >= {"model.onnx", "tokenizer/tokenizer.json"}
-    for key in ("schema_version", "edgellm_version", "inputs", "outputs", "calibration_dataset", "recipe",
-                "environment"):
+    for key in (
+        "schema_version",
+        "edgellm_version",
+        "inputs",
+        "outputs",
+        "calibration_dataset",
+        "recipe",
+        "environment",
+    ):
         assert key in m
 
 
@@ -94,8 +105,9 @@ def test_external_data_for_large_models(tmp_path):
     assert {"model.onnx", "model.onnx.data"} <= set(art.manifest["files"])
     assert (art.path / "model.onnx.data").stat().st_size > (art.path / "model.onnx").stat().st_size
     x = np.ones((1, 16), dtype="float32")
-    np.testing.assert_allclose(make_runner(art).run({"input": x})["output"],
-                               mlp(torch.from_numpy(x)).detach().numpy(), atol=1e-5)
+    np.testing.assert_allclose(
+        make_runner(art).run({"input": x})["output"], mlp(torch.from_numpy(x)).detach().numpy(), atol=1e-5
+    )
     (art.path / "model.onnx.data").write_bytes(b"\0" * 16)
     with pytest.raises(ArtifactError):
         Artifact.load(art.path)

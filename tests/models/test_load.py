@@ -63,7 +63,9 @@ def test_plain_module(mlp):
     assert m.inputs[0].shape == ["batch", 16] and m.outputs[0].shape == ["batch", 4]
     assert [b.name for b in m.blocks] == ["0", "1", "2"]
     x = m.example_inputs(batch=5)
-    np.testing.assert_allclose(m.run(x)["output"], mlp(torch.as_tensor(x["input"])).detach().numpy(), atol=1e-6)
+    np.testing.assert_allclose(
+        m.run(x)["output"], mlp(torch.as_tensor(x["input"])).detach().numpy(), atol=1e-6
+    )
 
 
 def test_plain_module_needs_example(mlp):

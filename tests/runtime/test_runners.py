@@ -10,13 +10,20 @@ def test_torch_and_ort_runners_agree(minilm, minilm_artifact):
     t = make_runner(minilm)
     o = make_runner(minilm_artifact, intra_op_threads=1)
     assert t.runtime == "torch" and o.runtime == "onnxruntime"
-    np.testing.assert_allclose(o.run(feeds)["sentence_embedding"], t.run(feeds)["sentence_embedding"], atol=1e-5)
+    np.testing.assert_allclose(
+        o.run(feeds)["sentence_embedding"], t.run(feeds)["sentence_embedding"], atol=1e-5
+    )
     assert {"torch", "onnxruntime"} <= set(RUNNERS)
 
 
 def test_ort_session_options_are_applied(minilm_artifact):
-    r = make_runner(minilm_artifact, intra_op_threads=1, inter_op_threads=1, graph_optimization="basic",
-                    session_options={"enable_mem_pattern": False, "session.intra_op.allow_spinning": "0"})
+    r = make_runner(
+        minilm_artifact,
+        intra_op_threads=1,
+        inter_op_threads=1,
+        graph_optimization="basic",
+        session_options={"enable_mem_pattern": False, "session.intra_op.allow_spinning": "0"},
+    )
     so = r.session_options
     assert so.intra_op_num_threads == 1 and so.inter_op_num_threads == 1
     assert so.enable_mem_pattern is False
