@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from edgellm.errors import EdgeLLMError
+
 FIXED_TEXTS = (
     "The quick brown fox jumps over the lazy dog.",
     "Edge deployment trades a little accuracy for a lot of latency.",
@@ -168,7 +170,11 @@ def make_inputs(
             elif example is not None and spec.name in example:
                 shape.append(int(example[spec.name].shape[i]))
             else:
-                raise ValueError(f"no size for dynamic axis {s!r} of input {spec.name!r}")
+                raise EdgeLLMError(
+                    f"input '{spec.name}' has a dynamic axis '{s}' that cannot be sized here "
+                    "(only 'batch' and 'sequence' are known)",
+                    "export with a fixed size for that axis, or pass example inputs",
+                )
         dtype = np.dtype(spec.dtype)
         if spec.name == "attention_mask":
             arr = np.ones(shape, dtype=dtype)

@@ -133,3 +133,27 @@ def test_existing_output_needs_force(mlp, tmp_path):
     again = export(model, "x86-server", out, force=True)
     assert again.path == out and (out / "model.onnx").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]
+
+
+def test_fused_graph_failing_parity_falls_back_to_unfused(minilm, tmp_path, monkeypatch):
+    """A fusion pass that corrupts the graph (simulated) is rejected, and the unfused graph ships."""
+    from onnx import numpy_helper
+
+    import edgellm.export.onnx_server as srv
+
+    def broken_fuse(raw, dst, model, ort_type, big):
+        m = onnx.load(str(raw))
+        init = max(m.graph.initializer, key=lambda t: t.dims[0] if t.dims else 0)
+        arr = numpy_helper.to_array(init) * 3.0
+        init.CopyFrom(numpy_helper.from_array(arr.astype(arr.dtype), init.name))
+        onnx.save_model(m, str(dst))
+        return {"applied": True, "ops": {"BrokenFusion": 1}, "model_type": ort_type}
+
+    monkeypatch.setattr(srv, "_fuse", broken_fuse)
+    art = export(minilm, "x86-server", tmp_path / "fallback")
+    fusion = art.manifest["recipe"]["fusion"]
+    assert fusion["applied"] is False and fusion["rejected"] == {"BrokenFusion": 1}
+    assert "failed parity" in fusion["reason"]
+    assert art.manifest["parity"]["random"]["sentence_embedding"]["cosine_min"] >= 0.9999
+    ops = {n.op_type for n in onnx.load(art.model_path).graph.node}
+    assert "Attention" not in ops  # the unfused graph
