@@ -8,6 +8,7 @@ import sys
 import typer
 
 from edgellm.cli import bench as _bench
+from edgellm.cli import compress as _compress
 from edgellm.cli import demo as _demo
 from edgellm.cli import export as _export
 from edgellm.cli import info as _info
@@ -27,6 +28,7 @@ app.command("info")(_info.info)
 app.add_typer(_targets.app, name="targets")
 app.command("export")(_export.export)
 app.command("bench")(_bench.bench)
+app.command("compress")(_compress.compress)
 app.command("demo")(_demo.demo)
 
 

@@ -1,2 +1,7 @@
-"""Data front end (stage 1): corpora I/O, cleaning, deduplication, PII masking, augmentation, sampling and
-the versioned dataset store. Hands on a ``DatasetVersion``. Built in a later issue."""
+"""Data front end (stage 1). For now: reading corpora (text, JSONL, directories, the bundled pydoc
+topics) and disjoint calibration/evaluation splits. Cleaning, dedup, PII, augmentation, sampling and
+the versioned dataset store come with the data-front-end issue."""
+
+from edgellm.data.corpus import Document, pydoc_topics, read_corpus, sentences, split
+
+__all__ = ["Document", "pydoc_topics", "read_corpus", "sentences", "split"]

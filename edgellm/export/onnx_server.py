@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import os
 import tempfile
 import warnings
 from dataclasses import asdict, dataclass
@@ -57,54 +56,69 @@ class OnnxOptions:
 
 @register_exporter("onnx")
 class OnnxServerExporter(Exporter):
-    """Lower a model to fp32 ONNX for ONNX Runtime servers."""
+    """Lower a model (fp32, or quantized by a :class:`~edgellm.compress.quant.QuantSpec`) to ONNX.
 
-    def __init__(self, **options: Any) -> None:
+    Args:
+        quant: a QuantSpec computed on ``model``; the artifact is then INT8 or INT4 and is checked
+            against the torch fake-quantized model.
+        accuracy_level: ``MatMulNBits`` compute precision for INT4 (0: fp32 activations, 4: int8).
+        **options: :class:`OnnxOptions` fields.
+    """
+
+    def __init__(self, quant: Any = None, accuracy_level: int = 0, **options: Any) -> None:
         self.options = OnnxOptions(**options)
+        self.quant = quant
+        self.accuracy_level = accuracy_level
 
     def lower(self, model: Any, target: Any, workdir: Path, tolerance: Tolerance) -> dict[str, Any]:
         require("onnx", "onnx", "the ONNX exporter")
         require("onnxruntime", "onnx", "validating an ONNX export")
-        from edgellm.runtime.ort_runner import OrtRunner
+        opts, spec = self.options, self.quant
+        reference = model
+        if spec is not None:
+            from edgellm.compress.quant import apply_quant
 
-        opts = self.options
+            reference = apply_quant(model, spec)
+        family = FAMILIES.get(model.family)
+        variants = (
+            ["fused", "plain"]
+            if opts.optimize and family is not None and family.ort_model_type
+            else ["plain"]
+        )
+        rejected: list[dict[str, Any]] = []
+        dst = workdir / MODEL_FILE
         with tempfile.TemporaryDirectory(prefix=".raw-", dir=workdir.parent) as rawdir:
             raw = Path(rawdir) / MODEL_FILE
             used, attempts = _export(model, raw, opts)
             big = sum(f.stat().st_size for f in Path(rawdir).iterdir()) > opts.external_data_threshold
-            dst = workdir / MODEL_FILE
-            fusion: dict[str, Any] = {"applied": False}
-            family = FAMILIES.get(model.family)
-            if opts.optimize and family is not None and family.ort_model_type:
-                fusion = _fuse(raw, dst, model, family.ort_model_type, big)
-            if not fusion["applied"]:
-                _save(raw, dst, big)
-            runner = OrtRunner(dst)
-            runner.inputs = [s for s in model.inputs if s.name in {i.name for i in runner.inputs}]
-            runner.outputs = model.outputs
-            parity = check_parity(model, runner)
-            ok = passes(parity["fixed"], tolerance) and passes(parity["random"], tolerance)
-            if not ok and fusion["applied"]:
-                fusion = {
-                    "applied": False,
-                    "rejected": fusion["ops"],
-                    "reason": "fused graph failed parity: " + summary(parity["random"]),
-                }
+            for variant in variants:
                 for f in (dst, workdir / DATA_FILE):
                     f.unlink(missing_ok=True)
-                _save(raw, dst, big)
-                runner = OrtRunner(dst)
-                runner.inputs = [s for s in model.inputs if s.name in {i.name for i in runner.inputs}]
-                runner.outputs = model.outputs
-                parity = check_parity(model, runner)
+                fusion, lowered = self._build(raw, dst, model, family, variant, big)
+                if variant == "fused" and not fusion["applied"]:
+                    rejected.append({"variant": "fused", "reason": fusion.get("reason", "no fusion applied")})
+                    continue
+                runner = _runner(dst, model)
+                parity = check_parity(reference, runner)
                 ok = passes(parity["fixed"], tolerance) and passes(parity["random"], tolerance)
+                if ok:
+                    break
+                rejected.append(
+                    {
+                        "variant": variant,
+                        "ops": fusion.get("ops", {}),
+                        "reason": "failed parity: " + summary(parity["random"]),
+                    }
+                )
             if not ok:
                 raise ParityError(
-                    f"ONNX export of '{model.name}' disagrees with torch beyond tolerance "
-                    f"(max_abs {tolerance.max_abs}, cosine {tolerance.min_cosine}): fixed {summary(parity['fixed'])}; "
-                    f"random {summary(parity['random'])}",
+                    f"ONNX export of '{model.name}' disagrees with {'the fake-quantized ' if spec else ''}torch model "
+                    f"beyond tolerance (max_abs {tolerance.max_abs}, cosine {tolerance.min_cosine}): "
+                    f"fixed {summary(parity['fixed'])}; random {summary(parity['random'])}",
                     "try --exporter torchscript/dynamo or --no-optimize, or loosen --atol/--min-cosine",
                 )
+            if variant == "plain" and rejected:
+                fusion = {"applied": False, "rejected": rejected}
             inputs = runner.inputs
         if model.tokenizer is not None:
             model.tokenizer.save_pretrained(workdir / "tokenizer")
@@ -118,9 +132,28 @@ class OnnxServerExporter(Exporter):
             ),
             None,
         )
+        precision = "fp32" if spec is None else f"int{spec.bits}"
+        recipe: dict[str, Any] = {
+            "stage": "export" if spec is None else "compress",
+            "exporter": used,
+            "export_attempts": attempts,
+            "opset": opset,
+            "options": asdict(opts),
+            "fusion": fusion,
+            "external_data": big,
+        }
+        if spec is not None:
+            recipe["quantization"] = {
+                "recipe": spec.recipe,
+                "config": spec.config,
+                "kept_fp32": spec.kept,
+                "accuracy_level": self.accuracy_level,
+                **lowered,
+                "weight_bytes": spec.weight_bytes(),
+            }
         return {
             "target": {"name": target.name, "runtime": "onnxruntime", "format": "onnx", "kind": target.kind},
-            "precision": "fp32",
+            "precision": precision,
             "task": model.task,
             "model_file": MODEL_FILE,
             "model": {
@@ -133,18 +166,48 @@ class OnnxServerExporter(Exporter):
             "inputs": [s.to_dict() for s in inputs],
             "outputs": [s.to_dict() for s in model.outputs],
             "value_ranges": {k: v for k, v in model.int_high.items() if k in {s.name for s in inputs}},
-            "calibration_dataset": None,
-            "recipe": {
-                "stage": "export",
-                "exporter": used,
-                "export_attempts": attempts,
-                "opset": opset,
-                "options": asdict(opts),
-                "fusion": fusion,
-                "external_data": big,
+            "calibration_dataset": (spec.calibration or None) if spec is not None else None,
+            "recipe": recipe,
+            "parity": {
+                **parity,
+                "tolerance": tolerance.to_dict(),
+                "passed": True,
+                "reference": "torch fp32" if spec is None else f"torch fake-quantized ({spec.recipe})",
             },
-            "parity": {**parity, "tolerance": tolerance.to_dict(), "passed": True, "reference": "torch fp32"},
         }
+
+    def _build(self, raw: Path, dst: Path, model: Any, family: Any, variant: str, big: bool):
+        """Fuse (``fused``) or not (``plain``), lower the QuantSpec if any, save to ``dst``."""
+        import onnx
+
+        spec = self.quant
+        fusion: dict[str, Any] = {"applied": False}
+        proto = None
+        if variant == "fused":
+            # QDQ and MatMulNBits lower per linear layer, so only all-dynamic specs keep fused attention
+            attention = spec is None or all(lq.dynamic_activation for lq in spec.layers.values())
+            fusion, proto = _fuse(raw, model, family.ort_model_type, attention=attention)
+            if proto is None:
+                return fusion, {}
+        if proto is None:
+            proto = onnx.load(str(raw))
+        lowered: dict[str, Any] = {}
+        if spec is not None:
+            from edgellm.export.onnx_quant import lower_quant
+
+            lowered = lower_quant(proto, spec, model, accuracy_level=self.accuracy_level)
+        _save_proto(proto, dst, big)
+        return fusion, lowered
+
+
+def _runner(path: Path, model: Any) -> Any:
+    from edgellm.runtime.ort_runner import OrtRunner
+
+    runner = OrtRunner(path)
+    present = {i.name for i in runner.inputs}
+    runner.inputs = [s for s in model.inputs if s.name in present]
+    runner.outputs = model.outputs
+    return runner
 
 
 def _export(model: Any, raw: Path, opts: OnnxOptions) -> tuple[str, list[dict[str, str]]]:
@@ -246,14 +309,20 @@ def _dynamo(model: Any, raw: Path, opts: OnnxOptions) -> None:
         )
 
 
-def _fuse(raw: Path, dst: Path, model: Any, ort_type: str, big: bool) -> dict[str, Any]:
-    """Run ONNX Runtime's transformer optimizer (graph fusions only, opt_level 0: portable)."""
+def _fuse(raw: Path, model: Any, ort_type: str, *, attention: bool = True) -> tuple[dict[str, Any], Any]:
+    """ONNX Runtime's transformer optimizer (graph fusions only, opt_level 0: portable across EPs).
+
+    Returns the fusion record and the fused ModelProto (None when the optimizer failed).
+    """
     from onnxruntime.transformers import optimizer
     from onnxruntime.transformers.fusion_options import FusionOptions
 
     cfg = model.config
     heads = int(getattr(cfg, "num_attention_heads", 0) or getattr(cfg, "n_head", 0) or 0)
     hidden = int(getattr(cfg, "hidden_size", 0) or getattr(cfg, "n_embd", 0) or 0)
+    options = FusionOptions(ort_type)
+    if not attention:
+        options.enable_attention = False
     try:
         with _quiet():
             opt = optimizer.optimize_model(
@@ -262,26 +331,20 @@ def _fuse(raw: Path, dst: Path, model: Any, ort_type: str, big: bool) -> dict[st
                 num_heads=heads,
                 hidden_size=hidden,
                 opt_level=0,
-                optimization_options=FusionOptions(ort_type),
+                optimization_options=options,
             )
             ops = {k: v for k, v in opt.get_fused_operator_statistics().items() if v}
-            opt.save_model_to_file(str(dst), use_external_data_format=big, all_tensors_to_one_file=True)
     except Exception as exc:  # a fusion pass that cannot handle a graph is skipped, not fatal
-        for f in (dst, dst.with_name(DATA_FILE)):
-            f.unlink(missing_ok=True)
-        return {"applied": False, "reason": f"optimizer failed: {type(exc).__name__}: {str(exc)[:200]}"}
-    if big and (dst.parent / (dst.name + ".data")).exists() and dst.name + ".data" != DATA_FILE:
-        os.replace(dst.parent / (dst.name + ".data"), dst.parent / DATA_FILE)
-    return {"applied": bool(ops), "ops": ops, "model_type": ort_type}
+        return {"applied": False, "reason": f"optimizer failed: {type(exc).__name__}: {str(exc)[:200]}"}, None
+    return {"applied": bool(ops), "ops": ops, "model_type": ort_type, "attention": attention}, opt.model
 
 
-def _save(raw: Path, dst: Path, big: bool) -> None:
+def _save_proto(proto: Any, dst: Path, big: bool) -> None:
     import onnx
 
-    m = onnx.load(str(raw))
     if big:
         onnx.save_model(
-            m,
+            proto,
             str(dst),
             save_as_external_data=True,
             all_tensors_to_one_file=True,
@@ -289,4 +352,4 @@ def _save(raw: Path, dst: Path, big: bool) -> None:
             size_threshold=1024,
         )
     else:
-        onnx.save_model(m, str(dst))
+        onnx.save_model(proto, str(dst))

@@ -44,3 +44,10 @@ def bundled_path(name: str) -> Path | None:
     """The directory of bundled model ``name``, or None if no bundled model has that name."""
     entry = _BUNDLED.get(name)
     return entry[1]() if entry else None
+
+
+@register_bundled(
+    "tiny-llama", "11 M-parameter Llama (GQA 6:2) trained by scripts/train_tiny_llama.py on pydoc text"
+)
+def _tiny_llama() -> Path:
+    return Path(__file__).resolve().parent / "bundled_models" / "tiny-llama"

@@ -1,0 +1,149 @@
+"""``edgellm compress``: INT8/INT4 quantization with accuracy and speed reports and guards."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from edgellm.cli._common import console, emit_json
+
+RECIPE_NAMES = "int8-dynamic | int8-static | int8-smoothquant | w4a16-rtn | w4a16-gptq | w4a16-awq | auto"
+
+
+def compress(
+    model: Optional[str] = typer.Argument(
+        None, help="Bundled model name or model directory (or set in --recipe YAML)."
+    ),
+    recipe: str = typer.Option(
+        "int8-dynamic", "--recipe", "-r", help=f"{RECIPE_NAMES}, or a recipe YAML file."
+    ),
+    output: Optional[Path] = typer.Option(
+        None, "--output", "-o", help="Artifact directory (report: OUT.report.json)."
+    ),
+    target: str = typer.Option("x86-server", "--target", "-t", help="Target profile."),
+    group_size: Optional[int] = typer.Option(
+        None, "--group-size", "-g", help="INT4 group size (32, 64, 128)."
+    ),
+    asymmetric: bool = typer.Option(False, "--asymmetric", help="INT4 with a zero point per group."),
+    calibration: Optional[str] = typer.Option(
+        None, "--calibration", help="int8-static: minmax, percentile, entropy."
+    ),
+    alpha: Optional[float] = typer.Option(
+        None, "--smoothquant-alpha", help="int8-static: SmoothQuant alpha."
+    ),
+    keep: list[str] = typer.Option(
+        [], "--keep", "-k", help="Layer pattern left in fp32 (repeatable), e.g. lm_head."
+    ),
+    auto_keep: int = typer.Option(0, "--auto-keep", min=0, help="Leave the N most sensitive layers in fp32."),
+    calib: Optional[str] = typer.Option(None, "--calib", help="Calibration text: .txt, .jsonl or directory."),
+    eval_data: Optional[str] = typer.Option(
+        None, "--eval", help="Evaluation text (default: held-out bundled corpus)."
+    ),
+    max_drop: Optional[str] = typer.Option(
+        None, "--max-accuracy-drop", help="Guard: cosine>=0.99, ppl+3%, or 0.01."
+    ),
+    runs: int = typer.Option(20, "--runs", "-n", min=1, help="Timed rounds for the latency comparison."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing output directory."),
+    json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Quantize MODEL once (INT8 or INT4), lower it for the target, and report accuracy and speed vs fp32.
+
+    Example: edgellm compress minilm --recipe int8-static --max-accuracy-drop cosine>=0.99 -o edgellm-out/minilm-int8
+
+    Example: edgellm compress tiny-llama --recipe w4a16-gptq --group-size 128 --max-accuracy-drop ppl+5% -o out/tl-int4
+    """
+    from edgellm.compress.api import compress as run
+    from edgellm.compress.quant.config import config_for
+    from edgellm.compress.recipe import load_recipe
+    from edgellm.errors import EdgeLLMError
+
+    opts: dict[str, Any] = {}
+    if recipe.endswith((".yaml", ".yml")):
+        r = load_recipe(recipe)
+        model = model or r.model
+        recipe, opts = r.quantization.recipe, dict(r.quantization.options)
+        output = output or (Path(r.output) if r.output else None)
+        target, calib, eval_data = r.target or target, calib or r.data.calib, eval_data or r.data.eval
+        max_drop = max_drop or r.max_accuracy_drop
+    if model is None:
+        raise EdgeLLMError("no model given", "pass MODEL (e.g. minilm) or set 'model' in the recipe YAML")
+    for key, value in (
+        ("group_size", group_size),
+        ("calibration", calibration),
+        ("smoothquant_alpha", alpha),
+    ):
+        if value is not None:
+            opts[key] = value
+    if asymmetric:
+        opts["symmetric"] = False
+    if keep:
+        opts["keep"] = tuple(keep)
+    if auto_keep:
+        opts["auto_keep"] = auto_keep
+    config: Any = "auto" if recipe == "auto" else config_for(recipe, **opts)
+    if recipe == "auto" and opts:
+        raise EdgeLLMError("--recipe auto takes no method options", "drop --group-size/--calibration/...")
+    out = output or Path("edgellm-out") / f"{Path(model).name}-{recipe}"
+    c = console()
+    res = run(
+        model,
+        config,
+        target=target,
+        output=out,
+        calib=calib,
+        eval_data=eval_data,
+        max_accuracy_drop=max_drop,
+        force=force,
+        runs=runs,
+        progress=not json_out,
+        log=None if json_out else lambda m: c.print(m),
+    )
+    if json_out:
+        emit_json(res.report)
+        return
+    print_report(res.report)
+    c.print(f"artifact: {res.artifact.path}  report: {res.report_path}")
+
+
+def print_report(rep: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    t = Table(title=f"compress {rep['model']} for {rep['target']} (guard: {rep['guard'] or 'none'})")
+    for col in ("try", "recipe", "accuracy", "kept fp32", "size MB", "p50 ms", "vs fp32", "verdict"):
+        t.add_column(col)
+    t.add_row(
+        "fp32",
+        "-",
+        "reference",
+        "-",
+        f"{rep['fp32']['size_mb']:.1f}",
+        f"{rep['fp32']['p50_ms']:.1f}",
+        "1.00",
+        "",
+    )
+    for row in rep["tries"]:
+        sp = rep["speed"].get(row["recipe"]) if row["ok"] else None
+        t.add_row(
+            row["try"],
+            row["recipe"],
+            _acc(row["accuracy"]),
+            str(len(row["kept_fp32"])),
+            f"{row['size_mb']:.1f}" if row["size_mb"] else "-",
+            f"{sp['p50_ms']:.1f}" if sp else "-",
+            f"{sp['ratio_vs_fp32']:.2f}" if sp else "-",
+            row["verdict"] or (row["error"] or ""),
+        )
+    c = console()
+    c.print(t)
+    for w in rep.get("warnings", []):
+        c.print(f"[yellow]warning:[/] {w}")
+
+
+def _acc(a: dict[str, Any]) -> str:
+    if not a:
+        return "-"
+    if a.get("metric") == "perplexity":
+        return f"ppl {a['perplexity']:.2f} (fp32 {a['perplexity_fp32']:.2f}), top1 {a['top1_agreement']:.3f}"
+    return f"cos {a['cosine_mean']:.4f} (min {a['cosine_min']:.3f}), spearman {a['spearman_pairwise']:.4f}"

@@ -1,0 +1,100 @@
+"""Accuracy of a compressed model against its fp32 reference on held-out data.
+
+Encoders: embedding cosine (mean, min) and the Spearman correlation of all pairwise similarities
+(does the compressed model rank sentence pairs the same way?). Causal LMs: perplexity of both and
+next-token top-1 agreement.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def _rank(a: np.ndarray) -> np.ndarray:
+    order = a.argsort(kind="stable")
+    r = np.empty(len(a), dtype=np.float64)
+    r[order] = np.arange(len(a), dtype=np.float64)
+    # average ranks of ties
+    vals, inv, counts = np.unique(a, return_inverse=True, return_counts=True)
+    if len(vals) < len(a):
+        sums = np.bincount(inv, weights=r)
+        r = (sums / counts)[inv]
+    return r
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    ra, rb = _rank(np.asarray(a, np.float64)), _rank(np.asarray(b, np.float64))
+    ra -= ra.mean()
+    rb -= rb.mean()
+    return float((ra * rb).sum() / np.sqrt((ra * ra).sum() * (rb * rb).sum()))
+
+
+def embedding_accuracy(ref: np.ndarray, got: np.ndarray) -> dict[str, float]:
+    """Cosine per sentence and Spearman of the pairwise cosine-similarity matrices."""
+
+    def norm(x: np.ndarray) -> np.ndarray:
+        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+    r, g = norm(ref.astype(np.float64)), norm(got.astype(np.float64))
+    cos = (r * g).sum(1)
+    iu = np.triu_indices(len(r), k=1)
+    return {
+        "cosine_mean": float(cos.mean()),
+        "cosine_min": float(cos.min()),
+        "spearman_pairwise": spearman((r @ r.T)[iu], (g @ g.T)[iu]),
+        "sentences": len(r),
+    }
+
+
+def lm_stats(logits: np.ndarray, input_ids: np.ndarray, mask: np.ndarray) -> tuple[float, int, np.ndarray]:
+    """Summed next-token NLL, token count, and argmax predictions of one batch."""
+    x = logits[:, :-1].astype(np.float64)
+    y = input_ids[:, 1:]
+    valid = (mask[:, 1:] * mask[:, :-1]).astype(bool)
+    m = x.max(-1, keepdims=True)
+    logz = m[..., 0] + np.log(np.exp(x - m).sum(-1))
+    tgt = np.take_along_axis(x, y[..., None], axis=-1)[..., 0]
+    nll = (logz - tgt)[valid]
+    return float(nll.sum()), int(valid.sum()), x.argmax(-1)
+
+
+def evaluate(
+    reference: Any, candidate: Any, model: Any, batches: list[dict[str, np.ndarray]]
+) -> dict[str, Any]:
+    """Run both runners on held-out batches and compare (see module docstring)."""
+
+    def feed(runner: Any, f: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return runner.run({s.name: f[s.name] for s in runner.inputs})
+
+    if model.task == "causal-lm":
+        tot = {"ref": [0.0, 0], "cand": [0.0, 0]}
+        agree = n = 0
+        for f in batches:
+            r, c = feed(reference, f)["logits"], feed(candidate, f)["logits"]
+            nr, kr, pr = lm_stats(r, f["input_ids"], f["attention_mask"])
+            nc, kc, pc = lm_stats(c, f["input_ids"], f["attention_mask"])
+            tot["ref"][0] += nr
+            tot["ref"][1] += kr
+            tot["cand"][0] += nc
+            tot["cand"][1] += kc
+            valid = (f["attention_mask"][:, 1:] * f["attention_mask"][:, :-1]).astype(bool)
+            agree += int((pr == pc)[valid].sum())
+            n += int(valid.sum())
+        ppl_ref = float(np.exp(tot["ref"][0] / max(tot["ref"][1], 1)))
+        ppl = float(np.exp(tot["cand"][0] / max(tot["cand"][1], 1)))
+        return {
+            "metric": "perplexity",
+            "perplexity_fp32": ppl_ref,
+            "perplexity": ppl,
+            "perplexity_increase": ppl / ppl_ref - 1.0,
+            "top1_agreement": agree / max(n, 1),
+            "tokens": n,
+        }
+    out_name = model.outputs[0].name
+    ref = np.concatenate([feed(reference, f)[out_name] for f in batches])
+    got = np.concatenate([feed(candidate, f)[out_name] for f in batches])
+    if ref.ndim > 2:
+        ref, got = ref.reshape(len(ref), -1), got.reshape(len(got), -1)
+    return {"metric": "embedding", **embedding_accuracy(ref, got)}

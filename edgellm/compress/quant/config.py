@@ -1,0 +1,166 @@
+"""Typed quantization configs: one dataclass per method, validated on construction.
+
+Example:
+    >>> from edgellm.compress.quant import Int4WeightOnly
+    >>> Int4WeightOnly(method="gptq", group_size=128)           # doctest: +ELLIPSIS
+    Int4WeightOnly(...)
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
+
+from edgellm.errors import EdgeLLMError
+
+SCHEMA_VERSION = 1
+CALIBRATIONS = ("minmax", "percentile", "entropy")
+INT4_METHODS = ("rtn", "gptq", "awq")
+
+
+@dataclass
+class QuantConfig:
+    """Fields every method shares.
+
+    Args:
+        keep: layer-name patterns (fnmatch; ``lm_head`` also matches ``lm.lm_head``) left in fp32.
+        auto_keep: additionally leave the N layers most sensitive to quantization in fp32, found by
+            quantizing one layer at a time and measuring the model's output error on calibration data.
+    """
+
+    keep: tuple[str, ...] = ()
+    auto_keep: int = 0
+    recipe: ClassVar[str] = ""
+    bits: ClassVar[int] = 8
+
+    def __post_init__(self) -> None:
+        self.keep = tuple(self.keep)
+        if self.auto_keep < 0:
+            raise EdgeLLMError(f"auto_keep={self.auto_keep} is negative", "use 0 or a positive layer count")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"recipe": self.recipe, "schema_version": SCHEMA_VERSION, **asdict(self)}
+
+
+@dataclass
+class Int8Dynamic(QuantConfig):
+    """W8 per-channel symmetric int8 weights; activations quantized per tensor at run time (uint8).
+
+    Args:
+        per_channel: one weight scale per output channel (else one per tensor).
+        smoothquant_alpha: divide activations by per-channel SmoothQuant factors (folded into the
+            weights) so that outlier channels stop dominating the per-tensor range; needs calibration.
+    """
+
+    recipe: ClassVar[str] = "int8-dynamic"
+    per_channel: bool = True
+    smoothquant_alpha: float | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.smoothquant_alpha is not None and not 0.0 <= self.smoothquant_alpha <= 1.0:
+            raise EdgeLLMError(
+                f"smoothquant_alpha {self.smoothquant_alpha} is outside [0, 1]", "use e.g. 0.5"
+            )
+
+
+@dataclass
+class Int8Static(QuantConfig):
+    """W8A8 static post-training quantization.
+
+    Args:
+        calibration: activation range estimator: ``minmax``, ``percentile`` (clip at ``percentile``)
+            or ``entropy`` (KL-divergence threshold, as TensorRT's entropy calibrator).
+        percentile: the percentile kept by ``percentile`` calibration (99.99 clips the top 0.01 %).
+        per_channel: one weight scale per output channel (else one per tensor).
+        smoothquant_alpha: migrate activation outliers into the weights with SmoothQuant at this alpha
+            (0.5 balances both; None disables).
+    """
+
+    recipe: ClassVar[str] = "int8-static"
+    calibration: str = "minmax"
+    percentile: float = 99.99
+    per_channel: bool = True
+    smoothquant_alpha: float | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.calibration not in CALIBRATIONS:
+            raise EdgeLLMError(
+                f"unknown calibration '{self.calibration}'", f"use one of: {', '.join(CALIBRATIONS)}"
+            )
+        if not 50.0 < self.percentile <= 100.0:
+            raise EdgeLLMError(f"percentile {self.percentile} is outside (50, 100]", "use e.g. 99.99")
+        if self.smoothquant_alpha is not None and not 0.0 <= self.smoothquant_alpha <= 1.0:
+            raise EdgeLLMError(
+                f"smoothquant_alpha {self.smoothquant_alpha} is outside [0, 1]", "use e.g. 0.5"
+            )
+
+
+@dataclass
+class SmoothQuant(Int8Static):
+    """Int8Static with SmoothQuant on (alpha 0.5 by default)."""
+
+    recipe: ClassVar[str] = "int8-smoothquant"
+    smoothquant_alpha: float | None = 0.5
+
+
+@dataclass
+class Int4WeightOnly(QuantConfig):
+    """W4A16: 4-bit weights in groups along the input dimension; activations stay in floating point.
+
+    Args:
+        method: ``rtn`` (round to nearest), ``gptq`` (error-compensating, Hessian from calibration
+            inputs) or ``awq`` (activation-aware per-channel scaling, then round to nearest).
+        group_size: inputs per scale; a power of two >= 16 that divides every quantized layer's inputs.
+        symmetric: zero point fixed at 8 (else one zero point per group).
+        damp: GPTQ's damping, as a fraction of the mean Hessian diagonal.
+        awq_grid: how many alpha values AWQ tries in [0, 1).
+    """
+
+    bits: ClassVar[int] = 4
+    method: str = "rtn"
+    group_size: int = 128
+    symmetric: bool = True
+    damp: float = 0.01
+    awq_grid: int = 20
+
+    @property
+    def recipe(self) -> str:  # type: ignore[override]
+        return f"w4a16-{self.method}"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.method not in INT4_METHODS:
+            raise EdgeLLMError(
+                f"unknown INT4 method '{self.method}'", f"use one of: {', '.join(INT4_METHODS)}"
+            )
+        g = self.group_size
+        if g < 16 or g & (g - 1):
+            raise EdgeLLMError(f"group size {g} is not a power of two >= 16", "use 32, 64 or 128")
+        if not 0 < self.damp < 1:
+            raise EdgeLLMError(f"damp {self.damp} is outside (0, 1)", "use e.g. 0.01")
+        if self.awq_grid < 2:
+            raise EdgeLLMError(f"awq_grid {self.awq_grid} is < 2", "use e.g. 20")
+
+
+RECIPES: dict[str, Any] = {
+    "int8-dynamic": lambda **kw: Int8Dynamic(**kw),
+    "int8-static": lambda **kw: Int8Static(**kw),
+    "int8-smoothquant": lambda **kw: SmoothQuant(**kw),
+    "w4a16-rtn": lambda **kw: Int4WeightOnly(method="rtn", **kw),
+    "w4a16-gptq": lambda **kw: Int4WeightOnly(method="gptq", **kw),
+    "w4a16-awq": lambda **kw: Int4WeightOnly(method="awq", **kw),
+}
+
+
+def config_for(recipe: str, **kwargs: Any) -> QuantConfig:
+    """The config of a named recipe (``int8-static``, ``w4a16-gptq``...) with overrides."""
+    if recipe not in RECIPES:
+        raise EdgeLLMError(f"unknown recipe '{recipe}'", f"use one of: {', '.join([*RECIPES, 'auto'])}")
+    try:
+        return RECIPES[recipe](**kwargs)
+    except TypeError as exc:
+        raise EdgeLLMError(
+            f"recipe '{recipe}' does not take {exc}".replace("__init__() got an ", ""), "remove the option"
+        ) from exc

@@ -1,0 +1,295 @@
+"""``quantize``: a model + a typed config (+ calibration batches) -> ``QuantSpec``; and the torch
+fake-quantized model that every lowered artifact is checked against."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import fnmatch
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgellm.compress.quant.awq import awq_quantize, awq_search
+from edgellm.compress.quant.config import Int4WeightOnly, Int8Dynamic, Int8Static, QuantConfig
+from edgellm.compress.quant.gptq import gptq_quantize
+from edgellm.compress.quant.observers import Observer, activation_range, run_calibration
+from edgellm.compress.quant.primitives import (
+    activation_qparams,
+    fake_quant_activation,
+    fake_quant_dynamic,
+    quantize_weight,
+    weight_grid,
+)
+from edgellm.compress.quant.spec import LayerQuant, QuantSpec
+from edgellm.errors import EdgeLLMError
+
+Feeds = list[dict[str, np.ndarray]]
+
+
+def quantizable_layers(model: Any) -> dict[str, nn.Linear]:
+    """Every ``nn.Linear`` inside the model's transformer blocks and head, by name in ``model.module``."""
+    out: dict[str, nn.Linear] = {}
+    for block in model.blocks:
+        if block.kind == "embeddings":
+            continue
+        for path in block.paths:
+            root = model.submodule(path) if path else model.module
+            if isinstance(root, nn.Linear):
+                out[path] = root
+            for sub, mod in root.named_modules():
+                if isinstance(mod, nn.Linear) and sub:
+                    out[f"{path}.{sub}" if path else sub] = mod
+    return out
+
+
+def matches(name: str, patterns: tuple[str, ...]) -> str | None:
+    """The first pattern that ``name`` matches (``lm_head`` also matches ``lm.lm_head``)."""
+    for p in patterns:
+        if fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(name, f"*.{p}"):
+            return p
+    return None
+
+
+def needs_calibration(config: QuantConfig) -> bool:
+    if isinstance(config, Int8Static):
+        return True
+    if isinstance(config, Int8Dynamic) and config.smoothquant_alpha is not None:
+        return True
+    if isinstance(config, Int4WeightOnly):
+        return config.method in ("gptq", "awq") or config.auto_keep > 0
+    return config.auto_keep > 0
+
+
+def quantize(
+    model: Any, config: QuantConfig, calib: Feeds | None = None, *, calib_info: dict | None = None
+) -> QuantSpec:
+    """Quantize the linear layers of ``model`` (not in place) into a framework-neutral spec.
+
+    Args:
+        model: a :class:`~edgellm.models.ModelAdapter` (fp32).
+        config: :class:`Int8Dynamic`, :class:`Int8Static`/:class:`SmoothQuant` or :class:`Int4WeightOnly`.
+        calib: batches of feeds; needed by static INT8, SmoothQuant, GPTQ, AWQ and ``auto_keep``.
+
+    Example:
+        >>> spec = quantize(model, Int4WeightOnly(method="gptq", group_size=128), calib.feeds)  # doctest: +SKIP
+    """
+    if needs_calibration(config) and not calib:
+        raise EdgeLLMError(
+            f"recipe '{config.recipe}' needs calibration data", "pass calibration batches (--calib)"
+        )
+    layers = quantizable_layers(model)
+    if not layers:
+        raise EdgeLLMError(
+            f"model '{model.name}' has no linear layers to quantize", "nothing to do for this model"
+        )
+    kept = {n: f"keep pattern '{p}'" for n in layers if (p := matches(n, config.keep))}
+    targets = {n: m for n, m in layers.items() if n not in kept}
+    if isinstance(config, Int4WeightOnly):
+        for n, m in targets.items():
+            if m.in_features % config.group_size:
+                raise EdgeLLMError(
+                    f"group size {config.group_size} does not divide layer '{n}' ({m.in_features} inputs)",
+                    f"use a group size that divides {m.in_features}, or keep the layer with --keep '{n}'",
+                )
+    if isinstance(config, Int8Dynamic):
+        inv = (
+            smoothing(model, targets, config.smoothquant_alpha, calib or [])
+            if config.smoothquant_alpha is not None
+            else {}
+        )
+        qlayers = {
+            n: _int8_weight(n, m, config.per_channel, dynamic=True, input_scale=inv.get(n))
+            for n, m in targets.items()
+        }
+    elif isinstance(config, Int8Static):
+        qlayers = _static_int8(model, targets, config, calib or [])
+    else:
+        qlayers = _int4(model, targets, config, calib or [])
+    spec = QuantSpec(config.recipe, config.to_dict(), qlayers, kept, dict(calib_info or {}))
+    if config.auto_keep:
+        spec = keep_most_sensitive(model, spec, calib or [], config.auto_keep)
+    return spec
+
+
+def _int8_weight(
+    name: str,
+    m: nn.Linear,
+    per_channel: bool,
+    *,
+    dynamic: bool = False,
+    input_scale: torch.Tensor | None = None,
+) -> LayerQuant:
+    w = m.weight.detach().float()
+    if input_scale is not None:
+        w = w / input_scale  # x * input_scale @ (W / input_scale)^T == x @ W^T
+    scale, zero = weight_grid(w, 8, None, True)
+    if not per_channel:
+        scale = torch.full_like(scale, float(scale.max()))
+    return LayerQuant(
+        name,
+        8,
+        None,
+        True,
+        quantize_weight(w, scale, zero, 8),
+        scale,
+        zero,
+        input_scale=input_scale,
+        dynamic_activation=dynamic,
+    )
+
+
+def smoothing(
+    model: Any, targets: dict[str, nn.Linear], alpha: float, calib: Feeds
+) -> dict[str, torch.Tensor]:
+    """SmoothQuant factors: per input channel ``s = max|x|^a / max|w|^(1-a)``; returns ``1 / s`` per layer.
+
+    Layers reading the same tensor (q/k/v) share one factor, computed over all their weights, so that
+    a fused runtime op can apply it once.
+    """
+    obs = Observer(targets, max_rows=0)
+    run_calibration(model, calib, obs)
+    inv: dict[str, torch.Tensor] = {}
+    for group in obs.groups():
+        act = obs.stats[group[0]].absmax.clamp(min=1e-5)
+        wmax = (
+            torch.stack([targets[n].weight.detach().abs().amax(dim=0) for n in group]).amax(0).clamp(min=1e-5)
+        )
+        s = (act.pow(alpha) / wmax.pow(1 - alpha)).clamp(min=1e-5)
+        for n in group:
+            inv[n] = 1.0 / s
+    return inv
+
+
+def _static_int8(
+    model: Any, targets: dict[str, nn.Linear], cfg: Int8Static, calib: Feeds
+) -> dict[str, LayerQuant]:
+    inv = smoothing(model, targets, cfg.smoothquant_alpha, calib) if cfg.smoothquant_alpha is not None else {}
+    obs = Observer(targets, max_rows=512 if cfg.calibration != "minmax" else 0)
+    obs.transform = inv
+    run_calibration(model, calib, obs)
+    out = {}
+    for n, m in targets.items():
+        lq = _int8_weight(n, m, cfg.per_channel, input_scale=inv.get(n))
+        lo, hi = activation_range(obs.stats[n], cfg.calibration, cfg.percentile)
+        lq.act_scale, lq.act_zero_point = activation_qparams(lo, hi)
+        out[n] = lq
+    return out
+
+
+def _int4(
+    model: Any, targets: dict[str, nn.Linear], cfg: Int4WeightOnly, calib: Feeds
+) -> dict[str, LayerQuant]:
+    g, sym = cfg.group_size, cfg.symmetric
+    stats = None
+    if cfg.method in ("gptq", "awq"):
+        obs = Observer(targets, hessian=cfg.method == "gptq", max_rows=512 if cfg.method == "awq" else 0)
+        run_calibration(model, calib, obs)
+        stats = obs.stats
+    out = {}
+    for n, m in targets.items():
+        w = m.weight.detach().float()
+        input_scale = None
+        if cfg.method == "gptq":
+            q, scale, zero = gptq_quantize(
+                w, stats[n].hessian, bits=4, group_size=g, symmetric=sym, damp=cfg.damp
+            )
+        elif cfg.method == "awq":
+            st = stats[n]
+            s, _alpha = awq_search(
+                w,
+                st.abssum / max(st.rows, 1),
+                st.sample_rows(),
+                bits=4,
+                group_size=g,
+                symmetric=sym,
+                grid=cfg.awq_grid,
+            )
+            q, scale, zero = awq_quantize(w, s, bits=4, group_size=g, symmetric=sym)
+            input_scale = None if bool(torch.all(s == 1)) else 1.0 / s
+        else:
+            scale, zero = weight_grid(w, 4, g, sym)
+            q = quantize_weight(w, scale, zero, 4)
+        out[n] = LayerQuant(n, 4, g, sym, q, scale, zero, input_scale=input_scale)
+    return out
+
+
+class QuantLinear(nn.Module):
+    """Fake-quantized linear: the torch model a lowered artifact must reproduce."""
+
+    def __init__(self, lq: LayerQuant, bias: torch.Tensor | None) -> None:
+        super().__init__()
+        self.register_buffer("weight", lq.dequantize())
+        self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
+        self.register_buffer("input_scale", None if lq.input_scale is None else lq.input_scale.float())
+        self.act = (lq.act_scale, lq.act_zero_point) if lq.act_scale is not None else None
+        self.dynamic = lq.dynamic_activation
+        self.in_features, self.out_features = lq.shape[1], lq.shape[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_scale is not None:
+            x = x * self.input_scale
+        if self.act is not None:
+            x = fake_quant_activation(x, *self.act)
+        elif self.dynamic:
+            x = fake_quant_dynamic(x)
+        return nn.functional.linear(x, self.weight, self.bias)
+
+
+def apply_quant(model: Any, spec: QuantSpec, only: set[str] | None = None) -> Any:
+    """A copy of ``model`` whose quantized layers are :class:`QuantLinear` (the torch reference)."""
+    module = copy.deepcopy(model.module)
+    for name, lq in spec.layers.items():
+        if only is not None and name not in only:
+            continue
+        parent_name, _, child = name.rpartition(".")
+        parent = module.get_submodule(parent_name) if parent_name else module
+        old = getattr(parent, child)
+        setattr(parent, child, QuantLinear(lq, old.bias))
+    module.eval()
+    return dataclasses.replace(model, module=module, name=f"{model.name}-{spec.recipe}")
+
+
+@torch.inference_mode()
+def keep_most_sensitive(model: Any, spec: QuantSpec, calib: Feeds, k: int) -> QuantSpec:
+    """Leave the ``k`` layers whose quantization alone hurts the output most in fp32.
+
+    Each layer is quantized on its own and the model's output error (1 - cosine, over calibration
+    batches) is recorded in ``spec.calibration['sensitivity']``.
+    """
+    sens = layer_sensitivity(model, spec, calib)
+    ranked = sorted(sens, key=sens.get, reverse=True)
+    layers = dict(spec.layers)
+    kept = dict(spec.kept)
+    for n in ranked[:k]:
+        layers.pop(n, None)
+        kept[n] = f"sensitivity rank {ranked.index(n) + 1} (output error {sens[n]:.2e})"
+    cal = {**spec.calibration, "sensitivity": {n: float(f"{sens[n]:.4g}") for n in ranked}}
+    return dataclasses.replace(spec, layers=layers, kept=kept, calibration=cal)
+
+
+@torch.inference_mode()
+def layer_sensitivity(model: Any, spec: QuantSpec, calib: Feeds, batches: int = 2) -> dict[str, float]:
+    """Output error (1 - mean cosine) of the model with only one layer quantized, per layer."""
+    feeds = calib[:batches]
+    ref = [model.run(f) for f in feeds]
+    module = copy.deepcopy(model.module)
+    probe = dataclasses.replace(model, module=module)
+    out: dict[str, float] = {}
+    for name, lq in spec.layers.items():
+        parent_name, _, child = name.rpartition(".")
+        parent = module.get_submodule(parent_name) if parent_name else module
+        old = getattr(parent, child)
+        setattr(parent, child, QuantLinear(lq, old.bias))
+        errs = []
+        for f, r in zip(feeds, ref):
+            got = probe.run(f)
+            for o in model.outputs:
+                a, b = r[o.name].reshape(r[o.name].shape[0], -1), got[o.name].reshape(r[o.name].shape[0], -1)
+                cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
+                errs.append(float(1 - cos.mean()))
+        out[name] = float(np.mean(errs))
+        setattr(parent, child, old)
+    return out

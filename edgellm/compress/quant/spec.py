@@ -1,0 +1,145 @@
+"""``QuantSpec``: the framework-neutral result of quantization, computed once in torch.
+
+Per quantized ``nn.Linear`` it holds the integer weight codes, per-group scales and zero points, an
+optional per-input-channel scale applied to the activation first (SmoothQuant, AWQ), and for static
+W8A8 the activation's scale and zero point. Every exporter lowers the same spec to its runtime.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from edgellm.compress.quant.primitives import dequantize_weight, pack_int4
+
+SPEC_FILE = "quant_spec.json"
+TENSORS_FILE = "quant_tensors.safetensors"
+
+
+@dataclass
+class LayerQuant:
+    """One quantized linear layer ``y = (x * input_scale) @ W^T + bias``.
+
+    Shapes: ``qweight`` (out, in) int16 codes; ``scale``/``zero_point`` (out, n_groups);
+    ``input_scale`` (in,) or None; ``act_scale``/``act_zero_point`` set only for static activations.
+    """
+
+    name: str
+    bits: int
+    group_size: int | None  # None: one group spanning all inputs (per output channel)
+    symmetric: bool
+    qweight: torch.Tensor
+    scale: torch.Tensor
+    zero_point: torch.Tensor
+    input_scale: torch.Tensor | None = None
+    act_scale: float | None = None
+    act_zero_point: int | None = None
+    dynamic_activation: bool = False
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.qweight.shape)  # type: ignore[return-value]
+
+    def dequantize(self) -> torch.Tensor:
+        """Float32 weight (out, in) as the runtime sees it (before the input scale)."""
+        return dequantize_weight(self.qweight, self.scale, self.zero_point)
+
+    def packed(self) -> torch.Tensor:
+        """Codes packed for storage: int8 as is, int4 two per byte (low nibble first)."""
+        return self.qweight.to(torch.int8) if self.bits == 8 else pack_int4(self.qweight)
+
+    def meta(self) -> dict[str, Any]:
+        return {
+            "bits": self.bits,
+            "group_size": self.group_size,
+            "symmetric": self.symmetric,
+            "shape": list(self.shape),
+            "act_scale": self.act_scale,
+            "act_zero_point": self.act_zero_point,
+            "dynamic_activation": self.dynamic_activation,
+            "input_scale": self.input_scale is not None,
+        }
+
+
+@dataclass
+class QuantSpec:
+    """All quantized layers of a model, plus what was left in higher precision and why."""
+
+    recipe: str
+    config: dict[str, Any]
+    layers: dict[str, LayerQuant]
+    kept: dict[str, str] = field(default_factory=dict)  # layer -> reason it stayed fp32
+    calibration: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def bits(self) -> int:
+        return min((lq.bits for lq in self.layers.values()), default=32)
+
+    def weight_bytes(self) -> dict[str, int]:
+        """Bytes of the quantized linear weights (codes + scales + zero points) and their fp32 size."""
+        q = fp = 0
+        for lq in self.layers.values():
+            out_f, in_f = lq.shape
+            fp += out_f * in_f * 4
+            codes = out_f * in_f * lq.bits // 8
+            zps = 0 if (lq.bits == 8 or lq.symmetric) else (lq.zero_point.numel() + 1) // 2
+            q += codes + lq.scale.numel() * 4 + zps
+        return {"quantized": q, "fp32": fp}
+
+    def save(self, directory: str | Path) -> None:
+        from safetensors.torch import save_file
+
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        tensors: dict[str, torch.Tensor] = {}
+        for n, lq in self.layers.items():
+            tensors[f"{n}::packed"] = lq.packed().contiguous()
+            tensors[f"{n}::scale"] = lq.scale.float().contiguous()
+            tensors[f"{n}::zero_point"] = lq.zero_point.to(torch.int16).contiguous()
+            if lq.input_scale is not None:
+                tensors[f"{n}::input_scale"] = lq.input_scale.float().contiguous()
+        save_file(tensors, str(d / TENSORS_FILE))
+        meta = {
+            "recipe": self.recipe,
+            "config": self.config,
+            "kept": self.kept,
+            "calibration": self.calibration,
+            "layers": {n: lq.meta() for n, lq in self.layers.items()},
+        }
+        (d / SPEC_FILE).write_text(json.dumps(meta, indent=2, default=str) + "\n")
+
+    @classmethod
+    def load(cls, directory: str | Path) -> QuantSpec:
+        from safetensors.torch import load_file
+
+        from edgellm.compress.quant.primitives import unpack_int4
+
+        d = Path(directory)
+        meta = json.loads((d / SPEC_FILE).read_text())
+        t = load_file(str(d / TENSORS_FILE))
+        layers = {}
+        for n, m in meta["layers"].items():
+            packed = t[f"{n}::packed"]
+            q = (
+                packed.to(torch.int16)
+                if m["bits"] == 8
+                else unpack_int4(packed, m["shape"][1]).to(torch.int16)
+            )
+            layers[n] = LayerQuant(
+                n,
+                m["bits"],
+                m["group_size"],
+                m["symmetric"],
+                q,
+                t[f"{n}::scale"],
+                t[f"{n}::zero_point"],
+                t.get(f"{n}::input_scale"),
+                m["act_scale"],
+                m["act_zero_point"],
+                m["dynamic_activation"],
+            )
+        return cls(meta["recipe"], meta["config"], layers, meta["kept"], meta["calibration"])

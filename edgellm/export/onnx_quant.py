@@ -1,0 +1,273 @@
+"""Lower a :class:`~edgellm.compress.quant.QuantSpec` into an fp32 ONNX graph, ONNX Runtime's way.
+
+The spec's layers are found in the graph by their original fp32 weights (exporters name initializers
+differently, but keep the values bit for bit, transposed or not), then each consumer is rewritten:
+
+- static INT8   -> QDQ: ``QuantizeLinear``/``DequantizeLinear`` on the activation (per tensor, uint8)
+                   and on the weight (per output channel, int8); ONNX Runtime fuses them at load time.
+- dynamic INT8  -> ``com.microsoft.DynamicQuantizeMatMul``; a fused ``Attention`` becomes
+                   ``DynamicQuantizeLinear`` + ``QAttention`` with the three projections' codes.
+- INT4 (W4A16)  -> ``com.microsoft.MatMulNBits`` with edgellm's own codes, scales and zero points.
+
+A per-channel ``input_scale`` (SmoothQuant, AWQ) becomes a ``Mul`` in front of the quantized op.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from edgellm.errors import ExportError
+
+MS = "com.microsoft"
+
+
+def _digest(a: np.ndarray) -> str:
+    return hashlib.sha1(np.ascontiguousarray(a, dtype=np.float32).tobytes()).hexdigest()
+
+
+class _Graph:
+    def __init__(self, model: onnx.ModelProto) -> None:
+        self.model = model
+        self.g = model.graph
+        self.inits = {t.name: t for t in self.g.initializer}
+        self.producer = {o: n for n in self.g.node for o in n.output}
+        self._n = 0
+        self._scaled: dict[tuple[str, str], str] = {}
+
+    def scaled_input(self, x: str, scale: np.ndarray, nodes: list) -> str:
+        """``x * scale`` (one Mul per distinct input and scale, shared by the layers that read it)."""
+        key = (x, _digest(scale))
+        if key not in self._scaled:
+            s = self.add_init("input_scale", scale.astype(np.float32))
+            out = self.name("scaled")
+            nodes.append(helper.make_node("Mul", [x, s], [out], name=self.name("Mul")))
+            self._scaled[key] = out
+        return self._scaled[key]
+
+    def name(self, base: str) -> str:
+        self._n += 1
+        return f"edgellm_q/{base}/{self._n}"
+
+    def add_init(self, base: str, arr: np.ndarray) -> str:
+        name = self.name(base)
+        self.g.initializer.append(numpy_helper.from_array(arr, name))
+        return name
+
+
+def lower_quant(
+    model: onnx.ModelProto, spec: Any, fp32_model: Any, *, accuracy_level: int = 0
+) -> dict[str, Any]:
+    """Rewrite ``model`` in place; returns what was lowered (op counts, unmatched layers)."""
+    g = _Graph(model)
+    want: dict[str, tuple[str, str]] = {}
+    shapes = set()
+    for name in spec.layers:
+        w = fp32_model.submodule(name).weight.detach().float().numpy()
+        want[_digest(w.T)] = (name, "T")
+        want[_digest(w)] = (name, "N")
+        shapes |= {w.shape, w.T.shape}
+    found: dict[str, tuple[str, str]] = {}
+    for t in g.g.initializer:
+        if t.data_type == TensorProto.FLOAT and tuple(t.dims) in shapes:
+            d = _digest(numpy_helper.to_array(t))
+            if d in want:
+                found[t.name] = want[d]
+    qkv_parts: dict[str, list[str]] = {}
+    for t in g.g.initializer:  # fused Attention: [hidden, 3 * hidden] = concat of three W^T
+        if (
+            t.data_type == TensorProto.FLOAT
+            and len(t.dims) == 2
+            and t.dims[1] % 3 == 0
+            and t.name not in found
+        ):
+            a = numpy_helper.to_array(t)
+            parts = np.split(a, 3, axis=1)
+            hits = [want.get(_digest(p)) for p in parts]
+            if all(h is not None and h[1] == "T" for h in hits):
+                qkv_parts[t.name] = [h[0] for h in hits]
+
+    ops: dict[str, int] = {}
+    done: set[str] = set()
+    new_nodes: list[onnx.NodeProto] = []
+    for node in list(g.g.node):
+        layer = _match(node, g, found)
+        if layer is not None and layer in spec.layers:
+            new_nodes += _rewrite_linear(node, spec.layers[layer], g, ops, accuracy_level)
+            done.add(layer)
+            continue
+        if node.op_type == "Attention" and node.domain == MS and node.input[1] in qkv_parts:
+            names = qkv_parts[node.input[1]]
+            if all(n in spec.layers and spec.layers[n].dynamic_activation for n in names):
+                new_nodes += _rewrite_attention(node, [spec.layers[n] for n in names], g, ops)
+                done |= set(names)
+                continue
+        new_nodes.append(node)
+    del g.g.node[:]
+    g.g.node.extend(new_nodes)
+    _drop_unused_initializers(g.g)
+    if not any(o.domain == MS for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid(MS, 1))
+    unmatched = sorted(set(spec.layers) - done)
+    if not done:
+        raise ExportError(
+            f"none of the {len(spec.layers)} quantized layers were found in the ONNX graph",
+            "the exported graph changed the weights (report this with the model's class name)",
+        )
+    return {"ops": ops, "lowered_layers": len(done), "unmatched_layers": unmatched}
+
+
+def _match(node: onnx.NodeProto, g: _Graph, found: dict[str, tuple[str, str]]) -> str | None:
+    if node.op_type == "MatMul" and node.domain in ("", "ai.onnx"):
+        b = node.input[1]
+        if b in found and found[b][1] == "T":
+            return found[b][0]
+        p = g.producer.get(b)
+        if p is not None and p.op_type == "Transpose" and p.input[0] in found and found[p.input[0]][1] == "N":
+            perm = next((list(a.ints) for a in p.attribute if a.name == "perm"), [1, 0])
+            if perm == [1, 0]:
+                return found[p.input[0]][0]
+    if node.op_type == "Gemm" and node.input[1] in found:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0 or attrs.get("transA", 0):
+            return None
+        want = "N" if attrs.get("transB", 0) else "T"
+        layer, orient = found[node.input[1]]
+        return layer if orient == want else None
+    return None
+
+
+def _int8_weight_t(lq: Any) -> tuple[np.ndarray, np.ndarray]:
+    """int8 codes as (in, out) and per-output scales (out,)."""
+    q = lq.qweight.numpy().astype(np.int8).T.copy()
+    return q, lq.scale[:, 0].numpy().astype(np.float32)
+
+
+def _rewrite_linear(node: onnx.NodeProto, lq: Any, g: _Graph, ops: dict[str, int], accuracy_level: int):
+    x, out = node.input[0], node.output[0]
+    bias = node.input[2] if node.op_type == "Gemm" and len(node.input) > 2 and node.input[2] else None
+    nodes: list[onnx.NodeProto] = []
+    if lq.input_scale is not None:
+        x = g.scaled_input(x, lq.input_scale.numpy(), nodes)
+    mm_out = g.name("mm") if bias else out
+    if lq.bits == 4:
+        nodes.append(_matmul_nbits(x, mm_out, lq, g, accuracy_level))
+        ops["MatMulNBits"] = ops.get("MatMulNBits", 0) + 1
+    elif lq.dynamic_activation:
+        q, scale = _int8_weight_t(lq)
+        ins = [
+            x,
+            g.add_init("w_int8", q),
+            g.add_init("w_scale", scale),
+            g.add_init("w_zp", np.zeros(scale.shape, np.int8)),
+        ]
+        if bias:
+            ins.append(bias)
+            mm_out = out
+        nodes.append(
+            helper.make_node("DynamicQuantizeMatMul", ins, [mm_out], name=g.name("DQMatMul"), domain=MS)
+        )
+        ops["DynamicQuantizeMatMul"] = ops.get("DynamicQuantizeMatMul", 0) + 1
+    else:
+        q, scale = _int8_weight_t(lq)
+        a_s = g.add_init("a_scale", np.array(lq.act_scale, np.float32))
+        a_zp = g.add_init("a_zp", np.array(lq.act_zero_point, np.uint8))
+        xq, xdq, wdq = g.name("x_q"), g.name("x_dq"), g.name("w_dq")
+        nodes += [
+            helper.make_node("QuantizeLinear", [x, a_s, a_zp], [xq], name=g.name("QuantizeLinear")),
+            helper.make_node("DequantizeLinear", [xq, a_s, a_zp], [xdq], name=g.name("DequantizeLinear")),
+            helper.make_node(
+                "DequantizeLinear",
+                [
+                    g.add_init("w_int8", q),
+                    g.add_init("w_scale", scale),
+                    g.add_init("w_zp", np.zeros(scale.shape, np.int8)),
+                ],
+                [wdq],
+                name=g.name("DequantizeLinear"),
+                axis=1,
+            ),
+            helper.make_node("MatMul", [xdq, wdq], [mm_out], name=g.name("MatMul")),
+        ]
+        ops["QDQ MatMul"] = ops.get("QDQ MatMul", 0) + 1
+    if bias and mm_out != out:
+        nodes.append(helper.make_node("Add", [mm_out, bias], [out], name=g.name("Add")))
+    return nodes
+
+
+def _matmul_nbits(x: str, out: str, lq: Any, g: _Graph, accuracy_level: int) -> onnx.NodeProto:
+    """ONNX Runtime's MatMulNBits layout: B (N, blocks, block/2) uint8, scales (N*blocks,), packed zero points."""
+    from edgellm.compress.quant.primitives import pack_int4
+
+    n_out, k = lq.shape
+    bs = lq.group_size
+    blocks = k // bs
+    q = lq.qweight.reshape(n_out, blocks, bs)
+    packed = pack_int4(q).numpy().astype(np.uint8)  # (N, blocks, bs/2)
+    ins = [
+        x,
+        g.add_init("w_nbits", packed),
+        g.add_init("w_scales", lq.scale.numpy().astype(np.float32).reshape(-1)),
+    ]
+    if not lq.symmetric:
+        zp = pack_int4(lq.zero_point).numpy().astype(np.uint8).reshape(-1)  # (N * ceil(blocks / 2),)
+        ins.append(g.add_init("w_zp4", zp))
+    return helper.make_node(
+        "MatMulNBits",
+        ins,
+        [out],
+        name=g.name("MatMulNBits"),
+        domain=MS,
+        K=k,
+        N=n_out,
+        bits=4,
+        block_size=bs,
+        accuracy_level=accuracy_level,
+    )
+
+
+def _rewrite_attention(node: onnx.NodeProto, lqs: list[Any], g: _Graph, ops: dict[str, int]):
+    x = node.input[0]
+    nodes: list[onnx.NodeProto] = []
+    scales = [lq.input_scale for lq in lqs]
+    if scales[0] is not None:
+        x = g.scaled_input(x, scales[0].numpy(), nodes)
+    parts = [_int8_weight_t(lq) for lq in lqs]
+    w = np.concatenate([p[0] for p in parts], axis=1)
+    ws = np.concatenate([p[1] for p in parts])
+    xq, xs_, xzp = g.name("x_q"), g.name("x_scale"), g.name("x_zp")
+    nodes.append(
+        helper.make_node("DynamicQuantizeLinear", [x], [xq, xs_, xzp], name=g.name("DynamicQuantizeLinear"))
+    )
+    mask = node.input[3] if len(node.input) > 3 else ""
+    ins = [
+        xq,
+        g.add_init("qkv_int8", w),
+        node.input[2],
+        xs_,
+        g.add_init("qkv_scale", ws),
+        mask,
+        xzp,
+        g.add_init("qkv_zp", np.zeros(ws.shape, np.int8)),
+    ]
+    attrs = {
+        a.name: helper.get_attribute_value(a)
+        for a in node.attribute
+        if a.name in ("num_heads", "unidirectional")
+    }
+    nodes.append(
+        helper.make_node("QAttention", ins, list(node.output), name=g.name("QAttention"), domain=MS, **attrs)
+    )
+    ops["QAttention"] = ops.get("QAttention", 0) + 1
+    return nodes
+
+
+def _drop_unused_initializers(graph: onnx.GraphProto) -> None:
+    used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+    keep = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
