@@ -71,3 +71,26 @@ def mlp():
 
     torch.manual_seed(0)
     return torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.GELU(), torch.nn.Linear(32, 4))
+
+
+@pytest.fixture(scope="session")
+def tiny_llama():
+    from edgellm import models
+
+    return models.load("tiny-llama")
+
+
+@pytest.fixture(scope="session")
+def pydoc_batches():
+    """``pydoc_batches(model, n)`` -> (calibration, evaluation) batches from the bundled corpus."""
+    from edgellm.compress.calibration import corpus_parts, make_batches
+
+    train, held, cs, es = corpus_parts(None, None)
+
+    def make(model, n_calib=32, n_eval=64):
+        return (
+            make_batches(model, train, cs, max_sequences=n_calib),
+            make_batches(model, held, es, max_sequences=n_eval),
+        )
+
+    return make

@@ -45,6 +45,7 @@ def compress(
         None, "--max-accuracy-drop", help="Guard: cosine>=0.99, ppl+3%, or 0.01."
     ),
     runs: int = typer.Option(20, "--runs", "-n", min=1, help="Timed rounds for the latency comparison."),
+    max_keep: int = typer.Option(8, "--max-keep", min=1, help="Guard fallback: keep up to N layers in fp32."),
     force: bool = typer.Option(False, "--force", help="Replace an existing output directory."),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:

@@ -111,6 +111,7 @@ def compress(
     calib_sequences: int = 64,
     eval_sequences: int = 256,
     accuracy_level: int = 0,
+    max_keep: int = 8,
     progress: bool = True,
     log: Any = None,
 ) -> CompressResult:
@@ -124,6 +125,7 @@ def compress(
         calib / eval_data: text, JSONL or directory; default: disjoint parts of the bundled corpus.
         max_accuracy_drop: guard, e.g. ``cosine>=0.99`` or ``ppl+3%`` (see :mod:`edgellm.compress.guard`).
         runs: timed rounds for the latency comparison against fp32 (same runtime, same process).
+        max_keep: the last fallback leaves up to this many layers in fp32 (1, 2, 4... up to it).
 
     Returns:
         :class:`CompressResult` with the verified artifact and the report.
@@ -134,9 +136,8 @@ def compress(
     """
     from edgellm.bench import benchmark
     from edgellm.compress.calibration import corpus_parts, make_batches
-    from edgellm.compress.evaluate import evaluate
-    from edgellm.compress.quant import quantize
-    from edgellm.compress.quant.quantize import needs_calibration
+    from edgellm.compress.evaluate import CachedRunner, evaluate
+    from edgellm.compress.quant.quantize import needs_calibration, quantize_cached
     from edgellm.export import Artifact, Tolerance, export
     from edgellm.models import ModelAdapter, load
     from edgellm.runtime import make_runner
@@ -160,27 +161,30 @@ def compress(
     if any(needs_calibration(c) for c in candidates) or guard is not None:
         calib_b = make_batches(adapter, train_docs, calib_src, max_sequences=calib_sequences)
     info = {"calibration": calib_b.describe() if calib_b else None, "evaluation": eval_b.describe()}
-    reference = make_runner(adapter, "torch")
+    reference = CachedRunner(make_runner(adapter, "torch"))  # fp32 outputs computed once for all tries
+    spec_cache: dict = {}
     output.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{output.name}.compress-", dir=output.parent))
     try:
         say(f"exporting the fp32 baseline for {target}")
-        fp32 = export(adapter, target, work / "fp32")
+        raw_cache = work / "raw"  # one fp32 ONNX export of the model serves every try
+        fp32 = export(adapter, target, work / "fp32", raw_cache=raw_cache)
         tries: list[_Try] = []
         chosen: list[_Try] = []
         for cand in candidates:
             plan = [("requested" if config != "auto" else f"auto: {cand.recipe}", cand)]
             if guard is not None:
-                plan += fallbacks(cand)
+                plan += fallbacks(cand, max_keep)
             for label, cfg in plan:
                 t = _Try(label, cfg, work / f"try{len(tries)}")
                 tries.append(t)
                 say(f"try {len(tries)}: {cfg.recipe} ({label})")
                 try:
-                    spec = quantize(
+                    spec = quantize_cached(
                         adapter,
                         cfg,
                         calib_b.feeds if calib_b else None,
+                        spec_cache,
                         calib_info={**info, "source": calib_src},
                     )
                     art = export(
@@ -190,6 +194,7 @@ def compress(
                         quant=spec,
                         tolerance=Tolerance.quantized(),
                         accuracy_level=accuracy_level,
+                        raw_cache=raw_cache,
                     )
                 except EdgeLLMError as exc:
                     if "group size" in str(exc):

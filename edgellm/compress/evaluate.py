@@ -60,6 +60,22 @@ def lm_stats(logits: np.ndarray, input_ids: np.ndarray, mask: np.ndarray) -> tup
     return float(nll.sum()), int(valid.sum()), x.argmax(-1)
 
 
+class CachedRunner:
+    """Wraps a reference runner so that repeated evaluations on the same batches run it once."""
+
+    def __init__(self, runner: Any) -> None:
+        self.runner, self.inputs, self.outputs = runner, runner.inputs, runner.outputs
+        self._memo: dict[int, tuple[Any, dict[str, np.ndarray]]] = {}
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        first = next(iter(feeds.values()))
+        hit = self._memo.get(id(first))
+        if hit is None or hit[0] is not first:  # keep the array itself: ids are reused once freed
+            hit = (first, self.runner.run(feeds))
+            self._memo[id(first)] = hit
+        return hit[1]
+
+
 def evaluate(
     reference: Any, candidate: Any, model: Any, batches: list[dict[str, np.ndarray]]
 ) -> dict[str, Any]:

@@ -86,7 +86,7 @@ def split(docs: list[Document], eval_fraction: float = 0.1) -> tuple[list[Docume
     if not 0 < eval_fraction < 1:
         raise EdgeLLMError(f"eval_fraction {eval_fraction} is outside (0, 1)", "use e.g. 0.1")
     buckets = 1000
-    cut = int(round(eval_fraction * buckets))
+    cut = round(eval_fraction * buckets)
 
     def bucket(d: Document) -> int:
         return int(hashlib.sha256(d.id.encode()).hexdigest(), 16) % buckets

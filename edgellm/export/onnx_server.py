@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
+import shutil
 import tempfile
 import warnings
 from dataclasses import asdict, dataclass
@@ -62,13 +64,18 @@ class OnnxServerExporter(Exporter):
         quant: a QuantSpec computed on ``model``; the artifact is then INT8 or INT4 and is checked
             against the torch fake-quantized model.
         accuracy_level: ``MatMulNBits`` compute precision for INT4 (0: fp32 activations, 4: int8).
+        raw_cache: a folder that keeps the plain fp32 ONNX export of this model between calls
+            (several compression tries of one model lower the same graph).
         **options: :class:`OnnxOptions` fields.
     """
 
-    def __init__(self, quant: Any = None, accuracy_level: int = 0, **options: Any) -> None:
+    def __init__(
+        self, quant: Any = None, accuracy_level: int = 0, raw_cache: str | Path | None = None, **options: Any
+    ) -> None:
         self.options = OnnxOptions(**options)
         self.quant = quant
         self.accuracy_level = accuracy_level
+        self.raw_cache = Path(raw_cache) if raw_cache is not None else None
 
     def lower(self, model: Any, target: Any, workdir: Path, tolerance: Tolerance) -> dict[str, Any]:
         require("onnx", "onnx", "the ONNX exporter")
@@ -89,7 +96,19 @@ class OnnxServerExporter(Exporter):
         dst = workdir / MODEL_FILE
         with tempfile.TemporaryDirectory(prefix=".raw-", dir=workdir.parent) as rawdir:
             raw = Path(rawdir) / MODEL_FILE
-            used, attempts = _export(model, raw, opts)
+            cache = self.raw_cache
+            if cache is not None and (cache / "export.json").is_file():
+                for f in cache.iterdir():
+                    shutil.copy2(f, rawdir)
+                (Path(rawdir) / "export.json").unlink()
+                used, attempts = json.loads((cache / "export.json").read_text())
+            else:
+                used, attempts = _export(model, raw, opts)
+                if cache is not None:
+                    cache.mkdir(parents=True, exist_ok=True)
+                    for f in Path(rawdir).iterdir():
+                        shutil.copy2(f, cache)
+                    (cache / "export.json").write_text(json.dumps([used, attempts]))
             big = sum(f.stat().st_size for f in Path(rawdir).iterdir()) > opts.external_data_threshold
             for variant in variants:
                 for f in (dst, workdir / DATA_FILE):

@@ -43,7 +43,7 @@ class Observer:
         self._gen = torch.Generator().manual_seed(seed)
         self.mask: torch.Tensor | None = None  # (B, T) bool: tokens that count (padding excluded)
         self.transform: dict[str, torch.Tensor] = {}  # name -> per-channel factor applied before recording
-        self.input_ids: dict[str, int] = {}  # name -> id of the tensor it saw first (shared-input groups)
+        self._first: dict[str, torch.Tensor] = {}  # name -> the input tensor of batch 0 (shared-input groups)
         self._batch = 0
 
     def __enter__(self) -> Observer:
@@ -53,10 +53,16 @@ class Observer:
 
     def groups(self) -> list[list[str]]:
         """Layers that read the very same input tensor (e.g. q/k/v projections), in layer order."""
-        by: dict[int, list[str]] = {}
+        groups: list[tuple[torch.Tensor | None, list[str]]] = []
         for name in self.layers:
-            by.setdefault(self.input_ids.get(name, id(name)), []).append(name)
-        return list(by.values())
+            x = self._first.get(name)
+            for rep, members in groups:
+                if x is not None and rep is x:
+                    members.append(name)
+                    break
+            else:
+                groups.append((x, [name]))
+        return [members for _, members in groups]
 
     def __exit__(self, *exc: object) -> None:
         for h in self._handles:
@@ -66,8 +72,8 @@ class Observer:
     def _hook(self, name: str):
         def hook(_mod: nn.Module, args: tuple) -> None:
             x = args[0].detach()
-            if self._batch == 0 and name not in self.input_ids:
-                self.input_ids[name] = id(args[0])
+            if self._batch == 0 and name not in self._first:
+                self._first[name] = args[0]  # held (not its id: ids are reused once a tensor is freed)
             if self.mask is not None and x.dim() == 3 and x.shape[:2] == self.mask.shape:
                 x = x[self.mask]
             x = x.reshape(-1, x.shape[-1]).float()

@@ -108,10 +108,37 @@ def quantize(
         qlayers = _static_int8(model, targets, config, calib or [])
     else:
         qlayers = _int4(model, targets, config, calib or [])
-    spec = QuantSpec(config.recipe, config.to_dict(), qlayers, kept, dict(calib_info or {}))
+    cal: dict[str, Any] = {}
+    if calib and needs_calibration(config):
+        masks = [f.get("attention_mask") for f in calib]
+        cal = {
+            "batches": len(calib),
+            "sequences": sum(len(f["input_ids"]) for f in calib if "input_ids" in f),
+            "tokens": int(sum(m.sum() for m in masks if m is not None)),
+            **(calib_info or {}),
+        }
+    spec = QuantSpec(config.recipe, config.to_dict(), qlayers, kept, cal)
     if config.auto_keep:
         spec = keep_most_sensitive(model, spec, calib or [], config.auto_keep)
     return spec
+
+
+def quantize_cached(
+    model: Any, config: QuantConfig, calib: Feeds | None, cache: dict, **kw: Any
+) -> QuantSpec:
+    """:func:`quantize`, reusing the spec (and sensitivities) of an earlier try that differed only in
+    ``auto_keep``: the layers are quantized the same way, only fewer of them are kept."""
+    key = repr(dataclasses.replace(config, auto_keep=0))
+    if key not in cache:
+        cache[key] = quantize(model, dataclasses.replace(config, auto_keep=0), calib, **kw)
+    base = cache[key]
+    if not config.auto_keep:
+        return base
+    if "sensitivity" not in base.calibration:
+        sens = layer_sensitivity(model, base, calib or [])
+        base.calibration["sensitivity"] = {n: float(f"{v:.4g}") for n, v in sens.items()}
+    spec = keep_most_sensitive(model, base, calib or [], config.auto_keep)
+    return dataclasses.replace(spec, config=config.to_dict(), recipe=config.recipe)
 
 
 def _int8_weight(
@@ -185,7 +212,7 @@ def _int4(
     g, sym = cfg.group_size, cfg.symmetric
     stats = None
     if cfg.method in ("gptq", "awq"):
-        obs = Observer(targets, hessian=cfg.method == "gptq", max_rows=512 if cfg.method == "awq" else 0)
+        obs = Observer(targets, hessian=cfg.method == "gptq", max_rows=1024 if cfg.method == "awq" else 0)
         run_calibration(model, calib, obs)
         stats = obs.stats
     out = {}
@@ -257,9 +284,9 @@ def keep_most_sensitive(model: Any, spec: QuantSpec, calib: Feeds, k: int) -> Qu
     """Leave the ``k`` layers whose quantization alone hurts the output most in fp32.
 
     Each layer is quantized on its own and the model's output error (1 - cosine, over calibration
-    batches) is recorded in ``spec.calibration['sensitivity']``.
+    batches) is recorded in ``spec.calibration['sensitivity']`` (reused if already there).
     """
-    sens = layer_sensitivity(model, spec, calib)
+    sens = spec.calibration.get("sensitivity") or layer_sensitivity(model, spec, calib)
     ranked = sorted(sens, key=sens.get, reverse=True)
     layers = dict(spec.layers)
     kept = dict(spec.kept)

@@ -1,0 +1,133 @@
+"""The QuantSpec lowered to ONNX Runtime's native forms: real artifacts, real sessions, parity with the
+torch fake-quantized model, and the spec's own save/load round trip."""
+
+import dataclasses
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from edgellm.compress.quant import (
+    Int4WeightOnly,
+    Int8Dynamic,
+    Int8Static,
+    QuantSpec,
+    SmoothQuant,
+    apply_quant,
+    quantize,
+)
+from edgellm.errors import EdgeLLMError
+from edgellm.export import Tolerance, export
+from edgellm.runtime import make_runner
+
+
+def ops_of(art):
+    return {n.op_type for n in onnx.load(art.model_path).graph.node}
+
+
+def agree(art, fake, feeds):
+    got = make_runner(art).run({s.name: feeds[s.name] for s in art.inputs})
+    ref = fake.run(feeds)
+    name = fake.outputs[0].name
+    a, b = ref[name].reshape(-1, ref[name].shape[-1]), got[name].reshape(-1, ref[name].shape[-1])
+    return float(((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)).min()), float(
+        np.abs(a - b).max()
+    )
+
+
+@pytest.mark.parametrize(
+    "cfg,expect",
+    [
+        (Int8Dynamic(), {"QAttention", "DynamicQuantizeMatMul"}),
+        (SmoothQuant(smoothquant_alpha=0.8), {"QuantizeLinear", "DequantizeLinear", "Mul"}),
+    ],
+)
+def test_minilm_int8_artifacts(minilm, pydoc_batches, cfg, expect, tmp_path):
+    calib, evalb = pydoc_batches(minilm)
+    spec = quantize(minilm, cfg, calib.feeds)
+    art = export(minilm, "x86-server", tmp_path / "a", quant=spec, tolerance=Tolerance.quantized())
+    assert art.manifest["precision"] == "int8" and expect <= ops_of(art)
+    q = art.manifest["recipe"]["quantization"]
+    assert q["lowered_layers"] == 36 and q["unmatched_layers"] == []
+    assert art.manifest["calibration_dataset"] is not None or isinstance(cfg, Int8Dynamic)
+    cos, _ = agree(art, apply_quant(minilm, spec), evalb.feeds[0])
+    assert cos >= 0.99
+    assert art.size_bytes < 0.7 * 86e6  # int8 linears (the embedding table stays fp32)
+
+
+@pytest.mark.parametrize(
+    "method,symmetric,group", [("rtn", True, 32), ("gptq", False, 128), ("awq", True, 64)]
+)
+def test_tiny_llama_int4_matmulnbits_is_exact(tiny_llama, pydoc_batches, method, symmetric, group, tmp_path):
+    """MatMulNBits with edgellm's codes reproduces the fake-quantized torch model to float precision."""
+    calib, evalb = pydoc_batches(tiny_llama, n_calib=16, n_eval=8)
+    spec = quantize(
+        tiny_llama, Int4WeightOnly(method=method, group_size=group, symmetric=symmetric), calib.feeds
+    )
+    art = export(tiny_llama, "x86-server", tmp_path / "a", quant=spec, tolerance=Tolerance.quantized())
+    assert "MatMulNBits" in ops_of(art) and art.manifest["precision"] == "int4"
+    assert art.manifest["recipe"]["quantization"]["unmatched_layers"] == []
+    cos, max_abs = agree(art, apply_quant(tiny_llama, spec), evalb.feeds[0])
+    assert cos > 0.99999 and max_abs < 1e-3
+    wb = spec.weight_bytes()
+    assert wb["quantized"] <= 0.2 * wb["fp32"]
+
+
+def test_keep_patterns_leave_layers_fp32(tiny_llama, tmp_path):
+    spec = quantize(tiny_llama, Int4WeightOnly(group_size=128, keep=("lm_head", "*.layers.0.*")))
+    assert "lm.lm_head" in spec.kept and not any(".layers.0." in n for n in spec.layers)
+    assert len(spec.kept) == 8  # lm_head + 7 linears of block 0
+    art = export(tiny_llama, "x86-server", tmp_path / "a", quant=spec, tolerance=Tolerance.quantized())
+    n_nbits = sum(n.op_type == "MatMulNBits" for n in onnx.load(art.model_path).graph.node)
+    assert n_nbits == len(spec.layers) == 35
+
+
+def test_auto_keep_uses_sensitivity(tiny_llama, pydoc_batches):
+    calib, _ = pydoc_batches(tiny_llama, n_calib=16)
+    spec = quantize(tiny_llama, Int4WeightOnly(method="rtn", group_size=32, auto_keep=3), calib.feeds)
+    sens = spec.calibration["sensitivity"]
+    top3 = sorted(sens, key=sens.get, reverse=True)[:3]
+    assert set(top3) == set(spec.kept) and not set(top3) & set(spec.layers)
+
+
+def test_spec_save_load_round_trip(tiny_llama, pydoc_batches, tmp_path):
+    calib, _ = pydoc_batches(tiny_llama, n_calib=16)
+    spec = quantize(tiny_llama, Int4WeightOnly(method="awq", group_size=64, symmetric=False), calib.feeds)
+    spec.save(tmp_path / "spec")
+    back = QuantSpec.load(tmp_path / "spec")
+    assert back.recipe == spec.recipe and set(back.layers) == set(spec.layers)
+    for n, lq in spec.layers.items():
+        b = back.layers[n]
+        assert torch.equal(b.qweight, lq.qweight) and torch.equal(b.scale, lq.scale)
+        assert torch.equal(b.zero_point, lq.zero_point)
+        assert (b.input_scale is None) == (lq.input_scale is None)
+    packed_bytes = (tmp_path / "spec" / "quant_tensors.safetensors").stat().st_size
+    assert packed_bytes < 0.25 * spec.weight_bytes()["fp32"]
+
+
+def test_static_needs_calibration(tiny_llama):
+    with pytest.raises(EdgeLLMError, match="needs calibration data"):
+        quantize(tiny_llama, Int8Static())
+
+
+def test_group_size_must_divide(tmp_path):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from edgellm import models
+
+    cfg = LlamaConfig(
+        vocab_size=64,
+        hidden_size=96,
+        intermediate_size=192,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+    )
+    LlamaForCausalLM(cfg).save_pretrained(tmp_path / "m")
+    m = models.load(tmp_path / "m")
+    with pytest.raises(EdgeLLMError, match=r"group size 64 does not divide layer '.*' \(96 inputs\)"):
+        quantize(m, Int4WeightOnly(group_size=64))
+    assert dataclasses.asdict(Int4WeightOnly(group_size=32))["group_size"] == 32
+    with pytest.raises(EdgeLLMError, match="power of two"):
+        Int4WeightOnly(group_size=48)
