@@ -19,6 +19,11 @@ def compress(
     recipe: str = typer.Option(
         "int8-dynamic", "--recipe", "-r", help=f"{RECIPE_NAMES}, or a recipe YAML file."
     ),
+    precision: Optional[str] = typer.Option(
+        None,
+        "--precision",
+        help="auto: build the INT8/INT4 candidates, keep the fastest that meets the guard.",
+    ),
     output: Optional[Path] = typer.Option(
         None, "--output", "-o", help="Artifact directory (report: OUT.report.json)."
     ),
@@ -60,6 +65,12 @@ def compress(
     from edgellm.compress.recipe import load_recipe
     from edgellm.errors import EdgeLLMError
 
+    if precision is not None:
+        if precision != "auto":
+            raise EdgeLLMError(
+                f"--precision '{precision}' is not supported", "use --precision auto, or a --recipe"
+            )
+        recipe = "auto"
     opts: dict[str, Any] = {}
     if recipe.endswith((".yaml", ".yml")):
         r = load_recipe(recipe)

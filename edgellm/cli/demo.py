@@ -1,4 +1,8 @@
-"""``edgellm demo``: bundled MiniLM -> server ONNX -> validation -> torch vs ONNX Runtime -> report."""
+"""``edgellm demo``: the main job on the bundled models.
+
+MiniLM -> server ONNX -> validation -> torch vs ONNX Runtime; then INT8 and INT4 artifacts of MiniLM
+and tiny-llama with accuracy against fp32 and latency against the fp32 artifact -> one report.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +15,20 @@ import typer
 
 from edgellm.cli._common import console
 
+# (model, label, config factory): what the demo compresses. SmoothQuant's alpha 0.8 is the best of
+# 0.3..0.9 measured on MiniLM with the bundled calibration text (benchmarks/bench_int8_minilm.py).
+DEMO_COMPRESSION = [
+    ("minilm", "int8-static-sq0.8", lambda q: q.SmoothQuant(smoothquant_alpha=0.8)),
+    ("minilm", "w4a16-gptq-g32", lambda q: q.Int4WeightOnly(method="gptq", group_size=32)),
+    ("tiny-llama", "int8-dynamic", lambda q: q.Int8Dynamic()),
+    ("tiny-llama", "w4a16-gptq-g128", lambda q: q.Int4WeightOnly(method="gptq", group_size=128)),
+]
+
 
 def demo(
     model: str = typer.Option("minilm", "--model", "-m", help="Bundled model name or model directory."),
     output: Path = typer.Option(
-        Path("edgellm-out"), "--output", "-o", help="Folder for the artifact and report."
+        Path("edgellm-out"), "--output", "-o", help="Folder for artifacts and report."
     ),
     batch: str = typer.Option("1,8", "--batch", "-b", help="Comma-separated batch sizes."),
     seq: str = typer.Option("128", "--seq", "-s", help="Comma-separated sequence lengths."),
@@ -24,11 +37,14 @@ def demo(
     threads: Optional[int] = typer.Option(
         None, "--threads", min=1, help="Intra-op threads for both runtimes."
     ),
+    compress_models: bool = typer.Option(
+        True, "--compress/--no-compress", help="Also build INT8 and INT4 artifacts of the bundled models."
+    ),
 ) -> None:
-    """Run the main job on the bundled model: export for x86-server, validate, benchmark, write a report.
+    """Run the main job: export for x86-server, validate, benchmark, compress to INT8/INT4, write a report.
 
-    Writes OUTPUT/MODEL-x86-server/ (the artifact), OUTPUT/report.json, OUTPUT/report.md and
-    OUTPUT/latency.png.
+    Writes OUTPUT/MODEL-x86-server/ (the fp32 artifact), one folder per compressed artifact,
+    OUTPUT/report.json, OUTPUT/report.md, OUTPUT/latency.png and OUTPUT/compression.png.
 
     Example: edgellm demo --runs 30 --batch 1,8 --seq 128
     """
@@ -41,21 +57,30 @@ def demo(
     batches, seqs = parse_int_list(batch, "--batch"), parse_int_list(seq, "--seq")
     out = console()
     t0 = time.perf_counter()
-    out.print(f"[bold]1/4[/] loading [cyan]{model}[/]")
+    steps = 5 if compress_models else 4
+    out.print(f"[bold]1/{steps}[/] loading [cyan]{model}[/]")
     adapter = load(model)
     out.print(
         f"    {adapter.family} {adapter.task}, {adapter.num_parameters / 1e6:.1f} M parameters, "
         f"{len(adapter.blocks)} blocks"
     )
-    out.print("[bold]2/4[/] exporting for [cyan]x86-server[/] (ONNX Runtime) and validating against torch")
+    out.print(
+        f"[bold]2/{steps}[/] exporting for [cyan]x86-server[/] (ONNX Runtime) and validating against torch"
+    )
     art = export(adapter, "x86-server", output / f"{adapter.name}-x86-server", force=True)
     m = art.manifest
     out.print(f"    {art.path}  fusions: {m['recipe']['fusion'].get('ops', 'none')}")
-    out.print("[bold]3/4[/] benchmarking torch fp32 vs ONNX Runtime fp32, interleaved")
+    out.print(f"[bold]3/{steps}[/] benchmarking torch fp32 vs ONNX Runtime fp32, interleaved")
     rep = bench_artifact(
         art, batches=batches, seqs=seqs, runs=runs, warmup=warmup, threads=threads, reference=True
     ).to_dict()
-    out.print("[bold]4/4[/] writing the report")
+    rows: list[dict[str, Any]] = []
+    if compress_models:
+        out.print(
+            f"[bold]4/{steps}[/] compressing the bundled models (INT8, INT4), accuracy and speed vs fp32"
+        )
+        rows = run_compression(output, runs=max(5, runs // 2), log=out.print)
+    out.print(f"[bold]{steps}/{steps}[/] writing the report")
     report = {
         "model": m["model"],
         "artifact": str(art.path),
@@ -66,25 +91,137 @@ def demo(
             "size_mb": round(art.size_bytes / 2**20, 2),
         },
         "bench": rep,
+        "compression": rows,
         "elapsed_s": round(time.perf_counter() - t0, 1),
     }
     write_json(report, output / "report.json")
     plot_latency(rep, output / "latency.png", title=f"{adapter.name}: torch fp32 vs ONNX Runtime fp32")
+    if rows:
+        plot_compression(rows, output / "compression.png")
     atomic_write_text(output / "report.md", render_markdown(report))
     print_table(rep, title=f"{adapter.name} on this host: torch vs ONNX Runtime (x86-server artifact)")
-    par = m["parity"]
     for suite in ("fixed", "random"):
-        for name, v in par[suite].items():
+        for name, v in m["parity"][suite].items():
             out.print(
                 f"parity {suite:6s} {name}: max_abs={v['max_abs']:.2e} cosine_min={v['cosine_min']:.6f}"
             )
+    if rows:
+        print_compression(rows)
     out.print(
-        f"report: {output / 'report.md'}  (json: {output / 'report.json'}, plot: {output / 'latency.png'})"
+        f"report: {output / 'report.md'}  (json: {output / 'report.json'}, plots: latency.png"
+        f"{', compression.png' if rows else ''})"
     )
 
 
+def run_compression(output: Path, *, runs: int, log: Any) -> list[dict[str, Any]]:
+    """Compress each (model, recipe) of :data:`DEMO_COMPRESSION`; one summary row each."""
+    from edgellm.compress import quant
+    from edgellm.compress.api import compress
+
+    rows = []
+    for model, label, make in DEMO_COMPRESSION:
+        log(f"    {model} -> {label}")
+        res = compress(
+            model,
+            make(quant),
+            output=output / f"{model}-{label}",
+            force=True,
+            runs=runs,
+            eval_sequences=128,
+            progress=False,
+        )
+        rep, ev = res.report, res.artifact.manifest["evaluation"]
+        acc = ev["accuracy"]
+        rows.append(
+            {
+                "model": model,
+                "recipe": label,
+                "artifact": str(res.artifact.path),
+                "accuracy": _accuracy_text(acc),
+                "accuracy_detail": acc,
+                "size_mb": round(res.artifact.size_bytes / 2**20, 2),
+                "fp32_size_mb": rep["fp32"]["size_mb"],
+                "p50_ms": ev["speed"]["p50_ms"],
+                "fp32_p50_ms": rep["fp32"]["p50_ms"],
+                "latency_ratio": round(ev["speed"]["ratio_vs_fp32"], 3),
+                "shape": "batch 8, seq 128" if acc["metric"] == "embedding" else "batch 1, seq 128",
+                "warnings": rep["warnings"],
+            }
+        )
+    return rows
+
+
+def _accuracy_text(acc: dict[str, Any]) -> str:
+    if acc["metric"] == "perplexity":
+        return (
+            f"ppl {acc['perplexity']:.2f} vs {acc['perplexity_fp32']:.2f} ({100 * acc['perplexity_increase']:+.2f} %), "
+            f"top-1 {acc['top1_agreement']:.3f}"
+        )
+    return f"cosine {acc['cosine_mean']:.4f} (min {acc['cosine_min']:.3f}), spearman {acc['spearman_pairwise']:.4f}"
+
+
+def print_compression(rows: list[dict[str, Any]]) -> None:
+    from rich.table import Table
+
+    t = Table(title="compressed artifacts vs fp32 (ONNX Runtime, this host, same run)")
+    for col in (
+        "model",
+        "recipe",
+        "accuracy vs fp32",
+        "size MB",
+        "p50 ms",
+        "fp32 p50 ms",
+        "latency ratio",
+        "shape",
+    ):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(
+            r["model"],
+            r["recipe"],
+            r["accuracy"],
+            f"{r['size_mb']:.1f} / {r['fp32_size_mb']:.1f}",
+            f"{r['p50_ms']:.1f}",
+            f"{r['fp32_p50_ms']:.1f}",
+            f"{r['latency_ratio']:.2f}",
+            r["shape"],
+        )
+    console().print(t)
+    for r in rows:
+        for w in r["warnings"]:
+            console().print(f"[yellow]warning:[/] {r['model']}: {w}")
+
+
+def plot_compression(rows: list[dict[str, Any]], path: Path) -> Path:
+    """Latency of each compressed artifact relative to its fp32 artifact, and size relative to fp32."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [f"{r['model']}\n{r['recipe']}" for r in rows]
+    lat = [r["latency_ratio"] for r in rows]
+    size = [r["size_mb"] / r["fp32_size_mb"] for r in rows]
+    fig, ax = plt.subplots(figsize=(2.0 + 1.8 * len(rows), 3.8))
+    xs = range(len(rows))
+    ax.bar([x - 0.2 for x in xs], lat, 0.4, label="p50 latency / fp32")
+    ax.bar([x + 0.2 for x in xs], size, 0.4, label="file size / fp32")
+    ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+    ax.set_xticks(list(xs))
+    ax.set_xticklabels(labels, fontsize=8)
+    ax.set_ylabel("relative to fp32")
+    ax.set_title("compressed artifacts (ONNX Runtime)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
 def render_markdown(report: dict[str, Any]) -> str:
-    """The human report: what was done, parity, the latency table, ratios and the plot."""
+    """The human report: what was done, parity, the latency table, ratios, compression and the plots."""
     from edgellm.bench.report import markdown_table
 
     bench, exp = report["bench"], report["export"]
@@ -111,4 +248,19 @@ def render_markdown(report: dict[str, Any]) -> str:
     for pair, vals in bench.get("ratios_p50", {}).items():
         lines.append(f"- p50 ratio {pair}: " + ", ".join(f"{k} = {v:.3f}" for k, v in vals.items()))
     lines += ["", "![latency](latency.png)", ""]
-    return "\n".join(lines)
+    if report.get("compression"):
+        lines += [
+            "## Compressed artifacts (accuracy on held-out text, latency vs the fp32 artifact)",
+            "",
+            "| model | recipe | accuracy vs fp32 | size MB (fp32) | p50 ms | fp32 p50 ms | ratio | shape |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for r in report["compression"]:
+            lines.append(
+                f"| {r['model']} | {r['recipe']} | {r['accuracy']} | {r['size_mb']:.1f} ({r['fp32_size_mb']:.1f}) "
+                f"| {r['p50_ms']:.1f} | {r['fp32_p50_ms']:.1f} | {r['latency_ratio']:.2f} | {r['shape']} |"
+            )
+        lines += ["", "![compression](compression.png)", ""]
+        for r in report["compression"]:
+            lines += [f"- warning ({r['model']}): {w}" for w in r["warnings"]]
+    return "\n".join(lines) + "\n"

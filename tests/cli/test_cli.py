@@ -66,7 +66,15 @@ def test_export_and_bench_a_decoder(decoder_dir, tmp_path, capsys):
     assert [(r["batch"], r["seq"]) for r in d["results"]] == [(1, 8), (2, 8)]
 
 
-def test_demo_writes_report(tmp_path, capsys):
+def test_demo_writes_report(tmp_path, capsys, monkeypatch):
+    from edgellm.cli import demo as demo_mod
+
+    # one cheap compression instead of the four that `make demo` builds; the code path is the same
+    monkeypatch.setattr(
+        demo_mod,
+        "DEMO_COMPRESSION",
+        [("tiny-llama", "w4a16-rtn-g64", lambda q: q.Int4WeightOnly(method="rtn", group_size=64))],
+    )
     rc, out, err = run(
         ["demo", "-o", tmp_path, "--runs", "2", "--warmup", "0", "--batch", "1", "--seq", "16"], capsys
     )
@@ -79,6 +87,11 @@ def test_demo_writes_report(tmp_path, capsys):
     assert "| runner |" in md and "latency.png" in md
     assert (tmp_path / "latency.png").read_bytes()[:4] == b"\x89PNG"
     assert "p50 ratio onnxruntime/torch" in out
+    row = rep["compression"][0]
+    assert row["model"] == "tiny-llama" and row["accuracy_detail"]["metric"] == "perplexity"
+    assert row["size_mb"] < 0.5 * row["fp32_size_mb"] and row["p50_ms"] > 0
+    assert (tmp_path / "tiny-llama-w4a16-rtn-g64" / "manifest.json").exists()
+    assert (tmp_path / "compression.png").read_bytes()[:4] == b"\x89PNG" and "w4a16-rtn-g64" in md
 
 
 # -- bad input: one clear line, exit 2, nothing half-written ----------------------------------------

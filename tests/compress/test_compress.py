@@ -212,3 +212,30 @@ def test_recipe_yaml_runs(tmp_path, capsys):
     rep = json.loads(out)
     assert rep["chosen"] == "w4a16-awq" and "lm.lm_head" in rep["tries"][0]["kept_fp32"]
     shutil.rmtree(tmp_path / "out")
+
+
+def test_precision_auto_picks_fastest_passing(tmp_path, capsys):
+    rc = main(
+        [
+            "compress",
+            "tiny-llama",
+            "--precision",
+            "auto",
+            "--max-accuracy-drop",
+            "ppl+5%",
+            "-o",
+            str(tmp_path / "auto"),
+            "--runs",
+            "3",
+            "--json",
+        ]
+    )
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    rep = json.loads(out)
+    assert rep["requested"] == "auto"
+    assert {t["recipe"] for t in rep["tries"]} == {"int8-dynamic", "w4a16-awq", "w4a16-gptq"}
+    passing = {n: v["p50_ms"] for n, v in rep["speed"].items()}
+    assert rep["chosen"] == min(passing, key=passing.get)
+    manifest = json.loads((tmp_path / "auto" / "manifest.json").read_text())
+    assert manifest["recipe"]["quantization"]["recipe"] == rep["chosen"]

@@ -19,10 +19,13 @@ def test_minilm_artifact_is_fused_and_validated(minilm_artifact, minilm):
     ops = {n.op_type for n in onnx.load(minilm_artifact.model_path).graph.node}
     assert {
         "Attention",
-        "SkipLayerNormalization",
+        "LayerNormalization",
+        "Sum",
         "EmbedLayerNormalization",
     } <= ops  # ORT transformer fusions
     assert m["recipe"]["fusion"]["applied"] and m["recipe"]["fusion"]["ops"]["Attention"] == 6
+    assert m["recipe"]["fusion"]["residual_sums"] == 12  # residual adds kept out of SkipLayerNormalization
+    assert "SkipLayerNormalization" not in ops
     for suite in ("fixed", "random"):
         assert m["parity"][suite]["sentence_embedding"]["cosine_min"] >= 0.9999
         assert m["parity"][suite]["sentence_embedding"]["max_abs"] <= 1e-3
@@ -141,7 +144,7 @@ def test_fused_graph_failing_parity_falls_back_to_unfused(minilm, tmp_path, monk
 
     import edgellm.export.onnx_server as srv
 
-    def broken_fuse(raw, model, ort_type, attention=True):
+    def broken_fuse(raw, model, ort_type, attention=True, skip_layer_norm=False):
         m = onnx.load(str(raw))
         init = max(m.graph.initializer, key=lambda t: t.dims[0] if t.dims else 0)
         arr = numpy_helper.to_array(init) * 3.0
@@ -159,3 +162,14 @@ def test_fused_graph_failing_parity_falls_back_to_unfused(minilm, tmp_path, monk
     assert art.manifest["parity"]["random"]["sentence_embedding"]["cosine_min"] >= 0.9999
     ops = {n.op_type for n in onnx.load(art.model_path).graph.node}
     assert "Attention" not in ops  # the unfused graph
+
+
+def test_runtime_does_not_refuse_residuals(minilm_artifact, tmp_path):
+    """ONNX Runtime would fuse Add + LayerNorm into SkipLayerNormalization (slower on CPU); Sum stays."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    ort.InferenceSession(str(minilm_artifact.model_path), so, providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node]
+    assert "SkipLayerNormalization" not in ops and ops.count("LayerNormalization") == 12
