@@ -31,6 +31,8 @@ test-all: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_server_onnx.py
+	$(PY) benchmarks/bench_int8_minilm.py
+	$(PY) benchmarks/bench_int4_tiny_llama.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

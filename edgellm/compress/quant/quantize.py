@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgellm.compress.quant.awq import awq_quantize, awq_search
+from edgellm.compress.quant.awq import awq_clip, awq_quantize, awq_search
 from edgellm.compress.quant.config import Int4WeightOnly, Int8Dynamic, Int8Static, QuantConfig
 from edgellm.compress.quant.gptq import gptq_quantize
 from edgellm.compress.quant.observers import Observer, activation_range, run_calibration
@@ -225,16 +225,13 @@ def _int4(
             )
         elif cfg.method == "awq":
             st = stats[n]
+            rows = st.sample_rows()
             s, _alpha = awq_search(
-                w,
-                st.abssum / max(st.rows, 1),
-                st.sample_rows(),
-                bits=4,
-                group_size=g,
-                symmetric=sym,
-                grid=cfg.awq_grid,
+                w, st.abssum / max(st.rows, 1), rows, bits=4, group_size=g, symmetric=sym, grid=cfg.awq_grid
             )
-            q, scale, zero = awq_quantize(w, s, bits=4, group_size=g, symmetric=sym)
+            # then AWQ's clipping search on the scaled weights, against the scaled inputs
+            clipped = awq_clip(w * s, rows / s, bits=4, group_size=g, symmetric=sym)
+            q, scale, zero = awq_quantize(clipped, torch.ones_like(s), bits=4, group_size=g, symmetric=sym)
             input_scale = None if bool(torch.all(s == 1)) else 1.0 / s
         else:
             scale, zero = weight_grid(w, 4, g, sym)
