@@ -26,6 +26,25 @@ def minilm_artifact(minilm, tmp_path_factory):
     return export(minilm, "x86-server", tmp_path_factory.mktemp("art") / "minilm")
 
 
+def save_llama(path: Path, **overrides) -> Path:
+    """Save a random-weight Llama (GQA 4:2) with ``overrides`` on a tiny config; returns ``path``."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = dict(
+        vocab_size=320,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(**{**cfg, **overrides})).save_pretrained(path)
+    return path
+
+
 def _save_decoder(kind: str, root: Path) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, Qwen2Config

@@ -99,17 +99,9 @@ def test_calibration_data_too_small(tiny_llama, tmp_path):
 
 
 def test_tokenizer_mismatch(tiny_llama, tmp_path):
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from conftest import save_llama
 
-    cfg = LlamaConfig(
-        vocab_size=512,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=1,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-    )
-    LlamaForCausalLM(cfg).save_pretrained(tmp_path / "m")
+    save_llama(tmp_path / "m", vocab_size=512, num_hidden_layers=1)
     tiny_llama.tokenizer.save_pretrained(tmp_path / "m")  # 4096-token tokenizer, 512-token model
     with pytest.raises(EdgeLLMError, match="tokenizer mismatch"):
         compress(str(tmp_path / "m"), "w4a16-rtn", output=tmp_path / "o")

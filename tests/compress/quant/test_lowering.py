@@ -112,19 +112,11 @@ def test_static_needs_calibration(tiny_llama):
 
 
 def test_group_size_must_divide(tmp_path):
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from conftest import save_llama
 
     from edgellm import models
 
-    cfg = LlamaConfig(
-        vocab_size=64,
-        hidden_size=96,
-        intermediate_size=192,
-        num_hidden_layers=1,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-    )
-    LlamaForCausalLM(cfg).save_pretrained(tmp_path / "m")
+    save_llama(tmp_path / "m", vocab_size=64, hidden_size=96, intermediate_size=192, num_hidden_layers=1)
     m = models.load(tmp_path / "m")
     with pytest.raises(EdgeLLMError, match=r"group size 64 does not divide layer '.*' \(96 inputs\)"):
         quantize(m, Int4WeightOnly(group_size=64))
