@@ -19,8 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from edgellm.errors import TargetError
 
-PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int4")
-Precision = Literal["fp32", "fp16", "bf16", "int8", "int4"]
+PRECISIONS = ("fp32", "fp16", "bf16", "fp8", "int8", "int4")
+Precision = Literal["fp32", "fp16", "bf16", "fp8", "int8", "int4"]
 
 
 class Target(BaseModel):

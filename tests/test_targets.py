@@ -31,3 +31,47 @@ def test_targets_path_env(tmp_path, monkeypatch):
     )
     monkeypatch.setenv("EDGELLM_TARGETS_PATH", str(tmp_path))
     assert load_target("my-box").name == "my-box"
+
+
+REQUIRED = [
+    "x86-server",
+    "snapdragon-865",
+    "snapdragon-8-gen-3",
+    "raspberry-pi-5",
+    "jetson-orin-nano",
+    "nvidia-a100",
+    "nvidia-h100",
+]
+
+
+@pytest.mark.parametrize("name", REQUIRED)
+def test_required_profiles_are_complete(name):
+    t = load_target(name)
+    assert t.name == name and t.runtimes and t.formats and t.sources
+    assert set(t.peak_compute_tops) <= set(t.precisions) and "fp32" in t.peak_compute_tops
+    assert t.memory_bandwidth_gbs > 0 and t.memory_budget_mb > 0
+
+
+def test_profile_figures_are_consistent():
+    """Faster precisions have higher peaks; phones have less bandwidth than data-centre GPUs."""
+    for name in REQUIRED:
+        peaks = load_target(name).peak_compute_tops
+        if "int8" in peaks:
+            assert peaks["int8"] >= peaks["fp32"]
+        if "fp16" in peaks:
+            assert peaks["fp16"] >= peaks["fp32"]
+    assert (
+        load_target("snapdragon-865").memory_bandwidth_gbs < load_target("nvidia-a100").memory_bandwidth_gbs
+    )
+    assert (
+        load_target("nvidia-h100").peak_compute_tops["fp16"]
+        > load_target("nvidia-a100").peak_compute_tops["fp16"]
+    )
+
+
+def test_targets_show_cli(capsys):
+    from edgellm.cli import main
+
+    assert main(["targets", "show", "snapdragon-865"]) == 0
+    out = capsys.readouterr().out
+    assert "Cortex-A77" in out and "LPDDR5" in out and "peak int8" in out
