@@ -16,6 +16,9 @@ def export(
     output: Optional[Path] = typer.Option(
         None, "--output", "-o", help="Artifact directory (default: edgellm-out/MODEL-TARGET)."
     ),
+    fmt: Optional[str] = typer.Option(
+        None, "--format", "-f", help="Format to write (default: the target's first format edgellm can write)."
+    ),
     force: bool = typer.Option(False, "--force", help="Replace an existing output directory."),
     task: Optional[str] = typer.Option(
         None, "--task", help="embedding or causal-lm (default: from the model)."
@@ -34,6 +37,8 @@ def export(
     """Export MODEL for a target, validate it against torch, and write an artifact with manifest.json.
 
     Example: edgellm export minilm --target x86-server -o edgellm-out/minilm-onnx --force
+
+    Example: edgellm export minilm --target snapdragon-865 --format ort -o edgellm-out/minilm-ort
     """
     from edgellm.export import Tolerance
     from edgellm.export import export as do_export
@@ -47,6 +52,7 @@ def export(
         force=force,
         tolerance=Tolerance(max_abs=atol, min_cosine=min_cosine),
         exporter=exporter,
+        format=fmt,
         opset=opset,
         optimize=optimize,
     )

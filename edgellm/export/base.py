@@ -75,8 +75,19 @@ def export(
         raise OutputExistsError(output)
 
     tgt = load_target(target)
-    fmt = options.pop("format", None) or tgt.formats[0]
     _load_exporters()
+    fmt = options.pop("format", None)
+    if fmt is None:  # the target's preferred format that this edgellm can write
+        fmt = next((f for f in tgt.formats if f in EXPORTERS), None)
+        if fmt is None:
+            raise ExportError(
+                f"target '{tgt.name}' takes formats {tgt.formats}, none of which this edgellm exports yet",
+                f"formats available: {', '.join(EXPORTERS)}",
+            )
+    elif fmt not in tgt.formats:
+        raise ExportError(
+            f"target '{tgt.name}' does not take format '{fmt}'", f"use one of: {', '.join(tgt.formats)}"
+        )
     if fmt not in EXPORTERS:
         raise ExportError(
             f"no exporter for format '{fmt}' (target '{tgt.name}')",
@@ -92,4 +103,5 @@ def export(
 
 
 def _load_exporters() -> None:
-    import edgellm.export.onnx_server  # noqa: F401  (registers "onnx")
+    import edgellm.export.onnx_server
+    import edgellm.export.ort_mobile  # noqa: F401  (registers "ort")

@@ -14,7 +14,11 @@ from typing import Any
 from edgellm.errors import EdgeLLMError
 from edgellm.runtime.base import RUNNERS, Runner, register_runner
 
-_MODULES = {"torch": "edgellm.runtime.torch_runner", "onnxruntime": "edgellm.runtime.ort_runner"}
+_MODULES = {
+    "torch": "edgellm.runtime.torch_runner",
+    "onnxruntime": "edgellm.runtime.ort_runner",
+    "onnxruntime-mobile": "edgellm.runtime.ort_runner",  # .ort files run in the same ONNX Runtime on a host
+}
 
 
 def make_runner(model: Any, runtime: str | None = None, **options: Any) -> Runner:

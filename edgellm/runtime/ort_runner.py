@@ -102,6 +102,11 @@ class OrtRunner(Runner):
         return dict(zip(self._output_names, res))
 
 
+@register_runner("onnxruntime-mobile")
+class OrtMobileRunner(OrtRunner):
+    """ONNX Runtime on an ``.ort`` (mobile format) artifact: on a host, the same engine as the server runner."""
+
+
 def _spec(arg: Any) -> TensorSpec:
     shape = [d if isinstance(d, int) else str(d) for d in arg.shape]
     return TensorSpec(arg.name, _ORT_DTYPES.get(arg.type, "float32"), shape)

@@ -1,0 +1,69 @@
+"""ONNX Runtime mobile (.ort) artifacts for arm64 phones: converted, validated on this host, loadable."""
+
+import pytest
+
+from edgellm.compress.quant import Int4WeightOnly, Int8Dynamic, apply_quant, quantize
+from edgellm.errors import ExportError
+from edgellm.export import Artifact, Tolerance, export
+from edgellm.export.validate import compare
+from edgellm.runtime import make_runner
+
+
+def test_minilm_ort_for_snapdragon(minilm, tmp_path):
+    art = export(minilm, "snapdragon-865", tmp_path / "ort")  # the first format edgellm writes for this phone
+    m = art.manifest
+    assert m["target"] == {
+        "name": "snapdragon-865",
+        "runtime": "onnxruntime-mobile",
+        "format": "ort",
+        "kind": "phone",
+    }
+    assert art.model_path.name == "model.ort" and (art.path / "required_operators.config").is_file()
+    ops = ";".join(m["recipe"]["ort_format"]["required_operators"])
+    assert "EmbedLayerNormalization" in ops and "Attention" in ops
+    assert m["parity"]["random"]["sentence_embedding"]["cosine_min"] >= 0.9999
+    runner = make_runner(Artifact.load(art.path))
+    assert runner.runtime == "onnxruntime-mobile"
+    feeds = minilm.example_inputs(batch=3, seq=40, seed=3)
+    got = compare(minilm.run(feeds), runner.run(feeds), minilm.outputs, feeds)
+    assert got["sentence_embedding"]["cosine_min"] > 0.9999
+
+
+def test_quantized_ort_artifacts(minilm, tiny_llama, pydoc_batches, tmp_path):
+    spec = quantize(minilm, Int8Dynamic())
+    art = export(minilm, "snapdragon-865", tmp_path / "i8", quant=spec, tolerance=Tolerance.quantized())
+    assert art.manifest["precision"] == "int8"
+    assert "DynamicQuantizeMatMul" in ";".join(art.manifest["recipe"]["ort_format"]["required_operators"])
+    calib, evalb = pydoc_batches(tiny_llama, n_calib=8, n_eval=8)
+    spec4 = quantize(tiny_llama, Int4WeightOnly(group_size=64))
+    art4 = export(
+        tiny_llama,
+        "raspberry-pi-5",
+        tmp_path / "i4",
+        quant=spec4,
+        format="ort",
+        tolerance=Tolerance.quantized(),
+    )
+    assert "MatMulNBits" in ";".join(art4.manifest["recipe"]["ort_format"]["required_operators"])
+    f = evalb.feeds[0]
+    got = compare(apply_quant(tiny_llama, spec4).run(f), make_runner(art4).run(f), tiny_llama.outputs, f)
+    assert got["logits"]["cosine_min"] > 0.9999
+
+
+def test_format_choice_errors(minilm, tmp_path, monkeypatch):
+    with pytest.raises(ExportError, match="does not take format 'onnx'"):
+        export(minilm, "snapdragon-865", tmp_path / "x", format="onnx")
+    prof = tmp_path / "t"
+    prof.mkdir()
+    from edgellm.targets import list_targets
+
+    text = list_targets()["snapdragon-865"].read_text()
+    (prof / "tflite-only.yaml").write_text(
+        text.replace("name: snapdragon-865", "name: tflite-only").replace(
+            "formats: [tflite, ort]", "formats: [tflite]"
+        )
+    )
+    monkeypatch.setenv("EDGELLM_TARGETS_PATH", str(prof))
+    with pytest.raises(ExportError, match=r"takes formats \['tflite'\], none of which"):
+        export(minilm, "tflite-only", tmp_path / "y")
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
