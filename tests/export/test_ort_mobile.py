@@ -34,7 +34,7 @@ def test_quantized_ort_artifacts(minilm, tiny_llama, pydoc_batches, tmp_path):
     art = export(minilm, "snapdragon-865", tmp_path / "i8", quant=spec, tolerance=Tolerance.quantized())
     assert art.manifest["precision"] == "int8"
     assert "DynamicQuantizeMatMul" in ";".join(art.manifest["recipe"]["ort_format"]["required_operators"])
-    calib, evalb = pydoc_batches(tiny_llama, n_calib=8, n_eval=8)
+    _, evalb = pydoc_batches(tiny_llama, n_calib=8, n_eval=8)
     spec4 = quantize(tiny_llama, Int4WeightOnly(group_size=64))
     art4 = export(
         tiny_llama,
