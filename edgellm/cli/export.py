@@ -19,6 +19,12 @@ def export(
     fmt: Optional[str] = typer.Option(
         None, "--format", "-f", help="Format to write (default: the target's first format edgellm can write)."
     ),
+    precision: str = typer.Option(
+        "fp32",
+        "--precision",
+        "-p",
+        help="fp32, int8 (dynamic) or int4 (RTN, group 128); see 'edgellm compress'.",
+    ),
     force: bool = typer.Option(False, "--force", help="Replace an existing output directory."),
     task: Optional[str] = typer.Option(
         None, "--task", help="embedding or causal-lm (default: from the model)."
@@ -38,21 +44,31 @@ def export(
 
     Example: edgellm export minilm --target x86-server -o edgellm-out/minilm-onnx --force
 
-    Example: edgellm export minilm --target snapdragon-865 --format ort -o edgellm-out/minilm-ort
+    Example: edgellm export minilm --target snapdragon-865 --format ort --precision int8 -o edgellm-out/minilm-ort
     """
+    from edgellm.errors import EdgeLLMError
     from edgellm.export import Tolerance
     from edgellm.export import export as do_export
     from edgellm.models import load
 
+    if precision not in ("fp32", "int8", "int4"):
+        raise EdgeLLMError(f"unknown precision '{precision}'", "use fp32, int8 or int4")
     adapter = load(model, task=task)
+    spec = None
+    if precision != "fp32":
+        from edgellm.compress.quant import Int4WeightOnly, Int8Dynamic, quantize
+
+        # the quick path without calibration; calibrated methods and accuracy reports: edgellm compress
+        spec = quantize(adapter, Int8Dynamic() if precision == "int8" else Int4WeightOnly(group_size=128))
     art = do_export(
         adapter,
         target,
         output,
         force=force,
-        tolerance=Tolerance(max_abs=atol, min_cosine=min_cosine),
+        tolerance=Tolerance(max_abs=atol, min_cosine=min_cosine) if spec is None else Tolerance.quantized(),
         exporter=exporter,
         format=fmt,
+        quant=spec,
         opset=opset,
         optimize=optimize,
     )

@@ -93,6 +93,13 @@ def export(
             f"no exporter for format '{fmt}' (target '{tgt.name}')",
             f"available formats: {', '.join(EXPORTERS)}",
         )
+    spec = options.get("quant")
+    precision = "fp32" if spec is None else f"int{spec.bits}"
+    if precision not in tgt.precisions:
+        raise ExportError(
+            f"target '{tgt.name}' does not run {precision} (its fast precisions: {', '.join(tgt.precisions)})",
+            "pick a precision the target lists, or another target",
+        )
     exporter = EXPORTERS[fmt](**options)
     adapter = model if isinstance(model, ModelAdapter) else load(model)
     output = Path(output) if output is not None else Path("edgellm-out") / f"{adapter.name}-{tgt.name}"

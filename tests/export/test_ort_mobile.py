@@ -38,7 +38,7 @@ def test_quantized_ort_artifacts(minilm, tiny_llama, pydoc_batches, tmp_path):
     spec4 = quantize(tiny_llama, Int4WeightOnly(group_size=64))
     art4 = export(
         tiny_llama,
-        "raspberry-pi-5",
+        "snapdragon-8-gen-3",  # lists int4; the Pi 5 and the 865 do not
         tmp_path / "i4",
         quant=spec4,
         format="ort",
@@ -67,3 +67,45 @@ def test_format_choice_errors(minilm, tmp_path, monkeypatch):
     with pytest.raises(ExportError, match=r"takes formats \['tflite'\], none of which"):
         export(minilm, "tflite-only", tmp_path / "y")
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_cli_export_precision(tmp_path, capsys):
+    import json
+
+    from edgellm.cli import main
+
+    rc = main(
+        [
+            "export",
+            "tiny-llama",
+            "--target",
+            "snapdragon-865",
+            "--precision",
+            "int8",
+            "-o",
+            str(tmp_path / "a"),
+            "--json",
+        ]
+    )
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    m = json.loads(out)
+    assert m["precision"] == "int8" and m["target"]["format"] == "ort"
+    rc = main(
+        [
+            "export",
+            "tiny-llama",
+            "--target",
+            "snapdragon-865",
+            "--precision",
+            "int4",
+            "-o",
+            str(tmp_path / "b"),
+        ]
+    )
+    _, err = capsys.readouterr()
+    assert rc == 2 and "does not run int4" in err and "fp32, fp16, int8" in err
+    assert not (tmp_path / "b").exists()
+    rc = main(["export", "tiny-llama", "--precision", "int3", "-o", str(tmp_path / "c")])
+    _, err = capsys.readouterr()
+    assert rc == 2 and "unknown precision 'int3'" in err
