@@ -47,9 +47,9 @@ class OnnxOptions:
     exporter: str = "auto"
     optimize: bool = True
     external_data_threshold: int = EXTERNAL_DATA_THRESHOLD
-    # ONNX Runtime's CPU SkipLayerNormalization kernel is ~4.7x slower than Add + LayerNormalization
-    # (measured with onnxruntime 1.32 on this project's x86 host: 0.90 ms vs 0.19 ms for an 8x128x384
-    # tensor), so residual adds stay separate unless asked for; dynamic shapes keep ORT from re-fusing.
+    # ONNX Runtime's CPU SkipLayerNormalization kernel is 2.5x slower than Sum + LayerNormalization
+    # (onnxruntime 1.32 on this project's x86 host: 0.95 ms vs 0.37 ms for an 8x128x384 tensor,
+    # benchmarks/bench_layernorm_kernels.py), so residual adds are kept out of it unless asked for.
     skip_layer_norm_fusion: bool = False
 
     def __post_init__(self) -> None:
