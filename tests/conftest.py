@@ -26,22 +26,25 @@ def minilm_artifact(minilm, tmp_path_factory):
     return export(minilm, "x86-server", tmp_path_factory.mktemp("art") / "minilm")
 
 
+# a tiny decoder with grouped-query attention (4 query heads, 2 key/value heads)
+SMALL = dict(
+    vocab_size=320,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=256,
+)
+
+
 def save_llama(path: Path, **overrides) -> Path:
     """Save a random-weight Llama (GQA 4:2) with ``overrides`` on a tiny config; returns ``path``."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    cfg = dict(
-        vocab_size=320,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-    )
     torch.manual_seed(0)
-    LlamaForCausalLM(LlamaConfig(**{**cfg, **overrides})).save_pretrained(path)
+    LlamaForCausalLM(LlamaConfig(**{**SMALL, **overrides})).save_pretrained(path)
     return path
 
 
@@ -49,18 +52,9 @@ def _save_decoder(kind: str, root: Path) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, Qwen2Config
 
-    small = dict(
-        vocab_size=320,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-    )
     cfg = {
-        "llama": lambda: LlamaConfig(**small),
-        "qwen2": lambda: Qwen2Config(**small),
+        "llama": lambda: LlamaConfig(**SMALL),
+        "qwen2": lambda: Qwen2Config(**SMALL),
         "gpt2": lambda: GPT2Config(vocab_size=320, n_embd=64, n_layer=2, n_head=4, n_positions=256),
     }[kind]()
     torch.manual_seed(0)
