@@ -12,6 +12,26 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def pytest_collection_modifyitems(config, items):
+    """Hardware markers skip, with the reason, where the hardware or SDK is absent (CPU CI)."""
+    import importlib.util
+
+    has_trt = importlib.util.find_spec("tensorrt") is not None
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except ImportError:  # pragma: no cover
+        has_cuda = False
+    for item in items:
+        if "requires_tensorrt" in item.keywords and not has_trt:
+            item.add_marker(
+                pytest.mark.skip(reason="TensorRT is not installed: pip install 'edgellm[tensorrt]'")
+            )
+        if "requires_cuda" in item.keywords and not has_cuda:
+            item.add_marker(pytest.mark.skip(reason="no CUDA GPU on this machine"))
+
+
 @pytest.fixture(scope="session")
 def minilm():
     from edgellm import models

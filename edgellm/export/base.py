@@ -111,4 +111,5 @@ def export(
 
 def _load_exporters() -> None:
     import edgellm.export.onnx_server
-    import edgellm.export.ort_mobile  # noqa: F401  (registers "ort")
+    import edgellm.export.ort_mobile
+    import edgellm.export.tensorrt  # noqa: F401  (registers "tensorrt")

@@ -175,7 +175,7 @@ def _rewrite_linear(node: onnx.NodeProto, lq: Any, g: _Graph, ops: dict[str, int
     else:
         q, scale = _int8_weight_t(lq)
         a_s = g.add_init("a_scale", np.array(lq.act_scale, np.float32))
-        a_zp = g.add_init("a_zp", np.array(lq.act_zero_point, np.uint8))
+        a_zp = g.add_init("a_zp", np.array(lq.act_zero_point, np.int8 if lq.act_signed else np.uint8))
         xq, xdq, wdq = g.name("x_q"), g.name("x_dq"), g.name("w_dq")
         nodes += [
             helper.make_node("QuantizeLinear", [x, a_s, a_zp], [xq], name=g.name("QuantizeLinear")),

@@ -75,6 +75,8 @@ class Int8Static(QuantConfig):
         per_channel: one weight scale per output channel (else one per tensor).
         smoothquant_alpha: migrate activation outliers into the weights with SmoothQuant at this alpha
             (0.5 balances both; None disables).
+        symmetric_activations: int8 activations with zero point 0 (what TensorRT's explicit
+            quantization takes) instead of uint8 with a zero point (what ONNX Runtime's CPU prefers).
     """
 
     recipe: ClassVar[str] = "int8-static"
@@ -82,6 +84,7 @@ class Int8Static(QuantConfig):
     percentile: float = 99.99
     per_channel: bool = True
     smoothquant_alpha: float | None = None
+    symmetric_activations: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()

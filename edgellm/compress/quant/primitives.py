@@ -73,10 +73,18 @@ def activation_qparams(lo: float, hi: float) -> tuple[float, int]:
     return float(scale), max(0, min(255, zp))
 
 
-def fake_quant_activation(x: torch.Tensor, scale: float, zero_point: int) -> torch.Tensor:
-    """uint8 quantize/dequantize of activations with fixed (static) parameters."""
-    q = torch.clamp(torch.round(x / scale) + zero_point, 0, 255)
+def fake_quant_activation(
+    x: torch.Tensor, scale: float, zero_point: int, signed: bool = False
+) -> torch.Tensor:
+    """Quantize/dequantize activations with fixed (static) parameters: uint8, or int8 when ``signed``."""
+    lo, hi = (-128, 127) if signed else (0, 255)
+    q = torch.clamp(torch.round(x / scale) + zero_point, lo, hi)
     return (q - zero_point) * scale
+
+
+def symmetric_activation_scale(lo: float, hi: float) -> float:
+    """int8 scale (zero point 0) covering [lo, hi]."""
+    return max(max(abs(lo), abs(hi)) / 127.0, 1e-12)
 
 
 def fake_quant_dynamic(x: torch.Tensor) -> torch.Tensor:

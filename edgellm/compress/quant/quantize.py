@@ -21,6 +21,7 @@ from edgellm.compress.quant.primitives import (
     fake_quant_activation,
     fake_quant_dynamic,
     quantize_weight,
+    symmetric_activation_scale,
     weight_grid,
 )
 from edgellm.compress.quant.spec import LayerQuant, QuantSpec
@@ -201,7 +202,10 @@ def _static_int8(
     for n, m in targets.items():
         lq = _int8_weight(n, m, cfg.per_channel, input_scale=inv.get(n))
         lo, hi = activation_range(obs.stats[n], cfg.calibration, cfg.percentile)
-        lq.act_scale, lq.act_zero_point = activation_qparams(lo, hi)
+        if cfg.symmetric_activations:
+            lq.act_scale, lq.act_zero_point, lq.act_signed = symmetric_activation_scale(lo, hi), 0, True
+        else:
+            lq.act_scale, lq.act_zero_point = activation_qparams(lo, hi)
         out[n] = lq
     return out
 
@@ -248,7 +252,7 @@ class QuantLinear(nn.Module):
         self.register_buffer("weight", lq.dequantize())
         self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
         self.register_buffer("input_scale", None if lq.input_scale is None else lq.input_scale.float())
-        self.act = (lq.act_scale, lq.act_zero_point) if lq.act_scale is not None else None
+        self.act = (lq.act_scale, lq.act_zero_point, lq.act_signed) if lq.act_scale is not None else None
         self.dynamic = lq.dynamic_activation
         self.in_features, self.out_features = lq.shape[1], lq.shape[0]
 

@@ -39,6 +39,7 @@ class LayerQuant:
     act_scale: float | None = None
     act_zero_point: int | None = None
     dynamic_activation: bool = False
+    act_signed: bool = False  # int8 activations in [-128, 127] with zero point 0 (TensorRT); else uint8
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -60,6 +61,7 @@ class LayerQuant:
             "shape": list(self.shape),
             "act_scale": self.act_scale,
             "act_zero_point": self.act_zero_point,
+            "act_signed": self.act_signed,
             "dynamic_activation": self.dynamic_activation,
             "input_scale": self.input_scale is not None,
         }
@@ -141,5 +143,6 @@ class QuantSpec:
                 m["act_scale"],
                 m["act_zero_point"],
                 m["dynamic_activation"],
+                m.get("act_signed", False),
             )
         return cls(meta["recipe"], meta["config"], layers, meta["kept"], meta["calibration"])

@@ -1,0 +1,57 @@
+"""TensorRT artifacts: the validated QDQ/fp32 ONNX and the build script on CPU; the engine where TensorRT is."""
+
+import numpy as np
+import onnx
+import pytest
+
+from edgellm.compress.quant import Int8Dynamic, Int8Static, apply_quant, quantize
+from edgellm.errors import ExportError
+from edgellm.export import Tolerance, export
+from edgellm.export.validate import compare
+from edgellm.runtime.ort_runner import OrtRunner
+
+
+def test_fp32_tensorrt_artifact(tiny_llama, tmp_path):
+    art = export(tiny_llama, "jetson-orin-nano", tmp_path / "trt")
+    m = art.manifest
+    assert m["target"]["format"] == "tensorrt" and m["target"]["runtime"] == "tensorrt"
+    assert m["recipe"]["tensorrt"]["engine"] == "pending"
+    assert {n.domain for n in onnx.load(art.model_path).graph.node} <= {"", "ai.onnx"}  # standard ops only
+    script = (art.path / "build_engine.sh").read_text()
+    assert "trtexec --onnx=model.onnx" in script and "--minShapes=input_ids:1x1" in script
+    assert "--maxShapes=input_ids:32x512" in script and "--int8" not in script
+    prof = m["recipe"]["tensorrt"]["profiles"]["attention_mask"]
+    assert prof == {"min": [1, 1], "opt": [8, 128], "max": [32, 512]}
+
+
+def test_int8_qdq_for_tensorrt(minilm, pydoc_batches, tmp_path):
+    calib, evalb = pydoc_batches(minilm, n_calib=16, n_eval=8)
+    spec = quantize(minilm, Int8Static(symmetric_activations=True, smoothquant_alpha=0.8), calib.feeds)
+    art = export(minilm, "nvidia-a100", tmp_path / "q", quant=spec, tolerance=Tolerance.quantized())
+    graph = onnx.load(art.model_path).graph
+    init = {t.name: t for t in graph.initializer}
+    q_nodes = [n for n in graph.node if n.op_type == "QuantizeLinear"]
+    assert len(q_nodes) == 36
+    for n in q_nodes:  # TensorRT's explicit quantization: int8 activations, zero point 0
+        zp = onnx.numpy_helper.to_array(init[n.input[2]])
+        assert zp.dtype == np.int8 and int(zp) == 0
+    assert "--int8" in (art.path / "build_engine.sh").read_text()
+    f = evalb.feeds[0]
+    got = compare(apply_quant(minilm, spec).run(f), OrtRunner(art.model_path).run(f), minilm.outputs, f)
+    assert got["sentence_embedding"]["cosine_min"] > 0.99
+
+
+def test_tensorrt_refuses_ort_only_recipes(minilm, tmp_path):
+    with pytest.raises(ExportError, match="static, symmetric activations"):
+        export(minilm, "nvidia-h100", tmp_path / "x", quant=quantize(minilm, Int8Dynamic()))
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.requires_tensorrt
+@pytest.mark.requires_cuda
+def test_engine_builds(tiny_llama, tmp_path):
+    from edgellm.export.tensorrt import build_engine
+
+    art = export(tiny_llama, "nvidia-a100", tmp_path / "trt")
+    plan = build_engine(art.path)
+    assert plan.stat().st_size > 0
