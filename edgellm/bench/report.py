@@ -88,6 +88,13 @@ def plot_latency(report: dict[str, Any], path: str | Path, title: str = "p50 lat
     ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def save_figure(fig: Any, path: str | Path) -> Path:
+    """Write a matplotlib figure as PNG via a temporary file and a rename, then close it."""
+    import matplotlib.pyplot as plt
+
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.tmp.png")
     fig.savefig(tmp, dpi=110)

@@ -9,6 +9,8 @@ import typer
 
 from edgellm.cli._common import console, emit_json
 
+# Written out so that `edgellm --help` imports no torch (edgellm.compress.quant does); a test keeps it
+# equal to edgellm.compress.quant.RECIPES.
 RECIPE_NAMES = "int8-dynamic | int8-static | int8-smoothquant | w4a16-rtn | w4a16-gptq | w4a16-awq | auto"
 
 
@@ -122,6 +124,8 @@ def compress(
 def print_report(rep: dict[str, Any]) -> None:
     from rich.table import Table
 
+    from edgellm.compress.evaluate import accuracy_text
+
     t = Table(title=f"compress {rep['model']} for {rep['target']} (guard: {rep['guard'] or 'none'})")
     for col in ("try", "recipe", "accuracy", "kept fp32", "size MB", "p50 ms", "vs fp32", "verdict"):
         t.add_column(col)
@@ -140,7 +144,7 @@ def print_report(rep: dict[str, Any]) -> None:
         t.add_row(
             row["try"],
             row["recipe"],
-            _acc(row["accuracy"]),
+            accuracy_text(row["accuracy"]),
             str(len(row["kept_fp32"])),
             f"{row['size_mb']:.1f}" if row["size_mb"] else "-",
             f"{sp['p50_ms']:.1f}" if sp else "-",
@@ -151,11 +155,3 @@ def print_report(rep: dict[str, Any]) -> None:
     c.print(t)
     for w in rep.get("warnings", []):
         c.print(f"[yellow]warning:[/] {w}")
-
-
-def _acc(a: dict[str, Any]) -> str:
-    if not a:
-        return "-"
-    if a.get("metric") == "perplexity":
-        return f"ppl {a['perplexity']:.2f} (fp32 {a['perplexity_fp32']:.2f}), top1 {a['top1_agreement']:.3f}"
-    return f"cos {a['cosine_mean']:.4f} (min {a['cosine_min']:.3f}), spearman {a['spearman_pairwise']:.4f}"

@@ -117,6 +117,7 @@ def run_compression(output: Path, *, runs: int, log: Any) -> list[dict[str, Any]
     """Compress each (model, recipe) of :data:`DEMO_COMPRESSION`; one summary row each."""
     from edgellm.compress import quant
     from edgellm.compress.api import compress
+    from edgellm.compress.evaluate import accuracy_text
 
     rows = []
     for model, label, make in DEMO_COMPRESSION:
@@ -137,7 +138,7 @@ def run_compression(output: Path, *, runs: int, log: Any) -> list[dict[str, Any]
                 "model": model,
                 "recipe": label,
                 "artifact": str(res.artifact.path),
-                "accuracy": _accuracy_text(acc),
+                "accuracy": accuracy_text(acc),
                 "accuracy_detail": acc,
                 "size_mb": round(res.artifact.size_bytes / 2**20, 2),
                 "fp32_size_mb": rep["fp32"]["size_mb"],
@@ -149,15 +150,6 @@ def run_compression(output: Path, *, runs: int, log: Any) -> list[dict[str, Any]
             }
         )
     return rows
-
-
-def _accuracy_text(acc: dict[str, Any]) -> str:
-    if acc["metric"] == "perplexity":
-        return (
-            f"ppl {acc['perplexity']:.2f} vs {acc['perplexity_fp32']:.2f} ({100 * acc['perplexity_increase']:+.2f} %), "
-            f"top-1 {acc['top1_agreement']:.3f}"
-        )
-    return f"cosine {acc['cosine_mean']:.4f} (min {acc['cosine_min']:.3f}), spearman {acc['spearman_pairwise']:.4f}"
 
 
 def print_compression(rows: list[dict[str, Any]]) -> None:
@@ -213,11 +205,9 @@ def plot_compression(rows: list[dict[str, Any]], path: Path) -> Path:
     ax.set_title("compressed artifacts (ONNX Runtime)")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    from edgellm.bench.report import save_figure
+
+    return save_figure(fig, path)
 
 
 def render_markdown(report: dict[str, Any]) -> str:

@@ -65,7 +65,7 @@ def export(
         target,
         output,
         force=force,
-        tolerance=Tolerance(max_abs=atol, min_cosine=min_cosine) if spec is None else Tolerance.quantized(),
+        tolerance=Tolerance(max_abs=atol, min_cosine=min_cosine) if spec is None else None,
         exporter=exporter,
         format=fmt,
         quant=spec,

@@ -138,7 +138,7 @@ def compress(
     from edgellm.compress.calibration import corpus_parts, make_batches
     from edgellm.compress.evaluate import CachedRunner, evaluate
     from edgellm.compress.quant.quantize import needs_calibration, quantize_cached
-    from edgellm.export import Artifact, Tolerance, export
+    from edgellm.export import Artifact, export
     from edgellm.models import ModelAdapter, load
     from edgellm.runtime import make_runner
 
@@ -192,7 +192,6 @@ def compress(
                         target,
                         t.path,
                         quant=spec,
-                        tolerance=Tolerance.quantized(),
                         accuracy_level=accuracy_level,
                         raw_cache=raw_cache,
                     )

@@ -48,8 +48,10 @@ def embedding_accuracy(ref: np.ndarray, got: np.ndarray) -> dict[str, float]:
     }
 
 
-def lm_stats(logits: np.ndarray, input_ids: np.ndarray, mask: np.ndarray) -> tuple[float, int, np.ndarray]:
-    """Summed next-token NLL, token count, and argmax predictions of one batch."""
+def lm_stats(
+    logits: np.ndarray, input_ids: np.ndarray, mask: np.ndarray
+) -> tuple[float, np.ndarray, np.ndarray]:
+    """Summed next-token NLL, the mask of scored positions, and argmax predictions of one batch."""
     x = logits[:, :-1].astype(np.float64)
     y = input_ids[:, 1:]
     valid = (mask[:, 1:] * mask[:, :-1]).astype(bool)
@@ -57,7 +59,7 @@ def lm_stats(logits: np.ndarray, input_ids: np.ndarray, mask: np.ndarray) -> tup
     logz = m[..., 0] + np.log(np.exp(x - m).sum(-1))
     tgt = np.take_along_axis(x, y[..., None], axis=-1)[..., 0]
     nll = (logz - tgt)[valid]
-    return float(nll.sum()), int(valid.sum()), x.argmax(-1)
+    return float(nll.sum()), valid, x.argmax(-1)
 
 
 class CachedRunner:
@@ -85,21 +87,16 @@ def evaluate(
         return runner.run({s.name: f[s.name] for s in runner.inputs})
 
     if model.task == "causal-lm":
-        tot = {"ref": [0.0, 0], "cand": [0.0, 0]}
+        nll_ref = nll = 0.0
         agree = n = 0
         for f in batches:
-            r, c = feed(reference, f)["logits"], feed(candidate, f)["logits"]
-            nr, kr, pr = lm_stats(r, f["input_ids"], f["attention_mask"])
-            nc, kc, pc = lm_stats(c, f["input_ids"], f["attention_mask"])
-            tot["ref"][0] += nr
-            tot["ref"][1] += kr
-            tot["cand"][0] += nc
-            tot["cand"][1] += kc
-            valid = (f["attention_mask"][:, 1:] * f["attention_mask"][:, :-1]).astype(bool)
+            nr, valid, pr = lm_stats(feed(reference, f)["logits"], f["input_ids"], f["attention_mask"])
+            nc, _, pc = lm_stats(feed(candidate, f)["logits"], f["input_ids"], f["attention_mask"])
+            nll_ref, nll = nll_ref + nr, nll + nc
             agree += int((pr == pc)[valid].sum())
             n += int(valid.sum())
-        ppl_ref = float(np.exp(tot["ref"][0] / max(tot["ref"][1], 1)))
-        ppl = float(np.exp(tot["cand"][0] / max(tot["cand"][1], 1)))
+        ppl_ref = float(np.exp(nll_ref / max(n, 1)))
+        ppl = float(np.exp(nll / max(n, 1)))
         return {
             "metric": "perplexity",
             "perplexity_fp32": ppl_ref,
@@ -114,3 +111,15 @@ def evaluate(
     if ref.ndim > 2:
         ref, got = ref.reshape(len(ref), -1), got.reshape(len(got), -1)
     return {"metric": "embedding", **embedding_accuracy(ref, got)}
+
+
+def accuracy_text(acc: dict[str, Any]) -> str:
+    """One line for tables: perplexity vs fp32 and top-1 agreement, or embedding cosine and Spearman."""
+    if not acc:
+        return "-"
+    if acc.get("metric") == "perplexity":
+        return (
+            f"ppl {acc['perplexity']:.2f} vs {acc['perplexity_fp32']:.2f} ({100 * acc['perplexity_increase']:+.2f} %), "
+            f"top-1 {acc['top1_agreement']:.3f}"
+        )
+    return f"cosine {acc['cosine_mean']:.4f} (min {acc['cosine_min']:.3f}), spearman {acc['spearman_pairwise']:.4f}"

@@ -55,7 +55,8 @@ def export(
         target: target profile name or YAML path (``targets/*.yaml``).
         output: artifact directory; default ``edgellm-out/<model>-<target>``.
         force: replace an existing output directory (only once the new artifact is complete).
-        tolerance: parity tolerance; default :class:`Tolerance()` (max abs 1e-3, cosine 0.9999).
+        tolerance: parity tolerance; default :class:`Tolerance()` (max abs 1e-3, cosine 0.9999), or
+            :meth:`Tolerance.quantized` when ``quant`` is given.
         **options: exporter options, e.g. ``opset=17``, ``optimize=False``, ``exporter="dynamo"``.
 
     Returns:
@@ -104,7 +105,9 @@ def export(
     adapter = model if isinstance(model, ModelAdapter) else load(model)
     output = Path(output) if output is not None else Path("edgellm-out") / f"{adapter.name}-{tgt.name}"
     with atomic_dir(output, force=force) as tmp:
-        fields = exporter.lower(adapter, tgt, tmp, tolerance or Tolerance())
+        if tolerance is None:  # integer rounding amplifies float differences: compare direction only
+            tolerance = Tolerance() if spec is None else Tolerance.quantized()
+        fields = exporter.lower(adapter, tgt, tmp, tolerance)
         write_manifest(tmp, fields)
     return Artifact.load(output)
 

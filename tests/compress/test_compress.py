@@ -231,3 +231,10 @@ def test_precision_auto_picks_fastest_passing(tmp_path, capsys):
     assert rep["chosen"] == min(passing, key=passing.get)
     manifest = json.loads((tmp_path / "auto" / "manifest.json").read_text())
     assert manifest["recipe"]["quantization"]["recipe"] == rep["chosen"]
+
+
+def test_cli_lists_every_recipe():
+    from edgellm.cli.compress import RECIPE_NAMES
+    from edgellm.compress.quant import RECIPES
+
+    assert RECIPE_NAMES.split(" | ") == [*RECIPES, "auto"]

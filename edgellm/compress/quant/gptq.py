@@ -57,11 +57,7 @@ def gptq_quantize(
             g = col // group_size
             q = quantize_weight(w1[:, i : i + 1], scale[:, g : g + 1], zero[:, g : g + 1], bits)
             codes[:, col] = q[:, 0]
-            deq = (
-                (q[:, 0].float() - zero[:, g].float()) * scale[:, g]
-                if bits != 8
-                else q[:, 0].float() * scale[:, g]
-            )
+            deq = (q[:, 0].float() - zero[:, g].float()) * scale[:, g]  # int8 zero points are 0
             e = (w1[:, i] - deq) / hinv1[i, i]
             w1[:, i:] -= e[:, None] @ hinv1[i : i + 1, i:]
             err1[:, i] = e
