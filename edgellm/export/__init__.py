@@ -7,7 +7,16 @@ Example:
 """
 
 from edgellm.export.artifact import SCHEMA_VERSION, Artifact
-from edgellm.export.base import EXPORTERS, Exporter, export, register_exporter
+from edgellm.export.base import EXPORTERS, Exporter, export, parity_reference, register_exporter
 from edgellm.export.validate import Tolerance
 
-__all__ = ["EXPORTERS", "SCHEMA_VERSION", "Artifact", "Exporter", "Tolerance", "export", "register_exporter"]
+__all__ = [
+    "EXPORTERS",
+    "SCHEMA_VERSION",
+    "Artifact",
+    "Exporter",
+    "Tolerance",
+    "export",
+    "parity_reference",
+    "register_exporter",
+]

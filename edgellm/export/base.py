@@ -24,6 +24,15 @@ class Exporter(ABC):
     @abstractmethod
     def lower(self, model: Any, target: Any, workdir: Path, tolerance: Tolerance) -> dict[str, Any]: ...
 
+    def reference(self, model: Any) -> Any:
+        """The torch model this exporter validates against: fp32, or fake-quantized by the QuantSpec."""
+        spec = getattr(self, "quant", None)
+        if spec is None:
+            return model
+        from edgellm.compress.quant import apply_quant
+
+        return apply_quant(model, spec)
+
 
 EXPORTERS: dict[str, type[Exporter]] = {}
 
@@ -95,7 +104,26 @@ def export(
             f"available formats: {', '.join(EXPORTERS)}",
         )
     spec = options.get("quant")
-    precision = "fp32" if spec is None else f"int{spec.bits}"
+    float_precision = options.pop("precision", None) or "fp32"
+    if spec is not None and float_precision != "fp32":
+        raise ExportError(
+            f"precision '{float_precision}' and a QuantSpec were both given", "give one of them"
+        )
+    precision = float_precision if spec is None else f"int{spec.bits}"
+    if precision == "fp16":  # each format spells fp16 its own way
+        if fmt == "tflite":
+            options["precision"] = "fp16"
+        elif fmt == "tensorrt":
+            options["fp16"] = True
+        else:
+            raise ExportError(
+                f"format '{fmt}' has no fp16 variant in this edgellm",
+                "use --format tflite or tensorrt for fp16",
+            )
+    elif precision not in ("fp32",) and spec is None:
+        raise ExportError(
+            f"unknown precision '{precision}'", "use fp32 or fp16, or pass a QuantSpec (quant=)"
+        )
     if precision not in tgt.precisions:
         raise ExportError(
             f"target '{tgt.name}' does not run {precision} (its fast precisions: {', '.join(tgt.precisions)})",
@@ -112,7 +140,20 @@ def export(
     return Artifact.load(output)
 
 
+def parity_reference(model: Any, fmt: str, **options: Any) -> Any:
+    """The torch model an artifact of ``fmt`` exported with ``options`` (``quant=``, ``precision=``) is
+    validated against, e.g. to re-check an artifact's parity through :mod:`edgellm.runtime`."""
+    _load_exporters()
+    if fmt not in EXPORTERS:
+        raise ExportError(f"no exporter for format '{fmt}'", f"available formats: {', '.join(EXPORTERS)}")
+    options = {k: v for k, v in options.items() if v is not None}
+    if fmt != "tflite" and options.pop("precision", "fp32") == "fp16" and fmt == "tensorrt":
+        options["fp16"] = True
+    return EXPORTERS[fmt](**options).reference(model)
+
+
 def _load_exporters() -> None:
     import edgellm.export.onnx_server
     import edgellm.export.ort_mobile
-    import edgellm.export.tensorrt  # noqa: F401  (registers "tensorrt")
+    import edgellm.export.tensorrt
+    import edgellm.export.tflite  # noqa: F401  (registers "tflite")

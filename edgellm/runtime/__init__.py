@@ -1,4 +1,4 @@
-"""Runtimes: one :class:`Runner` interface over torch and ONNX Runtime (TFLite and TensorRT follow).
+"""Runtimes: one :class:`Runner` interface over torch, ONNX Runtime, LiteRT (TFLite) and TensorRT.
 
 Example:
     >>> from edgellm.runtime import make_runner
@@ -18,6 +18,7 @@ _MODULES = {
     "torch": "edgellm.runtime.torch_runner",
     "onnxruntime": "edgellm.runtime.ort_runner",
     "onnxruntime-mobile": "edgellm.runtime.ort_runner",  # .ort files run in the same ONNX Runtime on a host
+    "litert": "edgellm.runtime.tflite_runner",
 }
 
 

@@ -1,7 +1,8 @@
 """One conformance suite for every target format: export -> validate parity -> load through runtime/ ->
-short benchmark, over models (MiniLM, tiny-llama, a plain MLP) and precisions (fp32, int8).
+short benchmark, over models (MiniLM, tiny-llama, a plain MLP) and the precisions each format writes
+(fp32; fp16; int8 with dynamic activations; int8 with static, calibrated activations).
 
-Select a format with its marker, e.g. ``pytest -m target_ort``. A format whose exporter or SDK is not
+Select a format with its marker, e.g. ``pytest -m target_tflite``. A format whose SDK is not
 available here is skipped with the reason and the install hint, never reported as passed.
 """
 
@@ -12,8 +13,8 @@ import torch
 
 from edgellm import models
 from edgellm.bench import benchmark
-from edgellm.compress.quant import Int8Dynamic, apply_quant, quantize
-from edgellm.export import EXPORTERS, Artifact, Tolerance, export
+from edgellm.compress.quant import Int8Dynamic, Int8Static, quantize
+from edgellm.export import EXPORTERS, Artifact, Tolerance, export, parity_reference
 from edgellm.export.base import _load_exporters
 from edgellm.export.validate import check_parity, passes
 from edgellm.runtime import make_runner
@@ -31,6 +32,22 @@ FORMATS = [
     ),
 ]
 EXTRA = {"onnx": "onnx", "ort": "onnx", "tflite": "tflite", "tensorrt": "tensorrt"}
+# what each format writes; static INT8 is what the phone's int8 kernels and TensorRT's explicit Q/DQ take
+WRITES = {
+    "onnx": ("fp32", "int8", "int8-static"),
+    "ort": ("fp32", "int8", "int8-static"),
+    "tflite": ("fp32", "fp16", "int8", "int8-static"),
+    "tensorrt": ("fp32", "fp16", "int8-static"),
+}
+
+
+def static_config(fmt, model_name):
+    # TensorRT takes symmetric int8 activations. MiniLM's FFN output layers write outliers of ~100 into the
+    # residual stream: a full-integer graph (int8 outputs, TFLite) keeps them in fp32 and smooths the
+    # activation outliers of the rest with SmoothQuant (README: full-integer INT8)
+    if fmt == "tflite" and model_name == "minilm":
+        return Int8Static(keep=("*output.dense",), smoothquant_alpha=0.5)
+    return Int8Static(symmetric_activations=fmt == "tensorrt")
 
 
 @pytest.fixture(scope="module")
@@ -45,28 +62,42 @@ def conformance_models(minilm, tiny_llama, mlp_model):
     return {"minilm": minilm, "tiny-llama": tiny_llama, "mlp": mlp_model}
 
 
-@pytest.mark.parametrize("precision", ["fp32", "int8"])
-@pytest.mark.parametrize("model_name", ["minilm", "tiny-llama", "mlp"])
-@pytest.mark.parametrize("fmt,target,sdk", FORMATS)
-def test_target_conformance(fmt, target, sdk, model_name, precision, conformance_models, tmp_path):
+CASES = [
+    pytest.param(*f.values, model, precision, marks=f.marks, id=f"{f.id}-{model}-{precision}")
+    for f in FORMATS
+    for model in ("minilm", "tiny-llama", "mlp")
+    for precision in WRITES[f.id]
+]
+
+
+@pytest.mark.parametrize("fmt,target,sdk,model_name,precision", CASES)
+def test_target_conformance(
+    fmt, target, sdk, model_name, precision, conformance_models, pydoc_batches, tmp_path
+):
     _load_exporters()
-    if fmt not in EXPORTERS:
-        pytest.skip(
-            f"edgellm has no '{fmt}' exporter yet (issue 4); install hint once it exists: "
-            f"pip install 'edgellm[{EXTRA[fmt]}]'"
-        )
+    assert fmt in EXPORTERS
     if importlib.util.find_spec(sdk) is None:
         pytest.skip(f"the '{sdk}' SDK is not installed: pip install 'edgellm[{EXTRA[fmt]}]'")
     model = conformance_models[model_name]
-    spec = quantize(model, Int8Dynamic()) if precision == "int8" else None
+    spec = None
+    if precision == "int8":
+        spec = quantize(model, Int8Dynamic())
+    elif precision == "int8-static":
+        calib = (
+            pydoc_batches(model, 16, 8)[0].feeds if model.tokenizer is not None else [model.fixed_inputs()]
+        )
+        spec = quantize(model, static_config(fmt, model_name), calib)
+    fp = "fp16" if precision == "fp16" else None
     tol = Tolerance.quantized() if spec is not None else Tolerance()
-    art = export(model, target, tmp_path / "art", format=fmt, quant=spec, tolerance=tol)
+    art = export(model, target, tmp_path / "art", format=fmt, quant=spec, precision=fp, tolerance=tol)
     # the artifact is what it says it is
     m = Artifact.load(art.path).manifest
-    assert m["target"]["format"] == fmt and m["precision"] == precision and m["parity"]["passed"]
-    # parity, recomputed here through runtime/ against the right reference
+    assert (
+        m["target"]["format"] == fmt and m["precision"] == precision.split("-")[0] and m["parity"]["passed"]
+    )
+    # parity, recomputed here through runtime/ against the reference the exporter names
     runner = make_runner(Artifact.load(art.path))
-    reference = apply_quant(model, spec) if spec is not None else model
+    reference = parity_reference(model, fmt, quant=spec, precision=fp)
     parity = check_parity(reference, runner, seed=11)
     assert passes(parity["fixed"], tol) and passes(parity["random"], tol), parity
     # a short benchmark through the same harness as `edgellm bench`

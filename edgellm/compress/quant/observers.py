@@ -24,6 +24,8 @@ class Stats:
     sample: list[torch.Tensor] = field(default_factory=list)
     sampled: int = 0
     hessian: torch.Tensor | None = None  # (in, in), sum of x x^T
+    out_lo: float = float("inf")  # range of the layer's output (static INT8 targets that quantize outputs)
+    out_hi: float = float("-inf")
 
     def sample_rows(self) -> torch.Tensor:
         return torch.cat(self.sample) if self.sample else torch.zeros(0)
@@ -49,6 +51,7 @@ class Observer:
     def __enter__(self) -> Observer:
         for name, mod in self.layers.items():
             self._handles.append(mod.register_forward_pre_hook(self._hook(name)))
+            self._handles.append(mod.register_forward_hook(self._out_hook(name)))
         return self
 
     def groups(self) -> list[list[str]]:
@@ -93,6 +96,16 @@ class Observer:
             if self.hessian:
                 h = x.T @ x
                 s.hessian = h if s.hessian is None else s.hessian + h
+
+        return hook
+
+    def _out_hook(self, name: str):
+        def hook(_mod: nn.Module, _args: tuple, out: torch.Tensor) -> None:
+            y = out.detach()
+            if self.mask is not None and y.dim() == 3 and y.shape[:2] == self.mask.shape:
+                y = y[self.mask]
+            s = self.stats[name]
+            s.out_lo, s.out_hi = min(s.out_lo, y.min().item()), max(s.out_hi, y.max().item())
 
         return hook
 

@@ -206,6 +206,8 @@ def _static_int8(
             lq.act_scale, lq.act_zero_point, lq.act_signed = symmetric_activation_scale(lo, hi), 0, True
         else:
             lq.act_scale, lq.act_zero_point = activation_qparams(lo, hi)
+        # the output's min/max grid: runtimes whose int8 kernels emit int8 (TFLite) requantize to it
+        lq.out_scale, lq.out_zero_point = activation_qparams(obs.stats[n].out_lo, obs.stats[n].out_hi)
         out[n] = lq
     return out
 

@@ -40,6 +40,8 @@ class LayerQuant:
     act_zero_point: int | None = None
     dynamic_activation: bool = False
     act_signed: bool = False  # int8 activations in [-128, 127] with zero point 0 (TensorRT); else uint8
+    out_scale: float | None = None  # static INT8: the output's uint8 grid (min/max over calibration)
+    out_zero_point: int | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -62,6 +64,8 @@ class LayerQuant:
             "act_scale": self.act_scale,
             "act_zero_point": self.act_zero_point,
             "act_signed": self.act_signed,
+            "out_scale": self.out_scale,
+            "out_zero_point": self.out_zero_point,
             "dynamic_activation": self.dynamic_activation,
             "input_scale": self.input_scale is not None,
         }
@@ -144,5 +148,7 @@ class QuantSpec:
                 m["act_zero_point"],
                 m["dynamic_activation"],
                 m.get("act_signed", False),
+                m.get("out_scale"),
+                m.get("out_zero_point"),
             )
         return cls(meta["recipe"], meta["config"], layers, meta["kept"], meta["calibration"])

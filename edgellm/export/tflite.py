@@ -1,0 +1,411 @@
+"""TFLite / LiteRT artifacts for Android and embedded arm64: fp32, fp16, dynamic-range INT8 and
+full-integer INT8, builtin ops only.
+
+The torch model is converted with ``litert-torch`` at static shapes (batch 1, sequence ``seq_len``; a
+phone runs one request at a time and XNNPACK plans static shapes best). The runner pads shorter inputs
+with masked positions and loops over the batch, so the artifact takes any batch and any sequence up to
+``seq_len``. Precisions:
+
+* ``fp32``: as converted.
+* ``fp16``: weights stored as float16, dequantized once at load (``ai-edge-quantizer`` float casting).
+* ``int8`` from a dynamic QuantSpec (``int8-dynamic``): int8 per-channel weights, activations quantized
+  per row at run time by the hybrid kernels. The linear weights are the spec's dequantized codes, so
+  re-quantizing them per channel reproduces the spec's codes and scales exactly.
+* ``int8`` from a static QuantSpec (``int8-static``): full-integer linear layers: the input, the
+  weights and the output of every quantized linear carry Q/DQ pairs with the spec's scales, which the
+  converter folds into int8 ``FULLY_CONNECTED`` kernels (int8 in, int8 out, int32 bias). Layers the
+  spec kept in fp32 stay float; ops between the linears (LayerNorm, softmax, GELU) run in float.
+
+Every artifact is loaded in the LiteRT interpreter with XNNPACK on this host and compared with its
+torch reference; the manifest lists every op, every op XNNPACK leaves to the reference kernels, and
+refuses Flex/custom ops (the plain Android interpreter has none).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+from edgellm.errors import ExportError, MissingDependencyError, ParityError
+from edgellm.export.base import Exporter, register_exporter
+from edgellm.export.validate import Tolerance, _max_positions, check_parity, passes, summary
+
+TFLITE_FILE = "model.tflite"
+PRECISIONS = ("fp32", "fp16")
+# options the ONNX exporters take that mean nothing here (the CLI and compress() pass them to every format)
+_IGNORED = {"exporter", "opset", "optimize", "raw_cache", "accuracy_level", "skip_layer_norm_fusion"}
+_QUANT_CLASS = "TFLiteQuantLinear"  # its name appears in the converted tensor names (ai-edge-quantizer regex)
+
+
+def require_litert(purpose: str) -> None:
+    """Raise :class:`MissingDependencyError` unless the LiteRT converter, quantizer and interpreter import."""
+    for mod, pkg in (
+        ("litert_torch", "litert-torch"),
+        ("ai_edge_litert", "ai-edge-litert"),
+        ("ai_edge_quantizer", "ai-edge-quantizer"),
+    ):
+        try:
+            with _quiet():
+                __import__(mod)
+        except ImportError as exc:
+            raise MissingDependencyError(pkg, "tflite", purpose) from exc
+
+
+@register_exporter("tflite")
+class TFLiteExporter(Exporter):
+    """Lower to ``model.tflite`` for LiteRT.
+
+    Args:
+        quant: a QuantSpec with 8-bit layers (dynamic or static activations), or None.
+        precision: ``fp32`` or ``fp16`` when ``quant`` is None.
+        seq_len: the static sequence length of the file (inputs up to it are padded).
+        num_threads: interpreter threads for validation.
+    """
+
+    def __init__(
+        self,
+        quant: Any = None,
+        precision: str = "fp32",
+        seq_len: int = 128,
+        num_threads: int | None = None,
+        **options: Any,
+    ) -> None:
+        unknown = set(options) - _IGNORED
+        if unknown:
+            raise ExportError(
+                f"the TFLite exporter does not take option(s) {sorted(unknown)}",
+                "its options are quant, precision, seq_len, num_threads",
+            )
+        if quant is not None:
+            bad = [n for n, lq in quant.layers.items() if lq.bits != 8]
+            if bad:
+                raise ExportError(
+                    f"TFLite artifacts take 8-bit QuantSpecs; layer '{bad[0]}' of recipe '{quant.recipe}' has "
+                    f"{quant.layers[bad[0]].bits} bits",
+                    "quantize with int8-dynamic or int8-static for the phone",
+                )
+            static = [lq.act_scale is not None for lq in quant.layers.values()]
+            if any(static) and not all(static):
+                raise ExportError(
+                    "the QuantSpec mixes static and dynamic activations", "quantize with one int8 recipe"
+                )
+            missing = [
+                n for n, lq in quant.layers.items() if lq.act_scale is not None and lq.out_scale is None
+            ]
+            if missing:
+                raise ExportError(
+                    f"static layer '{missing[0]}' has no output scale, which full-integer TFLite needs",
+                    "re-run the quantization with this edgellm (it records output ranges)",
+                )
+            precision = "int8"
+        elif precision not in PRECISIONS:
+            raise ExportError(
+                f"the TFLite exporter does not write '{precision}'", "use fp32, fp16 or a QuantSpec"
+            )
+        if seq_len < 1:
+            raise ExportError(f"seq_len {seq_len} must be positive", "use e.g. 128")
+        self.quant, self.precision, self.seq_len = quant, precision, seq_len
+        self.num_threads = num_threads or min(4, os.cpu_count() or 1)
+
+    @property
+    def mode(self) -> str:
+        if self.quant is None:
+            return self.precision
+        return "int8-full" if next(iter(self.quant.layers.values())).act_scale is not None else "int8-dynamic"
+
+    def lower(self, model: Any, target: Any, workdir: Path, tolerance: Tolerance) -> dict[str, Any]:
+        require_litert("TFLite/LiteRT export")
+        from edgellm.runtime.tflite_runner import TFLiteRunner, inspect_ops
+
+        module, reference, ref_label = self._modules(model)
+        seq_len = min(self.seq_len, _max_positions(model))
+        data = _convert(model, module, seq_len, full_int=self.mode == "int8-full")
+        if self.mode == "fp16":
+            data = _quantize_bytes(data, "fp16")
+        elif self.mode == "int8-dynamic":
+            data = _quantize_bytes(data, "int8-dynamic")
+        dst = workdir / TFLITE_FILE
+        dst.write_bytes(data)
+        ops = inspect_ops(dst)
+        foreign = ops["flex"] + ops["custom"]
+        if foreign:
+            op = foreign[0]
+            raise ExportError(
+                f"op '{op['op']}' (layer '{op['layer']}') is not a TFLite builtin op; the plain Android "
+                "interpreter cannot run it",
+                "replace that layer with builtin-friendly torch ops, or keep the model on a server target",
+            )
+        runner = TFLiteRunner(dst, inputs=model.inputs, outputs=model.outputs, num_threads=self.num_threads)
+        parity = check_parity(reference, runner)
+        if not (passes(parity["fixed"], tolerance) and passes(parity["random"], tolerance)):
+            raise ParityError(
+                f"TFLite model of '{model.name}' ({self.mode}) disagrees with {ref_label} beyond tolerance "
+                f"(max_abs {tolerance.max_abs}, cosine {tolerance.min_cosine}): fixed {summary(parity['fixed'])}; "
+                f"random {summary(parity['random'])}",
+                "keep the most sensitive layers in fp32 (edgellm compress --max-accuracy-drop), or loosen "
+                "--atol/--min-cosine",
+            )
+        vs_fp32 = None
+        if self.quant is not None or self.mode == "fp16":
+            vs = check_parity(model, runner)
+            vs_fp32 = {k: vs[k] for k in ("fixed", "random")}
+        if model.tokenizer is not None:
+            model.tokenizer.save_pretrained(workdir / "tokenizer")
+        spec = self.quant
+        recipe: dict[str, Any] = {
+            "stage": "export" if spec is None else "compress",
+            "exporter": "litert-torch",
+            "tflite": {
+                "mode": self.mode,
+                "file_inputs": {
+                    n: {"shape": runner.static[n], "dtype": runner.file_dtypes[n].name} for n in runner.static
+                },
+                "pads_inputs_to": seq_len if _seq_inputs(model) else None,
+                "ops": ops["counts"],
+                "builtin_only": True,
+                "xnnpack_fallback": ops["fallback"],
+                "xnnpack_fallback_ops": sorted({f["op"] for f in ops["fallback"]}),
+                "int8_ops": ops["int8_ops"],
+                "int8_inputs": {
+                    n: {"scale": sc, "zero_point": zp} for n, (sc, zp) in runner.in_quant.items()
+                },
+                "int8_outputs": {
+                    n: {"scale": sc, "zero_point": zp} for n, (sc, zp) in runner.out_quant.items()
+                },
+                "validated_with": "ai-edge-litert interpreter + XNNPACK on this host",
+            },
+        }
+        if spec is not None:
+            recipe["quantization"] = {
+                "recipe": spec.recipe,
+                "config": spec.config,
+                "kept_fp32": spec.kept,
+                "weight_bytes": spec.weight_bytes(),
+                "scales": "from the QuantSpec"
+                + (
+                    " (input, weight and output of every quantized linear)"
+                    if self.mode == "int8-full"
+                    else " (weights; activations per row at run time)"
+                ),
+            }
+        return {
+            "target": {"name": target.name, "runtime": "litert", "format": "tflite", "kind": target.kind},
+            "precision": "int8" if spec is not None else self.precision,
+            "task": model.task,
+            "model_file": TFLITE_FILE,
+            "model": {
+                "name": model.name,
+                "family": model.family,
+                "num_parameters": model.num_parameters,
+                "blocks": [b.name for b in model.blocks],
+                "source": model.source,
+            },
+            "inputs": [s.to_dict() for s in model.inputs],
+            "outputs": [s.to_dict() for s in model.outputs],
+            "value_ranges": dict(model.int_high),
+            "calibration_dataset": (spec.calibration or None) if spec is not None else None,
+            "recipe": recipe,
+            "parity": {
+                **parity,
+                "tolerance": tolerance.to_dict(),
+                "passed": True,
+                "reference": ref_label,
+                **({"vs_fp32": vs_fp32} if vs_fp32 else {}),
+            },
+        }
+
+    def reference(self, model: Any) -> Any:
+        """The torch model this exporter's artifacts are validated against."""
+        return self._modules(model)[1]
+
+    # -- building the torch module that is converted ----------------------------------------------
+    def _modules(self, model: Any) -> tuple[Any, Any, str]:
+        """(module to convert, reference adapter, reference label)."""
+        import dataclasses
+
+        import torch
+
+        if self.mode == "fp32":
+            return model.module.eval(), model, "torch fp32"
+        if self.mode == "fp16":
+            module = copy.deepcopy(model.module).eval()
+            with torch.no_grad():
+                for p in module.parameters():
+                    if p.dtype == torch.float32:
+                        p.copy_(p.half().float())
+            ref = dataclasses.replace(model, module=module)
+            return model.module.eval(), ref, "torch with fp16-rounded weights"
+        full = self.mode == "int8-full"
+
+        def build(reference: bool) -> Any:
+            module = copy.deepcopy(model.module).eval()
+            for name, lq in self.quant.layers.items():
+                parent_name, _, child = name.rpartition(".")
+                parent = module.get_submodule(parent_name) if parent_name else module
+                setattr(
+                    parent, child, _quant_linear_class()(lq, getattr(parent, child).bias, full, reference)
+                )
+            return module
+
+        module = build(reference=False)
+        if full:  # the Q/DQ graph itself runs in torch: exactly the arithmetic the int8 kernels implement
+            ref = dataclasses.replace(model, module=module, name=f"{model.name}-{self.quant.recipe}")
+            return module, ref, f"torch Q/DQ graph ({self.quant.recipe}, int8 inputs/weights/outputs)"
+        ref = dataclasses.replace(
+            model, module=build(reference=True), name=f"{model.name}-{self.quant.recipe}"
+        )
+        return module, ref, f"torch fake-quantized ({self.quant.recipe}, per-row int8 activations as TFLite)"
+
+
+def _seq_inputs(model: Any) -> bool:
+    return any("sequence" in s.shape for s in model.inputs)
+
+
+_QL: Any = None
+
+
+def _quant_linear_class() -> Any:
+    """The torch module a quantized linear becomes before conversion (defined lazily: imports torch)."""
+    global _QL
+    if _QL is not None:
+        return _QL
+    import torch
+    import torch.ao.quantization.fx._decomposed  # registers torch.ops.quantized_decomposed
+    from torch import nn
+
+    qd = torch.ops.quantized_decomposed
+
+    def qdq(x: torch.Tensor, scale: float, zp: int) -> torch.Tensor:
+        q = qd.quantize_per_tensor(x, scale, zp, -128, 127, torch.int8)
+        return qd.dequantize_per_tensor(q, scale, zp, -128, 127, torch.int8)
+
+    def int8_grid(scale: float, zp: int, signed: bool) -> tuple[float, int]:
+        return float(scale), int(zp) if signed else int(zp) - 128  # uint8 grid -> the same grid in int8
+
+    def per_row_dynamic(x: torch.Tensor) -> torch.Tensor:
+        """What TFLite's hybrid (dynamic-range) kernels do to activations: asymmetric int8 per row."""
+        lo = torch.clamp(x.amin(dim=-1, keepdim=True), max=0.0)
+        hi = torch.clamp(x.amax(dim=-1, keepdim=True), min=0.0)
+        scale = torch.clamp((hi - lo) / 255.0, min=1e-12)
+        zp = torch.round(-128.0 - lo / scale)
+        q = torch.clamp(torch.round(x / scale) + zp, -128, 127)
+        return (q - zp) * scale
+
+    class TFLiteQuantLinear(nn.Module):
+        """``y = Q/DQ(x) @ Q/DQ(W)^T + b`` then Q/DQ(y) (``full``); for dynamic range the dequantized
+        weight only (what is converted) or with per-row activation fake quantization (``reference``)."""
+
+        def __init__(self, lq: Any, bias: torch.Tensor | None, full: bool, reference: bool = False) -> None:
+            super().__init__()
+            scale = lq.scale.reshape(-1).float()
+            self.register_buffer("weight", lq.qweight.float() * scale[:, None])  # exactly codes x scale
+            self.register_buffer("w_scale", scale)
+            self.register_buffer("w_zp", torch.zeros_like(scale, dtype=torch.int64))
+            self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
+            self.register_buffer("input_scale", None if lq.input_scale is None else lq.input_scale.float())
+            self.full, self.reference = full, reference
+            if full:
+                self.act = int8_grid(lq.act_scale, lq.act_zero_point, lq.act_signed)
+                self.out = int8_grid(lq.out_scale, lq.out_zero_point, lq.act_signed)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if self.input_scale is not None:
+                x = x * self.input_scale
+            if not self.full:
+                x = per_row_dynamic(x) if self.reference else x
+                return nn.functional.linear(x, self.weight, self.bias)
+            x = qdq(x, *self.act)
+            wq = qd.quantize_per_channel(self.weight, self.w_scale, self.w_zp, 0, -127, 127, torch.int8)
+            w = qd.dequantize_per_channel(wq, self.w_scale, self.w_zp, 0, -127, 127, torch.int8)
+            return qdq(nn.functional.linear(x, w, self.bias), *self.out)
+
+    assert TFLiteQuantLinear.__name__ == _QUANT_CLASS
+    _QL = TFLiteQuantLinear
+    return _QL
+
+
+# -- conversion ----------------------------------------------------------------------------------
+def _convert(model: Any, module: Any, seq_len: int, *, full_int: bool) -> bytes:
+    import torch
+
+    feeds = model.example_inputs(batch=1, seq=seq_len, seed=0)
+    kwargs = {s.name: torch.as_tensor(feeds[s.name]) for s in model.inputs}
+    with _quiet():
+        import litert_torch
+
+        quant_config = None
+        if full_int:  # tells the converter to fold the Q/DQ pairs into int8 kernels
+            from litert_torch.quantize import pt2e_quantizer as pq
+            from litert_torch.quantize import quant_config as qcfg
+
+            q = pq.PT2EQuantizer().set_global(
+                pq.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False)
+            )
+            quant_config = qcfg.QuantConfig(pt2e_quantizer=q)
+        try:
+            with torch.no_grad():
+                edge = litert_torch.convert(module, sample_kwargs=kwargs, quant_config=quant_config)
+            return bytes(edge.model_content())
+        except Exception as exc:  # the converter names the torch op / MLIR op it could not lower
+            msg = str(exc).strip().splitlines()
+            detail = next(
+                (ln for ln in msg if "error" in ln.lower() or "not" in ln.lower()), msg[0] if msg else ""
+            )
+            raise ExportError(
+                f"litert-torch could not convert '{model.name}' to TFLite: {type(exc).__name__}: {detail[:400]}",
+                "the op named above has no TFLite builtin lowering; rewrite that layer with supported ops "
+                "or export for a server target",
+            ) from exc
+
+
+def _quantize_bytes(data: bytes, mode: str) -> bytes:
+    """fp16 weights (float casting) or int8 dynamic-range weights with ai-edge-quantizer."""
+    from ai_edge_quantizer import algorithm_manager, qtyping, quantizer
+
+    with _quiet():
+        qz = quantizer.Quantizer(bytearray(data))
+        if mode == "fp16":
+            qz.add_weight_only_config(
+                regex=".*",
+                operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
+                num_bits=16,
+                algorithm_key=algorithm_manager.AlgorithmName.FLOAT_CASTING,
+            )
+        else:  # only the layers the QuantSpec quantized (kept layers have no TFLiteQuantLinear in their name)
+            qz.add_dynamic_config(
+                regex=f".*{_QUANT_CLASS}_.*",
+                operation_name=qtyping.TFLOperationName.FULLY_CONNECTED,
+                num_bits=8,
+            )
+        res = qz.quantize(enable_progress_report=False)
+    return bytes(res.quantized_model)
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silence the converter's progress bars, absl logging and deprecation warnings."""
+    loggers = [logging.getLogger(n) for n in ("", "absl", "litert_torch", "torch", "ai_edge_quantizer")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        with (
+            warnings.catch_warnings(),
+            contextlib.redirect_stdout(io.StringIO()),
+            contextlib.redirect_stderr(io.StringIO()),
+        ):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, lv in zip(loggers, levels):
+            lg.setLevel(lv)
+
+
+__all__ = ["TFLITE_FILE", "TFLiteExporter", "require_litert"]
