@@ -77,6 +77,10 @@ def compress(
     if recipe.endswith((".yaml", ".yml")):
         r = load_recipe(recipe)
         model = model or r.model
+        if r.quantization is None:
+            raise EdgeLLMError(
+                f"recipe {recipe} has no 'quantization' section", "add quantization: {recipe: ...}"
+            )
         recipe, opts = r.quantization.recipe, dict(r.quantization.options)
         output = output or (Path(r.output) if r.output else None)
         target, calib, eval_data = r.target or target, calib or r.data.calib, eval_data or r.data.eval

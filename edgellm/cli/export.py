@@ -11,10 +11,20 @@ from edgellm.cli._common import emit_json, kv_table
 
 
 def export(
-    model: str = typer.Argument(..., help="A bundled model name (minilm) or a Hugging Face model directory."),
-    target: str = typer.Option("x86-server", "--target", "-t", help="Target profile name or YAML path."),
+    model: Optional[str] = typer.Argument(
+        None, help="A bundled model name (minilm, tiny-llama) or a Hugging Face model directory."
+    ),
+    target: str = typer.Option(
+        "x86-server",
+        "--target",
+        "-t",
+        help="Target profile name or YAML path; 'all' for every target the --recipe names (else every profile).",
+    ),
     output: Optional[Path] = typer.Option(
-        None, "--output", "-o", help="Artifact directory (default: edgellm-out/MODEL-TARGET)."
+        None,
+        "--output",
+        "-o",
+        help="Artifact directory (default: edgellm-out/MODEL-TARGET); with --target all, the parent folder.",
     ),
     fmt: Optional[str] = typer.Option(
         None, "--format", "-f", help="Format to write (default: the target's first format edgellm can write)."
@@ -23,79 +33,178 @@ def export(
         "fp32",
         "--precision",
         "-p",
-        help="fp32, int8 (dynamic) or int4 (RTN, group 128); see 'edgellm compress'.",
+        help="fp32, fp16, int8 (dynamic activations), int8-static (calibrated; full-integer on TFLite) or "
+        "int4 (weight-only); calibrated methods with accuracy guards: 'edgellm compress'.",
     ),
+    keep: list[str] = typer.Option(
+        [],
+        "--keep",
+        help="Layer-name pattern left in fp32 when quantizing (repeatable), e.g. '*output.dense'.",
+    ),
+    calib: Optional[str] = typer.Option(
+        None,
+        "--calib",
+        help="Calibration text/JSONL/directory for int8-static (default: the bundled corpus).",
+    ),
+    recipe: Optional[Path] = typer.Option(
+        None, "--recipe", "-r", help="Recipe YAML whose 'targets' list --target all exports (and 'model')."
+    ),
+    seq_len: int = typer.Option(128, "--seq-len", min=1, help="Static sequence length of TFLite artifacts."),
     force: bool = typer.Option(False, "--force", help="Replace an existing output directory."),
     task: Optional[str] = typer.Option(
         None, "--task", help="embedding or causal-lm (default: from the model)."
     ),
-    exporter: str = typer.Option("auto", "--exporter", help="auto, torchscript or dynamo."),
+    exporter: str = typer.Option("auto", "--exporter", help="ONNX: auto, torchscript or dynamo."),
     opset: int = typer.Option(17, "--opset", min=13, max=23, help="ONNX opset (TorchScript exporter)."),
     optimize: bool = typer.Option(
-        True, "--optimize/--no-optimize", help="Apply ONNX Runtime's transformer fusions."
+        True, "--optimize/--no-optimize", help="ONNX: apply ONNX Runtime's transformer fusions."
     ),
     atol: float = typer.Option(1e-3, "--atol", min=0.0, help="Parity: largest absolute error allowed."),
     min_cosine: float = typer.Option(
         0.9999, "--min-cosine", min=-1.0, max=1.0, help="Parity: smallest cosine allowed."
     ),
-    json_out: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
+    json_out: bool = typer.Option(False, "--json", help="Print the manifest (or the rows) as JSON."),
 ) -> None:
     """Export MODEL for a target, validate it against torch, and write an artifact with manifest.json.
 
     Example: edgellm export minilm --target x86-server -o edgellm-out/minilm-onnx --force
 
-    Example: edgellm export minilm --target snapdragon-865 --format ort --precision int8 -o edgellm-out/minilm-ort
+    Example: edgellm export minilm --target snapdragon-865 --precision fp16 -o edgellm-out/minilm-tflite
+
+    Example: edgellm export tiny-llama --target snapdragon-865 --format ort --precision int8
+
+    Example: edgellm export minilm --target all --precision int8 -o edgellm-out/all
     """
     from edgellm.errors import EdgeLLMError
     from edgellm.export import Tolerance
     from edgellm.export import export as do_export
+    from edgellm.export.multi import check_precision, export_many, quant_config, target_format
     from edgellm.models import load
+    from edgellm.targets import list_targets, load_target
 
-    if precision not in ("fp32", "int8", "int4"):
-        raise EdgeLLMError(f"unknown precision '{precision}'", "use fp32, int8 or int4")
+    check_precision(precision)
+    targets: list[str] | None = None
+    if recipe is not None:
+        from edgellm.compress.recipe import load_recipe
+
+        r = load_recipe(recipe)
+        model = model or r.model
+        targets = r.targets or ([r.target] if r.target else None)
+    if model is None:
+        raise EdgeLLMError("no model given", "pass MODEL (e.g. minilm) or set 'model' in the --recipe YAML")
+    tolerance = Tolerance(max_abs=atol, min_cosine=min_cosine)
+    onnx_opts = {"exporter": exporter, "opset": opset, "optimize": optimize}
+    if fmt in (None, "tflite"):
+        onnx_opts["seq_len"] = seq_len
+    if target == "all":
+        rows = export_many(
+            load(model, task=task),
+            targets or list(list_targets()),
+            precision=precision,
+            output_dir=output or Path("edgellm-out"),
+            fmt=fmt,
+            keep=tuple(keep),
+            calib=calib,
+            force=force,
+            tolerance=tolerance,
+            **onnx_opts,
+        )
+        _rows_table(rows, json_out)
+        if all(r.error for r in rows):
+            raise EdgeLLMError("no target could be exported", "see the errors in the table above")
+        return
     adapter = load(model, task=task)
+    tgt = load_target(target)
+    chosen = target_format(tgt, fmt)
+    cfg = quant_config(precision, chosen, tuple(keep))
     spec = None
-    if precision != "fp32":
-        from edgellm.compress.quant import Int4WeightOnly, Int8Dynamic, quantize
+    if cfg is not None:
+        from edgellm.compress.quant import Int8Static, quantize
+        from edgellm.compress.quant.quantize import needs_calibration
+        from edgellm.export.multi import _calibration
 
-        # the quick path without calibration; calibrated methods and accuracy reports: edgellm compress
-        spec = quantize(adapter, Int8Dynamic() if precision == "int8" else Int4WeightOnly(group_size=128))
+        calibrate = needs_calibration(cfg) or isinstance(cfg, Int8Static)
+        spec = quantize(adapter, cfg, _calibration(adapter, calib) if calibrate else None)
+    options = dict(onnx_opts)
+    if chosen != "tflite":
+        options.pop("seq_len", None)
     art = do_export(
         adapter,
         target,
         output,
         force=force,
-        tolerance=Tolerance(max_abs=atol, min_cosine=min_cosine) if spec is None else None,
-        exporter=exporter,
-        format=fmt,
+        tolerance=tolerance if spec is None else None,
+        format=chosen,
         quant=spec,
-        opset=opset,
-        optimize=optimize,
+        precision="fp16" if precision == "fp16" else None,
+        **options,
     )
     m = art.manifest
     if json_out:
         emit_json(m)
         return
-    fusion = m["recipe"]["fusion"]
-    fused = (
-        ", ".join(f"{k}x{v}" for k, v in fusion.get("ops", {}).items())
-        if fusion.get("applied")
-        else (fusion.get("reason", "none"))
-    )
+    rec = m["recipe"]
     rows = [
         ("artifact", art.path),
-        ("target", f"{m['target']['name']} ({m['target']['runtime']}, {m['precision']})"),
+        (
+            "target",
+            f"{m['target']['name']} ({m['target']['runtime']}, {m['target']['format']}, {m['precision']})",
+        ),
         (
             "model",
             f"{m['model']['name']} [{m['model']['family']}, {m['task']}], {m['model']['num_parameters']:,} params",
         ),
-        ("exporter", f"{m['recipe']['exporter']} (opset {m['recipe']['opset']})"),
-        ("fusions", fused),
-        ("size", f"{art.size_bytes / 2**20:.1f} MB"),
     ]
+    if "tflite" in rec:
+        t = rec["tflite"]
+        shapes = ", ".join(f"{k}{v['shape']}" for k, v in t["file_inputs"].items())
+        rows += [
+            ("converter", f"litert-torch ({t['mode']}), file inputs {shapes}"),
+            (
+                "ops",
+                ", ".join(f"{k}x{v}" for k, v in list(t["ops"].items())[:8])
+                + (" ..." if len(t["ops"]) > 8 else ""),
+            ),
+            ("XNNPACK fallback", ", ".join(t["xnnpack_fallback_ops"]) or "none"),
+        ]
+    else:
+        fusion = rec.get("fusion", {})
+        fused = (
+            ", ".join(f"{k}x{v}" for k, v in fusion.get("ops", {}).items())
+            if fusion.get("applied")
+            else (fusion.get("reason", "none"))
+        )
+        rows += [("exporter", f"{rec['exporter']} (opset {rec['opset']})"), ("fusions", fused)]
+    if "tensorrt" in rec:
+        rows.append(("engine", f"{rec['tensorrt']['engine']}: {rec['tensorrt']['build_script']}"))
+    rows.append(("size", f"{art.size_bytes / 2**20:.1f} MB"))
     for suite in ("fixed", "random"):
         for name, v in m["parity"][suite].items():
             rows.append(
                 (f"parity {suite} {name}", f"max_abs={v['max_abs']:.2e} cosine_min={v['cosine_min']:.6f}")
             )
     kv_table("export", rows)
+
+
+def _rows_table(rows: list, json_out: bool) -> None:
+    from rich.table import Table
+
+    from edgellm.cli._common import console
+
+    if json_out:
+        emit_json([r.to_dict() for r in rows])
+        return
+    t = Table(title="export --target all")
+    for col in ("target", "format", "precision", "size MB", "parity cosine_min", "artifact / error"):
+        t.add_column(col)
+    for r in rows:
+        cos = min((v["cosine_min"] for s in r.parity.values() for v in s.values()), default=None)
+        t.add_row(
+            r.target,
+            r.format or "-",
+            r.precision,
+            f"{r.size_mb:.1f}" if r.size_mb is not None else "-",
+            f"{cos:.6f}" if cos is not None else "-",
+            str(r.path) if r.path else f"[red]{r.error}[/red]",
+        )
+    console().print(t)

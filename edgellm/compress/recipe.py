@@ -4,6 +4,7 @@ Example recipe::
 
     model: minilm
     target: x86-server
+    targets: [x86-server, snapdragon-865, nvidia-a100]   # edgellm export --target all
     output: edgellm-out/minilm-int8
     quantization:
       recipe: int8-static
@@ -39,8 +40,9 @@ class DataSection(_Strict):
 class CompressRecipe(_Strict):
     model: str | None = None
     target: str | None = None
+    targets: list[str] = Field(default_factory=list)  # what `edgellm export --target all` exports
     output: str | None = None
-    quantization: QuantSection
+    quantization: QuantSection | None = None
     data: DataSection = Field(default_factory=DataSection)
     max_accuracy_drop: str | None = None
 
@@ -64,6 +66,6 @@ def load_recipe(path: str | Path) -> CompressRecipe:
         err = exc.errors()[0]
         where = ".".join(str(x) for x in err["loc"])
         raise EdgeLLMError(f"recipe {p}: '{where}': {err['msg']}", "remove or correct that key") from exc
-    if r.quantization.recipe != "auto":
+    if r.quantization is not None and r.quantization.recipe != "auto":
         config_for(r.quantization.recipe, **r.quantization.options)  # unknown option -> clear error
     return r
