@@ -28,13 +28,13 @@ class BenchResult:
     seq: int
     runs: int
     p50_ms: float
-    p90_ms: float
-    p99_ms: float
+    p90_ms: float | None  # None where a device's own tool does not report it
+    p99_ms: float | None
     mean_ms: float
-    std_ms: float
-    min_ms: float
-    throughput_per_s: float  # samples (sequences) per second at p50
-    peak_rss_mb: float  # process resident set size, max sampled while this shape ran
+    std_ms: float | None
+    min_ms: float | None
+    throughput_per_s: float | None  # samples (sequences) per second at p50
+    peak_rss_mb: float | None  # process resident set size, max sampled while this shape ran
     model_size_mb: float | None = None
 
     def to_dict(self) -> dict[str, Any]:

@@ -22,18 +22,73 @@ def bench(
     reference: bool = typer.Option(
         False, "--reference", help="Also time the torch fp32 source model, interleaved."
     ),
+    remote: Optional[str] = typer.Option(
+        None, "--remote", help="Run on an Android device: adb:SERIAL (with --tool)."
+    ),
+    tool: Optional[str] = typer.Option(
+        None,
+        "--tool",
+        help="The runtime's benchmark tool on the device, as a command: LiteRT's benchmark_model / "
+        "benchmark_litert_model, or onnxruntime_perf_test.",
+    ),
+    adb: str = typer.Option("adb", "--adb", help="The adb executable."),
+    estimate: bool = typer.Option(
+        False, "--estimate", help="No device: the cost-model latency on the target profile (an estimate)."
+    ),
+    target: Optional[str] = typer.Option(
+        None, "--target", "-t", help="With --estimate: the profile (default: the artifact's target)."
+    ),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the JSON report here."),
     json_out: bool = typer.Option(False, "--json", help="Print the JSON report to stdout."),
 ) -> None:
     """Measure p50/p90/p99 latency, throughput, peak memory and model size of ARTIFACT.
 
     Example: edgellm bench edgellm-out/minilm-x86-server --batch 1,8 --seq 128 --runs 50 --warmup 5 --reference
+
+    Example: edgellm bench edgellm-out/minilm-snapdragon-865 --remote adb:R58M123 --tool /data/local/tmp/benchmark_model
+
+    Example: edgellm bench edgellm-out/minilm-snapdragon-865 --estimate --batch 1 --seq 128
     """
     from edgellm.bench import bench_artifact, parse_int_list
     from edgellm.bench.report import print_table, write_json
+    from edgellm.errors import EdgeLLMError
 
     batches = parse_int_list(batch, "--batch")
     seqs = parse_int_list(seq, "--seq")
+    if remote and estimate:
+        raise EdgeLLMError("--remote and --estimate exclude each other", "measure on the device, or estimate")
+    if (tool is not None) != (remote is not None):
+        raise EdgeLLMError(
+            "--remote and --tool go together",
+            "e.g. --remote adb:SERIAL --tool /data/local/tmp/benchmark_model",
+        )
+    if target is not None and not estimate:
+        raise EdgeLLMError("--target only applies to --estimate", "drop --target, or add --estimate")
+    if remote is not None:
+        from edgellm.bench.remote import remote_bench
+
+        rep = remote_bench(
+            artifact, remote, tool=tool, runs=runs, warmup=warmup, threads=threads or 4, adb=adb
+        )
+        if output is not None:
+            write_json(rep, output)
+        if json_out:
+            emit_json(rep)
+        else:
+            print_table(rep, title=f"bench {artifact} on {remote} ({rep['config']['tool_flavor']})")
+        return
+    if estimate:
+        from edgellm.bench.estimate import estimate_latency
+
+        rows = [estimate_latency(artifact, target, batch=b, seq=s) for b in batches for s in seqs]
+        rep = {"schema_version": 1, "estimate": True, "results": rows}
+        if output is not None:
+            write_json(rep, output)
+        if json_out:
+            emit_json(rep)
+        else:
+            _estimate_table(rows)
+        return
     rep = bench_artifact(
         artifact,
         batches=batches,
@@ -50,3 +105,41 @@ def bench(
         emit_json(rep)
     else:
         print_table(rep, title=f"bench {artifact}")
+
+
+def _estimate_table(rows: list[dict]) -> None:
+    from rich.table import Table
+
+    from edgellm.cli._common import console
+
+    t = Table(title=rows[0]["label"])
+    for col in (
+        "target",
+        "precision",
+        "batch",
+        "seq",
+        "est. ms",
+        "bound",
+        "GFLOP",
+        "weights MB",
+        "fits budget",
+    ):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(
+            r["target"],
+            r["precision"]
+            + ("" if r["peak_precision"] == r["precision"] else f" (at {r['peak_precision']} peak)"),
+            str(r["batch"]),
+            str(r["seq"]),
+            f"{r['latency_ms']:.2f}",
+            r["bound"],
+            f"{r['flops'] / 1e9:.2f}",
+            f"{r['weight_bytes'] / 2**20:.1f}",
+            "yes" if r["fits_memory_budget"] else "no",
+        )
+    console().print(t)
+    console().print(
+        f"efficiencies assumed: compute {rows[0]['efficiency']['compute']}, memory {rows[0]['efficiency']['memory']}"
+        f" of the profile's peaks; FLOPs: {rows[0]['flops_source']}"
+    )

@@ -176,7 +176,9 @@ class TFLiteExporter(Exporter):
                     n: {"scale": sc, "zero_point": zp} for n, (sc, zp) in runner.in_quant.items()
                 },
                 "int8_outputs": {
-                    n: {"scale": sc, "zero_point": zp} for n, (sc, zp) in runner.out_quant.items()
+                    spec_name: {"scale": runner.out_quant[n][0], "zero_point": runner.out_quant[n][1]}
+                    for spec_name, n in zip([o.name for o in runner.outputs], runner._out_names)
+                    if n in runner.out_quant
                 },
                 "validated_with": "ai-edge-litert interpreter + XNNPACK on this host",
             },

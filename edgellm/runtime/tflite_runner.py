@@ -98,6 +98,8 @@ class TFLiteRunner(Runner):
                 "re-export the artifact",
             )
         self.inputs, self.outputs = inputs, outputs
+        seq_dims = [self.static[s.name][s.shape.index(_SEQ)] for s in inputs if _SEQ in s.shape]
+        self.max_seq = min(seq_dims) if seq_dims else None  # longest request the file takes
         self._out_names = list(out_details)
         # an int8 graph output (a quantized last layer) is handed back dequantized, as float32
         self.out_quant = {

@@ -1,0 +1,148 @@
+"""TFLite/LiteRT artifacts: precisions, the op list and XNNPACK fallback in the manifest, builtin ops
+only, the padding runner, and clear errors. Conversion and validation run for real (litert-torch,
+ai-edge-litert); the conformance suite covers every model x precision."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from edgellm import models
+from edgellm.compress.quant import Int4WeightOnly, Int8Dynamic, Int8Static, quantize
+from edgellm.errors import EdgeLLMError, ExportError
+from edgellm.export import Artifact, export
+from edgellm.export.tflite import TFLiteExporter
+from edgellm.runtime import make_runner
+
+pytest.importorskip("litert_torch", reason="pip install 'edgellm[tflite]'")
+pytestmark = pytest.mark.target_tflite
+
+
+@pytest.fixture(scope="module")
+def minilm_tflite(minilm, tmp_path_factory):
+    return export(minilm, "snapdragon-865", tmp_path_factory.mktemp("tfl") / "minilm", seq_len=64)
+
+
+def test_fp32_artifact_manifest_lists_ops_and_fallbacks(minilm_tflite):
+    m = minilm_tflite.manifest
+    assert m["target"] == {**m["target"], "runtime": "litert", "format": "tflite"}
+    t = m["recipe"]["tflite"]
+    assert t["file_inputs"]["input_ids"] == {"shape": [1, 64], "dtype": "int32"}
+    assert t["ops"]["FULLY_CONNECTED"] == 36 and t["builtin_only"]
+    # the embedding lookups are not XNNPACK ops: they run on TFLite's reference kernels, and say so
+    assert "EMBEDDING_LOOKUP" in t["xnnpack_fallback_ops"]
+    assert all(f["layer"] for f in t["xnnpack_fallback"])
+    assert "FULLY_CONNECTED" not in t["xnnpack_fallback_ops"]
+    assert m["parity"]["random"]["sentence_embedding"]["cosine_min"] > 0.9999
+
+
+def test_runner_pads_and_loops_batch(minilm, minilm_tflite):
+    runner = make_runner(Artifact.load(minilm_tflite.path))
+    feeds = minilm.example_inputs(batch=3, seq=20, seed=5)
+    out = runner.run(feeds)["sentence_embedding"]
+    ref = minilm.run(feeds)["sentence_embedding"]
+    assert out.shape == (3, 384)
+    np.testing.assert_allclose(out, ref, atol=1e-4)
+    with pytest.raises(EdgeLLMError, match="at most 64"):
+        runner.run(minilm.example_inputs(batch=1, seq=65))
+
+
+def test_fp16_halves_the_file(minilm, minilm_tflite, tmp_path):
+    art = export(minilm, "snapdragon-865", tmp_path / "fp16", precision="fp16", seq_len=64)
+    assert art.manifest["precision"] == "fp16"
+    assert art.size_bytes < 0.55 * minilm_tflite.size_bytes
+    assert art.manifest["parity"]["vs_fp32"]["random"]["sentence_embedding"]["cosine_min"] > 0.9999
+
+
+def test_full_integer_uses_the_quantspec_scales(tiny_llama, pydoc_batches, tmp_path):
+    calib = pydoc_batches(tiny_llama, 16, 8)[0].feeds
+    spec = quantize(tiny_llama, Int8Static(), calib)
+    art = export(tiny_llama, "snapdragon-865", tmp_path / "int8", quant=spec, seq_len=32)
+    t = art.manifest["recipe"]["tflite"]
+    assert t["mode"] == "int8-full"
+    assert t["int8_ops"]["FULLY_CONNECTED"] == len(spec.layers)  # every quantized linear runs in int8
+    # the int8 output of the last layer carries the spec's output grid (uint8 grid shifted to int8)
+    lm = spec.layers["lm.lm_head"]
+    out = t["int8_outputs"]["logits"]
+    assert out["scale"] == pytest.approx(lm.out_scale, rel=1e-6)
+    assert out["zero_point"] == lm.out_zero_point - 128
+    assert art.manifest["parity"]["vs_fp32"]["random"]["logits"]["cosine_min"] > 0.98
+    # and the weights really are int8: the file is well under the fp32 weights
+    assert art.size_bytes < 0.45 * sum(p.numel() * 4 for p in tiny_llama.module.parameters())
+
+
+def test_dynamic_int8_leaves_kept_layers_in_float(tiny_llama, tmp_path):
+    spec = quantize(tiny_llama, Int8Dynamic(keep=("lm_head",)))
+    art = export(tiny_llama, "snapdragon-865", tmp_path / "dyn", quant=spec, seq_len=32)
+    t = art.manifest["recipe"]["tflite"]
+    assert t["mode"] == "int8-dynamic"
+    assert t["int8_ops"]["FULLY_CONNECTED"] == len(spec.layers)  # lm_head is not among them
+    assert "lm.lm_head" in art.manifest["recipe"]["quantization"]["kept_fp32"]
+
+
+def test_plain_module_with_float_input_quantizes_its_input(tmp_path):
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(12, 24), torch.nn.ReLU(), torch.nn.Linear(24, 3))
+    mlp = models.load(net, example_inputs=torch.randn(4, 12), name="mlp")
+    spec = quantize(mlp, Int8Static(), [mlp.example_inputs(batch=64, seq=0, seed=s) for s in range(4)])
+    art = export(mlp, "snapdragon-865", tmp_path / "mlp", quant=spec)
+    t = art.manifest["recipe"]["tflite"]
+    assert t["file_inputs"]["input"]["dtype"] == "int8" and "input" in t["int8_inputs"]
+    r = make_runner(Artifact.load(art.path))
+    assert r.run(mlp.example_inputs(batch=5, seq=0, seed=9))["output"].dtype == np.float32
+
+
+def test_errors_name_the_fix(minilm, tiny_llama, tmp_path):
+    int4 = quantize(tiny_llama, Int4WeightOnly(group_size=64))
+    with pytest.raises(ExportError, match="8-bit QuantSpecs"):
+        TFLiteExporter(quant=int4)
+    with pytest.raises(ExportError, match="does not run int4"):
+        export(
+            tiny_llama,
+            "snapdragon-865",
+            tmp_path / "b",
+            quant=quantize(tiny_llama, Int4WeightOnly(group_size=64)),
+        )
+    with pytest.raises(ExportError, match="no fp16 variant"):
+        export(minilm, "x86-server", tmp_path / "c", precision="fp16")
+    with pytest.raises(ExportError, match="does not take option"):
+        export(minilm, "snapdragon-865", tmp_path / "d", bogus=1)
+    assert not any(tmp_path.iterdir())  # nothing half-written
+
+
+def test_unsupported_op_names_the_layer(tmp_path):
+    class FFT(torch.nn.Module):
+        def forward(self, x):
+            return torch.fft.rfft(x).abs()
+
+    m = models.load(FFT(), example_inputs=torch.randn(2, 16), name="fft")
+    with pytest.raises(ExportError) as e:
+        export(m, "snapdragon-865", tmp_path / "fft")
+    msg = str(e.value)
+    assert "fft" in msg.lower() and ("builtin" in msg or "convert" in msg)
+    assert not (tmp_path / "fft").exists()
+
+
+def test_cli_export_tflite_fp16(tmp_path, capsys):
+    from edgellm.cli import main
+
+    out = tmp_path / "cli"
+    rc = main(
+        [
+            "export",
+            "minilm",
+            "-t",
+            "snapdragon-865",
+            "-p",
+            "fp16",
+            "--seq-len",
+            "32",
+            "-o",
+            str(out),
+            "--json",
+        ]
+    )
+    assert rc == 0
+    m = json.loads(capsys.readouterr().out)
+    assert m["precision"] == "fp16" and m["recipe"]["tflite"]["file_inputs"]["input_ids"]["shape"] == [1, 32]
