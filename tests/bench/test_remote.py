@@ -3,7 +3,6 @@ no phone exists here); the artifact, the push, LiteRT's own benchmark tool and t
 Also `--estimate`, and the parsers of each tool's output format."""
 
 import json
-import os
 import sys
 from pathlib import Path
 
