@@ -19,6 +19,7 @@ _MODULES = {
     "onnxruntime": "edgellm.runtime.ort_runner",
     "onnxruntime-mobile": "edgellm.runtime.ort_runner",  # .ort files run in the same ONNX Runtime on a host
     "litert": "edgellm.runtime.tflite_runner",
+    "tensorrt": "edgellm.runtime.tensorrt_runner",
 }
 
 

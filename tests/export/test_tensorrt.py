@@ -55,3 +55,27 @@ def test_engine_builds(tiny_llama, tmp_path):
     art = export(tiny_llama, "nvidia-a100", tmp_path / "trt")
     plan = build_engine(art.path)
     assert plan.stat().st_size > 0
+    # the engine runs through runtime/ and matches torch
+    from edgellm.export import Artifact
+    from edgellm.export.validate import check_parity, passes
+    from edgellm.runtime import make_runner
+
+    runner = make_runner(Artifact.load(art.path))
+    parity = check_parity(tiny_llama, runner)
+    assert passes(parity["random"], Tolerance(max_abs=5e-2, min_cosine=0.999)), parity
+
+
+def test_runner_says_what_is_missing(tiny_llama, tmp_path):
+    import importlib.util
+
+    from edgellm.errors import EdgeLLMError
+    from edgellm.export import Artifact
+    from edgellm.runtime import make_runner
+
+    art = export(tiny_llama, "jetson-orin-nano", tmp_path / "trt")
+    with pytest.raises(EdgeLLMError) as e:
+        make_runner(Artifact.load(art.path))
+    if importlib.util.find_spec("tensorrt") is None:
+        assert "pip install 'edgellm[tensorrt]'" in str(e.value)
+    else:  # TensorRT present: no GPU here, or the engine is not built yet
+        assert "GPU" in str(e.value) or "build_engine.sh" in str(e.value)
