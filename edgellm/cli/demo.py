@@ -1,7 +1,9 @@
 """``edgellm demo``: the main job on the bundled models.
 
-MiniLM -> server ONNX -> validation -> torch vs ONNX Runtime; then INT8 and INT4 artifacts of MiniLM
-and tiny-llama with accuracy against fp32 and latency against the fp32 artifact -> one report.
+MiniLM -> server ONNX -> validation -> torch vs ONNX Runtime; the same model for every kind of target
+(snapdragon-865: TFLite and .ort; nvidia-a100: TensorRT-ready Q/DQ ONNX) with parity, size, host latency
+and the target's estimate; then INT8 and INT4 artifacts of MiniLM and tiny-llama with accuracy against
+fp32 and latency against the fp32 artifact -> one report.
 """
 
 from __future__ import annotations
@@ -40,11 +42,15 @@ def demo(
     compress_models: bool = typer.Option(
         True, "--compress/--no-compress", help="Also build INT8 and INT4 artifacts of the bundled models."
     ),
+    targets: bool = typer.Option(
+        True, "--targets/--no-targets", help="Also export for the phone (TFLite, .ort) and TensorRT targets."
+    ),
 ) -> None:
     """Run the main job: export for x86-server, validate, benchmark, compress to INT8/INT4, write a report.
 
-    Writes OUTPUT/MODEL-x86-server/ (the fp32 artifact), one folder per compressed artifact,
-    OUTPUT/report.json, OUTPUT/report.md, OUTPUT/latency.png and OUTPUT/compression.png.
+    Writes OUTPUT/MODEL-x86-server/ (the fp32 artifact), OUTPUT/targets/ (one artifact per target,
+    format and precision), one folder per compressed artifact, OUTPUT/report.json, OUTPUT/report.md,
+    OUTPUT/latency.png, OUTPUT/targets.png and OUTPUT/compression.png.
 
     Example: edgellm demo --runs 30 --batch 1,8 --seq 128
     """
@@ -57,7 +63,8 @@ def demo(
     batches, seqs = parse_int_list(batch, "--batch"), parse_int_list(seq, "--seq")
     out = console()
     t0 = time.perf_counter()
-    steps = 5 if compress_models else 4
+    steps = 4 + int(compress_models) + int(targets)
+    step = 3
     out.print(f"[bold]1/{steps}[/] loading [cyan]{model}[/]")
     adapter = load(model)
     out.print(
@@ -74,10 +81,25 @@ def demo(
     rep = bench_artifact(
         art, batches=batches, seqs=seqs, runs=runs, warmup=warmup, threads=threads, reference=True
     ).to_dict()
+    matrix: list[dict[str, Any]] = []
+    if targets:
+        from edgellm.bench.targets import bench_matrix, export_matrix
+
+        step += 1
+        out.print(
+            f"[bold]{step}/{steps}[/] exporting for every kind of target (phone: TFLite, .ort; GPU: TensorRT), "
+            "then timing each on this host, interleaved (batch 1, seq 128)"
+        )
+        mrows = export_matrix(
+            adapter, output / "targets", log=out.print, reuse={("x86-server", "onnx", "fp32"): art}
+        )
+        bench_matrix(mrows, runs=max(10, runs // 2), threads=threads)
+        matrix = [r.to_dict() for r in mrows]
     rows: list[dict[str, Any]] = []
     if compress_models:
+        step += 1
         out.print(
-            f"[bold]4/{steps}[/] compressing the bundled models (INT8, INT4), accuracy and speed vs fp32"
+            f"[bold]{step}/{steps}[/] compressing the bundled models (INT8, INT4), accuracy and speed vs fp32"
         )
         rows = run_compression(output, runs=max(5, runs // 2), log=out.print)
     out.print(f"[bold]{steps}/{steps}[/] writing the report")
@@ -91,6 +113,7 @@ def demo(
             "size_mb": round(art.size_bytes / 2**20, 2),
         },
         "bench": rep,
+        "targets": matrix,
         "compression": rows,
         "elapsed_s": round(time.perf_counter() - t0, 1),
     }
@@ -98,6 +121,8 @@ def demo(
     plot_latency(rep, output / "latency.png", title=f"{adapter.name}: torch fp32 vs ONNX Runtime fp32")
     if rows:
         plot_compression(rows, output / "compression.png")
+    if matrix:
+        plot_targets(matrix, output / "targets.png", title=f"{adapter.name} per target (batch 1, seq 128)")
     atomic_write_text(output / "report.md", render_markdown(report))
     print_table(rep, title=f"{adapter.name} on this host: torch vs ONNX Runtime (x86-server artifact)")
     for suite in ("fixed", "random"):
@@ -105,12 +130,96 @@ def demo(
             out.print(
                 f"parity {suite:6s} {name}: max_abs={v['max_abs']:.2e} cosine_min={v['cosine_min']:.6f}"
             )
+    if matrix:
+        print_targets(matrix)
     if rows:
         print_compression(rows)
-    out.print(
-        f"report: {output / 'report.md'}  (json: {output / 'report.json'}, plots: latency.png"
-        f"{', compression.png' if rows else ''})"
+    plots = ["latency.png"] + (["targets.png"] if matrix else []) + (["compression.png"] if rows else [])
+    out.print(f"report: {output / 'report.md'}  (json: {output / 'report.json'}, plots: {', '.join(plots)})")
+
+
+TARGET_COLUMNS = [
+    ("target", "target"),
+    ("format", "format"),
+    ("precision", "precision"),
+    ("size_mb", "size MB"),
+    ("parity_cosine_min", "parity cos (vs its reference)"),
+    ("cosine_vs_fp32", "cos vs fp32"),
+    ("host_p50_ms", "host p50 ms"),
+    ("estimate_ms", "target est. ms"),
+]
+
+
+def _cell(key: str, v: Any) -> str:
+    if v is None:
+        return "-"
+    if key in ("parity_cosine_min", "cosine_vs_fp32"):
+        return f"{v:.5f}"
+    return (
+        f"{v:.1f}"
+        if isinstance(v, float) and abs(v) >= 10
+        else (f"{v:.2f}" if isinstance(v, float) else str(v))
     )
+
+
+def target_cells(r: dict[str, Any]) -> list[str]:
+    cells = [_cell(k, r.get(k)) for k, _ in TARGET_COLUMNS]
+    if r.get("engine") == "pending":
+        cells[6] = "engine pending"
+    if r.get("error"):
+        cells[3:] = ["failed: " + r["error"][:60], "", "", "", ""]
+    return cells
+
+
+def print_targets(matrix: list[dict[str, Any]]) -> None:
+    from rich.table import Table
+
+    t = Table(
+        title="one model, every target: parity, size, latency on this host, roofline estimate on the target"
+    )
+    for _, head in TARGET_COLUMNS:
+        t.add_column(head)
+    for r in matrix:
+        t.add_row(*target_cells(r))
+    console().print(t)
+    kept = [r for r in matrix if r.get("kept_fp32")]
+    for r in kept:
+        console().print(
+            f"note: {r['target']} {r['format']} {r['precision']} keeps in fp32: {', '.join(r['kept_fp32'])}"
+        )
+    console().print("target est. = roofline on the target profile (an estimate, not a measurement)")
+
+
+def plot_targets(matrix: list[dict[str, Any]], path: Path, title: str) -> Path:
+    """Host p50 latency of each artifact, and the cost-model estimate on its target, side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from edgellm.bench.report import save_figure
+
+    ok = [r for r in matrix if not r.get("error")]
+    labels = [f"{r['target']}\n{r['format']} {r['precision']}" for r in ok]
+    xs = range(len(ok))
+    fig, ax = plt.subplots(figsize=(2.0 + 1.2 * len(ok), 4.2))
+    ax.bar([x - 0.2 for x in xs], [r["host_p50_ms"] or float("nan") for r in ok], 0.4, label="this host, p50 (measured)")
+    ax.bar(
+        [x + 0.2 for x in xs],
+        [r["estimate_ms"] or float("nan") for r in ok],
+        0.4,
+        label="target, roofline (estimate)",
+        hatch="//",
+        alpha=0.7,
+    )
+    ax.set_xticks(list(xs))
+    ax.set_xticklabels(labels, fontsize=7, rotation=30, ha="right")
+    ax.set_yscale("log")  # a phone's tens of ms and a GPU's tenths on one axis
+    ax.set_ylabel("ms per request (log)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, path)
 
 
 def run_compression(output: Path, *, runs: int, log: Any) -> list[dict[str, Any]]:
@@ -238,6 +347,23 @@ def render_markdown(report: dict[str, Any]) -> str:
     for pair, vals in bench.get("ratios_p50", {}).items():
         lines.append(f"- p50 ratio {pair}: " + ", ".join(f"{k} = {v:.3f}" for k, v in vals.items()))
     lines += ["", "![latency](latency.png)", ""]
+    if report.get("targets"):
+        lines += [
+            "## Every target (batch 1, sequence 128)",
+            "",
+            "Host p50 is measured on this machine with all runners interleaved in one run; the target",
+            "figure is the roofline estimate on the target's profile, not a measurement.",
+            "",
+            "| " + " | ".join(h for _, h in TARGET_COLUMNS) + " |",
+            "|" + "---|" * len(TARGET_COLUMNS),
+        ]
+        lines += ["| " + " | ".join(target_cells(r)) + " |" for r in report["targets"]]
+        lines += [""] + [
+            f"- {r['target']} {r['format']} {r['precision']} keeps in fp32: {', '.join(r['kept_fp32'])}"
+            for r in report["targets"]
+            if r.get("kept_fp32")
+        ]
+        lines += ["", "![targets](targets.png)", ""]
     if report.get("compression"):
         lines += [
             "## Compressed artifacts (accuracy on held-out text, latency vs the fp32 artifact)",

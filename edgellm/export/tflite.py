@@ -144,12 +144,19 @@ class TFLiteExporter(Exporter):
         runner = TFLiteRunner(dst, inputs=model.inputs, outputs=model.outputs, num_threads=self.num_threads)
         parity = check_parity(reference, runner)
         if not (passes(parity["fixed"], tolerance) and passes(parity["random"], tolerance)):
+            hint = (
+                "keep the most sensitive layers in fp32 (edgellm compress --max-accuracy-drop), or loosen "
+                "--atol/--min-cosine"
+            )
+            if self.mode == "int8-full" and (outliers := outlier_output_layers(self.quant)):
+                hint = "keep the layers whose outputs carry outliers in fp32: " + " ".join(
+                    f"--keep '{n}'" for n in outliers
+                )
             raise ParityError(
                 f"TFLite model of '{model.name}' ({self.mode}) disagrees with {ref_label} beyond tolerance "
                 f"(max_abs {tolerance.max_abs}, cosine {tolerance.min_cosine}): fixed {summary(parity['fixed'])}; "
                 f"random {summary(parity['random'])}",
-                "keep the most sensitive layers in fp32 (edgellm compress --max-accuracy-drop), or loosen "
-                "--atol/--min-cosine",
+                hint,
             )
         vs_fp32 = None
         if self.quant is not None or self.mode == "fp16":
@@ -267,6 +274,21 @@ class TFLiteExporter(Exporter):
 
 def _seq_inputs(model: Any) -> bool:
     return any("sequence" in s.shape for s in model.inputs)
+
+
+def outlier_output_layers(spec: Any, factor: float = 4.0) -> list[str]:
+    """Layers whose int8 output step is over ``factor`` x the median step of the spec's layers.
+
+    Their outputs carry outliers (typically what a block writes back into the residual stream), so one
+    int8 step there is too coarse for a full-integer graph, which must emit int8 from every int8 layer.
+    """
+    import statistics
+
+    steps = {n: lq.out_scale for n, lq in spec.layers.items() if lq.out_scale}
+    if not steps:
+        return []
+    med = statistics.median(steps.values())
+    return [n for n, s in steps.items() if s > factor * med]
 
 
 _QL: Any = None
@@ -410,4 +432,4 @@ def _quiet():
             lg.setLevel(lv)
 
 
-__all__ = ["TFLITE_FILE", "TFLiteExporter", "require_litert"]
+__all__ = ["TFLITE_FILE", "TFLiteExporter", "outlier_output_layers", "require_litert"]
