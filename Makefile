@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_server_onnx.py
 	$(PY) benchmarks/bench_int8_minilm.py
 	$(PY) benchmarks/bench_int4_tiny_llama.py
+	$(PY) benchmarks/bench_targets_minilm.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

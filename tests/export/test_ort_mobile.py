@@ -10,7 +10,7 @@ from edgellm.runtime import make_runner
 
 
 def test_minilm_ort_for_snapdragon(minilm, tmp_path):
-    art = export(minilm, "snapdragon-865", tmp_path / "ort")  # the first format edgellm writes for this phone
+    art = export(minilm, "snapdragon-865", tmp_path / "ort", format="ort")
     m = art.manifest
     assert m["target"] == {
         "name": "snapdragon-865",
@@ -31,7 +31,9 @@ def test_minilm_ort_for_snapdragon(minilm, tmp_path):
 
 def test_quantized_ort_artifacts(minilm, tiny_llama, pydoc_batches, tmp_path):
     spec = quantize(minilm, Int8Dynamic())
-    art = export(minilm, "snapdragon-865", tmp_path / "i8", quant=spec, tolerance=Tolerance.quantized())
+    art = export(
+        minilm, "snapdragon-865", tmp_path / "i8", quant=spec, format="ort", tolerance=Tolerance.quantized()
+    )
     assert art.manifest["precision"] == "int8"
     assert "DynamicQuantizeMatMul" in ";".join(art.manifest["recipe"]["ort_format"]["required_operators"])
     _, evalb = pydoc_batches(tiny_llama, n_calib=8, n_eval=8)
@@ -58,14 +60,14 @@ def test_format_choice_errors(minilm, tmp_path, monkeypatch):
     from edgellm.targets import list_targets
 
     text = list_targets()["snapdragon-865"].read_text()
-    (prof / "tflite-only.yaml").write_text(
-        text.replace("name: snapdragon-865", "name: tflite-only").replace(
-            "formats: [tflite, ort]", "formats: [tflite]"
+    (prof / "npu-only.yaml").write_text(  # a profile naming only a format edgellm does not write
+        text.replace("name: snapdragon-865", "name: npu-only").replace(
+            "formats: [tflite, ort]", "formats: [qnn-context-binary]"
         )
     )
     monkeypatch.setenv("EDGELLM_TARGETS_PATH", str(prof))
-    with pytest.raises(ExportError, match=r"takes formats \['tflite'\], none of which"):
-        export(minilm, "tflite-only", tmp_path / "y")
+    with pytest.raises(ExportError, match=r"takes formats \['qnn-context-binary'\], none of which"):
+        export(minilm, "npu-only", tmp_path / "y")
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
@@ -82,6 +84,8 @@ def test_cli_export_precision(tmp_path, capsys):
             "snapdragon-865",
             "--precision",
             "int8",
+            "--format",
+            "ort",
             "-o",
             str(tmp_path / "a"),
             "--json",

@@ -146,3 +146,14 @@ def test_cli_export_tflite_fp16(tmp_path, capsys):
     assert rc == 0
     m = json.loads(capsys.readouterr().out)
     assert m["precision"] == "fp16" and m["recipe"]["tflite"]["file_inputs"]["input_ids"]["shape"] == [1, 32]
+
+
+def test_missing_litert_names_the_install_command(minilm, tmp_path, monkeypatch):
+    import sys
+
+    from edgellm.errors import MissingDependencyError
+
+    monkeypatch.setitem(sys.modules, "litert_torch", None)  # as if the extra were not installed
+    with pytest.raises(MissingDependencyError, match=r"pip install 'edgellm\[tflite\]'"):
+        export(minilm, "snapdragon-865", tmp_path / "x")
+    assert not (tmp_path / "x").exists()
