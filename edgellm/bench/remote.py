@@ -132,21 +132,23 @@ def tool_command(
 
 
 _MS = r"([0-9.]+)\s*ms"
+# LiteRT's statistic names -> ours (both tools print the same set)
+_STATS = (
+    ("avg", "mean"),
+    ("median", "median"),
+    ("min", "min"),
+    ("max", "max"),
+    ("std", "std"),
+    ("p5", "p5"),
+    ("p95", "p95"),
+)
 
 
 def parse_tool_output(text: str, flavor: str) -> dict[str, float]:
     """Latency statistics in milliseconds from the tool's own output (keys: mean, median, min, max, ...)."""
     out: dict[str, float] = {}
     if flavor == "litert-python":
-        for key, name in (
-            ("avg", "mean"),
-            ("median", "median"),
-            ("min", "min"),
-            ("max", "max"),
-            ("std", "std"),
-            ("p5", "p5"),
-            ("p95", "p95"),
-        ):
+        for key, name in _STATS:
             m = re.search(rf"Inference \({key}\):\s*{_MS}", text)
             if m:
                 out[name] = float(m.group(1))
@@ -158,15 +160,7 @@ def parse_tool_output(text: str, flavor: str) -> dict[str, float]:
         lines = [ln for ln in text.splitlines() if re.search(r"\bcount=\d+", ln) and "avg=" in ln]
         if lines:
             fields = dict(re.findall(r"(\w+)=([0-9.eE+-]+)", lines[-1]))
-            for key, name in (
-                ("avg", "mean"),
-                ("median", "median"),
-                ("min", "min"),
-                ("max", "max"),
-                ("std", "std"),
-                ("p5", "p5"),
-                ("p95", "p95"),
-            ):
+            for key, name in _STATS:
                 if key in fields:
                     out[name] = float(fields[key]) / 1000.0
             out["runs"] = float(fields["count"])

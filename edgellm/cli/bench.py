@@ -50,7 +50,7 @@ def bench(
     Example: edgellm bench edgellm-out/minilm-snapdragon-865 --estimate --batch 1 --seq 128
     """
     from edgellm.bench import bench_artifact, parse_int_list
-    from edgellm.bench.report import print_table, write_json
+    from edgellm.bench.report import print_table
     from edgellm.errors import EdgeLLMError
 
     batches = parse_int_list(batch, "--batch")
@@ -70,25 +70,14 @@ def bench(
         rep = remote_bench(
             artifact, remote, tool=tool, runs=runs, warmup=warmup, threads=threads or 4, adb=adb
         )
-        if output is not None:
-            write_json(rep, output)
-        if json_out:
-            emit_json(rep)
-        else:
-            print_table(rep, title=f"bench {artifact} on {remote} ({rep['config']['tool_flavor']})")
-        return
+        title = f"bench {artifact} on {remote} ({rep['config']['tool_flavor']})"
+        return _emit(rep, output, json_out, lambda r: print_table(r, title=title))
     if estimate:
         from edgellm.bench.estimate import estimate_latency
 
         rows = [estimate_latency(artifact, target, batch=b, seq=s) for b in batches for s in seqs]
         rep = {"schema_version": 1, "estimate": True, "results": rows}
-        if output is not None:
-            write_json(rep, output)
-        if json_out:
-            emit_json(rep)
-        else:
-            _estimate_table(rows)
-        return
+        return _emit(rep, output, json_out, lambda r: _estimate_table(r["results"]))
     rep = bench_artifact(
         artifact,
         batches=batches,
@@ -99,12 +88,19 @@ def bench(
         reference=reference,
         progress=not json_out,
     ).to_dict()
+    _emit(rep, output, json_out, lambda r: print_table(r, title=f"bench {artifact}"))
+
+
+def _emit(rep: dict, output: Optional[Path], json_out: bool, show) -> None:
+    """Write the report to ``output`` if given; print it as JSON or through ``show``."""
+    from edgellm.bench.report import write_json
+
     if output is not None:
         write_json(rep, output)
     if json_out:
         emit_json(rep)
     else:
-        print_table(rep, title=f"bench {artifact}")
+        show(rep)
 
 
 def _estimate_table(rows: list[dict]) -> None:

@@ -203,7 +203,12 @@ def plot_targets(matrix: list[dict[str, Any]], path: Path, title: str) -> Path:
     labels = [f"{r['target']}\n{r['format']} {r['precision']}" for r in ok]
     xs = range(len(ok))
     fig, ax = plt.subplots(figsize=(2.0 + 1.2 * len(ok), 4.2))
-    ax.bar([x - 0.2 for x in xs], [r["host_p50_ms"] or float("nan") for r in ok], 0.4, label="this host, p50 (measured)")
+    ax.bar(
+        [x - 0.2 for x in xs],
+        [r["host_p50_ms"] or float("nan") for r in ok],
+        0.4,
+        label="this host, p50 (measured)",
+    )
     ax.bar(
         [x + 0.2 for x in xs],
         [r["estimate_ms"] or float("nan") for r in ok],

@@ -100,6 +100,17 @@ class Artifact:
         return sum(m["bytes"] for r, m in self.manifest["files"].items() if not r.startswith("tokenizer/"))
 
 
+def model_fields(model: Any) -> dict[str, Any]:
+    """The manifest's ``model`` section: what the artifact was exported from."""
+    return {
+        "name": model.name,
+        "family": model.family,
+        "num_parameters": model.num_parameters,
+        "blocks": [b.name for b in model.blocks],
+        "source": model.source,
+    }
+
+
 def file_table(root: Path) -> dict[str, dict[str, Any]]:
     """sha256 and size of every file under ``root`` except the manifest, keyed by relative path."""
     return {

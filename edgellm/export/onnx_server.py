@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from edgellm.errors import ExportError, ParityError, require
+from edgellm.export.artifact import model_fields
 from edgellm.export.base import Exporter, register_exporter
 from edgellm.export.validate import Tolerance, check_parity, passes, summary
 from edgellm.models.families import FAMILIES
@@ -180,13 +181,7 @@ class OnnxServerExporter(Exporter):
             "precision": precision,
             "task": model.task,
             "model_file": MODEL_FILE,
-            "model": {
-                "name": model.name,
-                "family": model.family,
-                "num_parameters": model.num_parameters,
-                "blocks": [b.name for b in model.blocks],
-                "source": model.source,
-            },
+            "model": model_fields(model),
             "inputs": [s.to_dict() for s in inputs],
             "outputs": [s.to_dict() for s in model.outputs],
             "value_ranges": {k: v for k, v in model.int_high.items() if k in {s.name for s in inputs}},

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from edgellm.errors import ExportError, MissingDependencyError, ParityError
+from edgellm.export.artifact import model_fields
 from edgellm.export.base import Exporter, register_exporter
 from edgellm.export.validate import Tolerance, _max_positions, check_parity, passes, summary
 
@@ -208,13 +209,7 @@ class TFLiteExporter(Exporter):
             "precision": "int8" if spec is not None else self.precision,
             "task": model.task,
             "model_file": TFLITE_FILE,
-            "model": {
-                "name": model.name,
-                "family": model.family,
-                "num_parameters": model.num_parameters,
-                "blocks": [b.name for b in model.blocks],
-                "source": model.source,
-            },
+            "model": model_fields(model),
             "inputs": [s.to_dict() for s in model.inputs],
             "outputs": [s.to_dict() for s in model.outputs],
             "value_ranges": dict(model.int_high),
