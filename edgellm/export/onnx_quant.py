@@ -7,7 +7,9 @@ differently, but keep the values bit for bit, transposed or not), then each cons
                    and on the weight (per output channel, int8); ONNX Runtime fuses them at load time.
 - dynamic INT8  -> ``com.microsoft.DynamicQuantizeMatMul``; a fused ``Attention`` becomes
                    ``DynamicQuantizeLinear`` + ``QAttention`` with the three projections' codes.
-- INT4 (W4A16)  -> ``com.microsoft.MatMulNBits`` with edgellm's own codes, scales and zero points.
+- INT4 (W4A16)  -> ``com.microsoft.MatMulNBits`` with edgellm's own codes, scales and zero points; or,
+                   for runtimes that take standard ops only (TensorRT), a blocked ``DequantizeLinear``
+                   of signed int4 codes (opset 21, symmetric) feeding a ``MatMul``.
 
 A per-channel ``input_scale`` (SmoothQuant, AWQ) becomes a ``Mul`` in front of the quantized op.
 """
@@ -60,7 +62,12 @@ class _Graph:
 
 
 def lower_quant(
-    model: onnx.ModelProto, spec: Any, fp32_model: Any, *, accuracy_level: int = 0
+    model: onnx.ModelProto,
+    spec: Any,
+    fp32_model: Any,
+    *,
+    accuracy_level: int = 0,
+    standard_int4: bool = False,
 ) -> dict[str, Any]:
     """Rewrite ``model`` in place; returns what was lowered (op counts, unmatched layers)."""
     g = _Graph(model)
@@ -97,7 +104,7 @@ def lower_quant(
     for node in list(g.g.node):
         layer = _match(node, g, found)
         if layer is not None and layer in spec.layers:
-            new_nodes += _rewrite_linear(node, spec.layers[layer], g, ops, accuracy_level)
+            new_nodes += _rewrite_linear(node, spec.layers[layer], g, ops, accuracy_level, standard_int4)
             done.add(layer)
             continue
         if node.op_type == "Attention" and node.domain == MS and node.input[1] in qkv_parts:
@@ -147,14 +154,19 @@ def _int8_weight_t(lq: Any) -> tuple[np.ndarray, np.ndarray]:
     return q, lq.scale[:, 0].numpy().astype(np.float32)
 
 
-def _rewrite_linear(node: onnx.NodeProto, lq: Any, g: _Graph, ops: dict[str, int], accuracy_level: int):
+def _rewrite_linear(
+    node: onnx.NodeProto, lq: Any, g: _Graph, ops: dict[str, int], accuracy_level: int, standard_int4: bool
+):
     x, out = node.input[0], node.output[0]
     bias = node.input[2] if node.op_type == "Gemm" and len(node.input) > 2 and node.input[2] else None
     nodes: list[onnx.NodeProto] = []
     if lq.input_scale is not None:
         x = g.scaled_input(x, lq.input_scale.numpy(), nodes)
     mm_out = g.name("mm") if bias else out
-    if lq.bits == 4:
+    if lq.bits == 4 and standard_int4:
+        nodes += _dq_int4_matmul(x, mm_out, lq, g)
+        ops["DequantizeLinear(int4) MatMul"] = ops.get("DequantizeLinear(int4) MatMul", 0) + 1
+    elif lq.bits == 4:
         nodes.append(_matmul_nbits(x, mm_out, lq, g, accuracy_level))
         ops["MatMulNBits"] = ops.get("MatMulNBits", 0) + 1
     elif lq.dynamic_activation:
@@ -197,6 +209,42 @@ def _rewrite_linear(node: onnx.NodeProto, lq: Any, g: _Graph, ops: dict[str, int
     if bias and mm_out != out:
         nodes.append(helper.make_node("Add", [mm_out, bias], [out], name=g.name("Add")))
     return nodes
+
+
+def _dq_int4_matmul(x: str, out: str, lq: Any, g: _Graph) -> list[onnx.NodeProto]:
+    """Signed int4 codes (K, N) packed two per byte (low nibble first), scales (K / block, N), no zero
+    point: TensorRT's weight-only INT4. Needs a symmetric spec (codes 0..15 around zero point 8)."""
+    if not lq.symmetric:
+        raise ExportError(
+            f"layer '{lq.name}' has asymmetric INT4 weights; TensorRT's INT4 is symmetric",
+            "quantize with Int4WeightOnly(symmetric=True) (the default)",
+        )
+    n_out, k = lq.shape
+    codes = lq.qweight.numpy().astype(np.int16) - lq.zero_point.numpy().astype(np.int16).repeat(
+        lq.group_size, 1
+    )
+    signed = codes.T.astype(np.int8)  # (K, N), in [-8, 7]
+    flat = signed.reshape(-1).astype(np.uint8) & 0x0F
+    if flat.size % 2:
+        flat = np.append(flat, np.uint8(0))
+    packed = (flat[0::2] | (flat[1::2] << 4)).astype(np.uint8)
+    wname = g.name("w_int4")
+    g.g.initializer.append(
+        helper.make_tensor(wname, TensorProto.INT4, [k, n_out], packed.tobytes(), raw=True)
+    )
+    scale = g.add_init("w_scale", lq.scale.numpy().astype(np.float32).T.copy())  # (K / block, N)
+    wdq = g.name("w_dq")
+    return [
+        helper.make_node(
+            "DequantizeLinear",
+            [wname, scale],
+            [wdq],
+            name=g.name("DequantizeLinear"),
+            axis=0,
+            block_size=lq.group_size,
+        ),
+        helper.make_node("MatMul", [x, wdq], [out], name=g.name("MatMul")),
+    ]
 
 
 def _matmul_nbits(x: str, out: str, lq: Any, g: _Graph, accuracy_level: int) -> onnx.NodeProto:

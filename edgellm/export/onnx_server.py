@@ -82,6 +82,8 @@ class OnnxServerExporter(Exporter):
         self.quant = quant
         self.accuracy_level = accuracy_level
         self.raw_cache = Path(raw_cache) if raw_cache is not None else None
+        # INT4 as standard DequantizeLinear (int4, blocked, opset 21) + MatMul instead of MatMulNBits
+        self.standard_int4 = False
 
     def lower(self, model: Any, target: Any, workdir: Path, tolerance: Tolerance) -> dict[str, Any]:
         require("onnx", "onnx", "the ONNX exporter")
@@ -222,7 +224,13 @@ class OnnxServerExporter(Exporter):
         if spec is not None:
             from edgellm.export.onnx_quant import lower_quant
 
-            lowered = lower_quant(proto, spec, model, accuracy_level=self.accuracy_level)
+            if self.standard_int4 and any(lq.bits == 4 for lq in spec.layers.values()):
+                from onnx import version_converter
+
+                proto = version_converter.convert_version(proto, 21)  # blocked DequantizeLinear
+            lowered = lower_quant(
+                proto, spec, model, accuracy_level=self.accuracy_level, standard_int4=self.standard_int4
+            )
         _save_proto(proto, dst, big)
         return fusion, lowered
 

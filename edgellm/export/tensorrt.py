@@ -1,5 +1,6 @@
-"""TensorRT artifacts: explicit-quantization QDQ ONNX (or fp32/fp16 ONNX) that TensorRT builds into an
-engine, with optimization profiles for the dynamic axes.
+"""TensorRT artifacts: explicit-quantization Q/DQ ONNX (INT8, or INT4 weight-only as blocked
+``DequantizeLinear``) or fp32/fp16 ONNX that TensorRT builds into an engine, with optimization profiles
+for the dynamic axes.
 
 TensorRT cannot be installed on machines without NVIDIA's package index, so the artifact always holds
 the validated ONNX (standard ONNX ops only, checked in ONNX Runtime on CPU), a ``build_engine.sh`` with
@@ -50,7 +51,15 @@ def profiles(model: Any, max_batch: int = 32) -> dict[str, dict[str, list[int]]]
     return out
 
 
-def trtexec_command(inputs: dict[str, dict[str, list[int]]], int8: bool, fp16: bool) -> str:
+def _trt_layer_ok(lq: Any) -> bool:
+    if lq.bits == 8:
+        return not lq.dynamic_activation and lq.act_scale is not None and lq.act_signed
+    return lq.bits == 4 and lq.symmetric and lq.act_scale is None and not lq.dynamic_activation
+
+
+def trtexec_command(
+    inputs: dict[str, dict[str, list[int]]], int8: bool, fp16: bool, strongly_typed: bool = False
+) -> str:
     def shapes(kind: str) -> str:
         return ",".join(f"{n}:{'x'.join(map(str, s[kind]))}" for n, s in inputs.items())
 
@@ -62,10 +71,13 @@ def trtexec_command(inputs: dict[str, dict[str, list[int]]], int8: bool, fp16: b
         f"--optShapes={shapes('opt')}",
         f"--maxShapes={shapes('max')}",
     ]
-    if int8:
-        cmd.append("--int8")  # explicit quantization: the Q/DQ nodes in the graph set every scale
-    if fp16:
-        cmd.append("--fp16")
+    if strongly_typed:  # INT4 weight-only: the graph's types decide, as TensorRT asks for Q/DQ networks
+        cmd.append("--stronglyTyped")
+    else:
+        if int8:
+            cmd.append("--int8")  # explicit quantization: the Q/DQ nodes in the graph set every scale
+        if fp16:
+            cmd.append("--fp16")
     return " ".join(shlex.quote(c) for c in cmd)
 
 
@@ -83,20 +95,18 @@ class TensorRTExporter(Exporter):
         from edgellm.export.onnx_server import OnnxServerExporter
 
         if quant is not None:
-            bad = [
-                n
-                for n, lq in quant.layers.items()
-                if lq.bits != 8 or lq.dynamic_activation or lq.act_scale is None or not lq.act_signed
-            ]
+            bad = [n for n, lq in quant.layers.items() if not _trt_layer_ok(lq)]
             if bad:
                 raise ExportError(
-                    f"TensorRT takes explicit INT8 Q/DQ with static, symmetric activations; layer '{bad[0]}' "
-                    f"of recipe '{quant.recipe}' is not",
-                    "quantize with Int8Static(symmetric_activations=True) (edgellm compress --recipe int8-static)",
+                    f"TensorRT takes explicit INT8 Q/DQ with static, symmetric activations, or symmetric INT4 "
+                    f"weight-only; layer '{bad[0]}' of recipe '{quant.recipe}' is neither",
+                    "quantize with Int8Static(symmetric_activations=True) (edgellm compress --recipe int8-static) "
+                    "or Int4WeightOnly(symmetric=True)",
                 )
         options["optimize"] = False  # no ONNX Runtime contrib ops: TensorRT does its own fusions
         self.quant, self.fp16, self.max_batch = quant, fp16, max_batch
         self.onnx = OnnxServerExporter(quant=quant, **options)
+        self.onnx.standard_int4 = True
 
     def lower(self, model: Any, target: Any, workdir: Path, tolerance: Tolerance) -> dict[str, Any]:
         import onnx
@@ -114,8 +124,9 @@ class TensorRTExporter(Exporter):
                 "export without ONNX Runtime-specific recipes (int8-dynamic, w4a16 are ORT-only)",
             )
         shapes = profiles(model, self.max_batch)
-        int8 = self.quant is not None
-        cmd = trtexec_command(shapes, int8=int8, fp16=self.fp16)
+        bits = {lq.bits for lq in self.quant.layers.values()} if self.quant is not None else set()
+        int8, int4 = 8 in bits, 4 in bits
+        cmd = trtexec_command(shapes, int8=int8, fp16=self.fp16, strongly_typed=int4)
         (workdir / SCRIPT).write_text(
             "#!/usr/bin/env bash\n# Build the TensorRT engine of this artifact (needs TensorRT and an NVIDIA GPU).\n"
             f'set -euo pipefail\ncd "$(dirname "$0")"\n{cmd}\n'
@@ -129,6 +140,7 @@ class TensorRTExporter(Exporter):
             "build_script": SCRIPT,
             "profiles": shapes,
             "int8": int8,
+            "int4_weight_only": int4,
             "fp16": self.fp16,
             "validated_on": "onnxruntime CPU (the QDQ ONNX); the engine is validated where it is built",
         }
@@ -151,7 +163,9 @@ def build_engine(artifact_dir: str | Path, *, workspace_gb: float = 4.0) -> Path
     trt_rec = art.manifest["recipe"]["tensorrt"]
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    network = builder.create_network(0)
+    strongly_typed = trt_rec.get("int4_weight_only", False)
+    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strongly_typed else 0
+    network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(art.model_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
@@ -160,9 +174,9 @@ def build_engine(artifact_dir: str | Path, *, workspace_gb: float = 4.0) -> Path
         )
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
-    if trt_rec["int8"]:
+    if trt_rec["int8"] and not strongly_typed:
         config.set_flag(trt.BuilderFlag.INT8)
-    if trt_rec["fp16"]:
+    if trt_rec["fp16"] and not strongly_typed:
         config.set_flag(trt.BuilderFlag.FP16)
     profile = builder.create_optimization_profile()
     for name, s in trt_rec["profiles"].items():

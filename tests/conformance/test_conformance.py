@@ -13,7 +13,7 @@ import torch
 
 from edgellm import models
 from edgellm.bench import benchmark
-from edgellm.compress.quant import Int8Dynamic, Int8Static, quantize
+from edgellm.compress.quant import Int4WeightOnly, Int8Dynamic, Int8Static, quantize
 from edgellm.export import EXPORTERS, Artifact, Tolerance, export, parity_reference
 from edgellm.export.base import _load_exporters
 from edgellm.export.validate import check_parity, passes
@@ -37,7 +37,7 @@ WRITES = {
     "onnx": ("fp32", "int8", "int8-static"),
     "ort": ("fp32", "int8", "int8-static"),
     "tflite": ("fp32", "fp16", "int8", "int8-static"),
-    "tensorrt": ("fp32", "fp16", "int8-static"),
+    "tensorrt": ("fp32", "fp16", "int8-static", "int4"),
 }
 
 
@@ -82,6 +82,8 @@ def test_target_conformance(
     spec = None
     if precision == "int8":
         spec = quantize(model, Int8Dynamic())
+    elif precision == "int4":  # weight-only, symmetric (what TensorRT takes), groups of 32
+        spec = quantize(model, Int4WeightOnly(group_size=32))
     elif precision == "int8-static":
         calib = (
             pydoc_batches(model, 16, 8)[0].feeds if model.tokenizer is not None else [model.fixed_inputs()]

@@ -79,3 +79,36 @@ def test_runner_says_what_is_missing(tiny_llama, tmp_path):
         assert "pip install 'edgellm[tensorrt]'" in str(e.value)
     else:  # TensorRT present: no GPU here, or the engine is not built yet
         assert "GPU" in str(e.value) or "build_engine.sh" in str(e.value)
+
+
+def test_int4_weight_only_for_tensorrt(tiny_llama, tmp_path):
+    from edgellm.compress.quant import Int4WeightOnly
+
+    spec = quantize(tiny_llama, Int4WeightOnly(group_size=64))
+    art = export(tiny_llama, "nvidia-a100", tmp_path / "i4", quant=spec)
+    model = onnx.load(art.model_path)
+    assert {o.version for o in model.opset_import if o.domain in ("", "ai.onnx")} == {21}
+    assert {n.domain for n in model.graph.node} <= {"", "ai.onnx"}  # no MatMulNBits: standard ops only
+    dq = [n for n in model.graph.node if n.op_type == "DequantizeLinear"]
+    assert len(dq) == len(spec.layers)
+    init = {t.name: t for t in model.graph.initializer}
+    for n in dq:  # signed int4 codes, blocked along the input dimension, no zero point (symmetric)
+        assert init[n.input[0]].data_type == onnx.TensorProto.INT4 and len(n.input) == 2
+        assert {a.name: a.i for a in n.attribute} == {"axis": 0, "block_size": 64}
+    rec = art.manifest["recipe"]["tensorrt"]
+    assert rec["int4_weight_only"] and "--stronglyTyped" in rec["build_command"]
+    assert art.size_bytes < 0.35 * sum(p.numel() * 4 for p in tiny_llama.module.parameters())
+    # without ONNX Runtime's own fusions the graph computes exactly the fake-quantized model
+    f = tiny_llama.example_inputs(batch=2, seq=16, seed=3)
+    exact = OrtRunner(art.model_path, graph_optimization="basic").run(f)
+    got = compare(apply_quant(tiny_llama, spec).run(f), exact, tiny_llama.outputs, f)
+    assert got["logits"]["max_abs"] < 1e-3
+
+
+def test_tensorrt_refuses_asymmetric_int4(tiny_llama, tmp_path):
+    from edgellm.compress.quant import Int4WeightOnly
+
+    spec = quantize(tiny_llama, Int4WeightOnly(group_size=64, symmetric=False))
+    with pytest.raises(ExportError, match="symmetric INT4"):
+        export(tiny_llama, "nvidia-a100", tmp_path / "a", quant=spec)
+    assert not (tmp_path / "a").exists()
