@@ -28,6 +28,7 @@ import copy
 import io
 import logging
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -355,6 +356,7 @@ def _convert(model: Any, module: Any, seq_len: int, *, full_int: bool) -> bytes:
 
     feeds = model.example_inputs(batch=1, seq=seq_len, seed=0)
     kwargs = {s.name: torch.as_tensor(feeds[s.name]) for s in model.inputs}
+    module = _ByName(module, [s.name for s in model.inputs])  # the file's inputs carry the spec's names
     with _quiet():
         import litert_torch
 
@@ -376,11 +378,52 @@ def _convert(model: Any, module: Any, seq_len: int, *, full_int: bool) -> bytes:
             detail = next(
                 (ln for ln in msg if "error" in ln.lower() or "not" in ln.lower()), msg[0] if msg else ""
             )
+            op = re.search(r"aten\.[A-Za-z0-9_]+", detail)
+            layer = _locate(module, kwargs, op.group(0)) if op else None
+            where = f" in layer '{layer}'" if layer else ""
             raise ExportError(
-                f"litert-torch could not convert '{model.name}' to TFLite: {type(exc).__name__}: {detail[:400]}",
+                f"litert-torch could not convert '{model.name}' to TFLite{where}: {type(exc).__name__}: "
+                f"{detail[:400]}",
                 "the op named above has no TFLite builtin lowering; rewrite that layer with supported ops "
                 "or export for a server target",
             ) from exc
+
+
+def _locate(module: Any, kwargs: dict[str, Any], op: str) -> str | None:
+    """The torch module path that calls ``op`` (``aten.bucketize``), from torch.export's module stack."""
+    import torch
+
+    try:
+        graph = torch.export.export(module, (), kwargs).run_decompositions().graph
+    except Exception:  # the layer is a nicety on top of the op's name: never fail the error path
+        return None
+    for node in graph.nodes:
+        if node.op == "call_function" and str(node.target).startswith(op + "."):
+            stack = list((node.meta.get("nn_module_stack") or {}).values())
+            path = stack[-1][0] if stack else ""
+            path = "" if path == "module" else path.removeprefix("module.")  # the _ByName wrapper
+            return path or "(top level)"
+    return None
+
+
+def _by_name_class() -> Any:
+    from torch import nn
+
+    class ByName(nn.Module):
+        """Calls ``module`` positionally with keyword inputs named as the model's input specs."""
+
+        def __init__(self, module: Any, names: list[str]) -> None:
+            super().__init__()
+            self.module, self.names = module, names
+
+        def forward(self, **inputs: Any) -> Any:
+            return self.module(*[inputs[n] for n in self.names])
+
+    return ByName
+
+
+def _ByName(module: Any, names: list[str]) -> Any:  # reads as the class it builds
+    return _by_name_class()(module, names)
 
 
 def _quantize_bytes(data: bytes, mode: str) -> bytes:
