@@ -10,8 +10,10 @@ import typer
 from edgellm.cli import bench as _bench
 from edgellm.cli import compress as _compress
 from edgellm.cli import demo as _demo
+from edgellm.cli import deploy as _deploy
 from edgellm.cli import export as _export
 from edgellm.cli import info as _info
+from edgellm.cli import serve as _serve
 from edgellm.cli import targets as _targets
 
 app = typer.Typer(
@@ -30,6 +32,8 @@ app.command("export")(_export.export)
 app.command("bench")(_bench.bench)
 app.command("compress")(_compress.compress)
 app.command("demo")(_demo.demo)
+app.command("serve")(_serve.serve)
+app.add_typer(_deploy.app, name="deploy")
 
 
 def main(argv: list[str] | None = None) -> int:

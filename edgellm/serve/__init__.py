@@ -1,1 +1,10 @@
-"""The batching server for the cloud half of a split model (KServe v2 REST + gRPC). Built in a later issue."""
+"""The batching server for the cloud half: KServe v2 over REST and gRPC, dynamic batching, metrics.
+
+Example:
+    >>> from edgellm.serve import ModelConfig, Server, ServerConfig       # doctest: +SKIP
+    >>> asyncio.run(Server([ModelConfig("edgellm-out/minilm-x86-server")]).serve_forever())  # doctest: +SKIP
+"""
+
+from edgellm.serve.server import ModelConfig, Server, ServerConfig
+
+__all__ = ["ModelConfig", "Server", "ServerConfig"]

@@ -1,0 +1,3 @@
+from edgellm.cli import run
+
+run()

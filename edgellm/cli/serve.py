@@ -1,0 +1,98 @@
+"""``edgellm serve``: the batching server (KServe v2 REST + gRPC) for one or more artifacts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def serve(
+    artifacts: list[str] = typer.Argument(
+        ..., help="[NAME=]ARTIFACT_DIR, one or more (NAME renames the model)."
+    ),
+    host: str = typer.Option(
+        "127.0.0.1", "--host", help="Address to bind (0.0.0.0 to listen on every interface)."
+    ),
+    port: int = typer.Option(8000, "--port", min=0, max=65535, help="REST port (0: any free port)."),
+    grpc_port: int = typer.Option(8001, "--grpc-port", min=-1, max=65535, help="gRPC port (-1: no gRPC)."),
+    max_batch_size: int = typer.Option(
+        8, "--max-batch-size", min=1, help="Rows per batch at most (1: no batching)."
+    ),
+    max_queue_delay_ms: float = typer.Option(
+        2.0, "--max-queue-delay-ms", min=0.0, help="How long a request waits for others to batch with."
+    ),
+    max_queue_size: int = typer.Option(256, "--max-queue-size", min=1, help="Pending requests before 503."),
+    instances: int = typer.Option(
+        1, "--instances", min=1, help="Runtime sessions per model (worker threads)."
+    ),
+    threads: Optional[int] = typer.Option(
+        None, "--threads", min=1, help="Threads per instance (default: cores / instances)."
+    ),
+    timeout_s: float = typer.Option(
+        30.0, "--timeout", min=0.001, help="Per-request timeout in seconds (then 504)."
+    ),
+    max_body_mb: float = typer.Option(
+        64.0, "--max-body-mb", min=0.001, help="Largest request body accepted."
+    ),
+    api_key_file: Optional[Path] = typer.Option(
+        None, "--api-key-file", help="File holding a bearer token every request must carry."
+    ),
+    log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
+) -> None:
+    """Serve ARTIFACTs over KServe v2 (REST and gRPC) with dynamic batching and Prometheus /metrics.
+
+    Example: edgellm serve edgellm-out/minilm-x86-server --port 8000 --grpc-port 8001 --max-batch-size 16
+
+    Example: edgellm serve embed=edgellm-out/minilm-x86-server --api-key-file key.txt --instances 2 --threads 1
+    """
+    import asyncio
+    import logging
+
+    from edgellm.errors import EdgeLLMError
+    from edgellm.serve import ModelConfig, Server, ServerConfig
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    models = []
+    for spec in artifacts:
+        name, sep, path = spec.partition("=")
+        if not sep:
+            name, path = None, spec
+        elif not name:
+            raise EdgeLLMError(f"'{spec}' has an empty NAME", "write NAME=ARTIFACT_DIR, or just ARTIFACT_DIR")
+        models.append(ModelConfig(path, name))
+    key = None
+    if api_key_file is not None:
+        if not api_key_file.is_file():
+            raise EdgeLLMError(
+                f"API key file '{api_key_file}' does not exist", "write the token into it, one line"
+            )
+        key = api_key_file.read_text().strip()
+        if not key:
+            raise EdgeLLMError(f"API key file '{api_key_file}' is empty", "write the token into it, one line")
+    cfg = ServerConfig(
+        host=host,
+        port=port,
+        grpc_port=None if grpc_port < 0 else grpc_port,
+        max_batch_size=max_batch_size,
+        max_queue_delay_ms=max_queue_delay_ms,
+        max_queue_size=max_queue_size,
+        instances=instances,
+        threads=threads,
+        request_timeout_s=timeout_s,
+        max_body_mb=max_body_mb,
+        api_key=key,
+    )
+    server = Server(models, cfg)
+
+    async def main() -> None:
+        await server.start()
+        print(
+            f"serving {', '.join(server.models)} on http://{cfg.host}:{cfg.port}"
+            + (f" and grpc {cfg.host}:{cfg.grpc_port}" if cfg.grpc_port is not None else ""),
+            flush=True,
+        )
+        await server.wait_and_drain()
+
+    asyncio.run(main())
