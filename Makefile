@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_int8_minilm.py
 	$(PY) benchmarks/bench_int4_tiny_llama.py
 	$(PY) benchmarks/bench_targets_minilm.py
+	$(PY) benchmarks/serve_load.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
