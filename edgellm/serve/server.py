@@ -229,6 +229,9 @@ class Server:
             raise ProtocolError(f"model '{m.name}' is overloaded (queue full); retry shortly", 503) from exc
         except Draining as exc:
             raise ProtocolError("the server is shutting down; retry on another replica", 503) from exc
+        except asyncio.CancelledError:  # the caller went away; the batcher skips the withdrawn request
+            self.metrics.request(m.name, m.version, False, time.perf_counter() - t0, None, "cancelled")
+            raise
         except asyncio.TimeoutError as exc:
             self.metrics.request(m.name, m.version, False, time.perf_counter() - t0, None, "timeout")
             raise ProtocolError(
@@ -261,7 +264,10 @@ class Server:
         r.add_post("/v2/models/{model}/infer", self._infer)
         r.add_post("/v2/models/{model}/versions/{version}/infer", self._infer)
         r.add_get("/metrics", self._metrics)
-        self._rest_runner = web.AppRunner(app, access_log=None, shutdown_timeout=30.0)
+        # handler_cancellation: a client that disconnects cancels its handler, which withdraws its request
+        self._rest_runner = web.AppRunner(
+            app, access_log=None, shutdown_timeout=30.0, handler_cancellation=True
+        )
         await self._rest_runner.setup()
         site = web.TCPSite(self._rest_runner, self.config.host, self.config.port)
         await site.start()
@@ -299,6 +305,8 @@ class Server:
         return await handler(request)
 
     async def _access(self, request, handler):
+        if not access_log.isEnabledFor(logging.INFO):
+            return await handler(request)
         t0 = time.perf_counter()
         resp = await handler(request)
         access_log.info(

@@ -285,3 +285,38 @@ def http_get(srv, path):
     conn = http.client.HTTPConnection("127.0.0.1", srv.config.port, timeout=30)
     conn.request("GET", path)
     return conn.getresponse().read().decode()
+
+
+def test_disconnected_client_is_dropped_from_the_queue(minilm_artifact, minilm, run_server):
+    import http.client
+    import socket
+
+    with run_server([ModelConfig(minilm_artifact.path)], max_batch_size=1) as srv:
+        before = parse(http_get(srv, "/metrics"))
+        slow = _json_body(minilm.example_inputs(batch=8, seq=256, seed=0))  # keeps the one worker busy
+        small = _json_body(minilm.example_inputs(batch=1, seq=8, seed=1))
+
+        def busy():
+            conn = http.client.HTTPConnection("127.0.0.1", srv.config.port, timeout=60)
+            conn.request("POST", "/v2/models/minilm/infer", body=slow)
+            return conn.getresponse().status
+
+        with ThreadPoolExecutor(1) as ex:
+            first = ex.submit(busy)
+            time.sleep(0.05)
+            for _ in range(5):  # send, then hang up while the request waits in the queue
+                sock = socket.create_connection(("127.0.0.1", srv.config.port))
+                sock.sendall(
+                    b"POST /v2/models/minilm/infer HTTP/1.1\r\nHost: x\r\nContent-Length: "
+                    + str(len(small)).encode()
+                    + b"\r\n\r\n"
+                    + small
+                )
+                sock.close()
+            assert first.result() == 200
+        time.sleep(0.5)
+        after = parse(http_get(srv, "/metrics"))
+        assert (
+            after["nv_inference_count"] - before.get("nv_inference_count", 0) == 8
+        )  # only the busy request ran
+        assert after["nv_inference_request_failure"] - before.get("nv_inference_request_failure", 0) == 5
