@@ -143,6 +143,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--port", type=int, default=18000)
     ap.add_argument("--no-litserve", action="store_true")
+    ap.add_argument(
+        "--compare-spin-wait", action="store_true", help="add the batched server with --spin-wait"
+    )
+    ap.add_argument("--serve-args", default="", help="extra arguments for edgellm serve, e.g. '--spin-wait'")
     args = ap.parse_args(argv)
     concs = [int(c) for c in args.concurrency.split(",")]
     seqs = [int(s) for s in args.seqs.split(",")]
@@ -187,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
             "1024",
         ],
     }
+    if args.compare_spin_wait:  # the same batched server with ONNX Runtime's threads spinning between batches
+        modes["edgellm batched spin-wait"] = [*modes["edgellm batched"], "--spin-wait"]
     if not args.no_litserve:
         modes["litserve batched"] = [
             py,
@@ -211,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
                 str(args.threads),
                 "--log-level",
                 "warning",
+                *args.serve_args.split(),
             ]
             health, url = (
                 f"http://127.0.0.1:{port}/v2/health/ready",

@@ -39,6 +39,9 @@ def serve(
     api_key_file: Optional[Path] = typer.Option(
         None, "--api-key-file", help="File holding a bearer token every request must carry."
     ),
+    spin_wait: bool = typer.Option(
+        False, "--spin-wait/--no-spin-wait", help="Let ONNX Runtime's threads spin between batches."
+    ),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
 ) -> None:
     """Serve ARTIFACTs over KServe v2 (REST and gRPC) with dynamic batching and Prometheus /metrics.
@@ -83,6 +86,7 @@ def serve(
         request_timeout_s=timeout_s,
         max_body_mb=max_body_mb,
         api_key=key,
+        spin_wait=spin_wait,
     )
     server = Server(models, cfg)
 

@@ -63,6 +63,9 @@ class ServerConfig:
     max_body_mb: float = 64.0
     api_key: str | None = None
     warmup: bool = True
+    # ONNX Runtime's worker threads spin between ops by default; in a server they would also spin between
+    # batches and take the cores from the event loop and the other instances
+    spin_wait: bool = False
 
 
 @dataclass
@@ -118,11 +121,14 @@ class Server:
             if name in self.models:
                 raise EdgeLLMError(f"two models are named '{name}'", "rename one with NAME=ARTIFACT")
             runtime = art.manifest["target"]["runtime"]
-            opts = (
-                {"intra_op_threads": threads}
-                if runtime in ("onnxruntime", "onnxruntime-mobile", "litert")
-                else {}
-            )
+            opts: dict[str, Any] = {}
+            if runtime in ("onnxruntime", "onnxruntime-mobile", "litert"):
+                opts["intra_op_threads"] = threads
+            if runtime in ("onnxruntime", "onnxruntime-mobile") and not cfg.spin_wait:
+                opts["session_options"] = {
+                    "session.intra_op.allow_spinning": "0",
+                    "session.inter_op.allow_spinning": "0",
+                }
             runners = [make_runner(art, **opts) for _ in range(max(1, cfg.instances))]
             batcher = Batcher(
                 name,
