@@ -200,3 +200,31 @@ def post(srv, path, body, headers=None, with_headers=False):
     except (ConnectionResetError, BrokenPipeError):  # a server may close on an oversized body
         return (413, json.dumps({"error": "request body is larger than the limit"}))
     return (r.status, dict(r.getheaders()), data) if with_headers else (r.status, data)
+
+
+def test_huge_http_header_is_refused_and_the_server_lives(served):
+    status, _ = http_get_status(served, "/v2/health/ready", {"X-Filler": "a" * 100_000})
+    assert status in (400, 431)
+    assert http_get(served, "/v2/health/ready")[0] == 200
+
+
+def test_access_log_is_one_json_line_per_request(served, caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="edgellm.serve.access"):
+        assert http_get(served, "/v2/models/minilm")[0] == 200
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "edgellm.serve.access"]
+    assert any(
+        entry["path"] == "/v2/models/minilm" and entry["status"] == 200 and entry["ms"] >= 0
+        for entry in lines
+    )
+
+
+def http_get_status(srv, path, headers):
+    conn = http.client.HTTPConnection("127.0.0.1", srv.config.port, timeout=30)
+    try:
+        conn.request("GET", path, headers=headers)
+        r = conn.getresponse()
+        return r.status, r.read()
+    except (ConnectionResetError, BrokenPipeError):
+        return 400, b""
