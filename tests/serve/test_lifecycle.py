@@ -11,13 +11,14 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import torch
-import tritonclient.grpc as tg
-import tritonclient.http as th
 import yaml
 
 from edgellm import models
 from edgellm.serve import ModelConfig
 from edgellm.serve.metrics import parse
+
+tg = pytest.importorskip("tritonclient.grpc", reason="pip install 'edgellm[serve]'")
+th = pytest.importorskip("tritonclient.http", reason="pip install 'edgellm[serve]'")
 
 
 def _free_port():

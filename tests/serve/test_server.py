@@ -6,11 +6,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-import tritonclient.grpc as tg
-import tritonclient.http as th
 
 from edgellm.serve import ModelConfig
 from edgellm.serve.metrics import parse
+
+tg = pytest.importorskip("tritonclient.grpc", reason="pip install 'edgellm[serve]'")
+th = pytest.importorskip("tritonclient.http", reason="pip install 'edgellm[serve]'")
 
 
 def inputs(mod, feeds, binary=True):
