@@ -165,31 +165,16 @@ def main(argv: list[str] | None = None) -> int:
         s: [model.example_inputs(batch=1, seq=s, seed=i, padded=False) for i in range(64)] for s in seqs
     }
     py = sys.executable
+    serve = [py, "-m", "edgellm.cli", "serve", str(art.path), "--max-queue-size", "1024"]
     modes = {
         "edgellm batched": [
-            py,
-            "-m",
-            "edgellm.cli",
-            "serve",
-            str(art.path),
+            *serve,
             "--max-batch-size",
             str(args.max_batch_size),
             "--max-queue-delay-ms",
             str(args.max_queue_delay_ms),
-            "--max-queue-size",
-            "1024",
         ],
-        "edgellm max-batch-size 1": [
-            py,
-            "-m",
-            "edgellm.cli",
-            "serve",
-            str(art.path),
-            "--max-batch-size",
-            "1",
-            "--max-queue-size",
-            "1024",
-        ],
+        "edgellm max-batch-size 1": [*serve, "--max-batch-size", "1"],
     }
     if args.compare_spin_wait:  # the same batched server with ONNX Runtime's threads spinning between batches
         modes["edgellm batched spin-wait"] = [*modes["edgellm batched"], "--spin-wait"]
