@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -144,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--port", type=int, default=18000)
     ap.add_argument("--no-litserve", action="store_true")
     ap.add_argument(
-        "--compare-spin-wait", action="store_true", help="add the batched server with --spin-wait"
+        "--compare-no-spin-wait", action="store_true", help="add the batched server with --no-spin-wait"
     )
     ap.add_argument("--serve-args", default="", help="extra arguments for edgellm serve, e.g. '--spin-wait'")
     args = ap.parse_args(argv)
@@ -176,8 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         ],
         "edgellm max-batch-size 1": [*serve, "--max-batch-size", "1"],
     }
-    if args.compare_spin_wait:  # the same batched server with ONNX Runtime's threads spinning between batches
-        modes["edgellm batched spin-wait"] = [*modes["edgellm batched"], "--spin-wait"]
+    if args.compare_no_spin_wait:  # the same batched server with ONNX Runtime's threads not spinning
+        modes["edgellm batched no-spin-wait"] = [*modes["edgellm batched"], "--no-spin-wait"]
     if not args.no_litserve:
         modes["litserve batched"] = [
             py,
@@ -214,7 +216,10 @@ def main(argv: list[str] | None = None) -> int:
             health, url = f"http://127.0.0.1:{port}/health", f"http://127.0.0.1:{port}/predict"
             make = litserve_bodies
         print(f"{mode}: starting", file=sys.stderr)
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # own process group: LitServe forks workers that a plain terminate() leaves running
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
         try:
             wait_ready(health, proc)
             for s in seqs:
@@ -229,8 +234,12 @@ def main(argv: list[str] | None = None) -> int:
                         file=sys.stderr,
                     )
         finally:
-            proc.terminate()
-            proc.wait(60)
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+            time.sleep(1.0)  # let the group exit and free the cores before the next server
     ceil = ceiling(art, seqs, sorted({min(c, args.max_batch_size) for c in concs}), args.threads, 20, model)
 
     def tp(mode: str, s: int, c: int) -> float:

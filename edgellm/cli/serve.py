@@ -40,7 +40,9 @@ def serve(
         None, "--api-key-file", help="File holding a bearer token every request must carry."
     ),
     spin_wait: bool = typer.Option(
-        False, "--spin-wait/--no-spin-wait", help="Let ONNX Runtime's threads spin between batches."
+        True,
+        "--spin-wait/--no-spin-wait",
+        help="ONNX Runtime's threads spin-wait for work (lower latency); turn off when processes share cores.",
     ),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
 ) -> None:
