@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--port", type=int, default=18000)
     ap.add_argument("--no-litserve", action="store_true")
     ap.add_argument(
-        "--compare-no-spin-wait", action="store_true", help="add the batched server with --no-spin-wait"
+        "--compare-spin-wait", action="store_true", help="add the batched server with --spin-wait"
     )
     ap.add_argument("--serve-args", default="", help="extra arguments for edgellm serve, e.g. '--spin-wait'")
     args = ap.parse_args(argv)
@@ -178,8 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         ],
         "edgellm max-batch-size 1": [*serve, "--max-batch-size", "1"],
     }
-    if args.compare_no_spin_wait:  # the same batched server with ONNX Runtime's threads not spinning
-        modes["edgellm batched no-spin-wait"] = [*modes["edgellm batched"], "--no-spin-wait"]
+    if args.compare_spin_wait:  # the same batched server with ONNX Runtime's threads spin-waiting
+        modes["edgellm batched spin-wait"] = [*modes["edgellm batched"], "--spin-wait"]
     if not args.no_litserve:
         modes["litserve batched"] = [
             py,

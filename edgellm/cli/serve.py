@@ -40,9 +40,9 @@ def serve(
         None, "--api-key-file", help="File holding a bearer token every request must carry."
     ),
     spin_wait: bool = typer.Option(
-        True,
+        False,
         "--spin-wait/--no-spin-wait",
-        help="ONNX Runtime's threads spin-wait for work (lower latency); turn off when processes share cores.",
+        help="Let ONNX Runtime's threads spin-wait for work: ~1 ms less latency unloaded, less throughput under load.",
     ),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
 ) -> None:

@@ -63,10 +63,10 @@ class ServerConfig:
     max_body_mb: float = 64.0
     api_key: str | None = None
     warmup: bool = True
-    # ONNX Runtime's worker threads spin-wait for work (its default). Measured with serve_load.py: no
-    # throughput difference at concurrency 64, 17 % lower p50 at concurrency 1; turn it off when several
-    # instances or processes share the cores
-    spin_wait: bool = True
+    # ONNX Runtime's worker threads spin-wait for work by default. A batching server under load does better
+    # without (serve_load.py, MiniLM seq 16, concurrency 64: +1 % and +17 % throughput in two runs), at
+    # ~1 ms more p50 at concurrency 1; --spin-wait turns it back on for latency-bound, unbatched serving
+    spin_wait: bool = False
 
 
 @dataclass
