@@ -356,7 +356,7 @@ def _convert(model: Any, module: Any, seq_len: int, *, full_int: bool) -> bytes:
 
     feeds = model.example_inputs(batch=1, seq=seq_len, seed=0)
     kwargs = {s.name: torch.as_tensor(feeds[s.name]) for s in model.inputs}
-    module = _ByName(module, [s.name for s in model.inputs])  # the file's inputs carry the spec's names
+    module = _by_name(module, [s.name for s in model.inputs])
     with _quiet():
         import litert_torch
 
@@ -401,29 +401,25 @@ def _locate(module: Any, kwargs: dict[str, Any], op: str) -> str | None:
         if node.op == "call_function" and str(node.target).startswith(op + "."):
             stack = list((node.meta.get("nn_module_stack") or {}).values())
             path = stack[-1][0] if stack else ""
-            path = "" if path == "module" else path.removeprefix("module.")  # the _ByName wrapper
+            path = "" if path == "module" else path.removeprefix("module.")  # the _by_name wrapper
             return path or "(top level)"
     return None
 
 
-def _by_name_class() -> Any:
+def _by_name(module: Any, names: list[str]) -> Any:
+    """``module`` called positionally with keyword inputs named as the model's input specs (the names the
+    TFLite signature then carries, whatever ``forward`` calls its arguments)."""
     from torch import nn
 
     class ByName(nn.Module):
-        """Calls ``module`` positionally with keyword inputs named as the model's input specs."""
-
-        def __init__(self, module: Any, names: list[str]) -> None:
+        def __init__(self) -> None:
             super().__init__()
-            self.module, self.names = module, names
+            self.module = module
 
         def forward(self, **inputs: Any) -> Any:
-            return self.module(*[inputs[n] for n in self.names])
+            return self.module(*[inputs[n] for n in names])
 
-    return ByName
-
-
-def _ByName(module: Any, names: list[str]) -> Any:  # reads as the class it builds
-    return _by_name_class()(module, names)
+    return ByName()
 
 
 def _quantize_bytes(data: bytes, mode: str) -> bytes:
