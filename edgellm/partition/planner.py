@@ -1,0 +1,210 @@
+"""The split planner: over every cut (all on the server, after each block, all on the device) and every
+activation codec, predict end-to-end latency and pick the fastest plan that meets the constraints.
+
+    latency = device compute + encode + upload + RTT + server compute + download + decode
+
+A cut ``k`` puts the first ``k`` blocks on the device. ``k = 0`` sends the raw input (never allowed when
+``min_device_blocks`` >= 1: the raw input stays on the phone); ``k = n`` runs everything on the device
+and sends nothing. The :class:`SplitPlan` keeps the whole table of candidates, feasible or not, with the
+reason, so a user can see why the winner won.
+
+Example:
+    >>> plan = make_plan(table, Network.parse("10mbit", "50ms"), device_memory=parse_size("512MB"))  # doctest: +SKIP
+    >>> plan.best["cut"], plan.best["codec"], plan.best["total_ms"]                                  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from edgellm.errors import EdgeLLMError
+from edgellm.partition.codecs import CODECS, Codec
+
+_UNITS_BIT = {"bit": 1, "kbit": 1e3, "mbit": 1e6, "gbit": 1e9}
+_UNITS_BYTE = {"b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+_UNITS_TIME = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def _parse(text: str, units: dict[str, float], what: str, example: str) -> float:
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]+)\s*", str(text))
+    if not m or m.group(2).lower() not in units:
+        raise EdgeLLMError(
+            f"cannot read {what} '{text}'", f"write it like {example} (units: {', '.join(units)})"
+        )
+    return float(m.group(1)) * units[m.group(2).lower()]
+
+
+def parse_bandwidth(text: str) -> float:
+    """``10mbit`` -> bits per second."""
+    return _parse(text, _UNITS_BIT, "bandwidth", "10mbit")
+
+
+def parse_duration(text: str) -> float:
+    """``50ms`` -> milliseconds."""
+    return _parse(text, _UNITS_TIME, "duration", "50ms")
+
+
+def parse_size(text: str) -> float:
+    """``512MB`` -> bytes."""
+    return _parse(text, _UNITS_BYTE, "size", "512MB")
+
+
+@dataclass(frozen=True)
+class Network:
+    """The link between phone and server: bandwidth up and down (bit/s) and round-trip time (ms)."""
+
+    up_bps: float
+    down_bps: float
+    rtt_ms: float
+
+    @classmethod
+    def parse(cls, bandwidth: str, rtt: str, down: str | None = None) -> Network:
+        up = parse_bandwidth(bandwidth)
+        return cls(up, parse_bandwidth(down) if down else up, parse_duration(rtt))
+
+    def send_ms(self, nbytes: float, up: bool = True) -> float:
+        return nbytes * 8.0 / (self.up_bps if up else self.down_bps) * 1000.0
+
+
+@dataclass
+class CostTable:
+    """What the planner needs, per block and per cut (from profiling and the cost model).
+
+    Args:
+        blocks: block names in order.
+        device_ms / server_ms: predicted compute per block on each side.
+        weight_bytes: weights per block (the device half must fit its memory budget).
+        input_bytes: the raw model input (what a cut at 0 uploads).
+        cut_shapes: activation shape after block ``i`` (``len(blocks) - 1`` entries; the last block's
+            output is the result).
+        output_bytes: the model's result (downloaded unless everything runs on the device).
+        codec_ms_per_mb: encode + decode cost per MB of fp32 activation, per codec.
+    """
+
+    blocks: list[str]
+    device_ms: list[float]
+    server_ms: list[float]
+    weight_bytes: list[int]
+    input_bytes: int
+    cut_shapes: list[list[int]]
+    output_bytes: int
+    codec_ms_per_mb: dict[str, float] = field(default_factory=lambda: {"fp32": 0.0, "fp16": 0.5, "int8": 2.0})
+
+    def __post_init__(self) -> None:
+        n = len(self.blocks)
+        if not (len(self.device_ms) == len(self.server_ms) == len(self.weight_bytes) == n):
+            raise EdgeLLMError(
+                "cost table columns differ in length", "give one entry per block in each column"
+            )
+        if len(self.cut_shapes) != n - 1:
+            raise EdgeLLMError(
+                f"{len(self.cut_shapes)} cut shapes for {n} blocks", f"give one shape per inner cut ({n - 1})"
+            )
+
+
+@dataclass
+class SplitPlan:
+    """Every candidate (cut, codec) with its predicted components, and the chosen one."""
+
+    id: str
+    candidates: list[dict[str, Any]]
+    best: dict[str, Any]
+    network: dict[str, float]
+    constraints: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def make_plan(
+    table: CostTable,
+    network: Network,
+    *,
+    codecs: tuple[str, ...] = CODECS,
+    device_memory: float | None = None,
+    min_device_blocks: int = 0,
+    server_load: float = 1.0,
+) -> SplitPlan:
+    """Choose the cut and codec with the lowest predicted latency under the constraints.
+
+    Args:
+        device_memory: bytes of weights the device may hold (None: no limit).
+        min_device_blocks: at least this many blocks on the device (1 keeps the raw input on the phone).
+        server_load: multiplies server compute (1.0 idle; 2.0 means the server is half as fast now).
+    """
+    n = len(table.blocks)
+    if not 0 <= min_device_blocks <= n:
+        raise EdgeLLMError(
+            f"min_device_blocks {min_device_blocks} is outside 0..{n}", f"the model has {n} blocks"
+        )
+    if server_load <= 0:
+        raise EdgeLLMError(f"server_load {server_load} must be positive", "use 1.0 for an idle server")
+    for c in codecs:
+        Codec(c)  # unknown codec -> clear error
+    candidates: list[dict[str, Any]] = []
+    for k in range(n + 1):
+        device_ms = sum(table.device_ms[:k])
+        server_ms = sum(table.server_ms[k:]) * server_load
+        mem = sum(table.weight_bytes[:k])
+        reasons = []
+        if k < min_device_blocks:
+            reasons.append(f"fewer than {min_device_blocks} block(s) on the device")
+        if device_memory is not None and mem > device_memory:
+            reasons.append(
+                f"device weights {mem / 2**20:.1f} MiB exceed the budget {device_memory / 2**20:.1f} MiB"
+            )
+        if k == n:  # everything on the phone: nothing crosses the network
+            options = [("none", 0, 0.0)]
+        elif k == 0:  # raw input to the server
+            options = [("raw", table.input_bytes, 0.0)]
+        else:
+            shape = table.cut_shapes[k - 1]
+            fp32_mb = Codec("fp32").nbytes(shape) / 1e6
+            options = [
+                (c, Codec(c).nbytes(shape), table.codec_ms_per_mb.get(c, 0.0) * fp32_mb) for c in codecs
+            ]
+        for codec, nbytes, codec_ms in options:
+            remote = k < n
+            row = {
+                "cut": k,
+                "after_block": table.blocks[k - 1] if k else None,
+                "codec": codec,
+                "device_ms": device_ms,
+                "codec_ms": codec_ms,
+                "upload_ms": network.send_ms(nbytes) if remote else 0.0,
+                "rtt_ms": network.rtt_ms if remote else 0.0,
+                "server_ms": server_ms,
+                "download_ms": network.send_ms(table.output_bytes, up=False) if remote else 0.0,
+                "upload_bytes": nbytes,
+                "device_weight_bytes": mem,
+                "feasible": not reasons,
+                "reason": "; ".join(reasons) or None,
+            }
+            row["total_ms"] = sum(
+                row[c] for c in ("device_ms", "codec_ms", "upload_ms", "rtt_ms", "server_ms", "download_ms")
+            )
+            candidates.append(row)
+    feasible = [c for c in candidates if c["feasible"]]
+    if not feasible:
+        need = sum(table.weight_bytes[:min_device_blocks])
+        raise EdgeLLMError(
+            f"no cut fits: the device memory budget is {device_memory / 2**20:.1f} MiB, and the smallest "
+            f"feasible device half ({min_device_blocks} block(s)) needs {need / 2**20:.1f} MiB",
+            f"raise --device-memory to at least {need / 2**20:.1f}MiB or lower --min-device-blocks",
+        )
+    best = min(feasible, key=lambda c: (c["total_ms"], -c["cut"]))
+    constraints = {
+        "device_memory": device_memory,
+        "min_device_blocks": min_device_blocks,
+        "server_load": server_load,
+    }
+    ident = hashlib.sha256(
+        json.dumps(
+            [asdict(table), asdict(network), constraints, list(codecs)], sort_keys=True, default=str
+        ).encode()
+    ).hexdigest()[:16]
+    return SplitPlan(ident, candidates, best, asdict(network), constraints)
