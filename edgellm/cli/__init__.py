@@ -13,6 +13,7 @@ from edgellm.cli import demo as _demo
 from edgellm.cli import deploy as _deploy
 from edgellm.cli import export as _export
 from edgellm.cli import info as _info
+from edgellm.cli import partition as _partition
 from edgellm.cli import serve as _serve
 from edgellm.cli import targets as _targets
 
@@ -33,6 +34,7 @@ app.command("bench")(_bench.bench)
 app.command("compress")(_compress.compress)
 app.command("demo")(_demo.demo)
 app.command("serve")(_serve.serve)
+app.command("partition")(_partition.partition)
 app.add_typer(_deploy.app, name="deploy")
 
 

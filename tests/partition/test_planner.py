@@ -129,3 +129,64 @@ def test_profile_blocks_of_a_decoder(tiny_llama):
         0.9 * total <= sum(b.weight_bytes for b in prof.blocks) <= 2.1 * total
     )  # tied embeddings count twice
     assert prof.input_bytes == 2 * 32 * 8  # input_ids and attention_mask, int64
+
+
+def test_cost_table_scales_host_figures_to_each_target(tiny_llama):
+    from edgellm.partition.cost import cost_table
+    from edgellm.targets import load_target
+
+    prof = profile_blocks(tiny_llama, batch=1, seq=32, runs=3)
+    phone, gpu = load_target("snapdragon-865"), load_target("nvidia-a100")
+    table, basis = cost_table(tiny_llama, prof, phone, gpu)
+    assert table.blocks == [b.name for b in prof.blocks] and len(table.cut_shapes) == len(table.blocks) - 1
+    assert 0 < basis["host_efficiency"] <= 1 and basis["flops"]["layers.0"] > 0
+    assert all(
+        d > s for d, s in zip(table.device_ms, table.server_ms)
+    )  # the A100 outruns the phone per block
+    # int8 on the phone: 4x the fp32 peak and a quarter of the weight bytes
+    t8, _ = cost_table(tiny_llama, prof, phone, gpu, device_precision="int8")
+    assert sum(t8.device_ms) < sum(table.device_ms) and sum(t8.weight_bytes) < 0.3 * sum(table.weight_bytes)
+
+
+def test_cli_partition_writes_plan_and_plot(tmp_path, capsys):
+    import json
+
+    from edgellm.cli import main
+
+    out = tmp_path / "p"
+    rc = main(
+        [
+            "partition",
+            "tiny-llama",
+            "--bandwidth",
+            "1mbit",
+            "--rtt",
+            "100ms",
+            "--seq",
+            "32",
+            "--runs",
+            "2",
+            "-o",
+            str(out),
+        ]
+    )
+    assert rc == 0, capsys.readouterr().err
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["best"]["feasible"] and len(plan["candidates"]) >= len(plan["basis"]["flops"])
+    assert (out / "plan.png").read_bytes()[:4] == b"\x89PNG" and "BEST" in capsys.readouterr().out
+    rc = main(
+        [
+            "partition",
+            "tiny-llama",
+            "--device-memory",
+            "1KB",
+            "--seq",
+            "16",
+            "--runs",
+            "1",
+            "-o",
+            str(tmp_path / "q"),
+        ]
+    )
+    assert rc == 2 and "smallest feasible" in capsys.readouterr().err
+    assert main(["partition", "tiny-llama", "--bandwidth", "fast", "-o", str(tmp_path / "r")]) == 2

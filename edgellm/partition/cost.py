@@ -1,0 +1,123 @@
+"""The cost model: per block, latency on a target profile from what this host measured, scaled by the
+target's compute and memory bandwidth (a roofline over the block's FLOPs and bytes).
+
+The efficiency factor is calibrated on this host: the FLOP/s each block really reached here, over this
+host's peak (cores x clock x SIMD FLOPs per cycle, from /proc/cpuinfo). A target is assumed to reach
+the same fraction of its own published peak; memory-bound blocks get the documented bandwidth factor.
+Every figure it gives is a prediction; the netem benchmark compares it with measurements.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from edgellm.partition.planner import CostTable
+from edgellm.partition.profile import Profile
+
+MEMORY_EFFICIENCY = 0.6
+BYTES_PER_WEIGHT = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5}
+
+
+def host_peak_gflops() -> float:
+    """fp32 peak of this host: cores x clock x FLOPs per cycle (2 FMA x SIMD lanes) from /proc/cpuinfo."""
+    from edgellm.bench.harness import cpu_flags
+
+    flags = cpu_flags()
+    lanes = 16 if "avx512f" in flags else 8 if "avx2" in flags else 4
+    mhz = 2000.0
+    try:
+        for line in open("/proc/cpuinfo"):  # noqa: SIM115 - read once, small
+            if line.startswith("cpu MHz"):
+                mhz = float(line.split(":", 1)[1])
+                break
+    except OSError:
+        pass
+    return (os.cpu_count() or 1) * mhz * 1e6 * lanes * 2 * 2 / 1e9  # 2 FMA ports, 2 FLOPs per FMA
+
+
+def block_flops(model: Any, batch: int, seq: int) -> dict[str, int]:
+    """FLOPs of each block at (batch, seq), counted by torch on the modules the block is made of."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    feeds = model.example_inputs(batch=batch, seq=seq, seed=0, padded=False)
+    args = [torch.as_tensor(feeds[s.name]) for s in model.inputs]
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model.module(*args)
+    counts = {k: sum(v.values()) for k, v in counter.get_flop_counts().items()}
+    root = type(model.module).__name__
+    return {b.name: int(sum(counts.get(f"{root}.{p}", 0) for p in b.paths)) for b in model.blocks}
+
+
+@dataclass
+class Calibration:
+    host_peak_gflops: float
+    efficiency: float  # achieved / peak on this host, FLOP-weighted over the blocks
+
+
+def calibrate(profile: Profile, flops: dict[str, int]) -> Calibration:
+    peak = host_peak_gflops()
+    total_flops = sum(flops.values())
+    total_s = sum(b.latency_ms for b in profile.blocks) / 1000.0
+    eff = (total_flops / max(total_s, 1e-9)) / (peak * 1e9) if total_flops else 0.1
+    return Calibration(peak, float(min(max(eff, 1e-3), 1.0)))
+
+
+def block_ms_on(
+    target: Any, precision: str, flops: int, weight_bytes: int, act_bytes: int, cal: Calibration
+) -> float:
+    """Roofline latency of one block on ``target`` at ``precision`` (ms)."""
+    peak = (
+        target.peak_compute_tops.get(precision)
+        or target.peak_compute_tops.get("fp32")
+        or max(target.peak_compute_tops.values())
+    )
+    compute_s = flops / (peak * 1e12 * cal.efficiency)
+    nbytes = weight_bytes / 4.0 * BYTES_PER_WEIGHT.get(precision, 4.0) + act_bytes
+    memory_s = nbytes / (target.memory_bandwidth_gbs * 1e9 * MEMORY_EFFICIENCY)
+    return max(compute_s, memory_s) * 1000.0
+
+
+def cost_table(
+    model: Any,
+    profile: Profile,
+    device: Any,
+    server: Any,
+    *,
+    device_precision: str = "fp32",
+    server_precision: str = "fp32",
+) -> tuple[CostTable, dict[str, Any]]:
+    """The planner's table for ``model`` split between two target profiles, and how it was derived."""
+    flops = block_flops(model, profile.batch, profile.seq)
+    cal = calibrate(profile, flops)
+    dev, srv = [], []
+    prev_out = profile.input_bytes
+    for b in profile.blocks:
+        act = prev_out + b.out_bytes
+        dev.append(block_ms_on(device, device_precision, flops[b.name], b.weight_bytes, act, cal))
+        srv.append(block_ms_on(server, server_precision, flops[b.name], b.weight_bytes, act, cal))
+        prev_out = b.out_bytes
+    table = CostTable(
+        blocks=[b.name for b in profile.blocks],
+        device_ms=dev,
+        server_ms=srv,
+        weight_bytes=[
+            int(b.weight_bytes / 4.0 * BYTES_PER_WEIGHT.get(device_precision, 4.0)) for b in profile.blocks
+        ],
+        input_bytes=profile.input_bytes,
+        cut_shapes=[b.out_shape for b in profile.blocks[:-1]],
+        output_bytes=profile.blocks[-1].out_bytes,
+    )
+    basis = {
+        "host_peak_gflops": round(cal.host_peak_gflops, 1),
+        "host_efficiency": round(cal.efficiency, 4),
+        "memory_efficiency": MEMORY_EFFICIENCY,
+        "flops": flops,
+        "host_ms": {b.name: b.latency_ms for b in profile.blocks},
+        "device": device.name,
+        "server": server.name,
+        "precisions": {"device": device_precision, "server": server_precision},
+    }
+    return table, basis
