@@ -15,7 +15,7 @@ import contextlib
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -41,8 +41,6 @@ class _Item:
     rows: int
     seq: int
     key: tuple
-    started: float = 0.0
-    timings: dict[str, float] = field(default_factory=dict)
 
 
 class Batcher:
@@ -179,6 +177,9 @@ class Batcher:
 
     async def _run(self, loop: asyncio.AbstractEventLoop, runner: Any, batch: list[_Item]) -> None:
         start = time.perf_counter()
+        if self.metrics:
+            for it in batch:
+                self.metrics.queued(self.name, self.version, start - it.enqueued)
         feeds = self._merge(batch)
         try:
             out = await loop.run_in_executor(self.pool, runner.run, feeds)
@@ -201,7 +202,6 @@ class Batcher:
                     y = np.take(y, np.arange(it.seq), axis=ax)
                 part[spec.name] = y
             r += it.rows
-            it.timings = {"queue_s": start - it.enqueued, "compute_s": end - start}
             if not it.future.done():
                 it.future.set_result(part)
 

@@ -65,17 +65,17 @@ class Metrics:
         self.batch_size.labels(model, version).observe(rows)
         self.compute_us.labels(model, version).inc(compute_s * 1e6)
 
-    def request(
-        self, model: str, version: str, ok: bool, total_s: float, queue_s: float | None, reason: str = ""
-    ) -> None:
+    def request(self, model: str, version: str, ok: bool, total_s: float, reason: str = "") -> None:
         if ok:
             self.success.labels(model, version).inc()
         else:
             self.failure.labels(model, version, reason or "error").inc()
         self.request_us.labels(model, version).inc(total_s * 1e6)
-        if queue_s is not None:
-            self.queue_us.labels(model, version).inc(queue_s * 1e6)
-            self.queue_seconds.labels(model, version).observe(queue_s)
+
+    def queued(self, model: str, version: str, seconds: float) -> None:
+        """How long one request waited before its batch started."""
+        self.queue_us.labels(model, version).inc(seconds * 1e6)
+        self.queue_seconds.labels(model, version).observe(seconds)
 
     def render(self) -> tuple[bytes, str]:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest

@@ -232,27 +232,26 @@ class Server:
         try:
             out = await asyncio.wait_for(m.batcher.submit(feeds), self.config.request_timeout_s)
         except Overloaded as exc:
-            self.metrics.request(m.name, m.version, False, time.perf_counter() - t0, None, "overloaded")
+            self.metrics.request(m.name, m.version, False, time.perf_counter() - t0, "overloaded")
             raise ProtocolError(f"model '{m.name}' is overloaded (queue full); retry shortly", 503) from exc
         except Draining as exc:
             raise ProtocolError("the server is shutting down; retry on another replica", 503) from exc
         except asyncio.CancelledError:  # the caller went away; the batcher skips the withdrawn request
-            self.metrics.request(m.name, m.version, False, time.perf_counter() - t0, None, "cancelled")
+            self.metrics.request(m.name, m.version, False, time.perf_counter() - t0, "cancelled")
             raise
         except asyncio.TimeoutError as exc:
-            self.metrics.request(m.name, m.version, False, time.perf_counter() - t0, None, "timeout")
+            self.metrics.request(m.name, m.version, False, time.perf_counter() - t0, "timeout")
             raise ProtocolError(
                 f"request timed out after {self.config.request_timeout_s:g} s in model '{m.name}'", 504
             ) from exc
         except ProtocolError:
             raise
         except Exception as exc:
-            self.metrics.request(m.name, m.version, False, time.perf_counter() - t0, None, "runtime")
+            self.metrics.request(m.name, m.version, False, time.perf_counter() - t0, "runtime")
             log.exception("model %s failed", m.name)
             raise ProtocolError(f"model '{m.name}' failed to run: {type(exc).__name__}: {exc}", 500) from exc
-        total = time.perf_counter() - t0
-        self.metrics.request(m.name, m.version, True, total, None)
-        return out, total
+        self.metrics.request(m.name, m.version, True, time.perf_counter() - t0)
+        return out
 
     # -- REST ----------------------------------------------------------------------------------------
     async def _start_rest(self) -> None:
@@ -368,9 +367,9 @@ class Server:
                 [o.name for o in m.outputs],
             )
         except ProtocolError:
-            self.metrics.request(m.name, m.version, False, 0.0, None, "invalid")
+            self.metrics.request(m.name, m.version, False, 0.0, "invalid")
             raise
-        out, _ = await self.infer(m, req.feeds)
+        out = await self.infer(m, req.feeds)
         payload, head_len = encode_rest(m.name, m.version, req, out)
         if head_len is None:
             return web.Response(body=payload, content_type="application/json")
@@ -503,9 +502,9 @@ class _GrpcService:
             try:
                 feeds = validate(feeds, m.inputs, params)
             except ProtocolError:
-                self.s.metrics.request(m.name, m.version, False, 0.0, None, "invalid")
+                self.s.metrics.request(m.name, m.version, False, 0.0, "invalid")
                 raise
-            out, _ = await self.s.infer(m, feeds)
+            out = await self.s.infer(m, feeds)
         except ProtocolError as exc:
             code = _overload() if "overloaded" in str(exc) else _grpc_status(exc.status)
             await context.abort(code, str(exc))
