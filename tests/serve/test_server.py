@@ -69,7 +69,10 @@ def test_batches_form_under_concurrent_load_and_answers_go_to_the_right_caller(s
     execs = after["nv_inference_exec_count"] - before.get("nv_inference_exec_count", 0)
     assert rows == 32 and rows / execs > 1.0  # padded to a common length and batched
     queued = after["nv_inference_queue_duration_us"] - before.get("nv_inference_queue_duration_us", 0)
-    assert queued > 0 and after["edgellm_queue_seconds_count"] - before.get("edgellm_queue_seconds_count", 0) == 32
+    assert (
+        queued > 0
+        and after["edgellm_queue_seconds_count"] - before.get("edgellm_queue_seconds_count", 0) == 32
+    )
     assert after["nv_inference_request_success"] - before.get("nv_inference_request_success", 0) == 32
 
 
