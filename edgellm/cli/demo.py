@@ -46,7 +46,7 @@ def demo(
         True, "--targets/--no-targets", help="Also export for the phone (TFLite, .ort) and TensorRT targets."
     ),
 ) -> None:
-    """Run the main job: export for x86-server, validate, benchmark, compress to INT8/INT4, write a report.
+    """Run the main job: export for x86-server and every kind of target, validate, benchmark, compress, report.
 
     Writes OUTPUT/MODEL-x86-server/ (the fp32 artifact), OUTPUT/targets/ (one artifact per target,
     format and precision), one folder per compressed artifact, OUTPUT/report.json, OUTPUT/report.md,
