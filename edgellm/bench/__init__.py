@@ -52,12 +52,7 @@ def bench_artifact(
         runners["torch"] = make_runner(model, "torch", threads=threads)
         sizes["torch"] = sum(p.numel() * p.element_size() for p in model.module.parameters()) / 2**20
         specs, value_ranges, example = model.inputs, {**model.int_high, **value_ranges}, model.example
-    opts = (
-        {"intra_op_threads": threads}
-        if runtime in ("onnxruntime", "onnxruntime-mobile", "litert") and threads
-        else {}
-    )
-    runners[runtime] = make_runner(art, runtime, **opts)
+    runners[runtime] = make_runner(art, runtime, intra_op_threads=threads)  # every artifact runner takes it
     sizes[runtime] = art.size_bytes / 2**20
     if not any("sequence" in s.shape for s in specs):
         seqs = [0]

@@ -17,8 +17,8 @@ COMPUTE_EFFICIENCY = 0.30
 MEMORY_EFFICIENCY = 0.60
 
 
-def count_flops(model: Any, batch: int, seq: int) -> int:
-    """Floating-point operations of one forward pass at (batch, seq), counted by torch on the module."""
+def flop_counts(model: Any, batch: int, seq: int) -> dict[str, int]:
+    """FLOPs of one forward pass at (batch, seq) per module (``"Global"`` is the total), counted by torch."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -26,7 +26,12 @@ def count_flops(model: Any, batch: int, seq: int) -> int:
     args = [torch.as_tensor(feeds[s.name]) for s in model.inputs]
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model.module(*args)
-    return int(counter.get_total_flops())
+    return {k: int(sum(v.values())) for k, v in counter.get_flop_counts().items()}
+
+
+def count_flops(model: Any, batch: int, seq: int) -> int:
+    """Floating-point operations of one forward pass at (batch, seq)."""
+    return flop_counts(model, batch, seq).get("Global", 0)
 
 
 def estimate_latency(

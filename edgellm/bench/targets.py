@@ -88,7 +88,7 @@ def export_matrix(
     """
     from edgellm.compress.quant import Int8Dynamic, Int8Static, quantize
     from edgellm.export import export
-    from edgellm.export.multi import _calibration
+    from edgellm.export.multi import calibration_feeds
     from edgellm.export.tflite import outlier_output_layers
     from edgellm.models import ModelAdapter, load
 
@@ -113,7 +113,7 @@ def export_matrix(
                 spec = specs.setdefault("dyn", quantize(adapter, Int8Dynamic()))
             elif prec == "int8-static":
                 if calib_feeds is None:
-                    calib_feeds = _calibration(adapter, calib)
+                    calib_feeds = calibration_feeds(adapter, calib)
                 sym = fmt == "tensorrt"
                 key = f"static-{sym}"
                 if key not in specs:
@@ -166,8 +166,7 @@ def bench_matrix(
         if r.artifact.manifest["target"]["runtime"] == "tensorrt":
             continue  # the engine is built on the GPU host; here only the estimate
         name = f"{r.target}/{r.format}/{r.precision}"
-        opts = {"intra_op_threads": threads} if threads else {}
-        runners[name] = make_runner(r.artifact, **opts)
+        runners[name] = make_runner(r.artifact, intra_op_threads=threads)
     if model is None:
         raise EdgeLLMError("no artifact was exported", "see the errors of the export step")
     rep = benchmark(

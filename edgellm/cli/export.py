@@ -77,10 +77,9 @@ def export(
     """
     from edgellm.errors import EdgeLLMError
     from edgellm.export import Tolerance
-    from edgellm.export import export as do_export
-    from edgellm.export.multi import check_precision, export_many, quant_config, target_format
+    from edgellm.export.multi import check_precision, export_at, export_many
     from edgellm.models import load
-    from edgellm.targets import list_targets, load_target
+    from edgellm.targets import list_targets
 
     check_precision(precision)
     targets: list[str] | None = None
@@ -93,9 +92,7 @@ def export(
     if model is None:
         raise EdgeLLMError("no model given", "pass MODEL (e.g. minilm) or set 'model' in the --recipe YAML")
     tolerance = Tolerance(max_abs=atol, min_cosine=min_cosine)
-    onnx_opts = {"exporter": exporter, "opset": opset, "optimize": optimize}
-    if fmt in (None, "tflite"):
-        onnx_opts["seq_len"] = seq_len
+    onnx_opts = {"exporter": exporter, "opset": opset, "optimize": optimize, "seq_len": seq_len}
     if target == "all":
         rows = export_many(
             load(model, task=task),
@@ -113,31 +110,17 @@ def export(
         if all(r.error for r in rows):
             raise EdgeLLMError("no target could be exported", "see the errors in the table above")
         return
-    adapter = load(model, task=task)
-    tgt = load_target(target)
-    chosen = target_format(tgt, fmt)
-    cfg = quant_config(precision, chosen, tuple(keep))
-    spec = None
-    if cfg is not None:
-        from edgellm.compress.quant import Int8Static, quantize
-        from edgellm.compress.quant.quantize import needs_calibration
-        from edgellm.export.multi import _calibration
-
-        calibrate = needs_calibration(cfg) or isinstance(cfg, Int8Static)
-        spec = quantize(adapter, cfg, _calibration(adapter, calib) if calibrate else None)
-    options = dict(onnx_opts)
-    if chosen != "tflite":
-        options.pop("seq_len", None)
-    art = do_export(
-        adapter,
+    art = export_at(
+        load(model, task=task),
         target,
         output,
+        precision=precision,
+        fmt=fmt,
+        keep=tuple(keep),
+        calib=calib,
         force=force,
-        tolerance=tolerance if spec is None else None,
-        format=chosen,
-        quant=spec,
-        precision="fp16" if precision == "fp16" else None,
-        **options,
+        tolerance=tolerance,
+        **onnx_opts,
     )
     m = art.manifest
     if json_out:

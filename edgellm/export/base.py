@@ -85,24 +85,7 @@ def export(
         raise OutputExistsError(output)
 
     tgt = load_target(target)
-    _load_exporters()
-    fmt = options.pop("format", None)
-    if fmt is None:  # the target's preferred format that this edgellm can write
-        fmt = next((f for f in tgt.formats if f in EXPORTERS), None)
-        if fmt is None:
-            raise ExportError(
-                f"target '{tgt.name}' takes formats {tgt.formats}, none of which this edgellm exports yet",
-                f"formats available: {', '.join(EXPORTERS)}",
-            )
-    elif fmt not in tgt.formats:
-        raise ExportError(
-            f"target '{tgt.name}' does not take format '{fmt}'", f"use one of: {', '.join(tgt.formats)}"
-        )
-    if fmt not in EXPORTERS:
-        raise ExportError(
-            f"no exporter for format '{fmt}' (target '{tgt.name}')",
-            f"available formats: {', '.join(EXPORTERS)}",
-        )
+    fmt = choose_format(tgt, options.pop("format", None))
     spec = options.get("quant")
     float_precision = options.pop("precision", None) or "fp32"
     if spec is not None and float_precision != "fp32":
@@ -138,6 +121,28 @@ def export(
         fields = exporter.lower(adapter, tgt, tmp, tolerance)
         write_manifest(tmp, fields)
     return Artifact.load(output)
+
+
+def choose_format(target: Any, fmt: str | None = None) -> str:
+    """``fmt`` checked against the target profile, or the target's first format this edgellm writes."""
+    _load_exporters()
+    if fmt is None:
+        fmt = next((f for f in target.formats if f in EXPORTERS), None)
+        if fmt is None:
+            raise ExportError(
+                f"target '{target.name}' takes formats {target.formats}, none of which this edgellm exports yet",
+                f"formats available: {', '.join(EXPORTERS)}",
+            )
+    elif fmt not in target.formats:
+        raise ExportError(
+            f"target '{target.name}' does not take format '{fmt}'", f"use one of: {', '.join(target.formats)}"
+        )
+    if fmt not in EXPORTERS:
+        raise ExportError(
+            f"no exporter for format '{fmt}' (target '{target.name}')",
+            f"available formats: {', '.join(EXPORTERS)}",
+        )
+    return fmt
 
 
 def parity_reference(model: Any, fmt: str, **options: Any) -> Any:

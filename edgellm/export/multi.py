@@ -63,19 +63,57 @@ def quant_config(precision: str, fmt: str, keep: tuple[str, ...] = ()) -> Any:
     return None
 
 
-def target_format(target: Any, fmt: str | None) -> str:
-    from edgellm.export.base import EXPORTERS, _load_exporters
+def export_at(
+    adapter: Any,
+    target: str,
+    output: str | Path | None,
+    *,
+    precision: str = "fp32",
+    fmt: str | None = None,
+    keep: tuple[str, ...] = (),
+    calib: str | None = None,
+    force: bool = False,
+    tolerance: Any = None,
+    cache: dict[str, Any] | None = None,
+    **options: Any,
+) -> Any:
+    """Export ``adapter`` for one target at a named precision; returns the :class:`Artifact`.
 
-    _load_exporters()
-    if fmt is not None:
-        return fmt
-    found = next((f for f in target.formats if f in EXPORTERS), None)
-    if found is None:
-        raise EdgeLLMError(
-            f"target '{target.name}' takes formats {target.formats}, none of which this edgellm exports",
-            f"formats available: {', '.join(EXPORTERS)}",
-        )
-    return found
+    ``cache`` (a dict the caller keeps) shares calibration batches and QuantSpecs between targets.
+    ``seq_len`` in ``options`` reaches only formats with static shapes (TFLite).
+    """
+    from edgellm.compress.quant import quantize
+    from edgellm.compress.quant.quantize import needs_calibration
+    from edgellm.export.base import choose_format, export
+    from edgellm.targets import load_target
+
+    cache = {} if cache is None else cache
+    chosen = choose_format(load_target(target), fmt)
+    cfg = quant_config(precision, chosen, keep)
+    spec = None
+    if cfg is not None:
+        key = repr(cfg)
+        if key not in cache:
+            feeds = None
+            if needs_calibration(cfg):
+                if "calibration" not in cache:
+                    cache["calibration"] = calibration_feeds(adapter, calib)
+                feeds = cache["calibration"]
+            cache[key] = quantize(adapter, cfg, feeds)
+        spec = cache[key]
+    if chosen != "tflite":
+        options.pop("seq_len", None)
+    return export(
+        adapter,
+        target,
+        output,
+        force=force,
+        format=chosen,
+        quant=spec,
+        precision="fp16" if precision == "fp16" else None,
+        tolerance=tolerance if spec is None else None,
+        **options,
+    )
 
 
 def export_many(
@@ -96,44 +134,32 @@ def export_many(
     Errors specific to one target (its precision list, its format's limits, parity) are recorded in
     that target's row; errors in the inputs themselves (unknown target or precision) raise.
     """
-    from edgellm.compress.quant import Int8Static, quantize
-    from edgellm.compress.quant.quantize import needs_calibration
-    from edgellm.export.base import export
+    from edgellm.export.base import choose_format
     from edgellm.models import ModelAdapter, load
     from edgellm.targets import load_target
 
     check_precision(precision)
     profiles = [load_target(t) for t in targets]  # unknown names fail here, before any work
     adapter = model if isinstance(model, ModelAdapter) else load(model)
-    specs: dict[str, Any] = {}
-    calib_feeds = None
+    cache: dict[str, Any] = {}
     rows: list[ExportRow] = []
     for tgt in profiles:
         row = ExportRow(tgt.name, None, precision)
         rows.append(row)
         try:
-            row.format = target_format(tgt, fmt)
-            cfg = quant_config(precision, row.format, keep)
-            spec = None
-            if cfg is not None:
-                key = repr(cfg)
-                if key not in specs:
-                    static = needs_calibration(cfg) or isinstance(cfg, Int8Static)
-                    if static and calib_feeds is None:
-                        calib_feeds = _calibration(adapter, calib)
-                    specs[key] = quantize(adapter, cfg, calib_feeds if static else None)
-                spec = specs[key]
-            out = Path(output_dir) / f"{adapter.name}-{tgt.name}-{precision}"
-            art = export(
+            row.format = choose_format(tgt, fmt)
+            art = export_at(
                 adapter,
                 tgt.name,
-                out,
+                Path(output_dir) / f"{adapter.name}-{tgt.name}-{precision}",
+                precision=precision,
+                fmt=row.format,
+                keep=keep,
+                calib=calib,
                 force=force,
-                format=row.format,
-                quant=spec,
-                precision="fp16" if precision == "fp16" else None,
-                tolerance=tolerance if spec is None else None,
-                **{k: v for k, v in options.items() if k != "seq_len" or row.format == "tflite"},
+                tolerance=tolerance,
+                cache=cache,
+                **options,
             )
         except OutputExistsError:
             raise
@@ -145,7 +171,8 @@ def export_many(
     return rows
 
 
-def _calibration(adapter: Any, calib: str | None) -> list[dict[str, Any]]:
+def calibration_feeds(adapter: Any, calib: str | None) -> list[dict[str, Any]]:
+    """32 sequences of calibration text (the bundled corpus unless ``calib`` names data) as feeds."""
     from edgellm.compress.calibration import corpus_parts, make_batches
 
     train, _held, source, _ = corpus_parts(calib, None)

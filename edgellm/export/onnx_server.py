@@ -9,13 +9,9 @@ graph that fails parity is dropped for the unfused one, and the manifest says so
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import logging
 import shutil
 import tempfile
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -272,20 +268,11 @@ def _export(model: Any, raw: Path, opts: OnnxOptions) -> tuple[str, list[dict[st
     )
 
 
-@contextlib.contextmanager
 def _quiet():
     """Silence exporter chatter (tracer warnings, torchvision notices, progress prints)."""
-    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for lg, lv in zip(loggers, levels):
-            lg.setLevel(lv)
+    from edgellm.utils.quiet import quiet
+
+    return quiet("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")
 
 
 def _example_args(model: Any) -> tuple[Any, ...]:

@@ -23,13 +23,9 @@ refuses Flex/custom ops (the plain Android interpreter has none).
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import io
-import logging
 import os
 import re
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +119,7 @@ class TFLiteExporter(Exporter):
 
     def lower(self, model: Any, target: Any, workdir: Path, tolerance: Tolerance) -> dict[str, Any]:
         require_litert("TFLite/LiteRT export")
-        from edgellm.runtime.tflite_runner import TFLiteRunner, inspect_ops
+        from edgellm.runtime.tflite_runner import TFLiteRunner, inspect_ops, read_ops
 
         module, reference, ref_label = self._modules(model)
         seq_len = min(self.seq_len, _max_positions(model))
@@ -134,7 +130,7 @@ class TFLiteExporter(Exporter):
             data = _quantize_bytes(data, "int8-dynamic")
         dst = workdir / TFLITE_FILE
         dst.write_bytes(data)
-        ops = inspect_ops(dst)
+        ops = read_ops(dst)  # before any interpreter: one would fail on a Flex op without saying which
         foreign = ops["flex"] + ops["custom"]
         if foreign:
             op = foreign[0]
@@ -144,6 +140,7 @@ class TFLiteExporter(Exporter):
                 "replace that layer with builtin-friendly torch ops, or keep the model on a server target",
             )
         runner = TFLiteRunner(dst, inputs=model.inputs, outputs=model.outputs, num_threads=self.num_threads)
+        ops = inspect_ops(dst, runner.it)
         parity = check_parity(reference, runner)
         if not (passes(parity["fixed"], tolerance) and passes(parity["random"], tolerance)):
             hint = (
@@ -445,25 +442,12 @@ def _quantize_bytes(data: bytes, mode: str) -> bytes:
     return bytes(res.quantized_model)
 
 
-@contextlib.contextmanager
 def _quiet():
     """Silence the converter's progress bars, absl logging and deprecation warnings."""
-    loggers = [logging.getLogger(n) for n in ("", "absl", "litert_torch", "torch", "ai_edge_quantizer")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
+    from edgellm.utils.quiet import quiet
+
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        with (
-            warnings.catch_warnings(),
-            contextlib.redirect_stdout(io.StringIO()),
-            contextlib.redirect_stderr(io.StringIO()),
-        ):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for lg, lv in zip(loggers, levels):
-            lg.setLevel(lv)
+    return quiet("", "absl", "litert_torch", "torch", "ai_edge_quantizer", stderr=True)
 
 
 __all__ = ["TFLITE_FILE", "TFLiteExporter", "outlier_output_layers", "require_litert"]

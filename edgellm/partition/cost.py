@@ -13,10 +13,10 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from edgellm.bench.estimate import MEMORY_EFFICIENCY, flop_counts
 from edgellm.partition.planner import CostTable
 from edgellm.partition.profile import Profile
 
-MEMORY_EFFICIENCY = 0.6
 BYTES_PER_WEIGHT = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5}
 
 
@@ -38,17 +38,10 @@ def host_peak_gflops() -> float:
 
 
 def block_flops(model: Any, batch: int, seq: int) -> dict[str, int]:
-    """FLOPs of each block at (batch, seq), counted by torch on the modules the block is made of."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    feeds = model.example_inputs(batch=batch, seq=seq, seed=0, padded=False)
-    args = [torch.as_tensor(feeds[s.name]) for s in model.inputs]
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model.module(*args)
-    counts = {k: sum(v.values()) for k, v in counter.get_flop_counts().items()}
+    """FLOPs of each block at (batch, seq): the counts of the modules the block is made of."""
+    counts = flop_counts(model, batch, seq)
     root = type(model.module).__name__
-    return {b.name: int(sum(counts.get(f"{root}.{p}", 0) for p in b.paths)) for b in model.blocks}
+    return {b.name: sum(counts.get(f"{root}.{p}", 0) for p in b.paths) for b in model.blocks}
 
 
 @dataclass

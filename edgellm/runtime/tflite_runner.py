@@ -156,12 +156,22 @@ class TFLiteRunner(Runner):
         return result
 
 
-def inspect_ops(path: str | Path) -> dict[str, Any]:
+def inspect_ops(path: str | Path, interpreter: Any = None) -> dict[str, Any]:
     """Op counts, Flex/custom ops, int8 ops and the ops XNNPACK leaves to TFLite's reference kernels.
 
-    The fallback set is found from the delegated graph: every node whose output feeds a delegate node
-    or the graph output without going through one ran outside XNNPACK.
+    The op list comes from the flatbuffer alone; the fallback set needs an interpreter with XNNPACK
+    applied (``interpreter``, e.g. a :class:`TFLiteRunner`'s, or a new one). It is found from the
+    delegated graph: every node whose output feeds a delegate node or the graph output without going
+    through one ran outside XNNPACK.
     """
+    ops = read_ops(path)
+    it = interpreter if interpreter is not None else _interpreter(Path(path), 1, True)
+
+    return {**ops, **_fallback(it)}
+
+
+def read_ops(path: str | Path) -> dict[str, Any]:
+    """From the flatbuffer, without running anything: op counts, Flex and custom ops, int8 ops."""
     from ai_edge_litert.tools import flatbuffer_utils as fbu
 
     model = fbu.read_model(str(path))
@@ -183,7 +193,15 @@ def inspect_ops(path: str | Path) -> dict[str, Any]:
         types = {graph.tensors[i].type for i in op.inputs if i >= 0}
         if 9 in types:  # TensorType.INT8
             int8_ops[name] += 1
-    it = _interpreter(Path(path), 1, True)
+    return {
+        "counts": dict(Counter(names).most_common()),
+        "flex": flex,
+        "custom": custom,
+        "int8_ops": dict(int8_ops),
+    }
+
+
+def _fallback(it: Any) -> dict[str, Any]:
     details = it._get_ops_details()
     delegates = [d for d in details if d["op_name"] == "DELEGATE"]
     produced_by = {int(t): d for d in details if d["op_name"] != "DELEGATE" for t in d["outputs"]}
@@ -213,10 +231,6 @@ def inspect_ops(path: str | Path) -> dict[str, Any]:
         for d in sorted(fallback.values(), key=lambda d: d["index"])
     ]
     return {
-        "counts": dict(Counter(names).most_common()),
-        "flex": flex,
-        "custom": custom,
-        "int8_ops": dict(int8_ops),
         "fallback": fb,
         "delegate_partitions": len(delegates),
     }

@@ -122,9 +122,7 @@ class Server:
             if name in self.models:
                 raise EdgeLLMError(f"two models are named '{name}'", "rename one with NAME=ARTIFACT")
             runtime = art.manifest["target"]["runtime"]
-            opts: dict[str, Any] = {}
-            if runtime in ("onnxruntime", "onnxruntime-mobile", "litert"):
-                opts["intra_op_threads"] = threads
+            opts: dict[str, Any] = {"intra_op_threads": threads}
             if runtime in ("onnxruntime", "onnxruntime-mobile") and not cfg.spin_wait:
                 opts["session_options"] = {
                     "session.intra_op.allow_spinning": "0",
@@ -301,13 +299,9 @@ class Server:
 
     async def _auth(self, request, handler):
         key = self.config.api_key
-        if key and not request.path.startswith("/v2/health/"):
-            got = request.headers.get("Authorization", "")
-            token = got[7:] if got.startswith("Bearer ") else ""
-            if not hmac.compare_digest(token.encode(), key.encode()):
-                return self._json(
-                    {"error": "missing or wrong bearer token (Authorization: Bearer <key>)"}, 401
-                )
+        open_path = request.path.startswith("/v2/health/")  # probes stay open
+        if key and not open_path and not bearer_ok(request.headers.get("Authorization", ""), key):
+            return self._json({"error": "missing or wrong bearer token (Authorization: Bearer <key>)"}, 401)
         return await handler(request)
 
     async def _access(self, request, handler):
@@ -399,6 +393,12 @@ class Server:
         await self._grpc.start()
 
 
+def bearer_ok(header: str, key: str) -> bool:
+    """``Authorization: Bearer <key>`` with the right key (constant-time compare)."""
+    token = header[7:] if header.startswith("Bearer ") else ""
+    return hmac.compare_digest(token.encode(), key.encode())
+
+
 def _bind(method):
     """A plain function around a bound method (aiohttp marks middlewares with an attribute)."""
 
@@ -433,9 +433,7 @@ class _GrpcService:
         key = self.s.config.api_key
         if key:
             md = dict(context.invocation_metadata() or ())
-            got = md.get("authorization", "")
-            token = got[7:] if got.startswith("Bearer ") else ""
-            if not hmac.compare_digest(token.encode(), key.encode()):
+            if not bearer_ok(md.get("authorization", ""), key):
                 await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
 
     async def ServerLive(self, request, context):
