@@ -55,6 +55,7 @@ def export(
     *,
     force: bool = False,
     tolerance: Tolerance | None = None,
+    manifest_extra: dict[str, Any] | None = None,
     **options: Any,
 ) -> Artifact:
     """Export ``model`` for ``target`` into an artifact directory, validated against the reference.
@@ -66,6 +67,7 @@ def export(
         force: replace an existing output directory (only once the new artifact is complete).
         tolerance: parity tolerance; default :class:`Tolerance()` (max abs 1e-3, cosine 0.9999), or
             :meth:`Tolerance.quantized` when ``quant`` is given.
+        manifest_extra: more manifest sections (e.g. ``split``: how this half links to its peer).
         **options: exporter options, e.g. ``opset=17``, ``optimize=False``, ``exporter="dynamo"``.
 
     Returns:
@@ -119,7 +121,7 @@ def export(
         if tolerance is None:  # integer rounding amplifies float differences: compare direction only
             tolerance = Tolerance() if spec is None else Tolerance.quantized()
         fields = exporter.lower(adapter, tgt, tmp, tolerance)
-        write_manifest(tmp, fields)
+        write_manifest(tmp, {**fields, **(manifest_extra or {})})
     return Artifact.load(output)
 
 

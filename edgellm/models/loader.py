@@ -63,6 +63,13 @@ def load(
             "example_inputs is only for a plain torch.nn.Module",
             "drop example_inputs: a Hugging Face model's inputs come from its config and tokenizer",
         )
+    from edgellm.models.vision import VISION, build
+
+    if str(source) in VISION:  # a CNN defined in edgellm (random weights, for split inference)
+        module, image = build(str(source))
+        return _load_module(
+            module, {"image": image}, None, ["logits"], None, name or str(source), source_name=str(source)
+        )
     path, display = _resolve(str(source))
     return _load_hf(path, display if name is None else name, task, attn_implementation)
 
@@ -75,7 +82,7 @@ def _resolve(source: str) -> tuple[Path, str]:
     if not path.exists():
         raise ModelLoadError(
             f"model '{source}' is neither a bundled model nor an existing path",
-            f"give a Hugging Face model directory or one of: {', '.join(bundled_names())}",
+            f"give a Hugging Face model directory or one of: {', '.join(_all_names())}",
         )
     if not path.is_dir() or not (path / "config.json").is_file():
         raise ModelLoadError(
@@ -83,6 +90,12 @@ def _resolve(source: str) -> tuple[Path, str]:
             "point to a directory saved with save_pretrained() (config.json + weights)",
         )
     return path.resolve(), path.resolve().name
+
+
+def _all_names() -> list[str]:
+    from edgellm.models.vision import VISION
+
+    return [*bundled_names(), *VISION]
 
 
 def _read_config(path: Path) -> dict[str, Any]:
@@ -235,6 +248,7 @@ def _load_module(
     output_names: Sequence[str] | None,
     dynamic_axes: Mapping[str, Mapping[int, str]] | None,
     name: str | None,
+    source_name: str | None = None,
 ) -> ModelAdapter:
     if example_inputs is None:
         raise ModelLoadError(
@@ -300,7 +314,13 @@ def _load_module(
         inputs=inputs,
         outputs=outputs,
         blocks=blocks,
-        source={"name": display, "path": None, "sha256": h.hexdigest(), "model_type": type(module).__name__},
+        source={
+            "name": display,
+            "path": None,
+            "builtin": source_name,
+            "sha256": h.hexdigest(),
+            "model_type": type(module).__name__,
+        },
         example=example,
         int_high={n: int(a.max()) + 1 for n, a in example.items() if np.issubdtype(a.dtype, np.integer)},
     )

@@ -8,7 +8,9 @@ unpickled; binary tensors are raw little-endian arrays as the protocol defines t
 Split models: a server half may take an activation the phone sent as ``FP16`` (cast to the model's
 float type) or as ``INT8``/``UINT8`` with its scales, given either as the input's parameters
 ``{"scale": s, "zero_point": z}`` (per tensor) or as a companion ``FP32`` input ``<name>:scales``
-broadcastable to it (per token), so ``x = (q - zero_point) * scale``.
+broadcastable to it (per token), so ``x = (q - zero_point) * scale``. A binary input may be compressed
+(``"parameters": {"compression": "zstd"}`` or ``"lz4"``; ``binary_data_size`` is then the compressed size);
+it is decompressed to exactly the bytes its shape needs, never more.
 """
 
 from __future__ import annotations
@@ -204,6 +206,8 @@ def parse_rest(
                 raise ProtocolError(f"input '{name}': binary_data_size {size} runs past the end of the body")
             raw = bytes(rest[offset : offset + size])
             offset += size
+            if p.get("compression"):
+                raw = _decompress(name, raw, p["compression"], t.get("datatype"), t.get("shape"))
         feeds[name] = decode_tensor(name, t.get("datatype"), t.get("shape"), data=t.get("data"), raw=raw)
         params[name] = p
     if offset != len(rest):
@@ -230,8 +234,27 @@ def parse_rest(
     )
 
 
+def _decompress(name: str, raw: bytes, method: Any, datatype: Any, shape: Any) -> bytes:
+    from edgellm.errors import EdgeLLMError
+    from edgellm.partition.codecs import COMPRESSORS, decompress
+
+    if method not in COMPRESSORS:
+        raise ProtocolError(f"input '{name}': compression '{method}' is not supported (use zstd or lz4)")
+    if datatype not in V2_TO_NP or not isinstance(shape, list) or not all(isinstance(d, int) for d in shape):
+        raise ProtocolError(f"input '{name}': a compressed input needs a valid 'datatype' and 'shape'")
+    expected = int(np.prod(shape)) * np.dtype(V2_TO_NP[datatype]).itemsize if shape else 1
+    try:
+        return decompress(raw, method, expected)
+    except EdgeLLMError as exc:
+        raise ProtocolError(f"input '{name}': {exc}") from exc
+
+
 def encode_rest(
-    model: str, version: str, req: InferRequest, results: dict[str, np.ndarray]
+    model: str,
+    version: str,
+    req: InferRequest,
+    results: dict[str, np.ndarray],
+    parameters: dict[str, Any] | None = None,
 ) -> tuple[bytes, int | None]:
     """The response body and, when any output is binary, the JSON header's length."""
     outs, blobs = [], []
@@ -245,7 +268,10 @@ def encode_rest(
         else:
             entry["data"] = arr.reshape(-1).tolist()
         outs.append(entry)
-    head = json.dumps({"model_name": model, "model_version": version, "id": req.id, "outputs": outs}).encode()
+    resp: dict[str, Any] = {"model_name": model, "model_version": version, "id": req.id, "outputs": outs}
+    if parameters:
+        resp["parameters"] = parameters
+    head = json.dumps(resp).encode()
     if not blobs:
         return head, None
     return head + b"".join(blobs), len(head)

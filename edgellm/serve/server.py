@@ -94,13 +94,17 @@ class Model:
                 "shape": [d if isinstance(d, int) else -1 for d in s.shape],
             }
 
-        return {
+        meta = {
             "name": self.name,
             "versions": [self.version],
             "platform": self.artifact.manifest["target"]["runtime"],
             "inputs": [t(s) for s in self.inputs],
             "outputs": [t(s) for s in self.outputs],
         }
+        split = self.artifact.manifest.get("split")
+        if split:  # the server half of a split model: which plan it belongs to, so a phone half can check
+            meta["parameters"] = {"split_plan_id": split["plan_id"], "split_codec": split["codec"]}
+        return meta
 
 
 class Server:
@@ -352,7 +356,8 @@ class Server:
         m = self.model(request.match_info["model"], request.match_info.get("version"))
         if not m.ready:
             raise ProtocolError(f"model '{m.name}' is not ready yet", 503)
-        body = await request.read()
+        body = await request.read()  # the upload: network time, not server time
+        t_arrive = time.perf_counter()
         try:
             req = parse_rest(
                 body,
@@ -363,8 +368,14 @@ class Server:
         except ProtocolError:
             self.metrics.request(m.name, m.version, False, 0.0, "invalid")
             raise
+        t_parsed = time.perf_counter()
         out = await self.infer(m, req.feeds)
-        payload, head_len = encode_rest(m.name, m.version, req, out)
+        # time spent in this server (decode + queue + batch + run), so a client can tell network from server
+        timing = {
+            "server_ms": round((time.perf_counter() - t_arrive) * 1000.0, 3),
+            "decode_ms": round((t_parsed - t_arrive) * 1000.0, 3),
+        }
+        payload, head_len = encode_rest(m.name, m.version, req, out, timing)
         if head_len is None:
             return web.Response(body=payload, content_type="application/json")
         return web.Response(
