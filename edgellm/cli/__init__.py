@@ -15,6 +15,7 @@ from edgellm.cli import export as _export
 from edgellm.cli import info as _info
 from edgellm.cli import partition as _partition
 from edgellm.cli import serve as _serve
+from edgellm.cli import split as _split
 from edgellm.cli import targets as _targets
 
 app = typer.Typer(
@@ -36,6 +37,7 @@ app.command("demo")(_demo.demo)
 app.command("serve")(_serve.serve)
 app.command("partition")(_partition.partition)
 app.add_typer(_deploy.app, name="deploy")
+app.add_typer(_split.app, name="split")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,6 +24,11 @@ def partition(
         1, "--min-device-blocks", min=0, help="Blocks that must run on the phone."
     ),
     precision: str = typer.Option("fp32", "--precision", help="Precision both halves run at."),
+    codecs: str = typer.Option(
+        "fp32,fp16,int8",
+        "--codecs",
+        help="Activation codecs to consider, comma-separated (int8+zstd, fp16+lz4...), or 'all'.",
+    ),
     seq: int = typer.Option(128, "--seq", min=1, help="Sequence length to plan for."),
     runs: int = typer.Option(10, "--runs", min=1, help="Profiling runs per block on this host."),
     output: Path = typer.Option(
@@ -33,6 +38,8 @@ def partition(
     """Profile MODEL, predict every cut on DEVICE + SERVER over the network, print the table, plot it.
 
     Example: edgellm partition minilm --device snapdragon-865 --server x86-server --bandwidth 10mbit --rtt 50ms --device-memory 512MB --min-device-blocks 1
+
+    Then: edgellm split export minilm --plan edgellm-out/partition/plan.json -o out/minilm-split
     """
     import json
 
@@ -40,19 +47,23 @@ def partition(
 
     from edgellm.cli._common import console
     from edgellm.models import load
+    from edgellm.partition.codecs import ALL_CODECS, Codec
     from edgellm.partition.cost import cost_table
     from edgellm.partition.planner import Network, make_plan, parse_size
     from edgellm.partition.profile import profile_blocks
     from edgellm.targets import load_target
     from edgellm.utils.fs import atomic_write_text
 
+    chosen = ALL_CODECS if codecs.strip() == "all" else tuple(c.strip() for c in codecs.split(",") if c.strip())
+    for c in chosen:
+        Codec(c)  # an unknown codec fails before any profiling
     net = Network.parse(bandwidth, rtt, downlink)
     budget = parse_size(device_memory) if device_memory else None
     dev, srv = load_target(device), load_target(server)
     adapter = load(model)
-    prof = profile_blocks(adapter, batch=1, seq=seq, runs=runs)
+    prof = profile_blocks(adapter, batch=1, seq=seq, runs=runs, codecs=chosen)
     table, basis = cost_table(adapter, prof, dev, srv, device_precision=precision, server_precision=precision)
-    plan = make_plan(table, net, device_memory=budget, min_device_blocks=min_device_blocks)
+    plan = make_plan(table, net, codecs=chosen, device_memory=budget, min_device_blocks=min_device_blocks)
     output.mkdir(parents=True, exist_ok=True)
     atomic_write_text(output / "plan.json", json.dumps({**plan.to_dict(), "basis": basis}, indent=2) + "\n")
     plot_plan(plan, output / "plan.png", title=f"{adapter.name}: {dev.name} + {srv.name}, {bandwidth}, {rtt}")

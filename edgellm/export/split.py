@@ -156,6 +156,7 @@ def export_split(
         "codec": codec,
         "activation": act,
         "side_inputs": halves.side_inputs,
+        "server_model": halves.server.name if halves.server is not None else None,
         "parent": {"name": adapter.name, "sha256": adapter.source.get("sha256")},
     }
     link: dict[str, Any] = {

@@ -86,6 +86,7 @@ def cost_table(
     flops = block_flops(model, profile.batch, profile.seq)
     cal = calibrate(profile, flops)
     dev, srv = [], []
+    host_ms = sum(b.latency_ms for b in profile.blocks)
     prev_out = profile.input_bytes
     for b in profile.blocks:
         act = prev_out + b.out_bytes
@@ -102,6 +103,12 @@ def cost_table(
         input_bytes=profile.input_bytes,
         cut_shapes=[b.out_shape for b in profile.blocks[:-1]],
         output_bytes=profile.blocks[-1].out_bytes,
+        cut_codecs=[b.codecs for b in profile.blocks[:-1]]
+        if all(b.codecs for b in profile.blocks[:-1])
+        else None,
+        # encode runs on the phone, decode on the server: scale the host's figures by each side's speed
+        codec_scale={"device": sum(dev) / max(host_ms, 1e-9), "server": sum(srv) / max(host_ms, 1e-9)},
+        side_bytes=profile.side_bytes,
     )
     basis = {
         "host_peak_gflops": round(cal.host_peak_gflops, 1),

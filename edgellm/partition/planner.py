@@ -82,7 +82,12 @@ class CostTable:
         cut_shapes: activation shape after block ``i`` (``len(blocks) - 1`` entries; the last block's
             output is the result).
         output_bytes: the model's result (downloaded unless everything runs on the device).
-        codec_ms_per_mb: encode + decode cost per MB of fp32 activation, per codec.
+        codec_ms_per_mb: encode + decode cost per MB of fp32 activation, per codec (used when a cut has
+            no measured codec figures).
+        cut_codecs: per inner cut, per codec, measured on the profiled activation: ``bytes`` on the wire
+            (after compression), ``encode_ms`` and ``decode_ms`` on the profiling host.
+        codec_scale: multiplies the host's encode time (device) and decode time (server).
+        side_bytes: model inputs the server half needs with every activation (the attention mask).
     """
 
     blocks: list[str]
@@ -93,6 +98,9 @@ class CostTable:
     cut_shapes: list[list[int]]
     output_bytes: int
     codec_ms_per_mb: dict[str, float] = field(default_factory=lambda: {"fp32": 0.0, "fp16": 0.5, "int8": 2.0})
+    cut_codecs: list[dict[str, dict[str, float]]] | None = None
+    codec_scale: dict[str, float] = field(default_factory=lambda: {"device": 1.0, "server": 1.0})
+    side_bytes: int = 0
 
     def __post_init__(self) -> None:
         n = len(self.blocks)
@@ -118,6 +126,20 @@ class SplitPlan:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _codec_cost(table: CostTable, k: int, codec: str) -> tuple[int, float]:
+    """Bytes uploaded at inner cut ``k`` with ``codec`` (plus side inputs) and its encode + decode ms."""
+    measured = (table.cut_codecs[k - 1] if table.cut_codecs else {}).get(codec)
+    if measured:
+        ms = measured["encode_ms"] * table.codec_scale.get("device", 1.0) + measured[
+            "decode_ms"
+        ] * table.codec_scale.get("server", 1.0)
+        return int(measured["bytes"]) + table.side_bytes, ms
+    shape = table.cut_shapes[k - 1]
+    fp32_mb = Codec("fp32").nbytes(shape) / 1e6
+    c = Codec(codec)
+    return c.nbytes(shape) + table.side_bytes, table.codec_ms_per_mb.get(c.format, 0.0) * fp32_mb
 
 
 def make_plan(
@@ -162,11 +184,7 @@ def make_plan(
         elif k == 0:  # raw input to the server
             options = [("raw", table.input_bytes, 0.0)]
         else:
-            shape = table.cut_shapes[k - 1]
-            fp32_mb = Codec("fp32").nbytes(shape) / 1e6
-            options = [
-                (c, Codec(c).nbytes(shape), table.codec_ms_per_mb.get(c, 0.0) * fp32_mb) for c in codecs
-            ]
+            options = [(c, *_codec_cost(table, k, c)) for c in codecs]
         for codec, nbytes, codec_ms in options:
             remote = k < n
             row = {

@@ -9,7 +9,7 @@ Example:
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -22,6 +22,8 @@ class BlockStats:
     weight_bytes: int
     out_shape: list[int]  # the activation this block hands to the next one
     out_bytes: int  # at fp32
+    # per codec, on this block's real output: bytes on the wire (after compression), encode and decode ms
+    codecs: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -32,6 +34,7 @@ class Profile:
     runs: int
     input_bytes: int
     blocks: list[BlockStats]
+    side_bytes: int = 0  # model inputs the server half needs besides the activation (attention mask)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -49,16 +52,53 @@ def _first_tensor(out: Any) -> Any:
     return None
 
 
-def profile_blocks(model: Any, *, batch: int = 1, seq: int = 128, runs: int = 10, warmup: int = 2) -> Profile:
-    """Time each block of ``model`` (a ModelAdapter) in torch and record the activation after it."""
+def codec_stats(x: np.ndarray, codecs: tuple[str, ...], reps: int = 3) -> dict[str, dict[str, float]]:
+    """Bytes on the wire and encode / decode time (ms, best of ``reps``) of each codec on ``x``."""
+    from edgellm.partition.codecs import Codec
+
+    out = {}
+    for name in codecs:
+        c = Codec(name)
+        enc, dec = [], []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            payload, meta = c.encode(x)
+            t1 = time.perf_counter()
+            c.decode(payload, meta)
+            enc.append(t1 - t0)
+            dec.append(time.perf_counter() - t1)
+        out[name] = {"bytes": len(payload), "encode_ms": min(enc) * 1000.0, "decode_ms": min(dec) * 1000.0}
+    return out
+
+
+def profile_blocks(
+    model: Any,
+    *,
+    batch: int = 1,
+    seq: int = 128,
+    runs: int = 10,
+    warmup: int = 2,
+    codecs: tuple[str, ...] | None = None,
+) -> Profile:
+    """Time each block of ``model`` (a ModelAdapter) in torch and record the activation after it.
+
+    With ``codecs`` (default: every codec), each cut's real activation is encoded to measure the bytes
+    on the wire (compression depends on the data) and the encode/decode time on this host.
+    """
+    from edgellm.partition.codecs import ALL_CODECS
+
+    codecs = ALL_CODECS if codecs is None else codecs
+    feeds = model.example_inputs(batch=batch, seq=seq, seed=0, padded=False)
+    if model.task in ("embedding", "causal-lm"):  # real text compresses like real text
+        feeds = _real_text(model, feeds, batch, seq)
     import torch
 
-    feeds = model.example_inputs(batch=batch, seq=seq, seed=0, padded=False)
     args = [torch.as_tensor(feeds[s.name]) for s in model.inputs]
     mods = {b.name: model.block_modules(b) for b in model.blocks}
     times: dict[str, list[float]] = {b: [] for b in mods}
     starts: dict[str, float] = {}
     shapes: dict[str, list[int]] = {}
+    acts: dict[str, np.ndarray] = {}
     handles = []
     for name, ms in mods.items():
         first, last = ms[0], ms[-1]
@@ -70,6 +110,7 @@ def profile_blocks(model: Any, *, batch: int = 1, seq: int = 128, runs: int = 10
             t = _first_tensor(out)
             if t is not None:
                 shapes[n] = list(t.shape)
+                acts[n] = t.detach().float().numpy()
             times[n].append((time.perf_counter() - starts.get(n, time.perf_counter())) * 1000.0)
 
         handles.append(last.register_forward_hook(done))
@@ -84,7 +125,7 @@ def profile_blocks(model: Any, *, batch: int = 1, seq: int = 128, runs: int = 10
         for h in handles:
             h.remove()
     stats = []
-    for b in model.blocks:
+    for i, b in enumerate(model.blocks):
         weight = sum(p.numel() * p.element_size() for m in mods[b.name] for p in m.parameters())
         shape = shapes.get(b.name, [])
         stats.append(
@@ -94,7 +135,26 @@ def profile_blocks(model: Any, *, batch: int = 1, seq: int = 128, runs: int = 10
                 int(weight),
                 shape,
                 int(np.prod(shape)) * 4 if shape else 0,
+                codec_stats(acts[b.name], codecs) if b.name in acts and i < len(model.blocks) - 1 else {},
             )
         )
     input_bytes = int(sum(np.asarray(v).nbytes for v in feeds.values()))
-    return Profile(model.name, batch, seq, runs, input_bytes, stats)
+    side = int(np.asarray(feeds["attention_mask"]).nbytes) if "attention_mask" in feeds else 0
+    return Profile(model.name, batch, seq, runs, input_bytes, stats, side)
+
+
+def _real_text(model: Any, feeds: dict[str, np.ndarray], batch: int, seq: int) -> dict[str, np.ndarray]:
+    """Token ids of real English text (CPython's pydoc topics) at (batch, seq), when a tokenizer exists."""
+    if model.tokenizer is None:
+        return feeds
+    try:
+        from pydoc_data.topics import topics
+    except ImportError:
+        return feeds
+    text = " ".join(list(topics.values())[:40])
+    ids = model.tokenizer(text, add_special_tokens=False)["input_ids"]
+    if len(ids) < batch * seq:
+        return feeds
+    out = dict(feeds)
+    out["input_ids"] = np.asarray(ids[: batch * seq], dtype=feeds["input_ids"].dtype).reshape(batch, seq)
+    return out
