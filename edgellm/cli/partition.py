@@ -54,7 +54,9 @@ def partition(
     from edgellm.targets import load_target
     from edgellm.utils.fs import atomic_write_text
 
-    chosen = ALL_CODECS if codecs.strip() == "all" else tuple(c.strip() for c in codecs.split(",") if c.strip())
+    chosen = (
+        ALL_CODECS if codecs.strip() == "all" else tuple(c.strip() for c in codecs.split(",") if c.strip())
+    )
     for c in chosen:
         Codec(c)  # an unknown codec fails before any profiling
     net = Network.parse(bandwidth, rtt, downlink)
