@@ -158,3 +158,24 @@ def _real_text(model: Any, feeds: dict[str, np.ndarray], batch: int, seq: int) -
     out = dict(feeds)
     out["input_ids"] = np.asarray(ids[: batch * seq], dtype=feeds["input_ids"].dtype).reshape(batch, seq)
     return out
+
+
+def profile_prefixes(
+    runners: dict[int, Any], feeds: dict[str, np.ndarray], *, runs: int = 10, warmup: int = 2
+) -> list[float]:
+    """Per-block latency on any runtime, from the device halves of every cut: ``runners[k]`` runs the first
+    ``k`` blocks (k = 1..n). Runs are interleaved over the cuts so drift hits every cut alike; block ``k``
+    costs ``median(prefix k) - median(prefix k-1)`` (never below zero).
+    """
+    cuts = sorted(runners)
+    times: dict[int, list[float]] = {k: [] for k in cuts}
+    for i in range(warmup + runs):
+        for k in cuts:
+            r = runners[k]
+            f = {s.name: feeds[s.name] for s in r.inputs}
+            t0 = time.perf_counter()
+            r.run(f)
+            if i >= warmup:
+                times[k].append((time.perf_counter() - t0) * 1000.0)
+    prefix = [0.0] + [float(np.median(times[k])) for k in cuts]
+    return [max(0.0, prefix[i + 1] - prefix[i]) for i in range(len(cuts))]

@@ -41,6 +41,8 @@ class SplitClient:
         inputs: the full model's input specs (what the caller feeds).
         server_url: ``http://host:port`` of ``edgellm serve`` (None when everything runs on the device).
         timeout_s / retries / backoff_s: per-request timeout; retries on connection errors and 502-504.
+        slowdown: emulate a device this many times slower: after the device half and the encoding, wait
+            ``slowdown - 1`` times the CPU time they took (for benchmarks on a host faster than the phone).
     """
 
     def __init__(
@@ -54,6 +56,7 @@ class SplitClient:
         retries: int = 2,
         backoff_s: float = 0.2,
         tokenizer: Any = None,
+        slowdown: float = 1.0,
     ) -> None:
         self.split = split
         self.device = device
@@ -62,6 +65,7 @@ class SplitClient:
         self.server_model = split.get("server_model")
         self.timeout_s, self.retries, self.backoff_s = timeout_s, retries, backoff_s
         self.tokenizer = tokenizer
+        self.slowdown = slowdown
         self.url = server_url
         self._conn: http.client.HTTPConnection | None = None
         self._checked = False
@@ -88,6 +92,7 @@ class SplitClient:
         from edgellm.runtime import make_runner
 
         path = Path(path)
+        threads = kw.pop("threads", None)
         if (path / SPLIT_FILE).is_file():
             s = SplitArtifacts.load(path)
             if s.device is None:  # all on the server: the phone sends the raw input
@@ -104,7 +109,6 @@ class SplitClient:
                 "with role 'device')",
                 "export one with: edgellm split export MODEL --cut N, then pass OUT/device",
             )
-        threads = kw.pop("threads", None)
         if split.get("server_model") and not server_url:
             cls(split, None, art.inputs, server_url)  # raises: the plan needs a server
         runner = make_runner(art, **({"intra_op_threads": threads} if threads else {}))
@@ -141,7 +145,9 @@ class SplitClient:
                     f"input '{missing[0]}' is missing; the model takes {', '.join(s.name for s in self.device.inputs)}",
                     "give every input the model takes",
                 )
+            c0 = time.thread_time()
             out = self.device.run({s.name: feeds[s.name] for s in self.device.inputs})
+            self._dilate(c0)
         t1 = time.perf_counter()
         timing = {"device_ms": (t1 - t0) * 1000.0}
         if self.server_model is None:  # everything ran on the device
@@ -156,6 +162,7 @@ class SplitClient:
                 arr = np.ascontiguousarray(feeds[s.name])
                 tensors.append((s.name, arr.tobytes(), v2_datatype(arr.dtype), list(arr.shape), {}))
         else:
+            c0 = time.thread_time()
             x = out["hidden"]
             codes, scales = self.codec.quantize(x)
             params = {"compression": self.codec.compression} if self.codec.compression else {}
@@ -169,6 +176,7 @@ class SplitClient:
             for name in self.split.get("side_inputs", []):
                 arr = np.ascontiguousarray(feeds[name])
                 tensors.append((name, arr.tobytes(), v2_datatype(arr.dtype), list(arr.shape), {}))
+            self._dilate(c0)
         body, head_len = _request(tensors)
         t2 = time.perf_counter()
         timing["encode_ms"] = (t2 - t1) * 1000.0
@@ -186,6 +194,10 @@ class SplitClient:
         )
         timing["total_ms"] = (t4 - t0) * 1000.0
         return outputs, timing
+
+    def _dilate(self, cpu_start: float) -> None:
+        if self.slowdown > 1.0:
+            time.sleep((time.thread_time() - cpu_start) * (self.slowdown - 1.0))
 
     # -- HTTP ----------------------------------------------------------------------------------------
     def _check(self) -> None:

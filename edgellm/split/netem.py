@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import shutil
@@ -143,10 +144,8 @@ class CpuLimit:
             return
         root = CGROUP_CPU / "cgroup.procs"
         for pid in (self.path / "cgroup.procs").read_text().split():
-            try:  # a process still alive goes back to the root group, so the group can be removed
+            with contextlib.suppress(OSError):  # a live process goes back to the root group first
                 root.write_text(pid)
-            except OSError:
-                pass
         for _ in range(50):
             try:
                 self.path.rmdir()
@@ -176,10 +175,8 @@ def _pump(src: socket.socket, dst: socket.socket, delay_s: float) -> None:
         if wait > 0:
             time.sleep(wait)
         if not data:
-            try:
+            with contextlib.suppress(OSError):
                 dst.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
             return
         try:
             dst.sendall(data)

@@ -190,3 +190,36 @@ def test_cli_partition_writes_plan_and_plot(tmp_path, capsys):
     )
     assert rc == 2 and "smallest feasible" in capsys.readouterr().err
     assert main(["partition", "tiny-llama", "--bandwidth", "fast", "-o", str(tmp_path / "r")]) == 2
+
+
+def test_cli_partition_considers_compressed_codecs_from_measured_bytes(tmp_path, capsys):
+    import json
+
+    from edgellm.cli import main
+
+    out = tmp_path / "cnn"
+    assert (
+        main(
+            [
+                "partition",
+                "resnet18",
+                "--codecs",
+                "all",
+                "--runs",
+                "1",
+                "--bandwidth",
+                "4mbit",
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    plan = json.loads((out / "plan.json").read_text())
+    at_layer3 = {c["codec"]: c for c in plan["candidates"] if c["after_block"] == "layer3_0"}
+    assert {"int8", "int8+zstd", "int8+lz4", "fp16+zstd"} <= set(at_layer3)
+    # post-ReLU feature maps compress: the zstd candidate uploads fewer bytes than plain int8
+    assert at_layer3["int8+zstd"]["upload_bytes"] < at_layer3["int8"]["upload_bytes"]
+    capsys.readouterr()
+    assert main(["partition", "resnet18", "--codecs", "int9", "-o", str(tmp_path / "x")]) == 2
+    assert "unknown activation codec 'int9'" in capsys.readouterr().err

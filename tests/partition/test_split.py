@@ -383,3 +383,30 @@ def test_split_cli_export_run_and_bench(split_server, exports, tmp_path, capsys)
     rep = json.loads(capsys.readouterr().out)
     assert rep["runs"] == 5 and rep["ms"]["total_ms"]["p50"] >= rep["ms"]["device_ms"]["p50"] > 0
     assert rep["upload_bytes"] > 32 * 384  # int8 codes of 32 tokens, plus scales and the mask
+
+
+def test_profile_prefixes_gives_one_figure_per_block_on_any_runtime():
+    from edgellm.partition.profile import profile_prefixes
+    from edgellm.runtime import make_runner
+
+    m = load("mobilenet-v2")
+    n = len(m.blocks)
+    runners = {k: make_runner(split_model(m, k).device) for k in range(1, n + 1)}
+    ms = profile_prefixes(runners, m.example_inputs(batch=1), runs=2, warmup=1)
+    assert len(ms) == n and all(v >= 0 for v in ms) and sum(ms) > 0
+
+
+def test_slowdown_stretches_the_device_side_by_its_cpu_time(exports):
+    from edgellm.runtime import make_runner
+    from edgellm.split.client import SplitClient
+
+    m = load("resnet18")
+    dev = make_runner(exports["resnet18"].device, intra_op_threads=1)  # runs on the calling thread
+    feeds = m.example_inputs(batch=1)
+    split = {"plan_id": "x", "codec": "none", "server_model": None}
+    fast = SplitClient(split, dev, m.inputs, None)
+    slow = SplitClient(split, dev, m.inputs, None, slowdown=4.0)
+    fast.infer(feeds)
+    t1 = min(fast.infer(feeds)[1]["device_ms"] for _ in range(2))
+    t4 = min(slow.infer(feeds)[1]["device_ms"] for _ in range(2))
+    assert t4 > 2.5 * t1  # waits 3x the device step's CPU time

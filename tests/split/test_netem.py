@@ -3,7 +3,6 @@ the cgroup CPU quota. Skipped with the reason where this host lacks the rights (
 
 import subprocess
 import sys
-import time
 
 import pytest
 
