@@ -9,6 +9,7 @@ import typer
 
 from edgellm.cli import bench as _bench
 from edgellm.cli import compress as _compress
+from edgellm.cli import data as _data
 from edgellm.cli import demo as _demo
 from edgellm.cli import deploy as _deploy
 from edgellm.cli import export as _export
@@ -38,6 +39,7 @@ app.command("serve")(_serve.serve)
 app.command("partition")(_partition.partition)
 app.add_typer(_deploy.app, name="deploy")
 app.add_typer(_split.app, name="split")
+app.add_typer(_data.app, name="data")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,7 +27,17 @@ class Batches:
     n_tokens: int
 
     def describe(self) -> dict[str, Any]:
-        return {"source": self.source, "sequences": self.n_sequences, "tokens": self.n_tokens}
+        """Source, size and, for a versioned dataset (``STORE@REF`` or a checkout), its commit."""
+        from edgellm.data.store import dataset_version
+
+        d: dict[str, Any] = {"source": self.source, "sequences": self.n_sequences, "tokens": self.n_tokens}
+        base = self.source
+        for part in (":calibration", ":evaluation"):
+            base = base.removesuffix(part)
+        version = dataset_version(base) if base != "pydoc" else None
+        if version is not None:
+            d["dataset_version"] = version
+        return d
 
 
 def corpus_parts(calib: str | None, eval_: str | None) -> tuple[list[Document], list[Document], str, str]:

@@ -1,6 +1,6 @@
-"""Data front end (stage 1). For now: reading corpora (text, JSONL, directories, the bundled pydoc
-topics) and disjoint calibration/evaluation splits. Cleaning, dedup, PII, augmentation, sampling and
-the versioned dataset store come with the data-front-end issue."""
+"""Data front end (stage 1): reading corpora as Arrow record batches, cleaning (normalisation, quality
+filters, language identification, PII, exact and near-duplicate removal) in parallel workers, stratified
+sampling, augmentation, and the versioned dataset store. Calibration/evaluation corpora and splits too."""
 
 from edgellm.data.corpus import Document, pydoc_topics, read_corpus, sentences, split
 

