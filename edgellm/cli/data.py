@@ -178,7 +178,8 @@ def commit_cmd(
 
     c = Store(store, create=True).commit(folder, message)
     console().print(
-        f"committed {c['id'][:12]} ({len(c['files'])} files): {message}\nuse it as {store}@{c['id'][:12]}"
+        f"committed {c['id'][:12]} ({len(c['files'])} files): {message}\nuse it as {store}@{c['id'][:12]}",
+        markup=False,
     )
 
 
