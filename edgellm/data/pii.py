@@ -35,7 +35,7 @@ _EMAIL = r"(?<![\w.+-])[A-Za-z0-9._%+-]{1,64}@(?:[A-Za-z0-9-]{1,63}\.)+[A-Za-z]{
 _CN_MOBILE = r"(?<![\d+])(?:\+?86[ -]?)?1[3-9]\d{9}(?!\d)"
 _INTL_PHONE = r"(?<![\w+])\+[1-9]\d{0,2}(?:[ .-]?\(?\d{1,4}\)?){2,5}(?!\d)"
 _CN_ID = r"(?<![\dA-Za-z])\d{17}[\dXx](?![\dA-Za-z])"
-_CARD = r"(?<![\d-])(?:\d[ -]?){12,18}\d(?![\d-])"
+_CARD = r"(?<![\d+-])(?:\d[ -]?){12,18}\d(?![\d-])"
 _IPV4 = r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?!\.?\d)"
 _IPV6 = r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|(?:\d{1,3}\.){3}\d{1,3})?(?![\w:]|\.\w)"
 
@@ -65,9 +65,25 @@ def luhn_valid(digits: str) -> bool:
     return total % 10 == 0
 
 
+# issuer prefixes (IIN ranges) and the lengths their cards have
+_IIN = (
+    (("4",), (13, 16, 19)),  # Visa
+    (tuple(str(p) for p in range(51, 56)) + tuple(str(p) for p in range(2221, 2721)), (16,)),  # Mastercard
+    (("34", "37"), (15,)),  # American Express
+    (("6011", "65") + tuple(str(p) for p in range(644, 650)), (16, 17, 18, 19)),  # Discover
+    (tuple(str(p) for p in range(3528, 3590)), (16, 17, 18, 19)),  # JCB
+    (("62",), (16, 17, 18, 19)),  # UnionPay
+    (("36", "38", "39") + tuple(str(p) for p in range(300, 306)), (14, 15, 16, 17, 18, 19)),  # Diners
+)
+
+
 def _card(v: str) -> bool:
+    """Luhn, and a length that an issuer with that prefix uses: numbers that only pass Luhn (one in ten
+    random digit strings does) are not cards."""
     d = re.sub(r"[ -]", "", v)
-    return 13 <= len(d) <= 19 and luhn_valid(d) and len(set(d)) > 1
+    if not (13 <= len(d) <= 19 and luhn_valid(d) and len(set(d)) > 1):
+        return False
+    return any(d.startswith(prefixes) and len(d) in lengths for prefixes, lengths in _IIN)
 
 
 def _ipv4(v: str) -> bool:
@@ -97,8 +113,8 @@ def _intl_phone(v: str) -> bool:
 BUILTIN: dict[str, tuple[str, Callable[[str], bool] | None]] = {
     "email": (_EMAIL, None),
     "cn_id": (_CN_ID, cn_id_valid),
-    "credit_card": (_CARD, _card),
     "phone": (f"{_CN_MOBILE}|{_INTL_PHONE}", None),
+    "credit_card": (_CARD, _card),
     "ipv6": (_IPV6, _ipv6),
     "ipv4": (_IPV4, _ipv4),
 }

@@ -85,26 +85,26 @@ _BULLET = re.compile(r"^\s*[-*•●▪‣◦]")
 _WORD = re.compile(r"\S+")
 
 
-def _dup_ngram_share(words: list[str], n: int) -> float:
+def _dup_ngram_share(words: list[str], n: int, lengths: list[int], total: int) -> float:
     """Characters of words covered by n-grams that occur more than once, over all word characters."""
     if len(words) < n:
         return 0.0
-    grams = [" ".join(words[i : i + n]) for i in range(len(words) - n + 1)]
+    grams = list(zip(*(words[i:] for i in range(n))))
     counts = Counter(grams)
-    covered = np.zeros(len(words), bool)
+    if len(counts) == len(grams):
+        return 0.0
+    covered = bytearray(len(words))
     for i, g in enumerate(grams):
         if counts[g] > 1:
-            covered[i : i + n] = True
-    total = sum(len(w) for w in words)
-    return sum(len(w) for w, c in zip(words, covered) if c) / max(total, 1)
+            covered[i : i + n] = b"\x01" * n
+    return sum(ln for ln, c in zip(lengths, covered) if c) / max(total, 1)
 
 
-def _top_ngram_share(words: list[str], n: int) -> float:
+def _top_ngram_share(words: list[str], n: int, total: int) -> float:
     if len(words) < n:
         return 0.0
-    counts = Counter(" ".join(words[i : i + n]) for i in range(len(words) - n + 1))
-    gram, c = counts.most_common(1)[0]
-    return (len(gram.replace(" ", "")) * c) / max(sum(len(w) for w in words), 1) if c > 1 else 0.0
+    gram, c = Counter(zip(*(words[i:] for i in range(n)))).most_common(1)[0]
+    return (sum(len(w) for w in gram) * c) / max(total, 1) if c > 1 else 0.0
 
 
 class Quality(Step):
@@ -176,12 +176,17 @@ class Quality(Step):
             if sum(c for c in pc.values() if c > 1) / len(paras) > self.max_dup_paragraphs:
                 return "dup_paragraphs"
         lw = [w.lower() for w in words]
+        lengths = [len(w) for w in lw]
+        total = sum(lengths)
         for k, limit in self.max_top_ngram_share.items():
-            if _top_ngram_share(lw, int(k)) > limit:
+            if _top_ngram_share(lw, int(k), total) > limit:
                 return f"top_{k}gram"
-        for k, limit in self.max_dup_ngram_share.items():
-            if _dup_ngram_share(lw, int(k)) > limit:
+        for k, limit in sorted(self.max_dup_ngram_share.items()):
+            share = _dup_ngram_share(lw, int(k), lengths, total)
+            if share > limit:
                 return f"dup_{k}gram"
+            if share == 0.0:  # no repeated k-gram: no longer one repeats either
+                break
         return None
 
     def run(self, texts):
@@ -216,7 +221,7 @@ class Language(Step):
             if t is None:
                 langs.append(None)
                 continue
-            lang, prob = ident.classify(t[:4000])
+            lang, prob = ident.classify(t[:1500])  # the first 1500 characters decide
             langs.append(lang)
             if (self.keep and lang not in self.keep) or prob < self.min_confidence:
                 drop[i] = True
