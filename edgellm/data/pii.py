@@ -70,10 +70,10 @@ _IIN = (
     (("4",), (13, 16, 19)),  # Visa
     (tuple(str(p) for p in range(51, 56)) + tuple(str(p) for p in range(2221, 2721)), (16,)),  # Mastercard
     (("34", "37"), (15,)),  # American Express
-    (("6011", "65") + tuple(str(p) for p in range(644, 650)), (16, 17, 18, 19)),  # Discover
+    (("6011", "65", *tuple(str(p) for p in range(644, 650))), (16, 17, 18, 19)),  # Discover
     (tuple(str(p) for p in range(3528, 3590)), (16, 17, 18, 19)),  # JCB
     (("62",), (16, 17, 18, 19)),  # UnionPay
-    (("36", "38", "39") + tuple(str(p) for p in range(300, 306)), (14, 15, 16, 17, 18, 19)),  # Diners
+    (("36", "38", "39", *tuple(str(p) for p in range(300, 306))), (14, 15, 16, 17, 18, 19)),  # Diners
 )
 
 
