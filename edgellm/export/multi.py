@@ -94,12 +94,12 @@ def export_at(
     if cfg is not None:
         key = repr(cfg)
         if key not in cache:
-            feeds = None
+            feeds, info = None, None
             if needs_calibration(cfg):
                 if "calibration" not in cache:
-                    cache["calibration"] = calibration_feeds(adapter, calib)
-                feeds = cache["calibration"]
-            cache[key] = quantize(adapter, cfg, feeds)
+                    cache["calibration"] = calibration_batches(adapter, calib)
+                feeds, info = cache["calibration"].feeds, cache["calibration"].describe()
+            cache[key] = quantize(adapter, cfg, feeds, calib_info=info)
         spec = cache[key]
     if chosen != "tflite":
         options.pop("seq_len", None)
@@ -171,9 +171,15 @@ def export_many(
     return rows
 
 
-def calibration_feeds(adapter: Any, calib: str | None) -> list[dict[str, Any]]:
-    """32 sequences of calibration text (the bundled corpus unless ``calib`` names data) as feeds."""
+def calibration_batches(adapter: Any, calib: str | None) -> Any:
+    """32 sequences of calibration text (the bundled corpus unless ``calib`` names data, e.g. a versioned
+    dataset ``STORE@TAG``), with where they came from (recorded in the artifact's manifest)."""
     from edgellm.compress.calibration import corpus_parts, make_batches
 
     train, _held, source, _ = corpus_parts(calib, None)
-    return make_batches(adapter, train, source, max_sequences=32).feeds
+    return make_batches(adapter, train, source, max_sequences=32)
+
+
+def calibration_feeds(adapter: Any, calib: str | None) -> list[dict[str, Any]]:
+    """The feeds of :func:`calibration_batches`."""
+    return calibration_batches(adapter, calib).feeds

@@ -137,3 +137,27 @@ def test_cli_data_store_round_trip(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out.split("\n", 2)[-1] or "{}") is not None
     assert main(["data", "checkout", "v7", "-o", str(tmp_path / "x"), "--store", store]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_an_artifact_calibrated_on_a_dataset_version_carries_it(tmp_path, tiny_llama):
+    pytest.importorskip("onnxruntime")
+    from edgellm.data import pydoc_topics
+    from edgellm.export.multi import export_at
+
+    d = tmp_path / "calib"
+    d.mkdir()
+    (d / "part-00000.jsonl").write_text(
+        "".join(json.dumps({"id": x.id, "text": x.text}) + "\n" for x in pydoc_topics()[:60])
+    )
+    s = Store(tmp_path / "store", create=True)
+    c = s.commit(d, "calibration text")
+    s.tag("calib-v1")
+    art = export_at(
+        tiny_llama,
+        "x86-server",
+        tmp_path / "art",
+        precision="int8-static",
+        calib=f"{tmp_path / 'store'}@calib-v1",
+    )
+    version = art.manifest["calibration_dataset"]["dataset_version"]
+    assert version["commit"] == c["id"] and version["ref"] == "calib-v1"
