@@ -6,6 +6,8 @@ The CLI prints ``error: <message> (<hint>)`` and exits with code 2, never a trac
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class EdgeLLMError(Exception):
     """Base class: a problem with the user's input or environment, with a hint on how to fix it."""
@@ -73,3 +75,9 @@ def require(module: str, extra: str, purpose: str):
         return importlib.import_module(module)
     except ImportError as exc:  # pragma: no cover - exercised only where the SDK is absent
         raise MissingDependencyError(module.split(".")[0], extra, purpose) from exc
+
+
+def first_error(exc: Any) -> str:
+    """``'dotted.path': message`` of a pydantic ValidationError's first error, for one-line messages."""
+    err = exc.errors()[0]
+    return f"'{'.'.join(str(x) for x in err['loc'])}': {err['msg']}"

@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from edgellm.errors import EdgeLLMError
+from edgellm.errors import EdgeLLMError, first_error
 
 
 class _Strict(BaseModel):
@@ -63,9 +63,7 @@ def load_recipe(path: str | Path) -> CompressRecipe:
             f"recipe {p} is not valid YAML: {str(exc).splitlines()[0]}", "fix the YAML syntax"
         ) from exc
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(x) for x in err["loc"])
-        raise EdgeLLMError(f"recipe {p}: '{where}': {err['msg']}", "remove or correct that key") from exc
+        raise EdgeLLMError(f"recipe {p}: {first_error(exc)}", "remove or correct that key") from exc
     if r.quantization is not None and r.quantization.recipe != "auto":
         config_for(r.quantization.recipe, **r.quantization.options)  # unknown option -> clear error
     return r

@@ -24,7 +24,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgellm.data.steps import ALIVE, Step, parse_steps
-from edgellm.errors import EdgeLLMError
+from edgellm.errors import EdgeLLMError, first_error
 
 REPORT_DIR = "_report"  # beside the shards; readers skip folders starting with "_" or "."
 DEFAULT_STEPS = ["normalize", "quality", "language", "pii", "exact_dedup", "near_dedup"]
@@ -66,10 +66,8 @@ class CleanConfig(BaseModel):
         try:
             cfg = cls(**data)
         except ValidationError as exc:
-            err = exc.errors()[0]
-            loc = ".".join(str(x) for x in err["loc"])
             raise EdgeLLMError(
-                f"{path or 'config'}: '{loc}': {err['msg']}", "fix that key (unknown keys are errors)"
+                f"{path or 'config'}: {first_error(exc)}", "fix that key (unknown keys are errors)"
             ) from exc
         cfg.parsed()  # step errors surface before any reading
         return cfg

@@ -40,7 +40,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from edgellm.errors import EdgeLLMError
+from edgellm.errors import EdgeLLMError, first_error
 
 ALIVE = np.iinfo(np.int32).max  # "_drop_at" of a document no step dropped
 
@@ -340,9 +340,7 @@ def parse_steps(spec: list[Any]) -> list[Step]:
         try:
             steps.append(STEPS[name](**cfg))
         except ValidationError as exc:
-            err = exc.errors()[0]
-            loc = ".".join(str(x) for x in err["loc"])
             raise EdgeLLMError(
-                f"steps[{i}].{name}.{loc}: {err['msg']}", "see the step's documented options"
+                f"steps[{i}].{name}: {first_error(exc)}", "see the step's documented options"
             ) from exc
     return steps

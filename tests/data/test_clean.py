@@ -174,7 +174,7 @@ def test_bad_input_is_named(tmp_path):
         list(CorpusReader(tmp_path / "empty.jsonl").batches())
     with pytest.raises(EdgeLLMError, match="unknown step 'dedupe'"):
         parse_steps(["dedupe"])
-    with pytest.raises(EdgeLLMError, match=r"steps\[0\].quality.min_wordz"):
+    with pytest.raises(EdgeLLMError, match=r"steps\[0\].quality: 'min_wordz'"):
         parse_steps([{"quality": {"min_wordz": 3}}])
     out = tmp_path / "never"
     with pytest.raises(EdgeLLMError):
