@@ -18,6 +18,7 @@ from edgellm.cli import partition as _partition
 from edgellm.cli import serve as _serve
 from edgellm.cli import split as _split
 from edgellm.cli import targets as _targets
+from edgellm.cli import train as _train
 
 app = typer.Typer(
     name="edgellm",
@@ -40,6 +41,7 @@ app.command("partition")(_partition.partition)
 app.add_typer(_deploy.app, name="deploy")
 app.add_typer(_split.app, name="split")
 app.add_typer(_data.app, name="data")
+app.command("train")(_train.train)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,2 +1,2 @@
-"""Training front end (stage 2): the ``accelerate`` trainer, distillation, hyper-parameter search and
-checkpoints. Hands on a model directory (safetensors + config). Built in a later issue."""
+"""Training front end (stage 2): the ``accelerate`` trainer (one process or ``accelerate launch``),
+gradient monitoring, checkpoints with exact resume. Hands on a model directory (safetensors + config)."""

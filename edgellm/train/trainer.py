@@ -1,0 +1,420 @@
+"""The trainer: causal-LM and sentence-embedding training on Hugging Face ``accelerate``.
+
+One script for one process or many (``accelerate launch --num_processes N``: DDP, or FSDP through an
+accelerate config): the global batch is split across processes, so N processes with the same global batch
+follow the same loss curve as one.
+
+- Data: a corpus source (a file, a folder, ``STORE@REF`` of the dataset store, or the bundled pydoc text),
+  tokenized into fixed windows; batch ``s`` is a pure function of the seed and ``s``, so a resumed run sees
+  exactly the batches the uninterrupted run would have.
+- Optimisation: AdamW, warm-up then linear / cosine / constant schedule, gradient accumulation, gradient
+  clipping (max norm 1.0 by default), mixed precision where the hardware has it (``auto``).
+- Monitoring: the gradient norm of every optimizer step is logged; an explosion (norm over a threshold or
+  not finite) or vanishing (under a threshold) triggers the configured action: ``warn``, ``skip`` the step,
+  or ``stop`` with a clear message (after saving a checkpoint).
+- Checkpoints: ``accelerate``'s state (safetensors weights, optimizer, scheduler, RNG) plus the step, every
+  ``save_every`` steps; ``resume: true`` continues from the latest. The final model is saved with
+  ``save_pretrained`` (safetensors) and its tokenizer. Logs: ``train_log.jsonl`` (TensorBoard optional).
+- Distributed options: ``comm_hook: fp16 | bf16`` registers DDP's gradient-compression hook.
+
+Example:
+    >>> report = train(TrainConfig(model="tiny-llama", data="corpus.jsonl", output="out/ft", max_steps=100))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from edgellm.errors import EdgeLLMError, first_error
+
+
+class GradMonitor(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    explode_threshold: float = Field(1e3, gt=0)
+    vanish_threshold: float = Field(1e-8, ge=0)
+    action: Literal["warn", "skip", "stop"] = "warn"
+
+
+class TrainConfig(BaseModel):
+    """``train.yaml``: what to train, on what, how long, and where to write."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str = Field(..., description="bundled name or Hugging Face model directory")
+    task: Literal["causal-lm", "embedding"] | None = None
+    data: str | None = Field(None, description="corpus: file, folder, STORE@REF; default: bundled pydoc text")
+    eval_data: str | None = None
+    text_field: str = "text"
+    output: str = "edgellm-out/train"
+    seq_len: int = Field(128, ge=8)
+    batch_size: int = Field(
+        8, ge=1, description="global batch per optimizer micro-step (split across processes)"
+    )
+    grad_accum: int = Field(1, ge=1)
+    lr: float = Field(5e-4, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_steps: int = Field(0, ge=0)
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    max_steps: int = Field(100, ge=1)
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"
+    eval_every: int = Field(50, ge=1)
+    eval_batches: int = Field(8, ge=1)
+    save_every: int = Field(50, ge=1)
+    keep_checkpoints: int = Field(2, ge=1)
+    resume: bool = False
+    stop_at: int | None = Field(
+        None, ge=1, description="end this run after that step (a checkpoint is saved); resume continues"
+    )
+    seed: int = 0
+    temperature: float = Field(0.05, gt=0, description="embedding task: contrastive temperature")
+    grad: GradMonitor = Field(default_factory=GradMonitor)
+    comm_hook: Literal["none", "fp16", "bf16"] = "none"
+    tensorboard: bool = False
+    progress: bool = True
+
+    @classmethod
+    def load(cls, path: str | Path, **over: Any) -> TrainConfig:
+        import yaml
+        from pydantic import ValidationError
+
+        p = Path(path)
+        if not p.is_file():
+            raise EdgeLLMError(
+                f"training config '{path}' does not exist", "write a train.yaml (see edgellm train --help)"
+            )
+        data = yaml.safe_load(p.read_text()) or {}
+        data.update({k: v for k, v in over.items() if v is not None})
+        try:
+            return cls(**data)
+        except ValidationError as exc:
+            raise EdgeLLMError(
+                f"{path}: {first_error(exc)}", "fix that key (unknown keys are errors)"
+            ) from exc
+
+
+class TrainingStopped(EdgeLLMError):
+    """The gradient monitor stopped the run."""
+
+
+# -- data --------------------------------------------------------------------------------------------------
+def token_stream(tokenizer: Any, texts: list[str]) -> np.ndarray:
+    ids: list[int] = []
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    for t in texts:
+        body = tokenizer(t, add_special_tokens=False)["input_ids"]
+        ids += ([bos] if bos is not None else []) + body + ([eos] if eos is not None else [])
+    return np.asarray(ids, dtype=np.int64)
+
+
+class Windows:
+    """Non-overlapping windows of a token stream, in a seeded order that is a pure function of the step."""
+
+    def __init__(self, ids: np.ndarray, seq: int, seed: int) -> None:
+        self.seq, self.seed = seq, seed
+        n = (len(ids) - 1) // seq
+        if n < 1:
+            raise EdgeLLMError(
+                f"the training data has {len(ids)} tokens, fewer than one window of {seq + 1}",
+                "give more text or a shorter seq_len",
+            )
+        self.windows = np.stack([ids[i * seq : i * seq + seq + 1] for i in range(n)])
+
+    def batch(self, step: int, size: int) -> np.ndarray:
+        n = len(self.windows)
+        out = []
+        for k in range(step * size, (step + 1) * size):
+            epoch, pos = divmod(k, n)
+            order = np.random.default_rng(self.seed + epoch).permutation(n)
+            out.append(self.windows[order[pos]])
+        return np.stack(out)
+
+
+def _texts(source: str | None, text_field: str) -> list[str]:
+    from edgellm.data import read_corpus
+
+    return [d.text for d in read_corpus(source, text_field=text_field)]
+
+
+# -- the loop ----------------------------------------------------------------------------------------------
+def _lr_lambda(cfg: TrainConfig):
+    def f(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        if cfg.schedule == "constant":
+            return 1.0
+        frac = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
+        shape = 1.0 - frac if cfg.schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * frac))
+        return cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * shape
+
+    return f
+
+
+def _mixed_precision(choice: str) -> str:
+    if choice != "auto":
+        return choice
+    import torch
+
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "no"
+
+
+def _latest_checkpoint(out: Path) -> Path | None:
+    ckpts = sorted((out / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+    return ckpts[-1] if ckpts else None
+
+
+def train(cfg: TrainConfig, *, dataset_texts: list[str] | None = None, on_eval: Any = None) -> dict[str, Any]:
+    """Run training as configured; returns the summary (also written to ``OUT/train_summary.json``)."""
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs, set_seed
+
+    from edgellm.models import load
+
+    kwargs = []
+    if cfg.comm_hook != "none":
+        from accelerate.utils import DDPCommunicationHookType
+
+        hook = DDPCommunicationHookType.FP16 if cfg.comm_hook == "fp16" else DDPCommunicationHookType.BF16
+        kwargs.append(DistributedDataParallelKwargs(comm_hook=hook))
+    acc = Accelerator(
+        cpu=not torch.cuda.is_available(),  # on a CPU-only host: gloo processes under accelerate launch
+        # one scheduler step per optimizer step, whatever the process count: the global batch is fixed
+        step_scheduler_with_optimizer=False,
+        gradient_accumulation_steps=cfg.grad_accum,
+        mixed_precision=_mixed_precision(cfg.mixed_precision),
+        log_with="tensorboard" if cfg.tensorboard else None,
+        project_dir=cfg.output,
+        kwargs_handlers=kwargs,
+    )
+    set_seed(cfg.seed)
+    out = Path(cfg.output)
+    if acc.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+    if cfg.batch_size % acc.num_processes:
+        raise EdgeLLMError(
+            f"batch_size {cfg.batch_size} does not split over {acc.num_processes} processes",
+            f"use a multiple of {acc.num_processes}",
+        )
+    adapter = load(cfg.model, task=cfg.task)
+    if adapter.tokenizer is None:
+        raise EdgeLLMError(f"model '{cfg.model}' has no tokenizer", "train a model directory that has one")
+    tok = adapter.tokenizer
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token or tok.unk_token
+    texts = dataset_texts if dataset_texts is not None else _texts(cfg.data, cfg.text_field)
+    if cfg.eval_data is not None:
+        eval_texts = _texts(cfg.eval_data, cfg.text_field)
+    else:
+        from edgellm.data.corpus import Document, split
+
+        tr, ev = split([Document(str(i), t) for i, t in enumerate(texts)])
+        texts, eval_texts = [d.text for d in tr], [d.text for d in ev]
+    task = adapter.task
+    train_w = Windows(token_stream(tok, texts), cfg.seq_len, cfg.seed)
+    eval_w = Windows(token_stream(tok, eval_texts), cfg.seq_len, cfg.seed + 10_000)
+    module = adapter.module
+    module.train()
+    decay = [p for n, p in module.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in module.named_parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr,
+        betas=(0.9, 0.95),
+    )
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
+    module, opt, sched = acc.prepare(module, opt, sched)
+    start = 0
+    if cfg.resume:
+        ck = _latest_checkpoint(out)
+        if ck is not None:
+            acc.load_state(str(ck))
+            start = int(json.loads((ck / "trainer_state.json").read_text())["step"])
+    local = cfg.batch_size // acc.num_processes
+    rank = acc.process_index
+    log_path = out / "train_log.jsonl"
+    if acc.is_main_process and start == 0 and log_path.exists():
+        log_path.unlink()
+    if cfg.tensorboard:
+        acc.init_trackers("edgellm")
+    events: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+    tokens = 0
+    bar = None
+    if cfg.progress and acc.is_main_process:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.max_steps, initial=start, desc="train", leave=False)
+
+    def loss_of(batch: np.ndarray) -> Any:
+        x = torch.as_tensor(batch[:, :-1], device=acc.device)
+        mask = torch.ones_like(x)
+        if task == "causal-lm":
+            logits = module(x, mask)
+            y = torch.as_tensor(batch[:, 1:], device=acc.device)
+            return torch.nn.functional.cross_entropy(
+                logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1)
+            )
+        # embedding: contrastive over two dropout views of each window (SimCSE), in-batch negatives
+        a = module(x, mask)
+        b = module(x, mask)
+        sim = (
+            torch.nn.functional.normalize(a, dim=-1) @ torch.nn.functional.normalize(b, dim=-1).T
+        ) / cfg.temperature
+        return torch.nn.functional.cross_entropy(sim.float(), torch.arange(len(a), device=sim.device))
+
+    def evaluate() -> dict[str, float]:
+        module.eval()
+        losses = []
+        with torch.no_grad():
+            for i in range(cfg.eval_batches):
+                losses.append(float(loss_of(eval_w.batch(i, local))))
+        module.train()
+        m = float(np.mean(losses))
+        return {"eval_loss": m, **({"eval_ppl": math.exp(min(m, 50))} if task == "causal-lm" else {})}
+
+    def save(step: int) -> None:
+        acc.wait_for_everyone()
+        ck = out / "checkpoints" / f"step-{step}"
+        acc.save_state(str(ck), safe_serialization=True)
+        if acc.is_main_process:
+            (ck / "trainer_state.json").write_text(
+                json.dumps({"step": step, "config": cfg.model_dump()}) + "\n"
+            )
+            for old in sorted((out / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))[
+                : -cfg.keep_checkpoints
+            ]:
+                shutil.rmtree(old, ignore_errors=True)
+        acc.wait_for_everyone()
+
+    last: dict[str, Any] = {}
+    for step in range(start, cfg.max_steps):
+        loss_sum = 0.0
+        for micro in range(cfg.grad_accum):
+            full = train_w.batch(step * cfg.grad_accum + micro, cfg.batch_size)
+            mine = full[rank * local : (rank + 1) * local]
+            with acc.accumulate(module):
+                loss = loss_of(mine)
+                acc.backward(loss)
+                loss_sum += float(loss.detach()) / cfg.grad_accum
+                tokens += mine[:, :-1].size * acc.num_processes
+                if acc.sync_gradients:
+                    if cfg.max_grad_norm is not None:
+                        norm = float(acc.clip_grad_norm_(module.parameters(), cfg.max_grad_norm))
+                    else:
+                        norm = float(
+                            torch.norm(
+                                torch.stack(
+                                    [p.grad.norm() for p in module.parameters() if p.grad is not None]
+                                )
+                            )
+                        )
+                    event = _check(norm, cfg.grad)
+                    if event is not None:
+                        events.append({"step": step + 1, **event})
+                        if acc.is_main_process:
+                            _append(log_path, {"step": step + 1, "event": event})
+                    if event is not None and cfg.grad.action == "stop":
+                        save(step)
+                        raise TrainingStopped(
+                            f"step {step + 1}: gradient {event['kind']} (norm {norm:.3g}); stopped, checkpoint at step {step}",
+                            "lower lr, raise warmup_steps, or set grad.action: warn|skip",
+                        )
+                    if event is not None and cfg.grad.action == "skip":
+                        opt.zero_grad(set_to_none=True)
+                    else:
+                        opt.step()
+                        sched.step()
+                        opt.zero_grad(set_to_none=True)
+        mean_loss = float(acc.reduce(torch.tensor(loss_sum, device=acc.device), reduction="mean"))
+        rec = {
+            "step": step + 1,
+            "loss": round(mean_loss, 6),
+            "lr": sched.get_last_lr()[0],
+            "grad_norm": round(norm, 6),
+            "tokens": tokens,
+            "elapsed_s": round(time.perf_counter() - t0, 3),
+        }
+        if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.max_steps:
+            rec.update(evaluate())
+            if on_eval is not None:
+                on_eval(step + 1, rec)
+        if acc.is_main_process:
+            _append(log_path, rec)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{mean_loss:.3f}")
+        if cfg.tensorboard:
+            acc.log({k: v for k, v in rec.items() if isinstance(v, (int, float))}, step=step + 1)
+        last = rec
+        if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.stop_at:
+            save(step + 1)
+        if step + 1 == cfg.stop_at:
+            break
+    if bar is not None:
+        bar.close()
+    acc.wait_for_everyone()
+    seconds = time.perf_counter() - t0
+    summary = {
+        "steps": last.get("step", start),
+        "resumed_from": start,
+        "final": last,
+        "events": events,
+        "processes": acc.num_processes,
+        "mixed_precision": acc.mixed_precision,
+        "tokens_per_s": round(tokens / max(seconds, 1e-9), 1),
+        "seconds": round(seconds, 2),
+        "dataset": _dataset_version(cfg.data),
+        "model_source": adapter.source.get("sha256"),
+    }
+    if acc.is_main_process and last.get("step") == cfg.max_steps:
+        _save_model(acc.unwrap_model(module), adapter, tok, out / "model")
+        (out / "train_summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    if cfg.tensorboard:
+        acc.end_training()
+    return summary
+
+
+def _check(norm: float, mon: GradMonitor) -> dict[str, Any] | None:
+    if not math.isfinite(norm):
+        return {"kind": "explosion", "norm": str(norm)}
+    if norm > mon.explode_threshold:
+        return {"kind": "explosion", "norm": norm}
+    if norm < mon.vanish_threshold:
+        return {"kind": "vanishing", "norm": norm}
+    return None
+
+
+def _append(path: Path, rec: dict[str, Any]) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(rec, default=str) + "\n")
+
+
+def _dataset_version(source: str | None) -> Any:
+    from edgellm.data.store import dataset_version
+
+    return dataset_version(source) if source else {"builtin": "pydoc"}
+
+
+def _save_model(module: Any, adapter: Any, tok: Any, dest: Path) -> None:
+    """The trained Hugging Face model (safetensors) and its tokenizer, written atomically."""
+    from edgellm.utils.fs import atomic_dir
+
+    hf = module.lm if hasattr(module, "lm") else module.encoder
+    with atomic_dir(dest, force=True) as tmp:
+        hf.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        src = Path(adapter.source.get("path") or "")
+        for extra in ("modules.json", "1_Pooling", "2_Normalize", "sentence_bert_config.json"):
+            if (src / extra).exists():
+                (shutil.copytree if (src / extra).is_dir() else shutil.copy2)(src / extra, tmp / extra)
