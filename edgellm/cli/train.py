@@ -24,6 +24,8 @@ def train(
 
     More processes: accelerate launch --multi_gpu --num_processes 2 -m edgellm.train train.yaml (on CPU: gloo).
 
+    Search: edgellm train train.yaml --search --trials 12 --jobs 2 (TPE, median pruning; the config's search: space)
+
     train.yaml: {model: tiny-llama, data: data/store@v1, seq_len: 128, batch_size: 16, lr: 5.0e-4,
     max_steps: 500, warmup_steps: 40, grad: {explode_threshold: 100, action: skip}}
     """

@@ -43,6 +43,19 @@ class GradMonitor(BaseModel):
     action: Literal["warn", "skip", "stop"] = "warn"
 
 
+class Distill(BaseModel):
+    """Teacher -> student: ``(1 - alpha) * task loss + alpha * T^2 * KL(teacher/T || student/T)`` on the
+    logits (causal LM; for embeddings, ``1 - cosine`` between the two sentence embeddings), plus
+    ``hidden_mse`` times the MSE between hidden states, student layer i matched to teacher layer
+    ``round((i + 1) * L_teacher / L_student) - 1`` (the hidden sizes must agree, as after pruning)."""
+
+    model_config = ConfigDict(extra="forbid")
+    teacher: str
+    temperature: float = Field(2.0, gt=0)
+    alpha: float = Field(0.5, ge=0, le=1)
+    hidden_mse: float = Field(0.0, ge=0)
+
+
 class TrainConfig(BaseModel):
     """``train.yaml``: what to train, on what, how long, and where to write."""
 
@@ -77,6 +90,10 @@ class TrainConfig(BaseModel):
     seed: int = 0
     temperature: float = Field(0.05, gt=0, description="embedding task: contrastive temperature")
     grad: GradMonitor = Field(default_factory=GradMonitor)
+    distill: Distill | None = None
+    search: dict[str, Any] | None = Field(
+        None, description="hyper-parameter search space (edgellm train --search)"
+    )
     comm_hook: Literal["none", "fp16", "bf16"] = "none"
     tensorboard: bool = False
     progress: bool = True
@@ -233,6 +250,11 @@ def train(cfg: TrainConfig, *, dataset_texts: list[str] | None = None, on_eval: 
         betas=(0.9, 0.95),
     )
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
+    teacher = None
+    if cfg.distill is not None:
+        teacher = load(cfg.distill.teacher, task=adapter.task).module.eval().to(acc.device)
+        for p in teacher.parameters():
+            p.requires_grad_(False)
     module, opt, sched = acc.prepare(module, opt, sched)
     start = 0
     if cfg.resume:
@@ -256,9 +278,11 @@ def train(cfg: TrainConfig, *, dataset_texts: list[str] | None = None, on_eval: 
 
         bar = tqdm(total=cfg.max_steps, initial=start, desc="train", leave=False)
 
-    def loss_of(batch: np.ndarray) -> Any:
+    def loss_of(batch: np.ndarray, distill: bool = True) -> Any:
         x = torch.as_tensor(batch[:, :-1], device=acc.device)
         mask = torch.ones_like(x)
+        if teacher is not None and distill:
+            return distill_loss(module, teacher, x, mask, batch, cfg, task, acc.device)
         if task == "causal-lm":
             logits = module(x, mask)
             y = torch.as_tensor(batch[:, 1:], device=acc.device)
@@ -277,8 +301,8 @@ def train(cfg: TrainConfig, *, dataset_texts: list[str] | None = None, on_eval: 
         module.eval()
         losses = []
         with torch.no_grad():
-            for i in range(cfg.eval_batches):
-                losses.append(float(loss_of(eval_w.batch(i, local))))
+            for i in range(cfg.eval_batches):  # the task loss, also when distilling
+                losses.append(float(loss_of(eval_w.batch(i, local), distill=False)))
         module.train()
         m = float(np.mean(losses))
         return {"eval_loss": m, **({"eval_ppl": math.exp(min(m, 50))} if task == "causal-lm" else {})}
@@ -383,6 +407,57 @@ def train(cfg: TrainConfig, *, dataset_texts: list[str] | None = None, on_eval: 
     if cfg.tensorboard:
         acc.end_training()
     return summary
+
+
+def _hidden(module: Any, x: Any, mask: Any, task: str) -> list[Any]:
+    m = getattr(module, "module", module)  # unwrap DDP
+    if task == "causal-lm":
+        return list(
+            m.lm(input_ids=x, attention_mask=mask, output_hidden_states=True, use_cache=False).hidden_states[
+                1:
+            ]
+        )
+    return list(m.encoder(input_ids=x, attention_mask=mask, output_hidden_states=True).hidden_states[1:])
+
+
+def distill_loss(
+    student: Any, teacher: Any, x: Any, mask: Any, batch: np.ndarray, cfg: TrainConfig, task: str, device: Any
+) -> Any:
+    import torch
+    import torch.nn.functional as F
+
+    d = cfg.distill
+    with torch.no_grad():
+        t_out = teacher(x, mask)
+    s_out = student(x, mask)
+    if task == "causal-lm":
+        y = torch.as_tensor(batch[:, 1:], device=device)
+        ce = F.cross_entropy(s_out.float().reshape(-1, s_out.shape[-1]), y.reshape(-1))
+        T = d.temperature
+        kl = F.kl_div(
+            F.log_softmax(s_out.float() / T, dim=-1).reshape(-1, s_out.shape[-1]),
+            F.log_softmax(t_out.float() / T, dim=-1).reshape(-1, s_out.shape[-1]),
+            log_target=True,
+            reduction="batchmean",
+        ) * (T * T)
+        loss = (1 - d.alpha) * ce + d.alpha * kl
+    else:
+        loss = 1.0 - F.cosine_similarity(s_out.float(), t_out.float(), dim=-1).mean()
+    if d.hidden_mse > 0:
+        with torch.no_grad():
+            th = _hidden(teacher, x, mask, task)
+        sh = _hidden(student, x, mask, task)
+        if sh[0].shape[-1] != th[0].shape[-1]:
+            raise EdgeLLMError(
+                f"student hidden size {sh[0].shape[-1]} differs from the teacher's {th[0].shape[-1]}",
+                "set distill.hidden_mse: 0 (logit distillation only) for students of another width",
+            )
+        mse = sum(
+            F.mse_loss(h.float(), th[round((i + 1) * len(th) / len(sh)) - 1].float())
+            for i, h in enumerate(sh)
+        ) / len(sh)
+        loss = loss + d.hidden_mse * mse
+    return loss
 
 
 def _check(norm: float, mon: GradMonitor) -> dict[str, Any] | None:

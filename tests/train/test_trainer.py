@@ -169,3 +169,81 @@ def test_cli_train(small_llama, tmp_path, capsys):
     assert "trained 2 steps" in capsys.readouterr().out and (tmp_path / "o/model/config.json").is_file()
     y.write_text(f"model: {small_llama}\nlearning_rate: 1\n")
     assert main(["train", str(y)]) == 2 and "'learning_rate'" in capsys.readouterr().err
+
+
+def _kl_to(teacher_dir, student_dir, texts):
+    import torch.nn.functional as F
+
+    from edgellm.models import load
+
+    t, s = load(teacher_dir), load(student_dir)
+    enc = t.tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=32)
+    with torch.no_grad():
+        a = t.module(enc["input_ids"], enc["attention_mask"]).float()
+        b = s.module(enc["input_ids"], enc["attention_mask"]).float()
+    return float(F.kl_div(F.log_softmax(b, -1), F.log_softmax(a, -1), log_target=True, reduction="batchmean"))
+
+
+def test_distillation_pulls_the_student_to_the_teacher(small_llama, tmp_path):
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(small_llama)
+    teacher = tmp_path / "teacher"
+    torch.manual_seed(5)  # a deeper model of the same width: hidden states can be matched layer to layer
+    LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(tok),
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=256,
+        )
+    ).save_pretrained(teacher)
+    tok.save_pretrained(teacher)
+    texts = ["The interpreter reads the file.", "A module is a file containing definitions."]
+    before = _kl_to(teacher, small_llama, texts)
+    train(
+        cfg(
+            small_llama,
+            tmp_path / "st",
+            max_steps=40,
+            lr=1e-2,
+            eval_every=40,
+            distill={"teacher": str(teacher), "alpha": 1.0, "hidden_mse": 0.1},
+        )
+    )
+    assert _kl_to(teacher, tmp_path / "st" / "model", texts) < 0.5 * before
+    wide = tmp_path / "wide"
+    LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(tok),
+            hidden_size=96,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=256,
+        )
+    ).save_pretrained(wide)
+    tok.save_pretrained(wide)
+    with pytest.raises(EdgeLLMError, match="hidden size .*hidden_mse: 0"):
+        train(
+            cfg(small_llama, tmp_path / "x", max_steps=1, distill={"teacher": str(wide), "hidden_mse": 1.0})
+        )
+
+
+def test_search_finds_the_better_learning_rate_with_parallel_trials(small_llama, tmp_path):
+    pytest.importorskip("optuna")
+    from edgellm.train.hpo import search
+
+    space = {"lr": {"type": "categorical", "choices": [1e-7, 5e-3]}}
+    r = search(
+        cfg(small_llama, tmp_path / "hpo", max_steps=8, eval_every=4), space, n_trials=4, n_jobs=2, seed=0
+    )
+    assert r["best"]["params"]["lr"] == 5e-3
+    assert {t["params"]["lr"] for t in r["trials"]} == {1e-7, 5e-3} and len(r["trials"]) == 4
+    assert "lr: 0.005" in (tmp_path / "hpo/best.yaml").read_text() and (tmp_path / "hpo/hpo.md").is_file()
+    with pytest.raises(EdgeLLMError, match="search.lrate"):
+        search(cfg(small_llama, tmp_path / "bad"), {"lrate": {"type": "float", "low": 1, "high": 2}})
