@@ -35,6 +35,10 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_int4_tiny_llama.py
 	$(PY) benchmarks/bench_targets_minilm.py
 	$(PY) benchmarks/serve_load.py
+	$(PY) benchmarks/data_quality.py
+	$(PY) benchmarks/data_clean_throughput.py
+	$(PY) benchmarks/train_throughput.py
+	$(PY) benchmarks/split_netem.py   # root on Linux; skipped with the reason otherwise
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
