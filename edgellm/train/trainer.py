@@ -322,6 +322,7 @@ def train(cfg: TrainConfig, *, dataset_texts: list[str] | None = None, on_eval: 
         acc.wait_for_everyone()
 
     last: dict[str, Any] = {}
+    norm = float("nan")
     for step in range(start, cfg.max_steps):
         loss_sum = 0.0
         for micro in range(cfg.grad_accum):
@@ -409,15 +410,33 @@ def train(cfg: TrainConfig, *, dataset_texts: list[str] | None = None, on_eval: 
     return summary
 
 
-def _hidden(module: Any, x: Any, mask: Any, task: str) -> list[Any]:
-    m = getattr(module, "module", module)  # unwrap DDP
-    if task == "causal-lm":
-        return list(
-            m.lm(input_ids=x, attention_mask=mask, output_hidden_states=True, use_cache=False).hidden_states[
-                1:
-            ]
-        )
-    return list(m.encoder(input_ids=x, attention_mask=mask, output_hidden_states=True).hidden_states[1:])
+class _Capture:
+    """Forward hooks on a model's transformer layers: their outputs, from the one ordinary forward (so a
+    DDP-wrapped student still runs a single forward per step)."""
+
+    def __init__(self, module: Any) -> None:
+        m = getattr(module, "module", module)  # unwrap DDP
+        layers = [
+            mod
+            for mod in m.modules()
+            if isinstance(mod, __import__("torch").nn.ModuleList)
+            and len(mod)
+            and "Layer" in type(mod[0]).__name__
+        ]
+        if not layers:
+            raise EdgeLLMError(
+                "cannot find the model's transformer layers for hidden-state distillation",
+                "set distill.hidden_mse: 0",
+            )
+        self.out: list[Any] = []
+        self.handles = [layer.register_forward_hook(self._hook) for layer in layers[0]]
+
+    def _hook(self, _m: Any, _a: Any, out: Any) -> None:
+        self.out.append(out[0] if isinstance(out, tuple) else out)
+
+    def close(self) -> None:
+        for h in self.handles:
+            h.remove()
 
 
 def distill_loss(
@@ -427,9 +446,15 @@ def distill_loss(
     import torch.nn.functional as F
 
     d = cfg.distill
-    with torch.no_grad():
-        t_out = teacher(x, mask)
-    s_out = student(x, mask)
+    caps = (_Capture(teacher), _Capture(student)) if d.hidden_mse > 0 else None
+    try:
+        with torch.no_grad():
+            t_out = teacher(x, mask)
+        s_out = student(x, mask)
+    finally:
+        if caps is not None:
+            for c in caps:
+                c.close()
     if task == "causal-lm":
         y = torch.as_tensor(batch[:, 1:], device=device)
         ce = F.cross_entropy(s_out.float().reshape(-1, s_out.shape[-1]), y.reshape(-1))
@@ -443,17 +468,15 @@ def distill_loss(
         loss = (1 - d.alpha) * ce + d.alpha * kl
     else:
         loss = 1.0 - F.cosine_similarity(s_out.float(), t_out.float(), dim=-1).mean()
-    if d.hidden_mse > 0:
-        with torch.no_grad():
-            th = _hidden(teacher, x, mask, task)
-        sh = _hidden(student, x, mask, task)
+    if caps is not None:
+        th, sh = caps[0].out, caps[1].out
         if sh[0].shape[-1] != th[0].shape[-1]:
             raise EdgeLLMError(
                 f"student hidden size {sh[0].shape[-1]} differs from the teacher's {th[0].shape[-1]}",
                 "set distill.hidden_mse: 0 (logit distillation only) for students of another width",
             )
         mse = sum(
-            F.mse_loss(h.float(), th[round((i + 1) * len(th) / len(sh)) - 1].float())
+            F.mse_loss(h.float(), th[round((i + 1) * len(th) / len(sh)) - 1].float().detach())
             for i, h in enumerate(sh)
         ) / len(sh)
         loss = loss + d.hidden_mse * mse

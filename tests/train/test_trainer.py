@@ -204,17 +204,21 @@ def test_distillation_pulls_the_student_to_the_teacher(small_llama, tmp_path):
     tok.save_pretrained(teacher)
     texts = ["The interpreter reads the file.", "A module is a file containing definitions."]
     before = _kl_to(teacher, small_llama, texts)
+    common = {"max_steps": 40, "lr": 1e-2, "eval_every": 40}
+    train(cfg(small_llama, tmp_path / "ce", **common))  # the control: the same steps on the task loss alone
     train(
         cfg(
             small_llama,
             tmp_path / "st",
-            max_steps=40,
-            lr=1e-2,
-            eval_every=40,
+            **common,
             distill={"teacher": str(teacher), "alpha": 1.0, "hidden_mse": 0.1},
         )
     )
-    assert _kl_to(teacher, tmp_path / "st" / "model", texts) < 0.5 * before
+    distilled, control = (
+        _kl_to(teacher, tmp_path / "st" / "model", texts),
+        _kl_to(teacher, tmp_path / "ce" / "model", texts),
+    )
+    assert distilled < before and distilled < 0.5 * control  # it learned the teacher, not just the text
     wide = tmp_path / "wide"
     LlamaForCausalLM(
         LlamaConfig(
