@@ -16,31 +16,31 @@ from edgellm.train.trainer import TrainConfig, TrainingStopped, train
 pytest.importorskip("accelerate")
 
 
-@pytest.fixture(scope="module")
-def small_llama(tmp_path_factory):
-    """A random-weight 2-layer Llama with the bundled tiny-llama's tokenizer (trained from scratch here)."""
+def llama_like_tiny(path, seed=0, **overrides):
+    """A random-weight Llama (conftest's SMALL shape) with the bundled tiny-llama's tokenizer, saved."""
+    from conftest import SMALL
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     from edgellm.models import bundled_path
 
     tok = AutoTokenizer.from_pretrained(bundled_path("tiny-llama"))
-    path = tmp_path_factory.mktemp("llama") / "small"
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
+    torch.manual_seed(seed)
+    ids = {
+        "bos_token_id": tok.bos_token_id,
+        "eos_token_id": tok.eos_token_id,
+        "pad_token_id": tok.pad_token_id,
+    }
+    LlamaForCausalLM(LlamaConfig(**{**SMALL, "vocab_size": len(tok), **ids, **overrides})).save_pretrained(
+        path
     )
-    LlamaForCausalLM(cfg).save_pretrained(path)
     tok.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="module")
+def small_llama(tmp_path_factory):
+    """2 layers, trained from scratch here."""
+    return llama_like_tiny(tmp_path_factory.mktemp("llama") / "small")
 
 
 def cfg(model, out, **kw):
@@ -185,23 +185,8 @@ def _kl_to(teacher_dir, student_dir, texts):
 
 
 def test_distillation_pulls_the_student_to_the_teacher(small_llama, tmp_path):
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    tok = AutoTokenizer.from_pretrained(small_llama)
-    teacher = tmp_path / "teacher"
-    torch.manual_seed(5)  # a deeper model of the same width: hidden states can be matched layer to layer
-    LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=len(tok),
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=4,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=256,
-        )
-    ).save_pretrained(teacher)
-    tok.save_pretrained(teacher)
+    # a deeper model of the same width: hidden states can be matched layer to layer
+    teacher = llama_like_tiny(tmp_path / "teacher", seed=5, num_hidden_layers=4)
     texts = ["The interpreter reads the file.", "A module is a file containing definitions."]
     before = _kl_to(teacher, small_llama, texts)
     common = {"max_steps": 40, "lr": 1e-2, "eval_every": 40}
@@ -219,19 +204,7 @@ def test_distillation_pulls_the_student_to_the_teacher(small_llama, tmp_path):
         _kl_to(teacher, tmp_path / "ce" / "model", texts),
     )
     assert distilled < before and distilled < 0.5 * control  # it learned the teacher, not just the text
-    wide = tmp_path / "wide"
-    LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=len(tok),
-            hidden_size=96,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=256,
-        )
-    ).save_pretrained(wide)
-    tok.save_pretrained(wide)
+    wide = llama_like_tiny(tmp_path / "wide", hidden_size=96)
     with pytest.raises(EdgeLLMError, match="hidden size .*hidden_mse: 0"):
         train(
             cfg(small_llama, tmp_path / "x", max_steps=1, distill={"teacher": str(wide), "hidden_mse": 1.0})
