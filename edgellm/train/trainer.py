@@ -56,6 +56,16 @@ class Distill(BaseModel):
     hidden_mse: float = Field(0.0, ge=0)
 
 
+class QAT(BaseModel):
+    """Quantization-aware training with a compression recipe's fake quantization (``edgellm.train.qat``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    recipe: str = Field(
+        ..., description="int8-dynamic, int8-static, w4a16-rtn, ... (edgellm compress recipes)"
+    )
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
 class TrainConfig(BaseModel):
     """``train.yaml``: what to train, on what, how long, and where to write."""
 
@@ -91,6 +101,7 @@ class TrainConfig(BaseModel):
     temperature: float = Field(0.05, gt=0, description="embedding task: contrastive temperature")
     grad: GradMonitor = Field(default_factory=GradMonitor)
     distill: Distill | None = None
+    qat: QAT | None = None
     search: dict[str, Any] | None = Field(
         None, description="hyper-parameter search space (edgellm train --search)"
     )
@@ -240,6 +251,11 @@ def train(cfg: TrainConfig, *, dataset_texts: list[str] | None = None, on_eval: 
     task = adapter.task
     train_w = Windows(token_stream(tok, texts), cfg.seq_len, cfg.seed)
     eval_w = Windows(token_stream(tok, eval_texts), cfg.seq_len, cfg.seed + 10_000)
+    qat_handle = None
+    if cfg.qat is not None:
+        from edgellm.train import qat
+
+        qat_handle = qat.prepare(adapter, cfg.qat.recipe, **cfg.qat.options)
     module = adapter.module
     module.train()
     decay = [p for n, p in module.named_parameters() if p.ndim >= 2]
@@ -402,6 +418,11 @@ def train(cfg: TrainConfig, *, dataset_texts: list[str] | None = None, on_eval: 
         "dataset": _dataset_version(cfg.data),
         "model_source": adapter.source.get("sha256"),
     }
+    if qat_handle is not None and last.get("step") == cfg.max_steps:
+        from edgellm.train import qat
+
+        qat.remove(qat_handle)  # the float weights the fake quantization trained, for the usual lowering
+        summary["qat"] = {"recipe": cfg.qat.recipe, "layers": len(qat_handle["layers"])}
     if acc.is_main_process and last.get("step") == cfg.max_steps:
         _save_model(acc.unwrap_model(module), adapter, tok, out / "model")
         (out / "train_summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
