@@ -200,11 +200,7 @@ def clean(
             keep = np.flatnonzero(drop_at == ALIVE)
             if len(keep):
                 kept = batch.take(keep)
-                w.write(
-                    kept.drop_columns(["_drop_at"])
-                    if hasattr(kept, "drop_columns")
-                    else kept.select([n for n in kept.schema.names if n != "_drop_at"])
-                )
+                w.write(kept.select([n for n in kept.schema.names if n != "_drop_at"]))
         seconds = time.perf_counter() - t0
         report = _report(
             source, output, cfg, steps, n_in, dropped, reasons, dedup, reader, w, seconds, workers
