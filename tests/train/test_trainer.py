@@ -149,7 +149,8 @@ def _launch(tmp_path, name, small_llama, processes, **kw):
 
 
 def test_two_ddp_processes_match_one_with_the_same_global_batch(small_llama, tmp_path):
-    one = _launch(tmp_path, "one", small_llama, 1)
+    train(cfg(small_llama, tmp_path / "one", max_steps=4, eval_every=4))  # one process, in this one
+    one = log(tmp_path / "one")
     two = _launch(tmp_path, "two", small_llama, 2)
     hook = _launch(tmp_path, "fp16", small_llama, 2, comm_hook="fp16")
     for a, b in zip(one, two):
