@@ -75,8 +75,9 @@ def main(argv=None) -> int:
         for k, v in results.items()
     }
     report = {"docs": a.docs, "corpus_mb": round(size_mb, 1), "runs": results, "summary": summary}
-    Path(a.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.output).write_text(json.dumps(report, indent=2) + "\n")
+    from edgellm.bench.report import write_json
+
+    write_json(report, a.output)
     print(json.dumps(report, indent=2))
     return 0
 

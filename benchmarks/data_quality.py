@@ -184,8 +184,9 @@ def main(argv=None) -> int:
         "speedup_2x": report["near_dedup_speed"]["speedup"] >= 2.0,
     }
     report["goals_met"] = goals
-    Path(a.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.output).write_text(json.dumps(report, indent=2) + "\n")
+    from edgellm.bench.report import write_json
+
+    write_json(report, a.output)
     print(json.dumps(report, indent=2))
     return 0
 

@@ -71,8 +71,9 @@ def main(argv=None) -> int:
         "speedup_2_over_1": round(rows[1]["tokens_per_s"] / rows[0]["tokens_per_s"], 3),
         "loss_difference": abs(rows[0]["final_loss"] - rows[1]["final_loss"]),
     }
-    Path(a.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.output).write_text(json.dumps(report, indent=2) + "\n")
+    from edgellm.bench.report import write_json
+
+    write_json(report, a.output)
     print(json.dumps(report, indent=2))
     return 0
 
