@@ -269,11 +269,10 @@ class SplitClient:
 
 
 def _tokenizer(path: Path) -> Any:
-    if not (path / "tokenizer").is_dir():
-        return None
-    from transformers import AutoTokenizer
+    """The tokenizer an exporter saved beside the device half (none for models without one)."""
+    from edgellm.models.loader import _load_tokenizer
 
-    return AutoTokenizer.from_pretrained(path / "tokenizer")
+    return _load_tokenizer(path / "tokenizer")
 
 
 def _request(tensors: list[tuple[str, Any, str, list[int], dict[str, Any]]]) -> tuple[bytes, int]:

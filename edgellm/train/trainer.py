@@ -156,14 +156,19 @@ class Windows:
             )
         self.windows = np.stack([ids[i * seq : i * seq + seq + 1] for i in range(n)])
 
+    def order(self, epoch: int) -> np.ndarray:
+        """The window order of ``epoch`` (seeded; computed once per epoch, not per sample)."""
+        if getattr(self, "_epoch", None) != epoch:
+            self._epoch, self._order = (
+                epoch,
+                np.random.default_rng(self.seed + epoch).permutation(len(self.windows)),
+            )
+        return self._order
+
     def batch(self, step: int, size: int) -> np.ndarray:
         n = len(self.windows)
-        out = []
-        for k in range(step * size, (step + 1) * size):
-            epoch, pos = divmod(k, n)
-            order = np.random.default_rng(self.seed + epoch).permutation(n)
-            out.append(self.windows[order[pos]])
-        return np.stack(out)
+        rows = [divmod(k, n) for k in range(step * size, (step + 1) * size)]
+        return np.stack([self.windows[self.order(epoch)[pos]] for epoch, pos in rows])
 
 
 def _texts(source: str | None, text_field: str) -> list[str]:
