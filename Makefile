@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.edgellm-installed
 EXTRAS ?= onnx,bench,dev,tflite,serve,data,ray,train
 
-.PHONY: setup demo test test-all bench lint format clean
+.PHONY: setup demo test test-all bench lint format clean tiny-llama
 
 # torch==2.13.0 goes in first and alone (a CPU wheel is cached on these machines); every later install
 # is pinned by constraints.txt, which holds torch==2.13.0 too, so nothing can replace it.
@@ -20,8 +20,13 @@ $(STAMP): pyproject.toml constraints.txt
 
 setup: $(STAMP)
 
+# the demo recipe: data -> compress -> partition -> export -> bench -> split check -> edgellm-out/report.md
 demo: $(STAMP)
-	$(VENV)/bin/edgellm demo
+	$(VENV)/bin/edgellm run recipes/demo.yaml
+
+# rebuild the bundled tiny-llama with edgellm's own data front end and trainer (recipes/tiny-llama.yaml)
+tiny-llama: $(STAMP)
+	$(PY) scripts/train_tiny_llama.py
 
 test: $(STAMP)
 	$(PY) -m pytest
@@ -38,6 +43,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/data_quality.py
 	$(PY) benchmarks/data_clean_throughput.py
 	$(PY) benchmarks/train_throughput.py
+	$(PY) benchmarks/demo_wall_time.py
 	$(PY) benchmarks/split_netem.py   # root on Linux; skipped with the reason otherwise
 
 lint: $(STAMP)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
-import threading
 from pathlib import Path
 
 import pytest
@@ -139,35 +137,10 @@ def pydoc_batches():
 def running(models, **cfg):
     """A real server on loopback (ephemeral ports) in a background event loop."""
     pytest.importorskip("aiohttp", reason="pip install 'edgellm[serve]'")
-    from edgellm.serve import Server, ServerConfig
+    from edgellm.serve import serve_in_background
 
-    srv = Server(models, ServerConfig(port=0, grpc_port=0, **cfg))
-    loop = asyncio.new_event_loop()
-    started, failed = threading.Event(), []
-
-    def run():
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_until_complete(srv.start())
-        except Exception as exc:  # surfaced to the test
-            failed.append(exc)
-            started.set()
-            return
-        started.set()
-        loop.run_until_complete(srv._stop.wait())
-        loop.run_until_complete(srv.shutdown())
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    assert started.wait(120), "server did not start"
-    if failed:
-        raise failed[0]
-    try:
+    with serve_in_background(models, **{"grpc_port": 0, **cfg}) as srv:
         yield srv
-    finally:
-        loop.call_soon_threadsafe(srv.stop)
-        t.join(60)
-        loop.close()
 
 
 @pytest.fixture(scope="module")

@@ -10,11 +10,11 @@ import typer
 from edgellm.cli import bench as _bench
 from edgellm.cli import compress as _compress
 from edgellm.cli import data as _data
-from edgellm.cli import demo as _demo
 from edgellm.cli import deploy as _deploy
 from edgellm.cli import export as _export
 from edgellm.cli import info as _info
 from edgellm.cli import partition as _partition
+from edgellm.cli import run as _run
 from edgellm.cli import serve as _serve
 from edgellm.cli import split as _split
 from edgellm.cli import targets as _targets
@@ -35,7 +35,8 @@ app.add_typer(_targets.app, name="targets")
 app.command("export")(_export.export)
 app.command("bench")(_bench.bench)
 app.command("compress")(_compress.compress)
-app.command("demo")(_demo.demo)
+app.command("demo")(_run.demo)
+app.command("run")(_run.run)
 app.command("serve")(_serve.serve)
 app.command("partition")(_partition.partition)
 app.add_typer(_deploy.app, name="deploy")

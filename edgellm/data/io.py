@@ -44,7 +44,16 @@ def hidden(rel: Path) -> bool:
 
 
 def files_of(source: str | Path) -> list[tuple[Path, str]]:
-    """The corpus files under ``source`` with their formats (a file, or a directory of files)."""
+    """The corpus files under ``source`` with their formats: a file, a directory of files, ``STORE@REF``
+    (that dataset version's shards), or ``pydoc`` (the bundled text, read from the standard library)."""
+    from edgellm.data.corpus import DEFAULT_CORPUS
+    from edgellm.data.store import version_files
+
+    if str(source) == DEFAULT_CORPUS:
+        return [(Path(DEFAULT_CORPUS), "pydoc")]
+    versioned = version_files(str(source))
+    if versioned is not None:
+        return [(f, "jsonl") for f in versioned[0]]
     p = Path(source)
     if not p.exists():
         raise EdgeLLMError(
@@ -93,6 +102,12 @@ class CorpusReader:
         for path, fmt in self.files:
             if fmt == "parquet":
                 yield from self._parquet(path)
+            elif fmt == "pydoc":
+                from edgellm.data.corpus import pydoc_topics
+
+                docs = pydoc_topics()
+                for i in range(0, len(docs), self.batch_size):
+                    yield self._batch([{"id": d.id, "text": d.text} for d in docs[i : i + self.batch_size]])
             else:
                 rows: list[dict[str, Any]] = []
                 for row in self._jsonl(path) if fmt == "jsonl" else self._text(path):

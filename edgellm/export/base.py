@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +38,21 @@ class Exporter(ABC):
 
 
 EXPORTERS: dict[str, type[Exporter]] = {}
+
+# What every artifact exported inside ``with lineage(...)`` records in its manifest: the dataset version,
+# the recipe and the source model a pipeline run derived it from (``edgellm run``).
+_LINEAGE: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("lineage", default=None)
+
+
+@contextlib.contextmanager
+def lineage(info: dict[str, Any]) -> Iterator[None]:
+    """Within this block, every :func:`export` writes ``info`` (merged over any outer block's) as the
+    manifest's ``lineage`` section; the content hashes of the model files are unchanged by it."""
+    token = _LINEAGE.set({**(_LINEAGE.get() or {}), **info})
+    try:
+        yield
+    finally:
+        _LINEAGE.reset(token)
 
 
 def register_exporter(fmt: str):
@@ -121,7 +139,10 @@ def export(
         if tolerance is None:  # integer rounding amplifies float differences: compare direction only
             tolerance = Tolerance() if spec is None else Tolerance.quantized()
         fields = exporter.lower(adapter, tgt, tmp, tolerance)
-        write_manifest(tmp, {**fields, **(manifest_extra or {})})
+        extra = dict(manifest_extra or {})
+        if _LINEAGE.get() is not None:
+            extra.setdefault("lineage", _LINEAGE.get())
+        write_manifest(tmp, {**fields, **extra})
     return Artifact.load(output)
 
 

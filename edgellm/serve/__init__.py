@@ -5,6 +5,6 @@ Example:
     >>> asyncio.run(Server([ModelConfig("edgellm-out/minilm-x86-server")]).serve_forever())  # doctest: +SKIP
 """
 
-from edgellm.serve.server import ModelConfig, Server, ServerConfig
+from edgellm.serve.server import ModelConfig, Server, ServerConfig, serve_in_background
 
-__all__ = ["ModelConfig", "Server", "ServerConfig"]
+__all__ = ["ModelConfig", "Server", "ServerConfig", "serve_in_background"]

@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -559,3 +560,47 @@ def _contents(t) -> list:
         if vals:
             return vals
     return []
+
+
+@contextlib.contextmanager
+def serve_in_background(models: list[ModelConfig], **config: Any) -> Iterator[Server]:
+    """A real server in a background thread with its own event loop, for scripts and tests.
+
+    ``port`` defaults to 0 (an ephemeral port; read it from ``srv.config.port``) and ``grpc_port`` to
+    None (REST only). The server is stopped and drained when the block ends.
+
+    Example:
+        >>> with serve_in_background([ModelConfig("out/minilm-split/server")]) as srv:  # doctest: +SKIP
+        ...     url = f"http://127.0.0.1:{srv.config.port}"
+    """
+    import threading
+
+    srv = Server(models, ServerConfig(**{"port": 0, "grpc_port": None, **config}))
+    loop = asyncio.new_event_loop()
+    started, failed = threading.Event(), []
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(srv.start())
+        except Exception as exc:  # raised in the caller's thread below
+            failed.append(exc)
+            started.set()
+            return
+        started.set()
+        loop.run_until_complete(srv._stop.wait())
+        loop.run_until_complete(srv.shutdown())
+
+    t = threading.Thread(target=run, name="edgellm-serve", daemon=True)
+    t.start()
+    if not started.wait(120):
+        raise EdgeLLMError("the server did not start within 120 s", "see the log for what it was loading")
+    if failed:
+        loop.close()
+        raise failed[0]
+    try:
+        yield srv
+    finally:
+        loop.call_soon_threadsafe(srv.stop)
+        t.join(60)
+        loop.close()

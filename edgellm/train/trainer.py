@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import time
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edgellm.errors import EdgeLLMError, first_error
 
@@ -66,17 +67,43 @@ class QAT(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+class Tokenizer(BaseModel):
+    """A byte-level BPE tokenizer trained on the training part of the data (from-scratch training)."""
+
+    model_config = ConfigDict(extra="forbid")
+    vocab_size: int = Field(4096, ge=259, description="including the 256 bytes and the special tokens")
+    bos: str = "<s>"
+    eos: str = "</s>"
+    pad: str = "<pad>"
+    max_length: int = Field(512, ge=8)
+
+
+class Scratch(BaseModel):
+    """Train a new model: a Hugging Face architecture with fresh weights (seeded) and a new tokenizer."""
+
+    model_config = ConfigDict(extra="forbid")
+    architecture: dict[str, Any] = Field(
+        ..., description="a Hugging Face config: model_type (llama, qwen2, gpt2, bert...) and its sizes"
+    )
+    tokenizer: Tokenizer = Field(default_factory=Tokenizer)
+    name: str = "model"
+
+
 class TrainConfig(BaseModel):
     """``train.yaml``: what to train, on what, how long, and where to write."""
 
     model_config = ConfigDict(extra="forbid")
-    model: str = Field(..., description="bundled name or Hugging Face model directory")
+    model: str | None = Field(None, description="bundled name or Hugging Face model directory")
+    scratch: Scratch | None = Field(None, description="instead of model: a new model of this architecture")
     task: Literal["causal-lm", "embedding"] | None = None
     data: str | None = Field(None, description="corpus: file, folder, STORE@REF; default: bundled pydoc text")
     eval_data: str | None = None
     text_field: str = "text"
     output: str = "edgellm-out/train"
     seq_len: int = Field(128, ge=8)
+    window_stride: int | None = Field(
+        None, ge=1, description="tokens between training windows (default: seq_len, no overlap)"
+    )
     batch_size: int = Field(
         8, ge=1, description="global batch per optimizer micro-step (split across processes)"
     )
@@ -108,6 +135,16 @@ class TrainConfig(BaseModel):
     comm_hook: Literal["none", "fp16", "bf16"] = "none"
     tensorboard: bool = False
     progress: bool = True
+    deterministic: bool = True
+    save_dtype: Literal["float32", "float16", "bfloat16"] = Field(
+        "float32", description="dtype of the saved model's weights"
+    )
+
+    @model_validator(mode="after")
+    def _model_or_scratch(self) -> TrainConfig:
+        if (self.model is None) == (self.scratch is None):
+            raise ValueError("give either model (to fine-tune) or scratch (to train a new model), not both")
+        return self
 
     @classmethod
     def load(cls, path: str | Path, **over: Any) -> TrainConfig:
@@ -146,15 +183,16 @@ def token_stream(tokenizer: Any, texts: list[str]) -> np.ndarray:
 class Windows:
     """Non-overlapping windows of a token stream, in a seeded order that is a pure function of the step."""
 
-    def __init__(self, ids: np.ndarray, seq: int, seed: int) -> None:
+    def __init__(self, ids: np.ndarray, seq: int, seed: int, stride: int | None = None) -> None:
         self.seq, self.seed = seq, seed
-        n = (len(ids) - 1) // seq
+        stride = stride or seq
+        n = (len(ids) - seq - 1) // stride + 1 if len(ids) > seq else 0
         if n < 1:
             raise EdgeLLMError(
                 f"the training data has {len(ids)} tokens, fewer than one window of {seq + 1}",
                 "give more text or a shorter seq_len",
             )
-        self.windows = np.stack([ids[i * seq : i * seq + seq + 1] for i in range(n)])
+        self.windows = np.stack([ids[i * stride : i * stride + seq + 1] for i in range(n)])
 
     def order(self, epoch: int) -> np.ndarray:
         """The window order of ``epoch`` (seeded; computed once per epoch, not per sample)."""
@@ -171,10 +209,10 @@ class Windows:
         return np.stack([self.windows[self.order(epoch)[pos]] for epoch, pos in rows])
 
 
-def _texts(source: str | None, text_field: str) -> list[str]:
+def _docs(source: str | None, text_field: str) -> list[Any]:
     from edgellm.data import read_corpus
 
-    return [d.text for d in read_corpus(source, text_field=text_field)]
+    return read_corpus(source, text_field=text_field)
 
 
 # -- the loop ----------------------------------------------------------------------------------------------
@@ -220,6 +258,11 @@ def train(cfg: TrainConfig, *, dataset_texts: list[str] | None = None, on_eval: 
 
         hook = DDPCommunicationHookType.FP16 if cfg.comm_hook == "fp16" else DDPCommunicationHookType.BF16
         kwargs.append(DistributedDataParallelKwargs(comm_hook=hook))
+    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true") and not torch.cuda.is_available():
+        raise EdgeLLMError(
+            "FSDP under accelerate needs GPUs (accelerate refuses it on a CPU-only host)",
+            "on CPU run DDP instead: accelerate launch --multi_gpu --num_processes N -m edgellm.train CONFIG",
+        )
     acc = Accelerator(
         cpu=not torch.cuda.is_available(),  # on a CPU-only host: gloo processes under accelerate launch
         # one scheduler step per optimizer step, whatever the process count: the global batch is fixed
@@ -239,23 +282,37 @@ def train(cfg: TrainConfig, *, dataset_texts: list[str] | None = None, on_eval: 
             f"batch_size {cfg.batch_size} does not split over {acc.num_processes} processes",
             f"use a multiple of {acc.num_processes}",
         )
-    adapter = load(cfg.model, task=cfg.task)
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    if dataset_texts is not None:
+        from edgellm.data.corpus import Document
+
+        docs = [Document(str(i), t) for i, t in enumerate(dataset_texts)]
+    else:
+        docs = _docs(cfg.data, cfg.text_field)
+    if cfg.eval_data is not None:
+        train_docs, eval_docs = docs, _docs(cfg.eval_data, cfg.text_field)
+    else:  # edgellm's fixed split by document id: the same held-out documents as compress's evaluation
+        from edgellm.data.corpus import split
+
+        train_docs, eval_docs = split(docs)
+    texts, eval_texts = [d.text for d in train_docs], [d.text for d in eval_docs]
+    model_path = cfg.model
+    if cfg.scratch is not None:
+        model_path = str(out / "init")
+        if acc.is_main_process:
+            init_model(cfg.scratch, texts, out / "init", seed=cfg.seed)
+        acc.wait_for_everyone()
+    adapter = load(model_path, task=cfg.task)
     if adapter.tokenizer is None:
         raise EdgeLLMError(f"model '{cfg.model}' has no tokenizer", "train a model directory that has one")
     tok = adapter.tokenizer
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token or tok.unk_token
-    texts = dataset_texts if dataset_texts is not None else _texts(cfg.data, cfg.text_field)
-    if cfg.eval_data is not None:
-        eval_texts = _texts(cfg.eval_data, cfg.text_field)
-    else:
-        from edgellm.data.corpus import Document, split
-
-        tr, ev = split([Document(str(i), t) for i, t in enumerate(texts)])
-        texts, eval_texts = [d.text for d in tr], [d.text for d in ev]
     task = adapter.task
-    train_w = Windows(token_stream(tok, texts), cfg.seq_len, cfg.seed)
-    eval_w = Windows(token_stream(tok, eval_texts), cfg.seq_len, cfg.seed + 10_000)
+    token_ids, eval_ids = token_stream(tok, texts), token_stream(tok, eval_texts)
+    train_w = Windows(token_ids, cfg.seq_len, cfg.seed, cfg.window_stride)
+    eval_w = Windows(eval_ids, cfg.seq_len, cfg.seed + 10_000)
     qat_handle = None
     if cfg.qat is not None:
         from edgellm.train import qat
@@ -281,8 +338,18 @@ def train(cfg: TrainConfig, *, dataset_texts: list[str] | None = None, on_eval: 
     if cfg.resume:
         ck = _latest_checkpoint(out)
         if ck is not None:
-            acc.load_state(str(ck))
-            start = int(json.loads((ck / "trainer_state.json").read_text())["step"])
+            state = json.loads((ck / "trainer_state.json").read_text())
+            check_architecture(state.get("architecture"), architecture(adapter), ck)
+            try:
+                acc.load_state(str(ck))
+            except (RuntimeError, KeyError, ValueError) as exc:
+                raise EdgeLLMError(
+                    f"checkpoint {ck} does not load into {adapter.name}: {str(exc).splitlines()[0][:300]}",
+                    f"it was saved by another model or edgellm version; use another output folder or "
+                    f"remove {out / 'checkpoints'}",
+                ) from exc
+            start = int(state["step"])
+    arch = architecture(adapter)
     local = cfg.batch_size // acc.num_processes
     rank = acc.process_index
     log_path = out / "train_log.jsonl"
@@ -334,7 +401,7 @@ def train(cfg: TrainConfig, *, dataset_texts: list[str] | None = None, on_eval: 
         acc.save_state(str(ck), safe_serialization=True)
         if acc.is_main_process:
             (ck / "trainer_state.json").write_text(
-                json.dumps({"step": step, "config": cfg.model_dump()}) + "\n"
+                json.dumps({"step": step, "config": cfg.model_dump(), "architecture": arch}) + "\n"
             )
             for old in sorted((out / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))[
                 : -cfg.keep_checkpoints
@@ -421,15 +488,29 @@ def train(cfg: TrainConfig, *, dataset_texts: list[str] | None = None, on_eval: 
         "tokens_per_s": round(tokens / max(seconds, 1e-9), 1),
         "seconds": round(seconds, 2),
         "dataset": _dataset_version(cfg.data),
+        "data_split": {
+            "train_documents": len(train_docs),
+            "eval_documents": len(eval_docs),
+            "train_tokens": len(token_ids),
+            "eval_tokens": len(eval_ids),
+        },
         "model_source": adapter.source.get("sha256"),
     }
+    if task == "causal-lm":  # what a model that learnt nothing but word frequencies would score
+        summary["unigram_ppl"] = round(unigram_perplexity(token_ids, eval_ids, len(tok)), 2)
     if qat_handle is not None and last.get("step") == cfg.max_steps:
         from edgellm.train import qat
 
         qat.remove(qat_handle)  # the float weights the fake quantization trained, for the usual lowering
         summary["qat"] = {"recipe": cfg.qat.recipe, "layers": len(qat_handle["layers"])}
-    if acc.is_main_process and last.get("step") == cfg.max_steps:
-        _save_model(acc.unwrap_model(module), adapter, tok, out / "model")
+    finished = last.get("step") == cfg.max_steps
+    # the full weights: under FSDP every process takes part in gathering them, the main one writes them
+    state = acc.get_state_dict(module) if finished else None
+    if acc.is_main_process and finished:
+        (out / "data_split.json").write_text(
+            json.dumps({"train": [d.id for d in train_docs], "eval": [d.id for d in eval_docs]}) + "\n"
+        )
+        _save_model(acc.unwrap_model(module), state, adapter, tok, out / "model", cfg.save_dtype)
         (out / "train_summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     if cfg.tensorboard:
         acc.end_training()
@@ -509,6 +590,118 @@ def distill_loss(
     return loss
 
 
+def unigram_perplexity(train_ids: np.ndarray, eval_ids: np.ndarray, vocab: int) -> float:
+    """Held-out perplexity of add-one-smoothed token frequencies: the floor a language model must beat."""
+    counts = np.bincount(train_ids, minlength=vocab).astype(np.float64) + 1.0
+    logp = np.log(counts / counts.sum())
+    return float(math.exp(-logp[eval_ids[1:]].mean()))
+
+
+def architecture(adapter: Any) -> dict[str, Any]:
+    """What a checkpoint must match to resume: the model type and every parameter's name and shape."""
+    import hashlib
+
+    shapes = [(n, list(p.shape)) for n, p in adapter.module.named_parameters()]
+    return {
+        "model_type": adapter.family,
+        "num_parameters": adapter.num_parameters,
+        "shapes_sha256": hashlib.sha256(json.dumps(shapes).encode()).hexdigest(),
+    }
+
+
+def check_architecture(saved: dict[str, Any] | None, now: dict[str, Any], ck: Path) -> None:
+    """Refuse a checkpoint of another architecture, before loading it fails half-way."""
+    if saved is None or saved == now:
+        return
+    raise EdgeLLMError(
+        f"checkpoint {ck} is of another architecture ({saved['model_type']}, "
+        f"{saved['num_parameters']:,} parameters) than the model being trained ({now['model_type']}, "
+        f"{now['num_parameters']:,} parameters)",
+        f"train into another output folder, or remove {ck.parent} to start over",
+    )
+
+
+def init_model(spec: Scratch, texts: list[str], dest: Path, *, seed: int) -> Path:
+    """A new model directory: a byte-level BPE tokenizer trained on ``texts`` and the architecture with
+    fresh weights drawn from ``seed``. Reused as is when ``dest`` already holds the same (spec, data)."""
+    import hashlib
+
+    import torch
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+
+    from edgellm.utils.fs import atomic_dir
+
+    digest = hashlib.sha256(
+        json.dumps(
+            [spec.model_dump(), seed, hashlib.sha256("\x00".join(texts).encode()).hexdigest()]
+        ).encode()
+    ).hexdigest()
+    marker = dest / "scratch.json"
+    if marker.is_file() and json.loads(marker.read_text()).get("sha256") == digest:
+        return dest
+    arch = dict(spec.architecture)
+    model_type = arch.pop("model_type", None)
+    if not model_type:
+        raise EdgeLLMError(
+            "scratch.architecture has no model_type", "add model_type: llama (or qwen2, gpt2, bert...)"
+        )
+    tok = train_tokenizer(texts, spec.tokenizer)
+    try:
+        config = AutoConfig.for_model(
+            model_type,
+            **{
+                **arch,
+                "vocab_size": len(tok),
+                "bos_token_id": tok.bos_token_id,
+                "eos_token_id": tok.eos_token_id,
+                "pad_token_id": tok.pad_token_id,
+            },
+        )
+    except (ValueError, TypeError) as exc:
+        raise EdgeLLMError(
+            f"scratch.architecture: {exc}", "use a Hugging Face model_type and its config keys"
+        ) from exc
+    torch.manual_seed(seed)
+    auto = (
+        AutoModel
+        if getattr(config, "is_encoder_decoder", False) or model_type in ("bert", "roberta")
+        else AutoModelForCausalLM
+    )
+    model = auto.from_config(config)
+    with atomic_dir(dest, force=True) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        (tmp / "scratch.json").write_text(
+            json.dumps({"sha256": digest, "spec": spec.model_dump()}, indent=2) + "\n"
+        )
+    return dest
+
+
+def train_tokenizer(texts: list[str], spec: Tokenizer) -> Any:
+    """Byte-level BPE on ``texts`` (the training part only), with the BOS/EOS/PAD special tokens."""
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = HFTokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=spec.vocab_size,
+        special_tokens=[spec.bos, spec.eos, spec.pad],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=spec.bos,
+        eos_token=spec.eos,
+        pad_token=spec.pad,
+        model_max_length=spec.max_length,
+    )
+
+
 def _check(norm: float, mon: GradMonitor) -> dict[str, Any] | None:
     if not math.isfinite(norm):
         return {"kind": "explosion", "norm": str(norm)}
@@ -530,11 +723,22 @@ def _dataset_version(source: str | None) -> Any:
     return dataset_version(source) if source else {"builtin": "pydoc"}
 
 
-def _save_model(module: Any, adapter: Any, tok: Any, dest: Path) -> None:
-    """The trained Hugging Face model (safetensors) and its tokenizer, written atomically."""
+def _save_model(
+    module: Any, state: dict[str, Any], adapter: Any, tok: Any, dest: Path, dtype: str = "float32"
+) -> None:
+    """The trained Hugging Face model (safetensors, in ``dtype``) and its tokenizer, written atomically.
+
+    ``state`` is the wrapper's full state dict (``Accelerator.get_state_dict``: gathered under FSDP)."""
+    import torch
+
     from edgellm.utils.fs import atomic_dir
 
-    hf = module.lm if hasattr(module, "lm") else module.encoder
+    prefix = "lm." if hasattr(module, "lm") else "encoder."
+    src = module.lm if hasattr(module, "lm") else module.encoder
+    hf = type(src)(src.config)  # a fresh copy: the live one may hold sharded (FSDP) parameters
+    hf.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
+    if dtype != "float32":
+        hf = hf.to(getattr(torch, dtype))
     with atomic_dir(dest, force=True) as tmp:
         hf.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)

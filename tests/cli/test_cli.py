@@ -66,56 +66,6 @@ def test_export_and_bench_a_decoder(decoder_dir, tmp_path, capsys):
     assert [(r["batch"], r["seq"]) for r in d["results"]] == [(1, 8), (2, 8)]
 
 
-def test_demo_writes_report(tmp_path, capsys, monkeypatch):
-    from edgellm.cli import demo as demo_mod
-
-    # one cheap compression instead of the four that `make demo` builds; the code path is the same
-    monkeypatch.setattr(
-        demo_mod,
-        "DEMO_COMPRESSION",
-        [("tiny-llama", "w4a16-rtn-g64", lambda q: q.Int4WeightOnly(method="rtn", group_size=64))],
-    )
-    # and two targets beside the server one instead of the ten cases of `make demo`
-    import edgellm.bench.targets as targets_mod
-
-    monkeypatch.setattr(
-        targets_mod,
-        "MATRIX",
-        [
-            ("x86-server", "onnx", "fp32"),
-            ("snapdragon-865", "tflite", "fp16"),
-            ("nvidia-a100", "tensorrt", "fp32"),
-        ],
-    )
-    rc, out, err = run(
-        ["demo", "-o", tmp_path, "--runs", "2", "--warmup", "0", "--batch", "1", "--seq", "16"], capsys
-    )
-    assert rc == 0, err
-    rep = json.loads((tmp_path / "report.json").read_text())
-    assert {r["name"] for r in rep["bench"]["results"]} == {"torch", "onnxruntime"}
-    assert "onnxruntime/torch" in rep["bench"]["ratios_p50"]
-    assert rep["export"]["parity"]["fixed"]["sentence_embedding"]["cosine_min"] >= 0.9999
-    md = (tmp_path / "report.md").read_text()
-    assert "| runner |" in md and "latency.png" in md
-    assert (tmp_path / "latency.png").read_bytes()[:4] == b"\x89PNG"
-    assert "p50 ratio onnxruntime/torch" in out
-    row = rep["compression"][0]
-    assert row["model"] == "tiny-llama" and row["accuracy_detail"]["metric"] == "perplexity"
-    assert row["size_mb"] < 0.5 * row["fp32_size_mb"] and row["p50_ms"] > 0
-    assert (tmp_path / "tiny-llama-w4a16-rtn-g64" / "manifest.json").exists()
-    assert (tmp_path / "compression.png").read_bytes()[:4] == b"\x89PNG" and "w4a16-rtn-g64" in md
-    # the per-target table: the server artifact reused, the phone's TFLite timed here, TensorRT pending
-    tg = {(r["target"], r["format"]): r for r in rep["targets"]}
-    assert tg[("x86-server", "onnx")]["artifact"] == rep["artifact"]
-    phone = tg[("snapdragon-865", "tflite")]
-    assert phone["error"] is None and phone["host_p50_ms"] > 0 and phone["cosine_vs_fp32"] > 0.9999
-    assert phone["size_mb"] < 0.55 * tg[("x86-server", "onnx")]["size_mb"]  # fp16 weights
-    gpu = tg[("nvidia-a100", "tensorrt")]
-    assert gpu["engine"] == "pending" and gpu["host_p50_ms"] is None and gpu["estimate_ms"] > 0
-    assert "engine pending" in out and "roofline" in out and "targets.png" in md
-    assert (tmp_path / "targets.png").read_bytes()[:4] == b"\x89PNG"
-
-
 # -- bad input: one clear line, exit 2, nothing half-written ----------------------------------------
 def test_missing_path(capsys):
     rc, _, err = run(["export", "/no/such/model"], capsys)

@@ -233,7 +233,7 @@ def test_quantization_aware_training_trains_through_the_recipes_grid(small_llama
     from edgellm.compress.quant.primitives import fake_quant_weight
     from edgellm.compress.quant.quantize import quantizable_layers
     from edgellm.data import read_corpus
-    from edgellm.data.corpus import Document, split
+    from edgellm.data.corpus import split
     from edgellm.models import load
     from edgellm.train.trainer import Windows, token_stream
 
@@ -252,8 +252,7 @@ def test_quantization_aware_training_trains_through_the_recipes_grid(small_llama
     with torch.no_grad():
         for mod in layers.values():
             mod.weight.copy_(fake_quant_weight(mod.weight, 4, 32, True))
-    texts = [d.text for d in read_corpus(None)]
-    train_docs, _ = split([Document(str(i), t) for i, t in enumerate(texts)])
+    train_docs, _ = split(read_corpus(None))  # edgellm's fixed split by document id, as the trainer's
     batch = Windows(token_stream(m.tokenizer, [d.text for d in train_docs]), 32, 1).batch(0, 4)
     x = torch.as_tensor(batch[:, :-1])
     with torch.no_grad():
