@@ -352,7 +352,8 @@ class Pipeline:
                 f"training stopped at step {summary.get('steps')} of {cfg.max_steps}",
                 "run the recipe again to resume from the last checkpoint",
             )
-        lineage = {**self.lineage_base, "dataset": summary.get("dataset"), "source_model": cfg.model}
+        source = cfg.model if cfg.scratch is None else {"scratch": cfg.scratch.architecture}
+        lineage = {**self.lineage_base, "dataset": summary.get("dataset"), "source_model": source}
         atomic_write_text(out / "model" / "lineage.json", json.dumps(lineage, indent=2, default=str) + "\n")
         return {
             "model": str(out / "model"),

@@ -1,4 +1,5 @@
-"""The bundled tiny-llama: a real Llama/GQA checkpoint trained by scripts/train_tiny_llama.py."""
+"""The bundled tiny-llama: a real Llama/GQA checkpoint trained by edgellm itself (recipes/tiny-llama.yaml:
+the data front end's cleaned text, then the trainer from scratch)."""
 
 import json
 import math
@@ -18,10 +19,14 @@ def test_checkpoint_shape_and_size(tiny_llama):
     assert 10e6 <= tiny_llama.num_parameters <= 30e6
     cfg = tiny_llama.config
     assert cfg.model_type == "llama" and cfg.num_key_value_heads < cfg.num_attention_heads
-    log = [json.loads(line) for line in (path / "training_log.jsonl").read_text().splitlines()]
-    assert log[-1]["loss"] < log[0]["loss"] - 3
-    summary = json.loads((path / "train_config.json").read_text())["summary"]
-    assert summary["eval_ppl"] < 0.5 * summary["unigram_ppl"]
+    log = [json.loads(line) for line in (path / "train_log.jsonl").read_text().splitlines()]
+    log = [r for r in log if "loss" in r]
+    assert log[-1]["loss"] < log[0]["loss"] - 3 and log[-1]["step"] == 500
+    summary = json.loads((path / "train_summary.json").read_text())
+    assert summary["final"]["eval_ppl"] < 0.5 * summary["unigram_ppl"]
+    # its lineage: the cleaned dataset version it was trained on, and the recipe that made it
+    lineage = json.loads((path / "lineage.json").read_text())
+    assert lineage["recipe"]["name"] == "tiny-llama" and len(lineage["dataset"]["commit"]) == 64
 
 
 def test_held_out_perplexity_beats_unigram(tiny_llama):
@@ -39,7 +44,5 @@ def test_held_out_perplexity_beats_unigram(tiny_llama):
     unigram = math.exp(-logp[ids].mean())
     assert acc["perplexity"] < 0.5 * unigram, (acc["perplexity"], unigram)
     # the training run's split is edgellm's split: no evaluation document was trained on
-    trained = set(
-        json.loads((bundled_path("tiny-llama") / "train_config.json").read_text())["summary"]["train_docs"]
-    )
+    trained = set(json.loads((bundled_path("tiny-llama") / "data_split.json").read_text())["train"])
     assert trained.isdisjoint({d.id for d in split(held + train)[1]})

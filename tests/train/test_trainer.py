@@ -270,3 +270,118 @@ def test_quantization_aware_training_trains_through_the_recipes_grid(small_llama
         saved["lm.model.layers.0.mlp.up_proj.weight"].numpy(),
         load(small_llama).module.state_dict()["lm.model.layers.0.mlp.up_proj.weight"].numpy(),
     )
+
+
+def test_a_checkpoint_of_another_architecture_is_refused(small_llama, tmp_path):
+    out = tmp_path / "run"
+    train(cfg(small_llama, out, max_steps=2, save_every=2, eval_every=2))
+    wider = llama_like_tiny(tmp_path / "wider", hidden_size=96)
+    with pytest.raises(EdgeLLMError, match="another architecture") as e:
+        train(cfg(wider, out, max_steps=4, eval_every=4, resume=True))
+    assert "remove" in e.value.hint
+    assert (out / "checkpoints" / "step-2").is_dir()  # nothing of the earlier run was lost
+
+
+SCRATCH = {
+    "architecture": {
+        "model_type": "llama",
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 128,
+    },
+    "tokenizer": {"vocab_size": 400},
+}
+
+
+def test_training_from_scratch_is_reproducible_and_saves_the_chosen_dtype(tmp_path):
+    from edgellm.models import load
+
+    runs = []
+    for name in ("a", "b"):
+        c = TrainConfig(
+            scratch=SCRATCH,
+            output=str(tmp_path / name),
+            seq_len=32,
+            batch_size=4,
+            max_steps=3,
+            eval_every=3,
+            eval_batches=1,
+            save_every=100,
+            progress=False,
+            save_dtype="float16",
+        )
+        runs.append(train(c))
+    a, b = tmp_path / "a" / "model", tmp_path / "b" / "model"
+    assert (a / "model.safetensors").read_bytes() == (b / "model.safetensors").read_bytes()
+    assert (a / "tokenizer.json").read_text() == (b / "tokenizer.json").read_text()
+    m = load(a)
+    assert len(m.tokenizer) == 400 and m.config.vocab_size == 400 and m.config.num_hidden_layers == 2
+    assert next(iter(m.module.parameters())).dtype == torch.float32  # edgellm loads fp32 for export
+    from safetensors import safe_open
+
+    with safe_open(str(a / "model.safetensors"), "pt") as f:
+        assert f.get_tensor(next(iter(f.keys()))).dtype == torch.float16
+    assert runs[0]["final"]["loss"] == runs[1]["final"]["loss"] and runs[0]["unigram_ppl"] > 1
+    split = json.loads((tmp_path / "a" / "data_split.json").read_text())
+    assert set(split["train"]).isdisjoint(split["eval"]) and len(split["eval"]) > 0
+    with pytest.raises(ValueError, match="either model"):
+        TrainConfig(model="tiny-llama", scratch=SCRATCH)
+
+
+def test_fsdp_on_a_cpu_only_host_says_what_to_run_instead(small_llama, tmp_path, monkeypatch):
+    if torch.cuda.is_available():
+        pytest.skip("this host has a GPU: FSDP runs (test_fsdp_matches_one_process)")
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    with pytest.raises(EdgeLLMError, match="FSDP under accelerate needs GPUs") as e:
+        train(cfg(small_llama, tmp_path / "f", max_steps=1))
+    assert "--multi_gpu" in e.value.hint
+
+
+@pytest.mark.requires_cuda
+def test_fsdp_matches_one_process(small_llama, tmp_path):
+    """FSDP (full sharding) over every GPU here follows the single-process loss curve; the saved model is
+    the full, gathered one."""
+    import yaml
+
+    from edgellm.models import load
+
+    n = torch.cuda.device_count()
+    train(
+        cfg(small_llama, tmp_path / "one", max_steps=4, eval_every=4, batch_size=4 * n, mixed_precision="no")
+    )
+    c = cfg(small_llama, tmp_path / "fsdp", max_steps=4, eval_every=4, batch_size=4 * n, mixed_precision="no")
+    (tmp_path / "fsdp.yaml").write_text(yaml.safe_dump(c.model_dump()))
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--use_fsdp",
+        "--fsdp_sharding_strategy",
+        "FULL_SHARD",
+        "--fsdp_auto_wrap_policy",
+        "TRANSFORMER_BASED_WRAP",
+        "--fsdp_transformer_layer_cls_to_wrap",
+        "LlamaDecoderLayer",
+        "--fsdp_state_dict_type",
+        "FULL_STATE_DICT",
+        "--num_processes",
+        str(n),
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "edgellm.train",
+        str(tmp_path / "fsdp.yaml"),
+    ]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    for a, b in zip(log(tmp_path / "one"), log(tmp_path / "fsdp")):
+        assert abs(a["loss"] - b["loss"]) < 1e-3, (a, b)
+    full = load(tmp_path / "fsdp" / "model")
+    assert full.num_parameters == load(small_llama).num_parameters
