@@ -22,7 +22,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def once(recipe: Path, out: Path, force: bool) -> tuple[float, dict]:
-    cmd = [sys.executable, "-m", "edgellm", "run", str(recipe), "-o", str(out)] + (["--force"] if force else [])
+    cmd = [sys.executable, "-m", "edgellm", "run", str(recipe), "-o", str(out)] + (
+        ["--force"] if force else []
+    )
     t0 = time.perf_counter()
     p = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - t0

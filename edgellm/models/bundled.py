@@ -47,7 +47,8 @@ def bundled_path(name: str) -> Path | None:
 
 
 @register_bundled(
-    "tiny-llama", "11 M-parameter Llama (GQA 6:2) trained by edgellm (recipes/tiny-llama.yaml) on the cleaned pydoc text"
+    "tiny-llama",
+    "11 M-parameter Llama (GQA 6:2) trained by edgellm (recipes/tiny-llama.yaml) on the cleaned pydoc text",
 )
 def _tiny_llama() -> Path:
     return Path(__file__).resolve().parent / "bundled_models" / "tiny-llama"
