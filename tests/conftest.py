@@ -99,6 +99,43 @@ def decoder_dir(tmp_path_factory):
     return make
 
 
+def llama_like_tiny(path: Path, seed: int = 0, **overrides) -> Path:
+    """A random-weight Llama of :data:`SMALL`'s shape with the bundled tiny-llama's tokenizer, saved: a real
+    language model (it reads text) that exports, quantizes and trains in seconds."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from edgellm.models import bundled_path
+
+    tok = AutoTokenizer.from_pretrained(bundled_path("tiny-llama"))
+    torch.manual_seed(seed)
+    ids = {
+        "bos_token_id": tok.bos_token_id,
+        "eos_token_id": tok.eos_token_id,
+        "pad_token_id": tok.pad_token_id,
+    }
+    LlamaForCausalLM(LlamaConfig(**{**SMALL, "vocab_size": len(tok), **ids, **overrides})).save_pretrained(
+        path
+    )
+    tok.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_lm(tmp_path_factory) -> Path:
+    """:func:`llama_like_tiny` 128 wide (INT4 groups of 32..128 fit), saved once per session as ``small-lm``."""
+    return llama_like_tiny(tmp_path_factory.mktemp("lm") / "small-lm", hidden_size=128, intermediate_size=256)
+
+
+@pytest.fixture(scope="session")
+def small_llm(small_lm):
+    """:func:`small_lm` loaded: for tests of format mechanics, where the bundled tiny-llama's size only costs
+    time (its own artifacts are checked where its accuracy or size is the point)."""
+    from edgellm import models
+
+    return models.load(small_lm)
+
+
 @pytest.fixture()
 def mlp():
     import torch

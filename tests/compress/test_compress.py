@@ -61,11 +61,11 @@ def test_compress_tiny_llama_int4_meets_guard(tiny_llama, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tl-int4", "tl-int4.report.json"]
 
 
-def test_guard_that_cannot_be_met_fails_with_report(tiny_llama, tmp_path):
+def test_guard_that_cannot_be_met_fails_with_report(small_lm, tmp_path):
     out = tmp_path / "never"
     with pytest.raises(GuardError, match="no try met the accuracy guard") as exc:
         compress(
-            tiny_llama,
+            str(small_lm),
             Int4WeightOnly(method="rtn", group_size=128),
             output=out,
             max_accuracy_drop="top1>=0.9999",
@@ -108,12 +108,12 @@ def test_tokenizer_mismatch(tiny_llama, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
-def test_cli_compress_and_errors(tmp_path, capsys):
+def test_cli_compress_and_errors(tmp_path, capsys, small_lm):
     out = tmp_path / "q"
     rc = main(
         [
             "compress",
-            "tiny-llama",
+            str(small_lm),
             "--recipe",
             "w4a16-rtn",
             "-g",
@@ -130,39 +130,39 @@ def test_cli_compress_and_errors(tmp_path, capsys):
     rep = json.loads(stdout)
     assert rep["chosen"] == "w4a16-rtn" and rep["tries"][0]["config"]["group_size"] == 64
     # an existing output without --force
-    rc = main(["compress", "tiny-llama", "-o", str(out)])
+    rc = main(["compress", str(small_lm), "-o", str(out)])
     _, err = capsys.readouterr()
     assert rc == 2 and "already exists" in err and len(err.strip().splitlines()) == 1
     # unknown recipe key in YAML
     bad = tmp_path / "r.yaml"
     bad.write_text(
-        yaml.safe_dump({"model": "tiny-llama", "quantization": {"recipe": "w4a16-rtn"}, "guard": 1})
+        yaml.safe_dump({"model": str(small_lm), "quantization": {"recipe": "w4a16-rtn"}, "guard": 1})
     )
     rc = main(["compress", "--recipe", str(bad)])
     _, err = capsys.readouterr()
     assert rc == 2 and "'guard'" in err and "Extra inputs" in err
     bad.write_text(
         yaml.safe_dump(
-            {"model": "tiny-llama", "quantization": {"recipe": "w4a16-rtn", "options": {"grup_size": 64}}}
+            {"model": str(small_lm), "quantization": {"recipe": "w4a16-rtn", "options": {"grup_size": 64}}}
         )
     )
     rc = main(["compress", "--recipe", str(bad)])
     _, err = capsys.readouterr()
     assert rc == 2 and "grup_size" in err
-    rc = main(["compress", "tiny-llama", "--recipe", "w4a16-rtn", "-g", "48", "-o", str(tmp_path / "x")])
+    rc = main(["compress", str(small_lm), "--recipe", "w4a16-rtn", "-g", "48", "-o", str(tmp_path / "x")])
     _, err = capsys.readouterr()
     assert rc == 2 and "power of two" in err
-    rc = main(["compress", "tiny-llama", "--recipe", "int9", "-o", str(tmp_path / "x")])
+    rc = main(["compress", str(small_lm), "--recipe", "int9", "-o", str(tmp_path / "x")])
     _, err = capsys.readouterr()
     assert rc == 2 and "unknown recipe 'int9'" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["q", "q.report.json", "r.yaml"]
 
 
-def test_cli_guard_failure_exits_3(tmp_path, capsys):
+def test_cli_guard_failure_exits_3(tmp_path, capsys, small_lm):
     rc = main(
         [
             "compress",
-            "tiny-llama",
+            str(small_lm),
             "--recipe",
             "w4a16-rtn",
             "--max-accuracy-drop",
@@ -186,12 +186,12 @@ def test_cli_guard_failure_exits_3(tmp_path, capsys):
     assert (tmp_path / "q.report.json").exists() and not (tmp_path / "q").exists()
 
 
-def test_recipe_yaml_runs(tmp_path, capsys):
+def test_recipe_yaml_runs(tmp_path, capsys, small_lm):
     r = tmp_path / "recipe.yaml"
     r.write_text(
         yaml.safe_dump(
             {
-                "model": "tiny-llama",
+                "model": str(small_lm),
                 "output": str(tmp_path / "out"),
                 "quantization": {"recipe": "w4a16-awq", "options": {"group_size": 128, "keep": ["lm_head"]}},
                 "max_accuracy_drop": "ppl+10%",
@@ -206,11 +206,11 @@ def test_recipe_yaml_runs(tmp_path, capsys):
     shutil.rmtree(tmp_path / "out")
 
 
-def test_precision_auto_picks_fastest_passing(tmp_path, capsys):
+def test_precision_auto_picks_fastest_passing(tmp_path, capsys, small_lm):
     rc = main(
         [
             "compress",
-            "tiny-llama",
+            str(small_lm),
             "--precision",
             "auto",
             "--max-accuracy-drop",

@@ -139,7 +139,7 @@ def test_cli_data_store_round_trip(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
-def test_an_artifact_calibrated_on_a_dataset_version_carries_it(tmp_path, tiny_llama):
+def test_an_artifact_calibrated_on_a_dataset_version_carries_it(tmp_path, small_llm):
     pytest.importorskip("onnxruntime")
     from edgellm.data import pydoc_topics
     from edgellm.export.multi import export_at
@@ -153,7 +153,7 @@ def test_an_artifact_calibrated_on_a_dataset_version_carries_it(tmp_path, tiny_l
     c = s.commit(d, "calibration text")
     s.tag("calib-v1")
     art = export_at(
-        tiny_llama,
+        small_llm,
         "x86-server",
         tmp_path / "art",
         precision="int8-static",

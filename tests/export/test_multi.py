@@ -9,9 +9,9 @@ from edgellm.cli import main
 
 
 @pytest.fixture
-def recipe(tmp_path):
+def recipe(tmp_path, small_lm):
     p = tmp_path / "r.yaml"
-    p.write_text("model: tiny-llama\ntargets: [x86-server, snapdragon-865, nvidia-a100]\n")
+    p.write_text(f"model: {small_lm}\ntargets: [x86-server, snapdragon-865, nvidia-a100]\n")
     return p
 
 
@@ -30,7 +30,7 @@ def test_target_all_exports_each_named_target(recipe, tmp_path, capsys):
         "tensorrt",
     ]
     for r in rows.values():
-        assert r["error"] is None and (out / f"tiny-llama-{r['target']}-fp32" / "manifest.json").is_file()
+        assert r["error"] is None and (out / f"small-lm-{r['target']}-fp32" / "manifest.json").is_file()
         assert r["parity"]["random"]["logits"]["cosine_min"] > 0.9999
 
 
@@ -42,7 +42,7 @@ def test_target_all_reports_targets_that_cannot_take_the_precision(recipe, tmp_p
     assert rows["x86-server"]["error"] is None and rows["x86-server"]["precision"] == "int4"
     assert "does not run int4" in rows["snapdragon-865"]["error"]
     assert rows["nvidia-a100"]["error"] is None and rows["nvidia-a100"]["format"] == "tensorrt"  # INT4 WoQ
-    assert not (out / "tiny-llama-snapdragon-865-int4").exists()
+    assert not (out / "small-lm-snapdragon-865-int4").exists()
 
 
 def test_unknown_target_and_precision_fail_before_any_work(tmp_path, capsys):

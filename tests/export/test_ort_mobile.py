@@ -29,17 +29,17 @@ def test_minilm_ort_for_snapdragon(minilm, tmp_path):
     assert got["sentence_embedding"]["cosine_min"] > 0.9999
 
 
-def test_quantized_ort_artifacts(minilm, tiny_llama, pydoc_batches, tmp_path):
+def test_quantized_ort_artifacts(minilm, small_llm, pydoc_batches, tmp_path):
     spec = quantize(minilm, Int8Dynamic())
     art = export(
         minilm, "snapdragon-865", tmp_path / "i8", quant=spec, format="ort", tolerance=Tolerance.quantized()
     )
     assert art.manifest["precision"] == "int8"
     assert "DynamicQuantizeMatMul" in ";".join(art.manifest["recipe"]["ort_format"]["required_operators"])
-    _, evalb = pydoc_batches(tiny_llama, n_calib=8, n_eval=8)
-    spec4 = quantize(tiny_llama, Int4WeightOnly(group_size=64))
+    _, evalb = pydoc_batches(small_llm, n_calib=8, n_eval=8)
+    spec4 = quantize(small_llm, Int4WeightOnly(group_size=64))
     art4 = export(
-        tiny_llama,
+        small_llm,
         "snapdragon-8-gen-3",  # lists int4; the Pi 5 and the 865 do not
         tmp_path / "i4",
         quant=spec4,
@@ -48,7 +48,7 @@ def test_quantized_ort_artifacts(minilm, tiny_llama, pydoc_batches, tmp_path):
     )
     assert "MatMulNBits" in ";".join(art4.manifest["recipe"]["ort_format"]["required_operators"])
     f = evalb.feeds[0]
-    got = compare(apply_quant(tiny_llama, spec4).run(f), make_runner(art4).run(f), tiny_llama.outputs, f)
+    got = compare(apply_quant(small_llm, spec4).run(f), make_runner(art4).run(f), small_llm.outputs, f)
     assert got["logits"]["cosine_min"] > 0.9999
 
 
@@ -71,7 +71,7 @@ def test_format_choice_errors(minilm, tmp_path, monkeypatch):
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
-def test_cli_export_precision(tmp_path, capsys):
+def test_cli_export_precision(tmp_path, capsys, small_lm):
     import json
 
     from edgellm.cli import main
@@ -79,7 +79,7 @@ def test_cli_export_precision(tmp_path, capsys):
     rc = main(
         [
             "export",
-            "tiny-llama",
+            str(small_lm),
             "--target",
             "snapdragon-865",
             "--precision",
@@ -98,7 +98,7 @@ def test_cli_export_precision(tmp_path, capsys):
     rc = main(
         [
             "export",
-            "tiny-llama",
+            str(small_lm),
             "--target",
             "snapdragon-865",
             "--precision",
@@ -110,6 +110,6 @@ def test_cli_export_precision(tmp_path, capsys):
     _, err = capsys.readouterr()
     assert rc == 2 and "does not run int4" in err and "fp32, fp16, int8" in err
     assert not (tmp_path / "b").exists()
-    rc = main(["export", "tiny-llama", "--precision", "int3", "-o", str(tmp_path / "c")])
+    rc = main(["export", str(small_lm), "--precision", "int3", "-o", str(tmp_path / "c")])
     _, err = capsys.readouterr()
     assert rc == 2 and "unknown precision 'int3'" in err

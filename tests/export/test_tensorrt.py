@@ -11,17 +11,18 @@ from edgellm.export.validate import compare
 from edgellm.runtime.ort_runner import OrtRunner
 
 
-def test_fp32_tensorrt_artifact(tiny_llama, tmp_path):
-    art = export(tiny_llama, "jetson-orin-nano", tmp_path / "trt")
+def test_fp32_tensorrt_artifact(small_llm, tmp_path):
+    art = export(small_llm, "jetson-orin-nano", tmp_path / "trt")
     m = art.manifest
     assert m["target"]["format"] == "tensorrt" and m["target"]["runtime"] == "tensorrt"
     assert m["recipe"]["tensorrt"]["engine"] == "pending"
     assert {n.domain for n in onnx.load(art.model_path).graph.node} <= {"", "ai.onnx"}  # standard ops only
     script = (art.path / "build_engine.sh").read_text()
     assert "trtexec --onnx=model.onnx" in script and "--minShapes=input_ids:1x1" in script
-    assert "--maxShapes=input_ids:32x512" in script and "--int8" not in script
+    # the longest sequence is the model's own limit (max_position_embeddings 256 here)
+    assert "--maxShapes=input_ids:32x256" in script and "--int8" not in script
     prof = m["recipe"]["tensorrt"]["profiles"]["attention_mask"]
-    assert prof == {"min": [1, 1], "opt": [8, 128], "max": [32, 512]}
+    assert prof == {"min": [1, 1], "opt": [8, 128], "max": [32, 256]}
 
 
 def test_int8_qdq_for_tensorrt(minilm, pydoc_batches, tmp_path):
@@ -65,14 +66,14 @@ def test_engine_builds(tiny_llama, tmp_path):
     assert passes(parity["random"], Tolerance(max_abs=5e-2, min_cosine=0.999)), parity
 
 
-def test_runner_says_what_is_missing(tiny_llama, tmp_path):
+def test_runner_says_what_is_missing(small_llm, tmp_path):
     import importlib.util
 
     from edgellm.errors import EdgeLLMError
     from edgellm.export import Artifact
     from edgellm.runtime import make_runner
 
-    art = export(tiny_llama, "jetson-orin-nano", tmp_path / "trt")
+    art = export(small_llm, "jetson-orin-nano", tmp_path / "trt")
     with pytest.raises(EdgeLLMError) as e:
         make_runner(Artifact.load(art.path))
     if importlib.util.find_spec("tensorrt") is None:
@@ -105,10 +106,10 @@ def test_int4_weight_only_for_tensorrt(tiny_llama, tmp_path):
     assert got["logits"]["max_abs"] < 1e-3
 
 
-def test_tensorrt_refuses_asymmetric_int4(tiny_llama, tmp_path):
+def test_tensorrt_refuses_asymmetric_int4(small_llm, tmp_path):
     from edgellm.compress.quant import Int4WeightOnly
 
-    spec = quantize(tiny_llama, Int4WeightOnly(group_size=64, symmetric=False))
+    spec = quantize(small_llm, Int4WeightOnly(group_size=64, symmetric=False))
     with pytest.raises(ExportError, match="symmetric INT4"):
-        export(tiny_llama, "nvidia-a100", tmp_path / "a", quant=spec)
+        export(small_llm, "nvidia-a100", tmp_path / "a", quant=spec)
     assert not (tmp_path / "a").exists()

@@ -72,9 +72,9 @@ def test_full_integer_uses_the_quantspec_scales(tiny_llama, pydoc_batches, tmp_p
     assert art.size_bytes < 0.45 * sum(p.numel() * 4 for p in tiny_llama.module.parameters())
 
 
-def test_dynamic_int8_leaves_kept_layers_in_float(tiny_llama, tmp_path):
-    spec = quantize(tiny_llama, Int8Dynamic(keep=("lm_head",)))
-    art = export(tiny_llama, "snapdragon-865", tmp_path / "dyn", quant=spec, seq_len=32)
+def test_dynamic_int8_leaves_kept_layers_in_float(small_llm, tmp_path):
+    spec = quantize(small_llm, Int8Dynamic(keep=("lm_head",)))
+    art = export(small_llm, "snapdragon-865", tmp_path / "dyn", quant=spec, seq_len=32)
     t = art.manifest["recipe"]["tflite"]
     assert t["mode"] == "int8-dynamic"
     assert t["int8_ops"]["FULLY_CONNECTED"] == len(spec.layers)  # lm_head is not among them
@@ -93,16 +93,16 @@ def test_plain_module_with_float_input_quantizes_its_input(tmp_path):
     assert r.run(mlp.example_inputs(batch=5, seq=0, seed=9))["output"].dtype == np.float32
 
 
-def test_errors_name_the_fix(minilm, tiny_llama, tmp_path):
-    int4 = quantize(tiny_llama, Int4WeightOnly(group_size=64))
+def test_errors_name_the_fix(minilm, small_llm, tmp_path):
+    int4 = quantize(small_llm, Int4WeightOnly(group_size=64))
     with pytest.raises(ExportError, match="8-bit QuantSpecs"):
         TFLiteExporter(quant=int4)
     with pytest.raises(ExportError, match="does not run int4"):
         export(
-            tiny_llama,
+            small_llm,
             "snapdragon-865",
             tmp_path / "b",
-            quant=quantize(tiny_llama, Int4WeightOnly(group_size=64)),
+            quant=quantize(small_llm, Int4WeightOnly(group_size=64)),
         )
     with pytest.raises(ExportError, match="no fp16 variant"):
         export(minilm, "x86-server", tmp_path / "c", precision="fp16")

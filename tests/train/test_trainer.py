@@ -9,32 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import llama_like_tiny
 
 from edgellm.errors import EdgeLLMError
 from edgellm.train.trainer import TrainConfig, TrainingStopped, train
 
 pytest.importorskip("accelerate")
-
-
-def llama_like_tiny(path, seed=0, **overrides):
-    """A random-weight Llama (conftest's SMALL shape) with the bundled tiny-llama's tokenizer, saved."""
-    from conftest import SMALL
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from edgellm.models import bundled_path
-
-    tok = AutoTokenizer.from_pretrained(bundled_path("tiny-llama"))
-    torch.manual_seed(seed)
-    ids = {
-        "bos_token_id": tok.bos_token_id,
-        "eos_token_id": tok.eos_token_id,
-        "pad_token_id": tok.pad_token_id,
-    }
-    LlamaForCausalLM(LlamaConfig(**{**SMALL, "vocab_size": len(tok), **ids, **overrides})).save_pretrained(
-        path
-    )
-    tok.save_pretrained(path)
-    return path
 
 
 @pytest.fixture(scope="module")
