@@ -399,6 +399,9 @@ def render_markdown(s: dict[str, Any]) -> str:
             f"- {c['requests']} requests through {path}: cosine vs the unsplit model >= "
             f"{c['cosine_min']:.5f}; {c['upload_bytes']} B up, {c['download_bytes']} B down per request",
             "",
+            "Measured on this host over loopback, each request at its sentence's own length; the plan",
+            "predicts the phone, the link and the server at sequence length 128 (see the plot).",
+            "",
             "| part | p50 ms | p90 ms |",
             "|---|---|---|",
         ]
