@@ -128,3 +128,19 @@ def test_errors_name_what_is_wrong(small_lm, tmp_path):
         prune(load(one_group), PruneConfig(heads=0.5))
     with pytest.raises(EdgeLLMError, match="removes no KV group"):
         prune(load(small_lm), PruneConfig(heads=0.2))
+
+
+def test_recovery_distils_the_unpruned_model_into_the_pruned_one(small_lm, tmp_path):
+    pytest.importorskip("accelerate")
+    from edgellm.compress.prune.recover import recover
+
+    pruned, _ = prune_model(small_lm, PruneConfig(heads=0.5, ffn=0.5), tmp_path / "p")
+    out, summary = recover(
+        tmp_path / "p", small_lm, tmp_path / "r", steps=4, batch_size=4, seq_len=32, lr=1e-3
+    )
+    assert summary["steps"] == 4 and np.isfinite(summary["final"]["loss"])
+    recovered = load(out)
+    assert geometry(recovered) == geometry(pruned)  # the same smaller architecture, new weights
+    assert (out / "pruning.json").is_file()
+    f = pruned.example_inputs(batch=1, seq=8, seed=0)
+    assert not np.allclose(logits(recovered, f), logits(pruned, f))
