@@ -44,6 +44,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/data_clean_throughput.py
 	$(PY) benchmarks/train_throughput.py
 	$(PY) benchmarks/demo_wall_time.py
+	$(PY) benchmarks/bench_prune.py
 	$(PY) benchmarks/split_netem.py   # root on Linux; skipped with the reason otherwise
 
 lint: $(STAMP)
