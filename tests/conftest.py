@@ -59,6 +59,15 @@ SMALL = dict(
 )
 
 
+# SMALL as a from-scratch architecture (edgellm train's ``scratch.architecture``)
+SCRATCH_LLAMA = {
+    "model_type": "llama",
+    **{k: v for k, v in SMALL.items() if k != "vocab_size"},
+    "max_position_embeddings": 128,
+    "tie_word_embeddings": True,
+}
+
+
 def save_llama(path: Path, **overrides) -> Path:
     """Save a random-weight Llama (GQA 4:2) with ``overrides`` on a tiny config; returns ``path``."""
     import torch

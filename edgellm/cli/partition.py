@@ -44,7 +44,7 @@ def partition(
     from rich.table import Table
 
     from edgellm.cli._common import console
-    from edgellm.partition.plan import plan_split, write_plan
+    from edgellm.partition.plan import PLAN_COLUMNS, plan_split, write_plan
 
     plan, basis, adapter, dev, srv = plan_split(
         model,
@@ -82,18 +82,7 @@ def partition(
         t.add_row(
             ("[bold]" if best else "") + str(c["after_block"] or "(input)"),
             c["codec"],
-            *(
-                f"{c[k]:.1f}"
-                for k in (
-                    "device_ms",
-                    "codec_ms",
-                    "upload_ms",
-                    "rtt_ms",
-                    "server_ms",
-                    "download_ms",
-                    "total_ms",
-                )
-            ),
+            *(f"{c[k]:.1f}" for k in PLAN_COLUMNS),
             "BEST" if best else (c["reason"] or ""),
         )
     console().print(t)

@@ -12,6 +12,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+# the predicted time of a cut, part by part, then the total (plan.json candidates, tables, plots)
+PLAN_PARTS = ("device_ms", "codec_ms", "upload_ms", "rtt_ms", "server_ms", "download_ms")
+PLAN_COLUMNS = (*PLAN_PARTS, "total_ms")
+
 
 def plan_split(
     model: Any,
@@ -84,7 +88,7 @@ def plot_plan(candidates: list[dict[str, Any]], path: Path, title: str) -> Path:
         if c["cut"] not in per_cut or c["total_ms"] < per_cut[c["cut"]]["total_ms"]:
             per_cut[c["cut"]] = c
     rows = [per_cut[k] for k in sorted(per_cut)]
-    parts = ["device_ms", "codec_ms", "upload_ms", "rtt_ms", "server_ms", "download_ms"]
+    parts = PLAN_PARTS
     fig, ax = plt.subplots(figsize=(2.0 + 0.7 * len(rows), 4.0))
     bottom = [0.0] * len(rows)
     for p in parts:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from edgellm.bench.report import markdown_table, save_figure
+from edgellm.partition.plan import PLAN_COLUMNS
 from edgellm.utils.fs import atomic_write_text
 
 TARGET_COLUMNS = [
@@ -365,18 +366,7 @@ def render_markdown(s: dict[str, Any]) -> str:
             note = "BEST" if c == p["best"] else (c.get("reason") or "")
             lines.append(
                 f"| {c['after_block'] or '(input)'} | {c['codec']} | "
-                + " | ".join(
-                    f"{c[k]:.1f}"
-                    for k in (
-                        "device_ms",
-                        "codec_ms",
-                        "upload_ms",
-                        "rtt_ms",
-                        "server_ms",
-                        "download_ms",
-                        "total_ms",
-                    )
-                )
+                + " | ".join(f"{c[k]:.1f}" for k in PLAN_COLUMNS)
                 + f" | {note} |"
             )
         lines += ["", "The 12 fastest of every cut x codec; predicted, not measured.", ""]

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import SCRATCH_LLAMA
 
 from edgellm.errors import EdgeLLMError
 from edgellm.pipeline import Recipe, run_recipe
@@ -21,16 +22,7 @@ TINY = {
     "train": {
         "scratch": {
             "name": "tiny",
-            "architecture": {
-                "model_type": "llama",
-                "hidden_size": 64,
-                "intermediate_size": 128,
-                "num_hidden_layers": 2,
-                "num_attention_heads": 4,
-                "num_key_value_heads": 2,
-                "max_position_embeddings": 128,
-                "tie_word_embeddings": True,
-            },
+            "architecture": SCRATCH_LLAMA,
             "tokenizer": {"vocab_size": 512},
         },
         "seq_len": 32,

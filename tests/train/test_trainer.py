@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import llama_like_tiny
+from conftest import SCRATCH_LLAMA, llama_like_tiny
 
 from edgellm.errors import EdgeLLMError
 from edgellm.train.trainer import TrainConfig, TrainingStopped, train
@@ -99,29 +99,17 @@ def test_bad_config_is_named(tmp_path, small_llama):
         train(cfg(small_llama, tmp_path / "o"), dataset_texts=["tiny"])
 
 
-def _launch(tmp_path, name, small_llama, processes, **kw):
+def _launch(tmp_path, name, small_llama, processes, mode=None, **kw):
+    """Train ``cfg(...)`` under ``accelerate launch`` with ``processes`` processes; the loss log."""
     import yaml
 
     c = cfg(small_llama, tmp_path / name, max_steps=4, eval_every=4, **kw).model_dump()
     (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(c))
     # on a CPU-only host "--multi_gpu" starts N gloo processes (MULTI_CPU); "--cpu" would start only one
-    cmd = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu" if processes > 1 else "--cpu",
-        "--num_processes",
-        str(processes),
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "-m",
-        "edgellm.train",
-        str(tmp_path / f"{name}.yaml"),
-    ]
+    mode = mode or ["--multi_gpu" if processes > 1 else "--cpu"]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", *mode, "--num_processes", str(processes)]
+    cmd += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    cmd += ["-m", "edgellm.train", str(tmp_path / f"{name}.yaml")]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
@@ -262,18 +250,7 @@ def test_a_checkpoint_of_another_architecture_is_refused(small_llama, tmp_path):
     assert (out / "checkpoints" / "step-2").is_dir()  # nothing of the earlier run was lost
 
 
-SCRATCH = {
-    "architecture": {
-        "model_type": "llama",
-        "hidden_size": 64,
-        "intermediate_size": 128,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "max_position_embeddings": 128,
-    },
-    "tokenizer": {"vocab_size": 400},
-}
+SCRATCH = {"architecture": SCRATCH_LLAMA, "tokenizer": {"vocab_size": 400}}
 
 
 def test_training_from_scratch_is_reproducible_and_saves_the_chosen_dtype(tmp_path):
@@ -324,7 +301,6 @@ def test_fsdp_on_a_cpu_only_host_says_what_to_run_instead(small_llama, tmp_path,
 def test_fsdp_matches_one_process(small_llama, tmp_path):
     """FSDP (full sharding) over every GPU here follows the single-process loss curve; the saved model is
     the full, gathered one."""
-    import yaml
 
     from edgellm.models import load
 
@@ -332,35 +308,10 @@ def test_fsdp_matches_one_process(small_llama, tmp_path):
     train(
         cfg(small_llama, tmp_path / "one", max_steps=4, eval_every=4, batch_size=4 * n, mixed_precision="no")
     )
-    c = cfg(small_llama, tmp_path / "fsdp", max_steps=4, eval_every=4, batch_size=4 * n, mixed_precision="no")
-    (tmp_path / "fsdp.yaml").write_text(yaml.safe_dump(c.model_dump()))
-    cmd = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--use_fsdp",
-        "--fsdp_sharding_strategy",
-        "FULL_SHARD",
-        "--fsdp_auto_wrap_policy",
-        "TRANSFORMER_BASED_WRAP",
-        "--fsdp_transformer_layer_cls_to_wrap",
-        "LlamaDecoderLayer",
-        "--fsdp_state_dict_type",
-        "FULL_STATE_DICT",
-        "--num_processes",
-        str(n),
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "-m",
-        "edgellm.train",
-        str(tmp_path / "fsdp.yaml"),
-    ]
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert p.returncode == 0, p.stderr[-3000:]
+    fsdp = ["--use_fsdp", "--fsdp_sharding_strategy", "FULL_SHARD", "--fsdp_auto_wrap_policy"]
+    fsdp += ["TRANSFORMER_BASED_WRAP", "--fsdp_transformer_layer_cls_to_wrap", "LlamaDecoderLayer"]
+    fsdp += ["--fsdp_state_dict_type", "FULL_STATE_DICT"]
+    _launch(tmp_path, "fsdp", small_llama, n, mode=fsdp, batch_size=4 * n, mixed_precision="no")
     for a, b in zip(log(tmp_path / "one"), log(tmp_path / "fsdp")):
         assert abs(a["loss"] - b["loss"]) < 1e-3, (a, b)
     full = load(tmp_path / "fsdp" / "model")
