@@ -13,7 +13,7 @@ def recipe_path(name_or_path: str) -> Path:
     from edgellm.errors import EdgeLLMError
 
     p = Path(name_or_path)
-    if p.suffix in (".yaml", ".yml") or p.exists():
+    if p.suffix in (".yaml", ".yml") or p.is_file():
         return p
     pkg = Path(__file__).resolve().parents[1]
     for d in (pkg.parent / "recipes", pkg / "_recipes"):
