@@ -142,6 +142,11 @@ def export(
         extra = dict(manifest_extra or {})
         if _LINEAGE.get() is not None:
             extra.setdefault("lineage", _LINEAGE.get())
+        pruning = Path(adapter.source.get("path") or "") / "pruning.json"
+        if adapter.source.get("path") and pruning.is_file():  # a pruned model: what was removed
+            import json
+
+            extra.setdefault("pruning", json.loads(pruning.read_text()))
         write_manifest(tmp, {**fields, **extra})
     return Artifact.load(output)
 

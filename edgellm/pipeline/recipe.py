@@ -50,6 +50,20 @@ class DataStage(_Strict):
         return self
 
 
+class PruneStage(_Strict):
+    """Structured pruning (heads, FFN channels, blocks), then an optional distillation recovery from the
+    unpruned model; later sections use the result as model ``pruned``."""
+
+    model: str
+    heads: float = Field(0.0, ge=0, lt=1)
+    ffn: float = Field(0.0, ge=0, lt=1)
+    blocks: float = Field(0.0, ge=0, lt=1)
+    score: Literal["l1", "l2", "taylor", "wanda"] = "wanda"
+    multiple_of: int = Field(1, ge=1)
+    recover_steps: int = Field(0, ge=0, description="distillation steps from the unpruned model (0: none)")
+    recover_lr: float = Field(2e-4, gt=0)
+
+
 class CompressItem(_Strict):
     model: str
     recipe: str = Field(..., description="int8-dynamic, int8-static, w4a16-gptq, ... or auto")
@@ -115,6 +129,7 @@ class Recipe(_Strict):
     seed: int = 0
     data: DataStage | None = None
     train: TrainConfig | None = None
+    prune: PruneStage | None = None
     compress: CompressStage | None = None
     partition: PartitionStage | None = None
     export: ExportStage | None = None
@@ -127,9 +142,12 @@ class Recipe(_Strict):
         uses = [("compress", i.model) for i in (self.compress.artifacts if self.compress else [])]
         uses += [("partition", self.partition.model)] if self.partition else []
         uses += [("export", m) for m in (self.export.models if self.export else [])]
+        uses += [("prune", self.prune.model)] if self.prune else []
         for where, m in uses:
             if m == "train" and self.train is None:
                 raise ValueError(f"{where} uses model 'train' but the recipe has no train section")
+            if m == "pruned" and (self.prune is None or where == "prune"):
+                raise ValueError(f"{where} uses model 'pruned' but the recipe has no prune section")
         if self.split is not None and self.partition is None:
             raise ValueError("split needs a partition section (the plan it exports and checks)")
         if self.bench is not None and self.export is None:

@@ -302,6 +302,18 @@ def render_markdown(s: dict[str, Any]) -> str:
             f"- model: `{res['train']['model']}`",
             "",
         ]
+    if "prune" in res:
+        pr = res["prune"]
+        rec = pr["record"]
+        lines += [
+            "## Structured pruning",
+            "",
+            f"- removed: heads {rec['config']['heads']}, FFN {rec['config']['ffn']}, blocks "
+            f"{rec['config']['blocks']} (score {rec['config']['score']}); parameters "
+            f"{rec['params_before']:,} -> {rec['params_after']:,} ({rec['params_ratio']:.3f})",
+        ]
+        lines += [f"- quality vs the unpruned model, {k}: {v}" for k, v in pr["quality_text"].items()]
+        lines += [f"- model: `{pr['model']}`", ""]
     if compression_rows(res):
         lines += [
             "## Compressed artifacts (accuracy on held-out text, latency vs the fp32 artifact, same run)",

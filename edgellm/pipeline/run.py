@@ -33,7 +33,7 @@ from edgellm.pipeline.recipe import CompressItem, Recipe
 from edgellm.utils.fs import atomic_write_text
 
 STATE_DIR = ".edgellm-run"
-STAGES = ("data", "train", "compress", "partition", "export", "bench", "split", "report")
+STAGES = ("data", "train", "prune", "compress", "partition", "export", "bench", "split", "report")
 
 
 def _digest(obj: Any) -> str:
@@ -152,8 +152,8 @@ class Pipeline:
         return q if q.is_absolute() else self.out / q
 
     def model_ref(self, ref: str) -> str:
-        if ref == "train":
-            return str(Path(self.results["train"]["model"]))
+        if ref in ("train", "pruned"):
+            return str(Path(self.results["train" if ref == "train" else "prune"]["model"]))
         q = Path(ref)
         if not q.is_absolute() and (self.base / q).exists() and not Path(ref).exists():
             return str(self.base / q)
@@ -164,13 +164,19 @@ class Pipeline:
 
         real = self.model_ref(ref)
         if real not in self._adapters:
-            self._adapters[real] = load(real, name=self._trained_name() if ref == "train" else None)
+            name = {"train": self._trained_name, "pruned": self._pruned_name}.get(ref)
+            self._adapters[real] = load(real, name=name() if name else None)
         return self._adapters[real]
 
     def _trained_name(self) -> str:
         t = self.recipe.train
         assert t is not None
         return t.scratch.name if t.scratch is not None else f"{Path(str(t.model)).name}-trained"
+
+    def _pruned_name(self) -> str:
+        p = self.recipe.prune
+        assert p is not None
+        return f"{self.adapter(p.model).name}-pruned"
 
     def model_key(self, ref: str) -> dict[str, Any]:
         a = self.adapter(ref)
@@ -204,6 +210,16 @@ class Pipeline:
             self.say(f"    dataset {src} -> {self.results['data']['ref']}")
         if r.train is not None:
             self._stage("train", self._train_key(), self._train)
+        if r.prune is not None:
+            self._stage(
+                "prune",
+                {
+                    "cfg": r.prune.model_dump(mode="json"),
+                    "model": self.model_key(r.prune.model),
+                    "dataset": self.keys.get("data"),
+                },
+                self._prune,
+            )
         if r.compress is not None:
             for item in r.compress.artifacts:
                 name = f"compress:{self._label(item)}"
@@ -359,6 +375,47 @@ class Pipeline:
             "model": str(out / "model"),
             "summary": summary,
             "_outputs": [str(out / "model" / "config.json")],
+        }
+
+    def _prune(self) -> dict[str, Any]:
+        from edgellm.compress.calibration import corpus_parts, make_batches
+        from edgellm.compress.evaluate import accuracy_text, evaluate
+        from edgellm.compress.prune import PruneConfig, prune_model
+        from edgellm.compress.prune.recover import recover
+        from edgellm.models import load
+        from edgellm.runtime import make_runner
+
+        p = self.recipe.prune
+        assert p is not None
+        base = self.adapter(p.model)
+        cfg = PruneConfig(heads=p.heads, ffn=p.ffn, blocks=p.blocks, score=p.score, multiple_of=p.multiple_of)
+        train_docs, eval_docs, cs, es = corpus_parts(self.dataset(), None)
+        calib = make_batches(base, train_docs, cs, max_sequences=32).feeds
+        evalb = make_batches(base, eval_docs, es, max_sequences=64).feeds
+        dest = self.out / "prune" / "pruned"
+        pruned, record = prune_model(base, cfg, dest, calib)
+        ref = make_runner(base, "torch")
+        quality = {"pruned": evaluate(ref, make_runner(pruned, "torch"), base, evalb)}
+        model = dest
+        if p.recover_steps:
+            self.say(f"    recovering: {p.recover_steps} distillation steps from {base.name}")
+            model, _ = recover(
+                dest,
+                base.source["path"] or p.model,
+                self.out / "prune" / "recover",
+                steps=p.recover_steps,
+                lr=p.recover_lr,
+                data=self.dataset(),
+            )
+            quality["recovered"] = evaluate(ref, make_runner(load(model), "torch"), base, evalb)
+        for k, v in quality.items():
+            self.say(f"    {k}: {accuracy_text(v)}")
+        return {
+            "model": str(model),
+            "record": record.to_dict(),
+            "quality": quality,
+            "quality_text": {k: accuracy_text(v) for k, v in quality.items()},
+            "_outputs": [str(Path(model) / "config.json")],
         }
 
     @staticmethod

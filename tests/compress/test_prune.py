@@ -37,6 +37,7 @@ def test_gqa_groups_are_pruned_whole_and_the_model_exports(small_lm, tmp_path):
     f = pruned.example_inputs(batch=2, seq=12, seed=1)
     assert logits(pruned, f).shape == logits(before, f).shape
     art = export(pruned, "x86-server", tmp_path / "onnx")
+    assert art.manifest["pruning"]["removed_heads"] == {str(k): v for k, v in rec.heads.items()}
     got = make_runner(art).run(f)["logits"]
     assert np.allclose(got, logits(pruned, f), atol=1e-3)
 

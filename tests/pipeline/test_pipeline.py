@@ -187,6 +187,29 @@ def test_the_demo_recipe_reduced_runs_on_the_bundled_models(tmp_path, capsys):
     assert "latency per target" in md and "accuracy vs size" in md and "latency per cut" in md
 
 
+def test_prune_recover_then_quantize_in_one_recipe(tmp_path, small_lm):
+    r = {
+        "name": "prune",
+        "output": str(tmp_path / "out"),
+        "prune": {"model": str(small_lm), "heads": 0.5, "ffn": 0.5, "score": "wanda", "recover_steps": 3},
+        "compress": {
+            "runs": 2,
+            "eval_sequences": 16,
+            "calibration": "bundled",
+            "artifacts": [{"model": "pruned", "recipe": "int8-dynamic"}],
+        },
+    }
+    s = run_recipe(write(tmp_path / "p.yaml", r))
+    pr = s["results"]["prune"]
+    assert pr["record"]["params_ratio"] < 0.95 and set(pr["quality"]) == {"pruned", "recovered"}
+    assert Path(pr["model"]).name == "model" and (Path(pr["model"]) / "pruning.json").is_file()
+    row = s["results"]["compress:pruned-int8-dynamic"]
+    m = json.loads((Path(row["artifact"]) / "manifest.json").read_text())
+    assert m["pruning"]["removed_heads"] == pr["record"]["removed_heads"]  # the record travels
+    assert m["lineage"]["source_model"]["name"] == "small-lm-pruned"
+    assert "## Structured pruning" in (tmp_path / "out" / "report.md").read_text()
+
+
 # -- bad input: the key's path in one line, exit 2, nothing run ---------------------------------------------
 @pytest.mark.parametrize(
     "patch,needle",
