@@ -631,11 +631,11 @@ def init_model(spec: Scratch, texts: list[str], dest: Path, *, seed: int) -> Pat
 
     from edgellm.utils.fs import atomic_dir
 
-    digest = hashlib.sha256(
-        json.dumps(
-            [spec.model_dump(), seed, hashlib.sha256("\x00".join(texts).encode()).hexdigest()]
-        ).encode()
-    ).hexdigest()
+    data = hashlib.sha256()
+    for t in texts:  # one text at a time: no copy of the whole corpus in memory
+        data.update(t.encode())
+        data.update(b"\x00")
+    digest = hashlib.sha256(json.dumps([spec.model_dump(), seed, data.hexdigest()]).encode()).hexdigest()
     marker = dest / "scratch.json"
     if marker.is_file() and json.loads(marker.read_text()).get("sha256") == digest:
         return dest
