@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
@@ -144,8 +145,6 @@ def export(
             extra.setdefault("lineage", _LINEAGE.get())
         pruning = Path(adapter.source.get("path") or "") / "pruning.json"
         if adapter.source.get("path") and pruning.is_file():  # a pruned model: what was removed
-            import json
-
             extra.setdefault("pruning", json.loads(pruning.read_text()))
         write_manifest(tmp, {**fields, **extra})
     return Artifact.load(output)

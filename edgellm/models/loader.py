@@ -225,6 +225,20 @@ def _load_tokenizer(path: Path) -> Any:
         return None
 
 
+SENTENCE_TRANSFORMERS_FILES = ("modules.json", "1_Pooling", "2_Normalize", "sentence_bert_config.json")
+
+
+def copy_sentence_transformers_files(src: str | Path, dest: Path) -> None:
+    """Copy the sentence-transformers pipeline files (pooling, normalisation) of model directory ``src``
+    into ``dest``, so a re-saved encoder (trained, pruned) pools and normalises as before."""
+    import shutil
+
+    src = Path(src)
+    for extra in SENTENCE_TRANSFORMERS_FILES:
+        if (src / extra).exists():
+            (shutil.copytree if (src / extra).is_dir() else shutil.copy2)(src / extra, dest / extra)
+
+
 def _pooling_from_st(path: Path) -> MeanPooling:
     """Read sentence-transformers' pooling/normalize modules if present; default: mean, normalized."""
     normalize, mode = True, "mean"

@@ -30,10 +30,9 @@ from typing import Any
 from edgellm._version import __version__
 from edgellm.errors import EdgeLLMError
 from edgellm.pipeline.recipe import CompressItem, Recipe
-from edgellm.utils.fs import atomic_write_text
+from edgellm.utils.fs import atomic_write_text, sha256_files
 
 STATE_DIR = ".edgellm-run"
-STAGES = ("data", "train", "prune", "compress", "partition", "export", "bench", "split", "report")
 
 
 def _digest(obj: Any) -> str:
@@ -54,14 +53,8 @@ def source_fingerprint(source: str) -> str:
     p = Path(source)
     if not p.exists():
         raise EdgeLLMError(f"data source '{source}' does not exist", "give a file, a folder or STORE@REF")
-    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
-    h = hashlib.sha256()
-    for f in files:
-        h.update(str(f.relative_to(p) if p.is_dir() else f.name).encode())
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
+    files = [f for f in p.rglob("*") if f.is_file()] if p.is_dir() else [p]
+    return sha256_files(files, p if p.is_dir() else p.parent)
 
 
 class Pipeline:
@@ -698,4 +691,4 @@ def run_recipe(
     return Pipeline(recipe, path, output=output, force=force, log=log).run()
 
 
-__all__ = ["STAGES", "Pipeline", "run_recipe", "source_fingerprint", "split_check"]
+__all__ = ["Pipeline", "run_recipe", "source_fingerprint", "split_check"]

@@ -731,6 +731,7 @@ def _save_model(
     ``state`` is the wrapper's full state dict (``Accelerator.get_state_dict``: gathered under FSDP)."""
     import torch
 
+    from edgellm.models.loader import copy_sentence_transformers_files
     from edgellm.utils.fs import atomic_dir
 
     prefix = "lm." if hasattr(module, "lm") else "encoder."
@@ -742,7 +743,5 @@ def _save_model(
     with atomic_dir(dest, force=True) as tmp:
         hf.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
-        src = Path(adapter.source.get("path") or "")
-        for extra in ("modules.json", "1_Pooling", "2_Normalize", "sentence_bert_config.json"):
-            if (src / extra).exists():
-                (shutil.copytree if (src / extra).is_dir() else shutil.copy2)(src / extra, tmp / extra)
+        if adapter.source.get("path"):
+            copy_sentence_transformers_files(adapter.source["path"], tmp)

@@ -326,20 +326,18 @@ def _fix_attention_modules(
 def save_pruned(adapter: Any, record: PruneRecord, dest: Any) -> Any:
     """The pruned model as an ordinary model directory (config, safetensors, tokenizer, ``pruning.json``)."""
     import json
-    import shutil
     from pathlib import Path
 
+    from edgellm.models.loader import copy_sentence_transformers_files
     from edgellm.utils.fs import atomic_dir
 
     hf = hf_model(adapter)
-    src = Path(adapter.source.get("path") or "")
     with atomic_dir(dest, force=True) as tmp:
         hf.save_pretrained(tmp, safe_serialization=True)
         if adapter.tokenizer is not None:
             adapter.tokenizer.save_pretrained(tmp)
-        for extra in ("modules.json", "1_Pooling", "2_Normalize", "sentence_bert_config.json"):
-            if (src / extra).exists():
-                (shutil.copytree if (src / extra).is_dir() else shutil.copy2)(src / extra, tmp / extra)
+        if adapter.source.get("path"):
+            copy_sentence_transformers_files(adapter.source["path"], tmp)
         (tmp / "pruning.json").write_text(json.dumps(record.to_dict(), indent=2) + "\n")
     return Path(dest)
 
