@@ -28,6 +28,9 @@ def train(
 
     train.yaml: {model: tiny-llama, data: data/store@v1, seq_len: 128, batch_size: 16, lr: 5.0e-4,
     max_steps: 500, warmup_steps: 40, grad: {explode_threshold: 100, action: skip}}
+
+    A classifier: {model: minilm, task: classification, data: reviews.jsonl, label_field: label, seq_len: 64,
+    lr: 5.0e-5, max_steps: 300} (JSONL records with text and label; the head is new unless the model has one)
     """
     from edgellm.cli._common import console
     from edgellm.train.trainer import TrainConfig
@@ -41,6 +44,11 @@ def train(
     console().print(
         f"trained {s['steps']} steps on {s['processes']} process(es): loss {f.get('loss')}, "
         + (f"eval perplexity {f['eval_ppl']:.2f}, " if "eval_ppl" in f else "")
+        + (
+            f"eval accuracy {f['eval_accuracy']:.3f} (majority class {s['majority_accuracy']:.3f}), "
+            if "eval_accuracy" in f
+            else ""
+        )
         + f"{s['tokens_per_s']:.0f} tokens/s; model in {cfg.output}/model",
         markup=False,
     )

@@ -25,6 +25,7 @@ from edgellm.utils.fs import atomic_write_text
 AUTO_CANDIDATES = {
     "embedding": ["int8-dynamic", "int8-static", "int8-smoothquant"],
     "causal-lm": ["int8-dynamic", "w4a16-awq", "w4a16-gptq"],
+    "classification": ["int8-dynamic", "int8-static", "int8-smoothquant"],
 }
 
 
@@ -155,7 +156,7 @@ def compress(
     train_docs, eval_docs, calib_src, eval_src = corpus_parts(calib, eval_data)
     eval_b = make_batches(adapter, eval_docs, eval_src, max_sequences=eval_sequences)
     candidates: list[QuantConfig] = (
-        [config_for(r) for r in AUTO_CANDIDATES[adapter.task]] if config == "auto" else [config]  # type: ignore[index]
+        [config_for(r) for r in AUTO_CANDIDATES.get(adapter.task, AUTO_CANDIDATES["embedding"])] if config == "auto" else [config]  # type: ignore[index]
     )
     calib_b = None
     if any(needs_calibration(c) for c in candidates) or guard is not None:
@@ -211,7 +212,7 @@ def compress(
         runners = {"fp32": make_runner(fp32)}
         for t in chosen:
             runners[t.config.recipe] = make_runner(Artifact.load(t.path))
-        b, s = (8, 128) if adapter.task == "embedding" else (1, 128)
+        b, s = (1, 128) if adapter.task == "causal-lm" else (8, 128)
         say(f"timing {', '.join(runners)} at batch {b}, sequence {s}")
         bench = benchmark(
             runners,

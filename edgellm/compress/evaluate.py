@@ -2,7 +2,7 @@
 
 Encoders: embedding cosine (mean, min) and the Spearman correlation of all pairwise similarities
 (does the compressed model rank sentence pairs the same way?). Causal LMs: perplexity of both and
-next-token top-1 agreement.
+next-token top-1 agreement. Classifiers: agreement of the predicted labels and the cosine of the logits.
 """
 
 from __future__ import annotations
@@ -106,6 +106,17 @@ def evaluate(
             "tokens": n,
         }
     out_name = model.outputs[0].name
+    if model.task == "classification":
+        ref = np.concatenate([feed(reference, f)[out_name] for f in batches]).astype(np.float64)
+        got = np.concatenate([feed(candidate, f)[out_name] for f in batches]).astype(np.float64)
+        emb = embedding_accuracy(ref, got)
+        return {
+            "metric": "classification",
+            "top1_agreement": float((ref.argmax(-1) == got.argmax(-1)).mean()),
+            "cosine_mean": emb["cosine_mean"],
+            "cosine_min": emb["cosine_min"],
+            "sentences": len(ref),
+        }
     ref = np.concatenate([feed(reference, f)[out_name] for f in batches])
     got = np.concatenate([feed(candidate, f)[out_name] for f in batches])
     if ref.ndim > 2:
@@ -122,4 +133,6 @@ def accuracy_text(acc: dict[str, Any]) -> str:
             f"ppl {acc['perplexity']:.2f} vs {acc['perplexity_fp32']:.2f} ({100 * acc['perplexity_increase']:+.2f} %), "
             f"top-1 {acc['top1_agreement']:.3f}"
         )
+    if acc.get("metric") == "classification":
+        return f"label agreement {acc['top1_agreement']:.3f}, logit cosine {acc['cosine_mean']:.4f}"
     return f"cosine {acc['cosine_mean']:.4f} (min {acc['cosine_min']:.3f}), spearman {acc['spearman_pairwise']:.4f}"

@@ -2,7 +2,8 @@
 
 Forms: ``cosine>=0.99`` (encoders: mean embedding cosine), ``ppl+3%`` (causal LMs: perplexity at most
 3 % above fp32), ``top1>=0.9`` (causal LMs: next-token agreement), or a bare fraction ``0.01``
-(cosine >= 0.99 for encoders, perplexity +1 % for causal LMs).
+(cosine >= 0.99 for encoders, perplexity +1 % for causal LMs, label agreement >= 0.99 for classifiers:
+``top1>=0.99``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ class Guard:
         if self.metric not in acc:
             raise EdgeLLMError(
                 f"guard '{self.text}' does not apply to a {acc.get('metric')} report",
-                "use cosine>=X for encoders, ppl+X% or top1>=X for causal LMs",
+                "use cosine>=X for encoders, ppl+X% or top1>=X for causal LMs, top1>=X for classifiers",
             )
         v = float(acc[self.metric])
         ok = v >= self.value if self.op == ">=" else v <= self.value
@@ -54,4 +55,6 @@ def parse_guard(text: str | None, task: str) -> Guard | None:
         )
     if task == "causal-lm":
         return Guard("perplexity_increase", "<=", x, text)
+    if task == "classification":
+        return Guard("top1_agreement", ">=", 1.0 - x, text)
     return Guard("cosine_mean", ">=", 1.0 - x, text)

@@ -21,6 +21,7 @@ DEFAULT_CORPUS = "pydoc"
 class Document:
     id: str
     text: str
+    label: str | None = None  # the class of a labelled example (read with ``label_field``)
 
 
 def pydoc_topics() -> list[Document]:
@@ -30,7 +31,9 @@ def pydoc_topics() -> list[Document]:
     return [Document(k, topics[k]) for k in sorted(topics)]
 
 
-def read_corpus(source: str | Path | None = None, *, text_field: str = "text") -> list[Document]:
+def read_corpus(
+    source: str | Path | None = None, *, text_field: str = "text", label_field: str | None = None
+) -> list[Document]:
     """Documents from ``source``.
 
     Args:
@@ -38,7 +41,15 @@ def read_corpus(source: str | Path | None = None, *, text_field: str = "text") -
             blank lines); a ``.jsonl`` file (one JSON object per line, text under ``text_field``); or a
             directory of such files (read in sorted order).
         text_field: the JSONL key holding the text.
+        label_field: for labelled examples (classification): the JSONL key holding each record's class
+            (a string or a number, kept as its string); every record must have one, and the source must
+            be JSONL.
     """
+    if label_field is not None and (source is None or str(source) == DEFAULT_CORPUS):
+        raise EdgeLLMError(
+            "classification needs labelled examples, and the bundled corpus has no labels",
+            f"give a .jsonl file (or dataset STORE@REF) whose records have '{text_field}' and '{label_field}'",
+        )
     if source is None or str(source) == DEFAULT_CORPUS:
         return pydoc_topics()
     from edgellm.data.io import hidden
@@ -48,7 +59,7 @@ def read_corpus(source: str | Path | None = None, *, text_field: str = "text") -
     if versioned is not None:
         docs: list[Document] = []
         for f in versioned[0]:
-            docs += _read_jsonl(f, text_field)
+            docs += _read_jsonl(f, text_field, label_field)
         return docs
     path = Path(source)
     if not path.exists():
@@ -69,14 +80,19 @@ def read_corpus(source: str | Path | None = None, *, text_field: str = "text") -
     docs = []
     for f in files:
         if f.suffix == ".jsonl":
-            docs += _read_jsonl(f, text_field)
+            docs += _read_jsonl(f, text_field, label_field)
+        elif label_field is not None:
+            raise EdgeLLMError(
+                f"{f} is plain text: it has no '{label_field}' labels for classification",
+                f"write the examples as JSONL, one object per line: {{\"{text_field}\": ..., \"{label_field}\": ...}}",
+            )
         elif f.suffix == ".txt" or f.is_file():
             paras = [p.strip() for p in f.read_text(errors="replace").split("\n\n")]
             docs += [Document(f"{f.name}:{i}", p) for i, p in enumerate(paras) if p]
     return docs
 
 
-def _read_jsonl(path: Path, field: str) -> list[Document]:
+def _read_jsonl(path: Path, field: str, label_field: str | None = None) -> list[Document]:
     docs = []
     with open(path, encoding="utf-8") as fh:
         for n, line in enumerate(fh, 1):
@@ -92,7 +108,16 @@ def _read_jsonl(path: Path, field: str) -> list[Document]:
                 raise EdgeLLMError(
                     f"{path}:{n} has no string field '{field}'", "set the text field name (--text-field)"
                 )
-            docs.append(Document(str(obj.get("id", f"{path.name}:{n}")), obj[field]))
+            label = None
+            if label_field is not None:
+                label = obj.get(label_field)
+                if label is None or isinstance(label, (dict, list)):
+                    raise EdgeLLMError(
+                        f"{path}:{n} has no label under '{label_field}'",
+                        "give every example a class (a string or a number), or set label_field",
+                    )
+                label = str(label)
+            docs.append(Document(str(obj.get("id", f"{path.name}:{n}")), obj[field], label))
     return docs
 
 

@@ -68,7 +68,7 @@ class ModelAdapter:
 
     name: str
     module: nn.Module
-    task: str  # "embedding" | "causal-lm" | "custom"
+    task: str  # "embedding" | "causal-lm" | "classification" | "custom"
     family: str  # Hugging Face model_type, or "torch" for a plain module
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
@@ -105,7 +105,7 @@ class ModelAdapter:
 
     def fixed_inputs(self) -> dict[str, np.ndarray]:
         """Deterministic inputs: real sentences through the tokenizer, else the user's example."""
-        if self.tokenizer is not None and self.task in ("embedding", "causal-lm"):
+        if self.tokenizer is not None and self.task in ("embedding", "causal-lm", "classification"):
             tok = self.tokenizer
             if tok.pad_token is None:
                 tok.pad_token = tok.eos_token or tok.unk_token

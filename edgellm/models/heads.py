@@ -54,3 +54,40 @@ class CausalLMLogits(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.lm(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+
+
+class SequenceClassifier(nn.Module):
+    """A ``*ForSequenceClassification`` model: ``(input_ids, attention_mask[, token_type_ids]) -> logits
+    (B, num_labels)``. Decoders classify from the last non-padding token (``config.pad_token_id``)."""
+
+    def __init__(self, clf: nn.Module, decoder: bool = False) -> None:
+        super().__init__()
+        self.clf = clf
+        self.decoder = decoder
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        kwargs = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+        if self.decoder:
+            kwargs["use_cache"] = False
+        return self.clf(input_ids=input_ids, attention_mask=attention_mask, **kwargs).logits
+
+
+def hf_of(module: nn.Module) -> nn.Module:
+    """The Hugging Face model inside a task head (the LM, the encoder or the classifier)."""
+    for name in ("lm", "encoder", "clf"):
+        if hasattr(module, name):
+            return getattr(module, name)
+    raise TypeError(f"{type(module).__name__} is not an edgellm task head")
+
+
+def head_prefix(module: nn.Module) -> str:
+    """The state-dict prefix of the Hugging Face model inside a task head (``"lm."``, ``"encoder."``...)."""
+    for name in ("lm", "encoder", "clf"):
+        if hasattr(module, name):
+            return name + "."
+    raise TypeError(f"{type(module).__name__} is not an edgellm task head")

@@ -16,10 +16,10 @@ from edgellm.errors import ModelLoadError, UnsupportedArchitectureError
 from edgellm.models.adapter import Block, ModelAdapter, TensorSpec
 from edgellm.models.bundled import bundled_names, bundled_path
 from edgellm.models.families import FAMILIES, Family, supported_types
-from edgellm.models.heads import CausalLMLogits, MeanPooling, SentenceEmbedding
+from edgellm.models.heads import CausalLMLogits, MeanPooling, SentenceEmbedding, SequenceClassifier
 from edgellm.utils.fs import sha256_files
 
-TASKS = ("embedding", "causal-lm")
+TASKS = ("embedding", "causal-lm", "classification")
 _WEIGHT_GLOBS = ("*.safetensors", "pytorch_model*.bin")
 
 
@@ -33,12 +33,14 @@ def load(
     dynamic_axes: Mapping[str, Mapping[int, str]] | None = None,
     attn_implementation: str = "eager",
     name: str | None = None,
+    labels: Sequence[str] | None = None,
 ) -> ModelAdapter:
     """Load a model for compression, export and benchmarking.
 
     Args:
         source: a bundled name (``"minilm"``), a local Hugging Face model directory, or an ``nn.Module``.
-        task: ``"embedding"`` or ``"causal-lm"`` for Hugging Face models; inferred when omitted.
+        task: ``"embedding"``, ``"causal-lm"`` or ``"classification"`` for Hugging Face models; inferred
+            when omitted (a checkpoint saved as ``*ForSequenceClassification`` is a classifier).
         example_inputs: for an ``nn.Module``: a tensor, a tuple of tensors, or a dict name -> tensor.
         input_names / output_names: names for a plain module's inputs/outputs.
         dynamic_axes: for a plain module, ``{input_name: {axis: "axis_name"}}``; default: axis 0 is
@@ -46,6 +48,9 @@ def load(
         attn_implementation: attention kernel for Hugging Face models. ``"eager"`` (default) exports
             to graphs that ONNX Runtime fuses into its ``Attention`` op; ``"sdpa"`` is faster in torch.
         name: a display name; defaults to the bundled name or the directory name.
+        labels: classification: the class names (their number is the head's size). A checkpoint that
+            already classifies into the same names keeps its head and its order; otherwise the head is
+            new (random, from torch's seed). Default: the checkpoint's own labels.
 
     Returns:
         A :class:`ModelAdapter` in eval mode, float32.
@@ -58,6 +63,8 @@ def load(
     """
     if isinstance(source, nn.Module):
         return _load_module(source, example_inputs, input_names, output_names, dynamic_axes, name)
+    if labels is not None and task not in (None, "classification"):
+        raise ModelLoadError(f"labels are for classification, not task '{task}'", "drop labels or use task classification")
     if example_inputs is not None:
         raise ModelLoadError(
             "example_inputs is only for a plain torch.nn.Module",
@@ -71,7 +78,7 @@ def load(
             module, {"image": image}, None, ["logits"], None, name or str(source), source_name=str(source)
         )
     path, display = _resolve(str(source))
-    return _load_hf(path, display if name is None else name, task, attn_implementation)
+    return _load_hf(path, display if name is None else name, task, attn_implementation, labels)
 
 
 def _resolve(source: str) -> tuple[Path, str]:
@@ -113,7 +120,44 @@ def _read_config(path: Path) -> dict[str, Any]:
     return cfg
 
 
-def _load_hf(path: Path, display: str, task: str | None, attn: str) -> ModelAdapter:
+def saved_labels(source: str | Path) -> list[str] | None:
+    """The class names of a model directory (or bundled name) saved as a sequence classifier, in the
+    order of its head; None for any other model."""
+    path, _ = _resolve(str(source))
+    cfg = _read_config(path)
+    if not _saved_classifier(cfg):
+        return None
+    return [str(v) for _, v in sorted((int(k), v) for k, v in (cfg.get("id2label") or {}).items())]
+
+
+def _saved_classifier(cfg: dict[str, Any]) -> bool:
+    return any(str(a).endswith("ForSequenceClassification") for a in cfg.get("architectures") or [])
+
+
+def _classifier_labels(cfg: dict[str, Any], labels: Sequence[str] | None) -> dict[str, Any]:
+    """``from_pretrained`` keywords for a classification head of ``labels`` (the checkpoint's own order
+    when it already classifies into the same names)."""
+    if labels is None:
+        return {}
+    names = [str(x) for x in labels]
+    if len(set(names)) != len(names) or len(names) < 2:
+        raise ModelLoadError(
+            f"classification labels {names[:10]} must be at least two distinct names", "give two or more labels"
+        )
+    saved = [str(v) for _, v in sorted((int(k), v) for k, v in (cfg.get("id2label") or {}).items())]
+    if sorted(saved) == sorted(names):
+        names = saved
+    return {
+        "num_labels": len(names),
+        "id2label": dict(enumerate(names)),
+        "label2id": {n: i for i, n in enumerate(names)},
+        "ignore_mismatched_sizes": True,  # a head of another size is replaced, not an error
+    }
+
+
+def _load_hf(
+    path: Path, display: str, task: str | None, attn: str, labels: Sequence[str] | None = None
+) -> ModelAdapter:
     cfg = _read_config(path)
     model_type = cfg["model_type"]
     family = FAMILIES.get(model_type)
@@ -123,6 +167,8 @@ def _load_hf(path: Path, display: str, task: str | None, attn: str) -> ModelAdap
             f"architecture '{model_type}' ({arch}) is not supported",
             f"supported model types: {supported_types()}; or load the nn.Module with example_inputs",
         )
+    if task is None:
+        task = "classification" if _saved_classifier(cfg) or labels is not None else None
     task = task or ("causal-lm" if family.kind == "decoder" else "embedding")
     if task not in TASKS:
         raise ModelLoadError(f"unknown task '{task}'", f"use one of: {', '.join(TASKS)}")
@@ -143,6 +189,10 @@ def _load_hf(path: Path, display: str, task: str | None, attn: str) -> ModelAdap
                     f"'{model_type}' is an encoder: it has no causal-LM head", "use --task embedding"
                 )
             hf = transformers.AutoModelForCausalLM.from_pretrained(path, **kw)
+        elif task == "classification":
+            hf = transformers.AutoModelForSequenceClassification.from_pretrained(
+                path, **kw, **_classifier_labels(cfg, labels)
+            )
         else:
             hf = transformers.AutoModel.from_pretrained(path, **kw)
     except ModelLoadError:
@@ -167,6 +217,23 @@ def _load_hf(path: Path, display: str, task: str | None, attn: str) -> ModelAdap
         outputs = [TensorSpec("sentence_embedding", "float32", ["batch", int(config.hidden_size)])]
         head = Block("head", "head", ("pooling",))
         base = hf
+    elif task == "classification":
+        decoder = family.kind == "decoder"
+        if decoder and getattr(config, "pad_token_id", None) is None and tokenizer is not None:
+            # a decoder classifies from the last token before padding: it must know the padding id
+            config.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        module = SequenceClassifier(hf, decoder=decoder)
+        input_names = ["input_ids", "attention_mask"]
+        if not decoder and int(getattr(config, "type_vocab_size", 0) or 0) > 0 and model_type != "distilbert":
+            input_names.append("token_type_ids")
+        outputs = [TensorSpec("logits", "float32", ["batch", int(config.num_labels)])]
+        base = hf if decoder else hf.base_model  # family paths are relative to the base model of encoders
+        prefix = "clf." if decoder else f"clf.{hf.base_model_prefix}."
+        head_paths = [prefix + p for p in family.final if p != "lm_head" and _has(base, p)]
+        if not decoder and getattr(base, "pooler", None) is not None:
+            head_paths.append(prefix + "pooler")
+        head_paths += [f"clf.{n}" for n, _ in hf.named_children() if n != hf.base_model_prefix]
+        head = Block("head", "head", tuple(head_paths))
     else:
         module = CausalLMLogits(hf)
         prefix = "lm."
@@ -199,6 +266,14 @@ def _load_hf(path: Path, display: str, task: str | None, attn: str) -> ModelAdap
             "token_type_ids": max(1, int(getattr(config, "type_vocab_size", 1) or 1)),
         },
     )
+
+
+def _has(module: nn.Module, path: str) -> bool:
+    try:
+        module.get_submodule(path)
+    except AttributeError:
+        return False
+    return True
 
 
 def _hf_blocks(base: nn.Module, family: Family, prefix: str) -> list[Block]:

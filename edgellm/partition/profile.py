@@ -89,7 +89,7 @@ def profile_blocks(
 
     codecs = ALL_CODECS if codecs is None else codecs
     feeds = model.example_inputs(batch=batch, seq=seq, seed=0, padded=False)
-    if model.task in ("embedding", "causal-lm"):  # real text compresses like real text
+    if model.task in ("embedding", "causal-lm", "classification"):  # real text compresses like real text
         feeds = _real_text(model, feeds, batch, seq)
     import torch
 

@@ -298,7 +298,13 @@ def render_markdown(s: dict[str, Any]) -> str:
             f"{t['seconds']:.0f} s; final loss {f.get('loss', float('nan')):.4f}, held-out loss "
             f"{f.get('eval_loss', float('nan')):.4f}"
             + (f", perplexity {f['eval_ppl']:.2f}" if "eval_ppl" in f else "")
-            + (f" (unigram baseline {t['unigram_ppl']})" if "unigram_ppl" in t else ""),
+            + (f" (unigram baseline {t['unigram_ppl']})" if "unigram_ppl" in t else "")
+            + (
+                f", accuracy {f['eval_accuracy']:.3f}, macro-F1 {f['eval_macro_f1']:.3f} "
+                f"(majority class {t['majority_accuracy']:.3f})"
+                if "eval_accuracy" in f
+                else ""
+            ),
             f"- model: `{res['train']['model']}`",
             "",
         ]

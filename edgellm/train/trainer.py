@@ -1,12 +1,16 @@
-"""The trainer: causal-LM and sentence-embedding training on Hugging Face ``accelerate``.
+"""The trainer: causal-LM, sentence-embedding and text-classification training on Hugging Face ``accelerate``.
 
 One script for one process or many (``accelerate launch --num_processes N``: DDP, or FSDP through an
 accelerate config): the global batch is split across processes, so N processes with the same global batch
 follow the same loss curve as one.
 
 - Data: a corpus source (a file, a folder, ``STORE@REF`` of the dataset store, or the bundled pydoc text),
-  tokenized into fixed windows; batch ``s`` is a pure function of the seed and ``s``, so a resumed run sees
-  exactly the batches the uninterrupted run would have.
+  tokenized into fixed windows; for classification, labelled JSONL records (``text_field``,
+  ``label_field``), one example each. Batch ``s`` is a pure function of the seed and ``s``, so a resumed run
+  sees exactly the batches the uninterrupted run would have.
+- Tasks: ``causal-lm`` (next-token cross-entropy), ``embedding`` (contrastive, SimCSE),
+  ``classification`` (cross-entropy on a ``*ForSequenceClassification`` head, new or the checkpoint's;
+  evaluated by accuracy and macro-F1 on the whole held-out set).
 - Optimisation: AdamW, warm-up then linear / cosine / constant schedule, gradient accumulation, gradient
   clipping (max norm 1.0 by default), mixed precision where the hardware has it (``auto``).
 - Monitoring: the gradient norm of every optimizer step is logged; an explosion (norm over a threshold or
@@ -46,7 +50,7 @@ class GradMonitor(BaseModel):
 
 class Distill(BaseModel):
     """Teacher -> student: ``(1 - alpha) * task loss + alpha * T^2 * KL(teacher/T || student/T)`` on the
-    logits (causal LM; for embeddings, ``1 - cosine`` between the two sentence embeddings), plus
+    logits (causal LM, classification; for embeddings, ``1 - cosine`` between the sentence embeddings), plus
     ``hidden_mse`` times the MSE between hidden states, student layer i matched to teacher layer
     ``round((i + 1) * L_teacher / L_student) - 1`` (the hidden sizes must agree, as after pruning)."""
 
@@ -95,10 +99,18 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model: str | None = Field(None, description="bundled name or Hugging Face model directory")
     scratch: Scratch | None = Field(None, description="instead of model: a new model of this architecture")
-    task: Literal["causal-lm", "embedding"] | None = None
+    task: Literal["causal-lm", "embedding", "classification"] | None = Field(
+        None, description="default: the checkpoint's (a saved classifier is classification)"
+    )
     data: str | None = Field(None, description="corpus: file, folder, STORE@REF; default: bundled pydoc text")
     eval_data: str | None = None
     text_field: str = "text"
+    label_field: str = Field("label", description="classification: the JSONL key holding each example's class")
+    labels: list[str] | None = Field(
+        None,
+        description="classification: the class names, in order (default: a saved classifier's own, "
+        "else the training data's, sorted)",
+    )
     output: str = "edgellm-out/train"
     seq_len: int = Field(128, ge=8)
     window_stride: int | None = Field(
@@ -180,8 +192,26 @@ def token_stream(tokenizer: Any, texts: list[str]) -> np.ndarray:
     return np.asarray(ids, dtype=np.int64)
 
 
-class Windows:
-    """Non-overlapping windows of a token stream, in a seeded order that is a pure function of the step."""
+class _SeededRows:
+    """Rows ``0..n-1`` in a seeded order per epoch: batch ``s`` is a pure function of the seed and ``s``."""
+
+    n: int
+    seed: int
+
+    def order(self, epoch: int) -> np.ndarray:
+        """The row order of ``epoch`` (seeded; computed once per epoch, not per sample)."""
+        if getattr(self, "_epoch", None) != epoch:
+            self._epoch, self._order = (epoch, np.random.default_rng(self.seed + epoch).permutation(self.n))
+        return self._order
+
+    def rows(self, step: int, size: int) -> np.ndarray:
+        return np.asarray(
+            [self.order(epoch)[pos] for epoch, pos in (divmod(k, self.n) for k in range(step * size, (step + 1) * size))]
+        )
+
+
+class Windows(_SeededRows):
+    """Windows of a token stream (``stride`` apart), in a seeded order that is a pure function of the step."""
 
     def __init__(self, ids: np.ndarray, seq: int, seed: int, stride: int | None = None) -> None:
         self.seq, self.seed = seq, seed
@@ -193,26 +223,55 @@ class Windows:
                 "give more text or a shorter seq_len",
             )
         self.windows = np.stack([ids[i * stride : i * stride + seq + 1] for i in range(n)])
-
-    def order(self, epoch: int) -> np.ndarray:
-        """The window order of ``epoch`` (seeded; computed once per epoch, not per sample)."""
-        if getattr(self, "_epoch", None) != epoch:
-            self._epoch, self._order = (
-                epoch,
-                np.random.default_rng(self.seed + epoch).permutation(len(self.windows)),
-            )
-        return self._order
+        self.n = n
 
     def batch(self, step: int, size: int) -> np.ndarray:
-        n = len(self.windows)
-        rows = [divmod(k, n) for k in range(step * size, (step + 1) * size)]
-        return np.stack([self.windows[self.order(epoch)[pos]] for epoch, pos in rows])
+        return self.windows[self.rows(step, size)]
 
 
-def _docs(source: str | None, text_field: str) -> list[Any]:
+class Examples(_SeededRows):
+    """Labelled texts for classification, tokenized once (truncated to ``seq``); a batch keeps only the
+    columns where some row has a token, so short texts cost short sequences."""
+
+    def __init__(
+        self, tok: Any, docs: list[Any], label2id: dict[str, int], seq: int, seed: int, names: list[str], what: str
+    ) -> None:
+        if not docs:
+            raise EdgeLLMError(f"the {what} data has no examples", "give labelled JSONL records")
+        unknown = sorted({d.label for d in docs} - set(label2id))
+        if unknown:
+            raise EdgeLLMError(
+                f"the {what} data has labels {unknown[:5]} that are not among the model's classes "
+                f"{list(label2id)[:10]}",
+                "list every class under labels: in the training config, or drop those examples",
+            )
+        enc = tok([d.text for d in docs], truncation=True, max_length=seq, padding="longest", return_tensors="np")
+        ids = np.asarray(enc["input_ids"], dtype=np.int64)
+        self.arrays = {
+            n: np.asarray(enc[n], dtype=np.int64) if n in enc else np.zeros_like(ids) for n in names
+        }
+        self.labels = np.asarray([label2id[d.label] for d in docs], dtype=np.int64)
+        self.n, self.seed = len(docs), seed
+
+    def take(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+        keep = self.arrays["attention_mask"][idx].any(0)  # right or left padding alike
+        return {**{n: a[idx][:, keep] for n, a in self.arrays.items()}, "labels": self.labels[idx]}
+
+    def batch(self, step: int, size: int) -> dict[str, np.ndarray]:
+        return self.take(self.rows(step, size))
+
+
+def _docs(source: str | None, text_field: str, label_field: str | None = None) -> list[Any]:
     from edgellm.data import read_corpus
 
-    return read_corpus(source, text_field=text_field)
+    return read_corpus(source, text_field=text_field, label_field=label_field)
+
+
+def class_names(labels: list[str]) -> list[str]:
+    """Distinct labels in a stable order: numerically when every label is an integer, else by name."""
+    names = set(labels)
+    numeric = all(x.lstrip("-").isdigit() for x in names)
+    return sorted(names, key=int) if numeric else sorted(names)
 
 
 # -- the loop ----------------------------------------------------------------------------------------------
@@ -284,14 +343,23 @@ def train(cfg: TrainConfig, *, dataset_texts: list[str] | None = None, on_eval: 
         )
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
+    from edgellm.models.loader import saved_labels
+
+    saved = saved_labels(cfg.model) if cfg.model is not None and cfg.task in (None, "classification") else None
+    labelled = cfg.task == "classification" or saved is not None
+    label_field = cfg.label_field if labelled else None
     if dataset_texts is not None:
+        if labelled:
+            raise EdgeLLMError(
+                "classification trains on labelled examples, not plain texts", "give data: a labelled JSONL source"
+            )
         from edgellm.data.corpus import Document
 
         docs = [Document(str(i), t) for i, t in enumerate(dataset_texts)]
     else:
-        docs = _docs(cfg.data, cfg.text_field)
+        docs = _docs(cfg.data, cfg.text_field, label_field)
     if cfg.eval_data is not None:
-        train_docs, eval_docs = docs, _docs(cfg.eval_data, cfg.text_field)
+        train_docs, eval_docs = docs, _docs(cfg.eval_data, cfg.text_field, label_field)
     else:  # edgellm's fixed split by document id: the same held-out documents as compress's evaluation
         from edgellm.data.corpus import split
 
@@ -303,16 +371,30 @@ def train(cfg: TrainConfig, *, dataset_texts: list[str] | None = None, on_eval: 
         if acc.is_main_process:
             init_model(cfg.scratch, texts, out / "init", seed=cfg.seed)
         acc.wait_for_everyone()
-    adapter = load(model_path, task=cfg.task)
+    labels = None
+    if labelled:
+        found = class_names([d.label for d in train_docs])
+        # a saved classifier keeps its head when the data's classes are among its own
+        labels = cfg.labels or (saved if saved and set(found) <= set(saved) else found)
+    adapter = load(model_path, task="classification" if labelled else cfg.task, labels=labels)
     if adapter.tokenizer is None:
         raise EdgeLLMError(f"model '{cfg.model}' has no tokenizer", "train a model directory that has one")
     tok = adapter.tokenizer
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token or tok.unk_token
     task = adapter.task
-    token_ids, eval_ids = token_stream(tok, texts), token_stream(tok, eval_texts)
-    train_w = Windows(token_ids, cfg.seq_len, cfg.seed, cfg.window_stride)
-    eval_w = Windows(eval_ids, cfg.seq_len, cfg.seed + 10_000)
+    names = [s.name for s in adapter.inputs]
+    train_w: Windows | Examples
+    eval_w: Windows | Examples
+    if task == "classification":
+        label2id = {str(k): int(v) for k, v in adapter.config.label2id.items()}
+        train_w = Examples(tok, train_docs, label2id, cfg.seq_len, cfg.seed, names, "training")
+        eval_w = Examples(tok, eval_docs, label2id, cfg.seq_len, cfg.seed + 10_000, names, "evaluation")
+        token_ids = eval_ids = np.zeros(0, np.int64)
+    else:
+        token_ids, eval_ids = token_stream(tok, texts), token_stream(tok, eval_texts)
+        train_w = Windows(token_ids, cfg.seq_len, cfg.seed, cfg.window_stride)
+        eval_w = Windows(eval_ids, cfg.seq_len, cfg.seed + 10_000)
     qat_handle = None
     if cfg.qat is not None:
         from edgellm.train import qat
@@ -330,7 +412,14 @@ def train(cfg: TrainConfig, *, dataset_texts: list[str] | None = None, on_eval: 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
     teacher = None
     if cfg.distill is not None:
-        teacher = load(cfg.distill.teacher, task=adapter.task).module.eval().to(acc.device)
+        t_adapter = load(cfg.distill.teacher, task=adapter.task)
+        if task == "classification" and t_adapter.config.id2label != adapter.config.id2label:
+            raise EdgeLLMError(
+                f"teacher '{cfg.distill.teacher}' classifies into {list(t_adapter.config.id2label.values())[:10]}, "
+                f"the student into {list(adapter.config.id2label.values())[:10]}",
+                "distil from a teacher with the same classes in the same order (set labels: to its order)",
+            )
+        teacher = t_adapter.module.eval().to(acc.device)
         for p in teacher.parameters():
             p.requires_grad_(False)
     module, opt, sched = acc.prepare(module, opt, sched)
@@ -366,32 +455,30 @@ def train(cfg: TrainConfig, *, dataset_texts: list[str] | None = None, on_eval: 
 
         bar = tqdm(total=cfg.max_steps, initial=start, desc="train", leave=False)
 
-    def loss_of(batch: np.ndarray, distill: bool = True) -> Any:
-        x = torch.as_tensor(batch[:, :-1], device=acc.device)
-        mask = torch.ones_like(x)
+    def loss_of(batch: Any, distill: bool = True) -> Any:
+        args, target = model_inputs(batch, task, names, acc.device)
         if teacher is not None and distill:
-            return distill_loss(module, teacher, x, mask, batch, cfg, task, acc.device)
-        if task == "causal-lm":
-            logits = module(x, mask)
-            y = torch.as_tensor(batch[:, 1:], device=acc.device)
-            return torch.nn.functional.cross_entropy(
-                logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1)
-            )
-        # embedding: contrastive over two dropout views of each window (SimCSE), in-batch negatives
-        a = module(x, mask)
-        b = module(x, mask)
-        sim = (
-            torch.nn.functional.normalize(a, dim=-1) @ torch.nn.functional.normalize(b, dim=-1).T
-        ) / cfg.temperature
-        return torch.nn.functional.cross_entropy(sim.float(), torch.arange(len(a), device=sim.device))
+            return distill_loss(module, teacher, args, target, cfg, task)
+        if task == "embedding":  # contrastive over two dropout views of each window (SimCSE)
+            a, b = module(*args), module(*args)
+            sim = (
+                torch.nn.functional.normalize(a, dim=-1) @ torch.nn.functional.normalize(b, dim=-1).T
+            ) / cfg.temperature
+            return torch.nn.functional.cross_entropy(sim.float(), torch.arange(len(a), device=sim.device))
+        logits = module(*args)
+        return torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), target.reshape(-1))
 
     def evaluate() -> dict[str, float]:
         module.eval()
-        losses = []
-        with torch.no_grad():
-            for i in range(cfg.eval_batches):  # the task loss, also when distilling
-                losses.append(float(loss_of(eval_w.batch(i, local), distill=False)))
-        module.train()
+        try:
+            with torch.no_grad():
+                if task == "classification":  # the whole held-out set, in order
+                    return classification_metrics(module, eval_w, local, names, acc.device)
+                losses = [  # the task loss, also when distilling
+                    float(loss_of(eval_w.batch(i, local), distill=False)) for i in range(cfg.eval_batches)
+                ]
+        finally:
+            module.train()
         m = float(np.mean(losses))
         return {"eval_loss": m, **({"eval_ppl": math.exp(min(m, 50))} if task == "causal-lm" else {})}
 
@@ -415,12 +502,12 @@ def train(cfg: TrainConfig, *, dataset_texts: list[str] | None = None, on_eval: 
         loss_sum = 0.0
         for micro in range(cfg.grad_accum):
             full = train_w.batch(step * cfg.grad_accum + micro, cfg.batch_size)
-            mine = full[rank * local : (rank + 1) * local]
+            mine = _slice(full, rank * local, (rank + 1) * local)
             with acc.accumulate(module):
                 loss = loss_of(mine)
                 acc.backward(loss)
                 loss_sum += float(loss.detach()) / cfg.grad_accum
-                tokens += mine[:, :-1].size * acc.num_processes
+                tokens += _tokens(full)
                 if acc.sync_gradients:
                     if cfg.max_grad_norm is not None:
                         norm = float(acc.clip_grad_norm_(module.parameters(), cfg.max_grad_norm))
@@ -496,6 +583,10 @@ def train(cfg: TrainConfig, *, dataset_texts: list[str] | None = None, on_eval: 
         },
         "model_source": adapter.source.get("sha256"),
     }
+    if task == "classification":
+        summary["labels"] = [adapter.config.id2label[i] for i in range(len(adapter.config.id2label))]
+        counts = np.bincount(eval_w.labels, minlength=len(summary["labels"]))
+        summary["majority_accuracy"] = round(float(counts.max() / counts.sum()), 4)  # the floor to beat
     if task == "causal-lm":  # what a model that learnt nothing but word frequencies would score
         summary["unigram_ppl"] = round(unigram_perplexity(token_ids, eval_ids, len(tok)), 2)
     if qat_handle is not None and last.get("step") == cfg.max_steps:
@@ -546,9 +637,54 @@ class _Capture:
             h.remove()
 
 
-def distill_loss(
-    student: Any, teacher: Any, x: Any, mask: Any, batch: np.ndarray, cfg: TrainConfig, task: str, device: Any
-) -> Any:
+def _slice(batch: Any, lo: int, hi: int) -> Any:
+    return {k: v[lo:hi] for k, v in batch.items()} if isinstance(batch, dict) else batch[lo:hi]
+
+
+def _tokens(batch: Any) -> int:
+    """Input tokens in a global batch (windows: all but the last, the target; examples: unpadded)."""
+    return int(batch["attention_mask"].sum()) if isinstance(batch, dict) else int(batch[:, :-1].size)
+
+
+def model_inputs(batch: Any, task: str, names: list[str], device: Any) -> tuple[list[Any], Any]:
+    """The model's positional inputs and the target of a batch: windows give (ids, mask) and the next
+    tokens; labelled examples give their tokenizer inputs and the class ids."""
+    import torch
+
+    if isinstance(batch, dict):
+        return [torch.as_tensor(batch[n], device=device) for n in names], torch.as_tensor(
+            batch["labels"], device=device
+        )
+    x = torch.as_tensor(batch[:, :-1], device=device)
+    return [x, torch.ones_like(x)], torch.as_tensor(batch[:, 1:], device=device)
+
+
+def classification_metrics(module: Any, data: Examples, size: int, names: list[str], device: Any) -> dict[str, float]:
+    """Loss, accuracy and macro-F1 (mean over classes of F1; absent classes skipped) on every example."""
+    import torch
+
+    loss, pred = 0.0, []
+    for lo in range(0, data.n, size):
+        batch = data.take(np.arange(lo, min(lo + size, data.n)))
+        args, y = model_inputs(batch, "classification", names, device)
+        logits = module(*args).float()
+        loss += float(torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
+        pred.append(logits.argmax(-1).cpu().numpy())
+    p, y = np.concatenate(pred), data.labels
+    f1 = []
+    for c in np.union1d(np.unique(y), np.unique(p)):
+        tp, fp, fn = int(((p == c) & (y == c)).sum()), int(((p == c) & (y != c)).sum()), int(((p != c) & (y == c)).sum())
+        f1.append(2 * tp / max(2 * tp + fp + fn, 1))
+    return {
+        "eval_loss": loss / data.n,
+        "eval_accuracy": float((p == y).mean()),
+        "eval_macro_f1": float(np.mean(f1)),
+        "eval_examples": int(data.n),
+    }
+
+
+def distill_loss(student: Any, teacher: Any, args: list[Any], target: Any, cfg: TrainConfig, task: str) -> Any:
+    """The distillation loss of one batch (see :class:`Distill`)."""
     import torch
     import torch.nn.functional as F
 
@@ -556,15 +692,14 @@ def distill_loss(
     caps = (_Capture(teacher), _Capture(student)) if d.hidden_mse > 0 else None
     try:
         with torch.no_grad():
-            t_out = teacher(x, mask)
-        s_out = student(x, mask)
+            t_out = teacher(*args)
+        s_out = student(*args)
     finally:
         if caps is not None:
             for c in caps:
                 c.close()
-    if task == "causal-lm":
-        y = torch.as_tensor(batch[:, 1:], device=device)
-        ce = F.cross_entropy(s_out.float().reshape(-1, s_out.shape[-1]), y.reshape(-1))
+    if task in ("causal-lm", "classification"):  # cross-entropy on the targets + KL to the teacher
+        ce = F.cross_entropy(s_out.float().reshape(-1, s_out.shape[-1]), target.reshape(-1))
         T = d.temperature
         kl = F.kl_div(
             F.log_softmax(s_out.float() / T, dim=-1).reshape(-1, s_out.shape[-1]),
@@ -718,9 +853,19 @@ def _append(path: Path, rec: dict[str, Any]) -> None:
 
 
 def _dataset_version(source: str | None) -> Any:
+    """The dataset version of ``source``; for a plain file or folder, its path and content hash."""
     from edgellm.data.store import dataset_version
+    from edgellm.utils.fs import sha256_files
 
-    return dataset_version(source) if source else {"builtin": "pydoc"}
+    if not source:
+        return {"builtin": "pydoc"}
+    version = dataset_version(source)
+    path = Path(source)
+    if version is None and path.exists():
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        root = path if path.is_dir() else path.parent
+        version = {"path": str(path.resolve()), "sha256": sha256_files(files, root)}
+    return version
 
 
 def _save_model(
@@ -734,8 +879,9 @@ def _save_model(
     from edgellm.models.loader import copy_sentence_transformers_files
     from edgellm.utils.fs import atomic_dir
 
-    prefix = "lm." if hasattr(module, "lm") else "encoder."
-    src = module.lm if hasattr(module, "lm") else module.encoder
+    from edgellm.models.heads import head_prefix, hf_of
+
+    prefix, src = head_prefix(module), hf_of(module)
     hf = type(src)(src.config)  # a fresh copy: the live one may hold sharded (FSDP) parameters
     hf.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
     if dtype != "float32":
@@ -743,5 +889,5 @@ def _save_model(
     with atomic_dir(dest, force=True) as tmp:
         hf.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
-        if adapter.source.get("path"):
+        if adapter.source.get("path") and adapter.task == "embedding":  # pooling + normalisation
             copy_sentence_transformers_files(adapter.source["path"], tmp)

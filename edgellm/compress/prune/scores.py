@@ -79,7 +79,7 @@ def _accumulate_grads(adapter: Any, calib: Any) -> None:
     hidden: list[torch.Tensor] = []
     hook = None
     if adapter.task != "causal-lm":
-        hook = hf_model(adapter).register_forward_hook(
+        hook = hf_model(adapter).base_model.register_forward_hook(
             lambda _m, _a, out: hidden.append(out[0] if isinstance(out, tuple) else out.last_hidden_state)
         )
     try:

@@ -132,8 +132,10 @@ class PruneRecord:
 
 
 def hf_model(adapter: Any) -> nn.Module:
-    m = adapter.module
-    return m.lm if hasattr(m, "lm") else m.encoder
+    """The Hugging Face model inside the adapter's task head (what is saved)."""
+    from edgellm.models.heads import hf_of
+
+    return hf_of(adapter.module)
 
 
 def _get(mod: nn.Module, path: str) -> nn.Module:
@@ -161,7 +163,9 @@ def layout_of(adapter: Any) -> Layout:
 def _layers(adapter: Any) -> nn.ModuleList:
     from edgellm.models.families import FAMILIES
 
-    return _get(hf_model(adapter), FAMILIES[adapter.family].layers)
+    family = FAMILIES[adapter.family]
+    hf = hf_model(adapter)  # encoder families' paths are relative to the base model (inside a classifier)
+    return _get(hf.base_model if family.kind == "encoder" else hf, family.layers)
 
 
 def geometry(adapter: Any) -> tuple[int, int, int, int]:
@@ -336,7 +340,7 @@ def save_pruned(adapter: Any, record: PruneRecord, dest: Any) -> Any:
         hf.save_pretrained(tmp, safe_serialization=True)
         if adapter.tokenizer is not None:
             adapter.tokenizer.save_pretrained(tmp)
-        if adapter.source.get("path"):
+        if adapter.source.get("path") and adapter.task == "embedding":
             copy_sentence_transformers_files(adapter.source["path"], tmp)
         (tmp / "pruning.json").write_text(json.dumps(record.to_dict(), indent=2) + "\n")
     return Path(dest)
