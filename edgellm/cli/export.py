@@ -52,7 +52,7 @@ def export(
     seq_len: int = typer.Option(128, "--seq-len", min=1, help="Static sequence length of TFLite artifacts."),
     force: bool = typer.Option(False, "--force", help="Replace an existing output directory."),
     task: Optional[str] = typer.Option(
-        None, "--task", help="embedding or causal-lm (default: from the model)."
+        None, "--task", help="embedding, causal-lm or classification (default: from the model)."
     ),
     exporter: str = typer.Option("auto", "--exporter", help="ONNX: auto, torchscript or dynamo."),
     opset: int = typer.Option(17, "--opset", min=13, max=23, help="ONNX opset (TorchScript exporter)."),
