@@ -77,8 +77,48 @@ def load(
         return _load_module(
             module, {"image": image}, None, ["logits"], None, name or str(source), source_name=str(source)
         )
+    folder = Path(str(source)).expanduser()
+    if (folder / MODULE_META).is_file():  # a plain module saved by edgellm (a pruned CNN...)
+        return _load_module_dir(folder.resolve(), name)
     path, display = _resolve(str(source))
     return _load_hf(path, display if name is None else name, task, attn_implementation, labels)
+
+
+MODULE_META = "edgellm-module.json"
+
+
+def save_module(adapter: ModelAdapter, dest: Path) -> None:
+    """A plain torch module as a model directory: the pickled module (``module.pt``, its class must stay
+    importable), its example inputs (``example.npz``) and its I/O names (``edgellm-module.json``)."""
+    torch.save(adapter.module, dest / "module.pt")
+    np.savez(dest / "example.npz", **(adapter.example or {}))
+    meta = {
+        "name": adapter.name,
+        "class": f"{type(adapter.module).__module__}.{type(adapter.module).__qualname__}",
+        "inputs": [s.name for s in adapter.inputs],
+        "outputs": [s.name for s in adapter.outputs],
+        "dynamic_axes": {s.name: {i: d for i, d in enumerate(s.shape) if isinstance(d, str)} for s in adapter.inputs},
+        "builtin": adapter.source.get("builtin"),
+    }
+    (dest / MODULE_META).write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def _load_module_dir(path: Path, name: str | None) -> ModelAdapter:
+    meta = json.loads((path / MODULE_META).read_text())
+    try:
+        # the directory's own pickle, written by save_module: loading it runs its classes' code
+        module = torch.load(path / "module.pt", weights_only=False)
+    except Exception as exc:
+        raise ModelLoadError(
+            f"cannot load the torch module in {path}: {str(exc).splitlines()[0][:200]}",
+            f"its class {meta.get('class')} must be importable where it is loaded",
+        ) from exc
+    with np.load(path / "example.npz") as z:
+        example = {k: z[k] for k in meta["inputs"]}
+    axes = {k: {int(i): d for i, d in v.items()} for k, v in meta.get("dynamic_axes", {}).items()}
+    adapter = _load_module(module, example, None, meta["outputs"], axes, name or path.name)
+    adapter.source["path"] = str(path)
+    return adapter
 
 
 def _resolve(source: str) -> tuple[Path, str]:

@@ -2,6 +2,7 @@
 physically; the result is an ordinary model directory that loads, exports and runs in ONNX Runtime."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -94,6 +95,22 @@ def test_minilm_heads_and_ffn(minilm, tmp_path):
     assert np.allclose(make_runner(art).run(f)["sentence_embedding"], b, atol=1e-4)
 
 
+def test_global_head_ratio_prunes_bert_layers_unevenly_and_is_refused_where_configs_cannot_hold_it(
+    minilm, small_lm, tmp_path
+):
+    pruned, rec = prune_model(minilm, PruneConfig(heads=0.25, scope="global"), tmp_path / "g")
+    per_layer = {int(k): len(v) for k, v in rec.to_dict()["removed_heads"].items()}
+    assert sum(per_layer.values()) == 18 and len(set(per_layer.values())) > 1  # 25 % of 72, not 3 each
+    cfg = json.loads((tmp_path / "g" / "config.json").read_text())
+    assert {int(k): len(v) for k, v in cfg["pruned_heads"].items()} == {k: v for k, v in per_layer.items() if v}
+    f = minilm.example_inputs(batch=2, seq=16, seed=0)
+    assert pruned.run(f)["sentence_embedding"].shape == (2, 384)
+    with pytest.raises(EdgeLLMError, match="global ratios give layers different widths.*use scope: layer"):
+        prune(load(small_lm), PruneConfig(heads=0.5, scope="global"))
+    with pytest.raises(EdgeLLMError, match="channels is the ratio for plain torch modules"):
+        prune(load(small_lm), PruneConfig(channels=0.5))
+
+
 def test_blocks_and_multiple_of(small_lm, tmp_path):
     pruned, rec = prune_model(small_lm, PruneConfig(blocks=0.5, ffn=0.3, multiple_of=16), tmp_path / "b")
     assert pruned.config.num_hidden_layers == 1 and len(rec.removed_blocks) == 1
@@ -106,14 +123,14 @@ def test_blocks_and_multiple_of(small_lm, tmp_path):
 @pytest.mark.parametrize(
     "kw,needle",
     [
-        ({"heads": 1.0}, "outside [0, 1)"),
-        ({"ffn": -0.1}, "outside [0, 1)"),
+        ({"heads": 1.0}, "outside (0, 1)"),
+        ({"ffn": -0.1}, "outside (0, 1)"),
         ({}, "nothing to prune"),
         ({"heads": 0.2, "score": "fisher"}, "unknown importance score"),
     ],
 )
 def test_bad_ratios_and_scores(kw, needle):
-    with pytest.raises(EdgeLLMError, match=needle.replace("[", r"\[").replace(")", r"\)")):
+    with pytest.raises(EdgeLLMError, match=re.escape(needle)):
         PruneConfig(**kw)
 
 

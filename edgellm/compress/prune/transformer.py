@@ -12,7 +12,12 @@ layers, written into its ``config.json``), so every exporter, the partitioner an
 - **Blocks.** The least important whole layers (by the same score summed over the block).
 
 The same number of units is removed in every layer (a Hugging Face config holds one head count and one
-FFN width for all layers); *which* units go is decided per layer by the score. ``multiple_of`` rounds
+FFN width for all layers); *which* units go is decided per layer by the score. ``scope="global"`` ranks
+heads across layers instead (each layer keeps at least one): BERT-family configs record per-layer heads
+(``pruned_heads``), so there it is allowed for heads; a Llama-family config cannot hold per-layer widths.
+
+Plain torch modules (CNNs, MLPs) go through the dependency graph of
+:mod:`edgellm.compress.prune.graph` instead (``channels``: the fraction of coupled channels to remove). ``multiple_of`` rounds
 what is kept (heads x head_dim, FFN width) to a multiple of 8/16 for fast kernels.
 
 Scores (``edgellm.compress.prune.scores``): ``l1`` / ``l2`` weight magnitude, ``taylor`` (first order,
@@ -37,24 +42,31 @@ NEEDS_DATA = ("taylor", "wanda")
 
 @dataclass
 class PruneConfig:
-    """What to remove: fractions of heads (KV groups) and FFN channels per layer, and of whole blocks."""
+    """What to remove: fractions of heads (KV groups) and FFN channels per layer and of whole blocks
+    (transformers), or of coupled channels (``channels``, plain torch modules)."""
 
     heads: float = 0.0
     ffn: float = 0.0
     blocks: float = 0.0
+    channels: float = 0.0
     score: Score = "l2"
     multiple_of: int = 1
+    scope: Literal["layer", "global"] = "layer"
 
     def __post_init__(self) -> None:
-        for name in ("heads", "ffn", "blocks"):
+        for name in ("heads", "ffn", "blocks", "channels"):
             v = getattr(self, name)
             if not 0.0 <= v < 1.0:
                 raise EdgeLLMError(
-                    f"prune ratio {name}={v} is outside [0, 1)",
+                    f"prune ratio {name}={v} is outside (0, 1)",
                     "give the fraction of units to remove, e.g. 0.25 (0 keeps them all)",
                 )
-        if self.heads == self.ffn == self.blocks == 0.0:
-            raise EdgeLLMError("nothing to prune: every ratio is 0", "set heads, ffn or blocks, e.g. 0.25")
+        if self.heads == self.ffn == self.blocks == self.channels == 0.0:
+            raise EdgeLLMError(
+                "nothing to prune: every ratio is 0", "set heads, ffn or blocks (transformers) or channels, e.g. 0.25"
+            )
+        if self.scope not in ("layer", "global"):
+            raise EdgeLLMError(f"unknown scope '{self.scope}'", "use layer (same fraction per layer) or global")
         if self.score not in ("l1", "l2", "taylor", "wanda"):
             raise EdgeLLMError(f"unknown importance score '{self.score}'", "use l1, l2, taylor or wanda")
         if self.multiple_of < 1:
@@ -116,8 +128,11 @@ class PruneRecord:
     removed_blocks: list[int] = field(default_factory=list)
     heads: dict[int, list[int]] = field(default_factory=dict)  # layer -> removed head (or KV group) ids
     ffn: dict[int, int] = field(default_factory=dict)  # layer -> channels removed
+    widths: dict[str, list[int]] = field(default_factory=dict)  # plain modules: module -> [before, after]
     params_before: int = 0
     params_after: int = 0
+    flops_before: int = 0
+    flops_after: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -125,9 +140,19 @@ class PruneRecord:
             "removed_blocks": self.removed_blocks,
             "removed_heads": {str(k): v for k, v in self.heads.items()},
             "removed_ffn_channels": {str(k): v for k, v in self.ffn.items()},
+            **({"channel_widths": self.widths} if self.widths else {}),
             "params_before": self.params_before,
             "params_after": self.params_after,
             "params_ratio": round(self.params_after / max(1, self.params_before), 4),
+            **(
+                {
+                    "flops_before": self.flops_before,
+                    "flops_after": self.flops_after,
+                    "flops_ratio": round(self.flops_after / max(1, self.flops_before), 4),
+                }
+                if self.flops_before
+                else {}
+            ),
         }
 
 
@@ -228,7 +253,19 @@ def prune(adapter: Any, config: PruneConfig, calib: list[dict[str, Any]] | None 
     """
     from edgellm.compress.prune.scores import unit_scores
 
+    if adapter.family == "torch":
+        return _prune_module(adapter, config, calib)
+    if config.channels:
+        raise EdgeLLMError(
+            "channels is the ratio for plain torch modules", "prune a transformer by heads, ffn or blocks"
+        )
     lay = layout_of(adapter)
+    if config.scope == "global" and (lay is not BERT or config.ffn):
+        raise EdgeLLMError(
+            f"global ratios give layers different widths, which a '{adapter.family}' config cannot hold for "
+            f"{'FFN channels' if config.ffn else 'heads'} (one count for all layers)",
+            "use scope: layer" + (" (global works for the heads of BERT-family encoders)" if lay is BERT else ""),
+        )
     if config.score in NEEDS_DATA and not calib:
         raise EdgeLLMError(
             f"the '{config.score}' score needs calibration data",
@@ -239,6 +276,7 @@ def prune(adapter: Any, config: PruneConfig, calib: list[dict[str, Any]] | None 
     h, kv, d, width = geometry(adapter)
     units = head_units(h, kv, d)
     before = sum(p.numel() for p in adapter.module.parameters())
+    flops_before = flops(adapter)
     record = PruneRecord(config=vars(config).copy())
     if config.heads > 0 and len(units) == 1:
         raise EdgeLLMError(
@@ -258,10 +296,15 @@ def prune(adapter: Any, config: PruneConfig, calib: list[dict[str, Any]] | None 
         )
     keep_ffn = _keep_count(width, config.ffn, 1, config.multiple_of) if config.ffn else width
     scores = unit_scores(adapter, lay, units, config.score, calib)
+    global_drop = (
+        _global_heads(scores["heads"], len(units) - keep_units) if config.heads and config.scope == "global" else None
+    )
     for i, layer in enumerate(layers):
         if config.heads:
             s = scores["heads"][i]
-            drop = sorted(torch.argsort(s)[: len(units) - keep_units].tolist())
+            drop = global_drop[i] if global_drop is not None else sorted(torch.argsort(s)[: len(units) - keep_units].tolist())
+            if not drop:
+                continue
             record.heads[i] = drop
             if lay is BERT:  # Hugging Face's own head pruning: config.pruned_heads rebuilds it on load
                 hf.prune_heads({i: drop})
@@ -310,7 +353,64 @@ def prune(adapter: Any, config: PruneConfig, calib: list[dict[str, Any]] | None 
         record.removed_blocks = drop_blocks
     record.params_before = before
     record.params_after = sum(p.numel() for p in adapter.module.parameters())
+    record.flops_before = flops_before
+    record.flops_after = flops(adapter)
     return record
+
+
+def _global_heads(scores: list[torch.Tensor], per_layer: int) -> list[list[int]]:
+    """Heads to remove when ranking across layers: as many in all as ``per_layer`` in every layer, the
+    lowest by score relative to their layer's mean; every layer keeps at least one head."""
+    total = per_layer * len(scores)
+    ranked = sorted(
+        (float(s[j] / (s.mean() if float(s.mean()) else 1.0)), i, j) for i, s in enumerate(scores) for j in range(len(s))
+    )
+    drop: list[list[int]] = [[] for _ in scores]
+    for _, i, j in ranked:
+        if sum(map(len, drop)) >= total:
+            break
+        if len(scores[i]) - len(drop[i]) > 1:
+            drop[i].append(j)
+    return [sorted(d) for d in drop]
+
+
+def _prune_module(adapter: Any, config: PruneConfig, calib: list[dict[str, Any]] | None) -> PruneRecord:
+    """A plain torch module through the dependency graph (:mod:`edgellm.compress.prune.graph`)."""
+    from edgellm.compress.prune import graph
+
+    if config.heads or config.ffn or config.blocks:
+        raise EdgeLLMError(
+            f"'{adapter.name}' is a plain torch module: it has no heads, FFN or blocks to prune by family",
+            "give channels: the fraction of coupled channels to remove, e.g. 0.25",
+        )
+    if config.score in NEEDS_DATA and not calib:
+        raise EdgeLLMError(
+            f"the '{config.score}' score needs calibration data",
+            "pass calibration inputs, or use the l1 / l2 score",
+        )
+    assert adapter.example is not None
+    g = graph.trace(adapter.module, adapter.example)
+    scores = graph.unit_scores(adapter.module, g, config.score, calib)
+    drop = graph.choose(g, scores, config.channels, config.scope, config.multiple_of)
+    before = sum(p.numel() for p in adapter.module.parameters())
+    record = PruneRecord(config=vars(config).copy(), params_before=before)
+    record.flops_before = flops(adapter)
+    record.widths = graph.remove(adapter.module, g, drop)
+    record.params_after = sum(p.numel() for p in adapter.module.parameters())
+    record.flops_after = flops(adapter)
+    return record
+
+
+def flops(adapter: Any, feeds: dict[str, Any] | None = None) -> int:
+    """Floating-point operations of one forward pass on ``feeds`` (default: the model's fixed inputs),
+    counted by torch's FLOP counter (a multiply-add is 2)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    f = feeds if feeds is not None else adapter.fixed_inputs()
+    args = [torch.as_tensor(f[s.name]) for s in adapter.inputs]
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        adapter.module(*args)
+    return int(counter.get_total_flops())
 
 
 def _fix_attention_modules(
@@ -335,6 +435,13 @@ def save_pruned(adapter: Any, record: PruneRecord, dest: Any) -> Any:
     from edgellm.models.loader import copy_sentence_transformers_files
     from edgellm.utils.fs import atomic_dir
 
+    if adapter.family == "torch":  # a plain module: its own directory format (edgellm.models.loader)
+        from edgellm.models.loader import save_module
+
+        with atomic_dir(dest, force=True) as tmp:
+            save_module(adapter, tmp)
+            (tmp / "pruning.json").write_text(json.dumps(record.to_dict(), indent=2) + "\n")
+        return Path(dest)
     hf = hf_model(adapter)
     with atomic_dir(dest, force=True) as tmp:
         hf.save_pretrained(tmp, safe_serialization=True)
