@@ -1,4 +1,5 @@
-"""``edgellm compress``: INT8/INT4 quantization with accuracy and speed reports and guards."""
+"""``edgellm compress``: INT8/INT4 quantization with accuracy and speed reports and guards, and structured
+pruning (``--prune``) with recovery and a report against the unpruned model."""
 
 from __future__ import annotations
 
@@ -55,13 +56,34 @@ def compress(
     max_keep: int = typer.Option(8, "--max-keep", min=1, help="Guard fallback: keep up to N layers in fp32."),
     force: bool = typer.Option(False, "--force", help="Replace an existing output directory."),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    prune: Optional[str] = typer.Option(
+        None,
+        "--prune",
+        help="Structured pruning instead of quantization: heads=0.25,ffn=0.25,blocks=0.1 (transformers) or "
+        "channels=0.5 (plain torch modules, through the dependency graph).",
+    ),
+    prune_score: str = typer.Option("l2", "--prune-score", help="Importance: l1, l2, taylor, wanda."),
+    prune_scope: str = typer.Option(
+        "layer", "--prune-scope", help="layer: the same fraction per layer; global: ranked across layers."
+    ),
+    multiple_of: int = typer.Option(1, "--multiple-of", min=1, help="Keep pruned widths multiples of N (8, 16)."),
+    recover_steps: int = typer.Option(
+        0, "--recover-steps", min=0, help="Distillation steps from the unpruned model after pruning."
+    ),
+    recover_lr: float = typer.Option(2e-4, "--recover-lr", help="Learning rate of the recovery."),
 ) -> None:
     """Quantize MODEL once (INT8 or INT4), lower it for the target, and report accuracy and speed vs fp32.
 
     Example: edgellm compress minilm --recipe int8-static --max-accuracy-drop cosine>=0.99 -o edgellm-out/minilm-int8
 
     Example: edgellm compress tiny-llama --recipe w4a16-gptq --group-size 128 --max-accuracy-drop ppl+5% -o out/tl-int4
+
+    Pruning: edgellm compress minilm --prune heads=0.25,ffn=0.25 --prune-score wanda --recover-steps 100 -o out/minilm-p25
+    (then quantize the pruned directory: edgellm compress out/minilm-p25 --recipe int8-static)
     """
+    if prune is not None:
+        _prune(model, prune, prune_score, prune_scope, multiple_of, recover_steps, recover_lr, output, calib, runs, force, json_out)
+        return
     from edgellm.compress.api import compress as run
     from edgellm.compress.quant.config import config_for
     from edgellm.compress.recipe import load_recipe
@@ -123,6 +145,78 @@ def compress(
         return
     print_report(res.report)
     c.print(f"artifact: {res.artifact.path}  report: {res.report_path}")
+
+
+def _prune(
+    model: Optional[str],
+    spec: str,
+    score: str,
+    scope: str,
+    multiple_of: int,
+    recover_steps: int,
+    recover_lr: float,
+    output: Optional[Path],
+    data: Optional[str],
+    runs: int,
+    force: bool,
+    json_out: bool,
+) -> None:
+    from edgellm.compress.prune import PruneConfig
+    from edgellm.compress.prune.api import parse_prune, prune_and_report
+    from edgellm.errors import EdgeLLMError
+
+    if model is None:
+        raise EdgeLLMError("no model given", "pass MODEL, e.g. edgellm compress minilm --prune heads=0.25")
+    config = PruneConfig(**parse_prune(spec), score=score, scope=scope, multiple_of=multiple_of)  # type: ignore[arg-type]
+    out = output or Path("edgellm-out") / f"{Path(model).name}-pruned"
+    c = console()
+    rep = prune_and_report(
+        model,
+        config,
+        out,
+        recover_steps=recover_steps,
+        recover_lr=recover_lr,
+        data=data,
+        runs=runs,
+        force=force,
+        log=None if json_out else lambda m: c.print(m, markup=False),
+        progress=not json_out,
+    )
+    if json_out:
+        emit_json(rep)
+        return
+    print_prune_report(rep)
+    c.print(f"pruned model: {rep['output']}  report: {rep['output']}.report.json", markup=False)
+
+
+def print_prune_report(rep: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    cfg = rep["pruning"]["config"]
+    what = ", ".join(f"{k} {cfg[k]:g}" for k in ("heads", "ffn", "blocks", "channels") if cfg.get(k))
+    t = Table(title=f"prune {rep['model']}: {what} (score {cfg['score']}, scope {cfg['scope']})")
+    for col in ("model", "parameters", "GFLOPs", "ONNX MB", f"p50 ms (b{rep['latency']['batch']})", "quality vs unpruned"):
+        t.add_column(col)
+    lat = rep["latency"]["p50_ms"]
+    t.add_row(
+        "unpruned",
+        f"{rep['params']['unpruned']:,}",
+        f"{rep['flops']['unpruned'] / 1e9:.3f}",
+        f"{rep['onnx_size_mb']['unpruned']:.1f}",
+        f"{lat['unpruned']:.2f}",
+        "reference",
+    )
+    for k, text in rep["quality_text"].items():
+        last = k == list(rep["quality_text"])[-1]
+        t.add_row(
+            k,
+            f"{rep['params']['pruned']:,} ({rep['params']['ratio']:.3f})" if last else "",
+            f"{rep['flops']['pruned'] / 1e9:.3f} ({rep['flops']['ratio']:.3f})" if last else "",
+            f"{rep['onnx_size_mb']['pruned']:.1f}" if last else "",
+            f"{lat['pruned']:.2f} ({rep['latency']['ratio']:.2f}x)" if last else "",
+            text,
+        )
+    console().print(t)
 
 
 def print_report(rep: dict[str, Any]) -> None:

@@ -51,15 +51,18 @@ class DataStage(_Strict):
 
 
 class PruneStage(_Strict):
-    """Structured pruning (heads, FFN channels, blocks), then an optional distillation recovery from the
-    unpruned model; later sections use the result as model ``pruned``."""
+    """Structured pruning (heads, FFN channels, blocks; channels of plain torch modules), then an optional
+    distillation recovery from the unpruned model; later sections use the result as model ``pruned``."""
 
     model: str
     heads: float = Field(0.0, ge=0, lt=1)
     ffn: float = Field(0.0, ge=0, lt=1)
     blocks: float = Field(0.0, ge=0, lt=1)
+    channels: float = Field(0.0, ge=0, lt=1, description="plain torch modules: coupled channels to remove")
     score: Literal["l1", "l2", "taylor", "wanda"] = "wanda"
+    scope: Literal["layer", "global"] = "layer"
     multiple_of: int = Field(1, ge=1)
+    runs: int = Field(10, ge=1, description="timed rounds of the pruned-vs-unpruned latency comparison")
     recover_steps: int = Field(0, ge=0, description="distillation steps from the unpruned model (0: none)")
     recover_lr: float = Field(2e-4, gt=0)
 

@@ -314,10 +314,19 @@ def render_markdown(s: dict[str, Any]) -> str:
         lines += [
             "## Structured pruning",
             "",
-            f"- removed: heads {rec['config']['heads']}, FFN {rec['config']['ffn']}, blocks "
-            f"{rec['config']['blocks']} (score {rec['config']['score']}); parameters "
+            "- removed: "
+            + ", ".join(f"{k} {rec['config'][k]}" for k in ("heads", "ffn", "blocks", "channels") if rec["config"].get(k))
+            + f" (score {rec['config']['score']}, scope {rec['config'].get('scope', 'layer')}); parameters "
             f"{rec['params_before']:,} -> {rec['params_after']:,} ({rec['params_ratio']:.3f})",
         ]
+        if "report" in pr:
+            r = pr["report"]
+            lines.append(
+                f"- FLOPs {r['flops']['ratio']:.3f} of the unpruned model's; ONNX {r['onnx_size_mb']['pruned']:.1f} MB "
+                f"vs {r['onnx_size_mb']['unpruned']:.1f} MB; ONNX Runtime p50 {r['latency']['p50_ms']['pruned']:.2f} ms "
+                f"vs {r['latency']['p50_ms']['unpruned']:.2f} ms ({r['latency']['ratio']:.2f}x, batch "
+                f"{r['latency']['batch']}, same run)"
+            )
         lines += [f"- quality vs the unpruned model, {k}: {v}" for k, v in pr["quality_text"].items()]
         lines += [f"- model: `{pr['model']}`", ""]
     if compression_rows(res):

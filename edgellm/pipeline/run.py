@@ -371,44 +371,38 @@ class Pipeline:
         }
 
     def _prune(self) -> dict[str, Any]:
-        from edgellm.compress.calibration import corpus_parts, make_batches
-        from edgellm.compress.evaluate import accuracy_text, evaluate
-        from edgellm.compress.prune import PruneConfig, prune_model
-        from edgellm.compress.prune.recover import recover
-        from edgellm.models import load
-        from edgellm.runtime import make_runner
+        from edgellm.compress.prune import PruneConfig
+        from edgellm.compress.prune.api import prune_and_report
 
         p = self.recipe.prune
         assert p is not None
-        base = self.adapter(p.model)
-        cfg = PruneConfig(heads=p.heads, ffn=p.ffn, blocks=p.blocks, score=p.score, multiple_of=p.multiple_of)
-        train_docs, eval_docs, cs, es = corpus_parts(self.dataset(), None)
-        calib = make_batches(base, train_docs, cs, max_sequences=32).feeds
-        evalb = make_batches(base, eval_docs, es, max_sequences=64).feeds
-        dest = self.out / "prune" / "pruned"
-        pruned, record = prune_model(base, cfg, dest, calib)
-        ref = make_runner(base, "torch")
-        quality = {"pruned": evaluate(ref, make_runner(pruned, "torch"), base, evalb)}
-        model = dest
-        if p.recover_steps:
-            self.say(f"    recovering: {p.recover_steps} distillation steps from {base.name}")
-            model, _ = recover(
-                dest,
-                base.source["path"] or p.model,
-                self.out / "prune" / "recover",
-                steps=p.recover_steps,
-                lr=p.recover_lr,
-                data=self.dataset(),
-            )
-            quality["recovered"] = evaluate(ref, make_runner(load(model), "torch"), base, evalb)
-        for k, v in quality.items():
-            self.say(f"    {k}: {accuracy_text(v)}")
+        cfg = PruneConfig(
+            heads=p.heads,
+            ffn=p.ffn,
+            blocks=p.blocks,
+            channels=p.channels,
+            score=p.score,
+            scope=p.scope,
+            multiple_of=p.multiple_of,
+        )
+        rep = prune_and_report(
+            self.adapter(p.model),
+            cfg,
+            self.out / "prune" / "pruned",
+            recover_steps=p.recover_steps,
+            recover_lr=p.recover_lr,
+            data=self.dataset(),
+            runs=p.runs,
+            force=True,
+            log=lambda m: self.say(f"    {m}"),
+        )
         return {
-            "model": str(model),
-            "record": record.to_dict(),
-            "quality": quality,
-            "quality_text": {k: accuracy_text(v) for k, v in quality.items()},
-            "_outputs": [str(Path(model) / "config.json")],
+            "model": rep["output"],
+            "record": rep["pruning"],
+            "quality": rep["quality"],
+            "quality_text": rep["quality_text"],
+            "report": {k: rep[k] for k in ("params", "flops", "onnx_size_mb", "latency")},
+            "_outputs": [str(Path(rep["output"]) / "pruning.json")],
         }
 
     @staticmethod

@@ -191,7 +191,7 @@ def test_prune_recover_then_quantize_in_one_recipe(tmp_path, small_lm):
     r = {
         "name": "prune",
         "output": str(tmp_path / "out"),
-        "prune": {"model": str(small_lm), "heads": 0.5, "ffn": 0.5, "score": "wanda", "recover_steps": 3},
+        "prune": {"model": str(small_lm), "heads": 0.5, "ffn": 0.5, "score": "wanda", "recover_steps": 3, "runs": 2},
         "compress": {
             "runs": 2,
             "eval_sequences": 16,
@@ -202,7 +202,10 @@ def test_prune_recover_then_quantize_in_one_recipe(tmp_path, small_lm):
     s = run_recipe(write(tmp_path / "p.yaml", r))
     pr = s["results"]["prune"]
     assert pr["record"]["params_ratio"] < 0.95 and set(pr["quality"]) == {"pruned", "recovered"}
-    assert Path(pr["model"]).name == "model" and (Path(pr["model"]) / "pruning.json").is_file()
+    assert Path(pr["model"]).name == "pruned" and (Path(pr["model"]) / "pruning.json").is_file()
+    fig = pr["report"]  # measured against the unpruned model in the same run
+    assert fig["flops"]["ratio"] < 0.95 and fig["onnx_size_mb"]["pruned"] < fig["onnx_size_mb"]["unpruned"]
+    assert fig["latency"]["p50_ms"]["pruned"] > 0 and fig["latency"]["ratio"] > 0
     row = s["results"]["compress:pruned-int8-dynamic"]
     m = json.loads((Path(row["artifact"]) / "manifest.json").read_text())
     assert m["pruning"]["removed_heads"] == pr["record"]["removed_heads"]  # the record travels
