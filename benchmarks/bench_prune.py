@@ -7,6 +7,14 @@ in this one process (latencies interleaved).
 Quality on held-out text against the unpruned model: MiniLM mean cosine and Spearman of the sentence
 embeddings; tiny-llama perplexity (its 2 KV groups cannot lose 25 % of the heads as whole groups, so its
 25 % row prunes the FFN only). Importance: Wanda on 32 calibration sequences. Prints JSON.
+
+MiniLM is also pruned by Torch-Pruning (``torch-pruning``, bench extra; DepGraph with its magnitude
+importance, whole heads, the same per-layer ratios) and by edgellm's l2 score: the same parameter count
+(the same numbers of heads and channels go), the same recovery (steps, data, learning rate), so the
+quality columns compare only *which* structures each method removed. ``tp_check_max_abs`` is the
+difference between Torch-Pruning's own pruned model and edgellm's removal of the same structures.
+tiny-llama is not compared: Torch-Pruning's grouped-query attention handling needs its own patching of
+Hugging Face's Llama attention.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=60, help="recovery steps (distillation)")
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--score", default="wanda")
+    ap.add_argument("--no-compare", dest="compare", action="store_false", help="skip the Torch-Pruning rows")
     ap.add_argument("--output", type=Path, default=Path("edgellm-out/bench_prune.json"))
     args = ap.parse_args()
 
@@ -39,6 +48,9 @@ def main() -> int:
     from edgellm.models import load
     from edgellm.runtime import make_runner
 
+    sys.path.insert(0, str(Path(__file__).parent))
+    from torch_pruning_baseline import removed_counts, tp_scores
+
     root = Path(tempfile.mkdtemp(prefix="edgellm-prune-"))
     train, held, cs, es = corpus_parts(None, None)
     out: dict = {"score": args.score, "recovery_steps": args.steps, "models": {}}
@@ -50,26 +62,42 @@ def main() -> int:
         b = 8 if base.task == "embedding" else 1
         runners = {"unpruned": make_runner(export(base, "x86-server", root / f"{name}-fp32"))}
         rows = {}
+        methods = [f"edgellm-{args.score}"]
+        if base.family == "bert" and args.compare:
+            methods += ["edgellm-l2", "torch-pruning-l2"]
         for pct, (heads, ffn) in RATIOS[name].items():
-            cfg = PruneConfig(heads=heads, ffn=ffn, score=args.score)
-            pruned, rec = prune_model(base, cfg, root / f"{name}-p{pct}", calib)
-            before = evaluate(ref, make_runner(pruned, "torch"), base, evalb)
-            model_dir, summary = recover(
-                root / f"{name}-p{pct}", base.source["path"], root / f"{name}-r{pct}", steps=args.steps
-            )
-            recovered = load(model_dir)
-            after = evaluate(ref, make_runner(recovered, "torch"), base, evalb)
-            runners[f"pruned-{pct}"] = make_runner(
-                export(recovered, "x86-server", root / f"{name}-r{pct}-onnx")
-            )
-            rows[pct] = {
-                "heads": heads,
-                "ffn": ffn,
-                "params_ratio": round(rec.params_after / rec.params_before, 3),
-                "before_recovery": before,
-                "after_recovery": after,
-                "recovery_s": summary["seconds"],
-            }
+            rows[pct] = {"heads": heads, "ffn": ffn, "methods": {}}
+            for method in methods:
+                tag = f"{name}-p{pct}-{method}"
+                cfg = PruneConfig(heads=heads, ffn=ffn, score=method.rsplit("-", 1)[1])
+                extra = {}
+                scores = None
+                if method.startswith("torch-pruning"):
+                    f = base.fixed_inputs()
+                    scores, tp_out = tp_scores(base, heads, ffn, f)
+                    extra["removed"] = removed_counts(scores)
+                pruned, rec = prune_model(base, cfg, root / tag, calib, scores=scores)
+                if scores is not None:
+                    ours = pruned.run(f)[pruned.outputs[0].name]
+                    extra["tp_check_max_abs"] = float(abs(ours - tp_out.numpy()).max())
+                before = evaluate(ref, make_runner(pruned, "torch"), base, evalb)
+                model_dir, summary = recover(
+                    root / tag, base.source["path"], root / f"{tag}-r", steps=args.steps
+                )
+                recovered = load(model_dir)
+                after = evaluate(ref, make_runner(recovered, "torch"), base, evalb)
+                if method == methods[0]:
+                    runners[f"pruned-{pct}"] = make_runner(
+                        export(recovered, "x86-server", root / f"{tag}-onnx")
+                    )
+                rows[pct]["params_ratio"] = round(rec.params_after / rec.params_before, 3)
+                rows[pct]["methods"][method] = {
+                    "params": rec.params_after,
+                    "before_recovery": before,
+                    "after_recovery": after,
+                    "recovery_s": summary["seconds"],
+                    **extra,
+                }
         bench = benchmark(
             runners,
             lambda bb, ss, m=base: m.example_inputs(batch=bb, seq=ss, padded=False),

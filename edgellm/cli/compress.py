@@ -66,7 +66,9 @@ def compress(
     prune_scope: str = typer.Option(
         "layer", "--prune-scope", help="layer: the same fraction per layer; global: ranked across layers."
     ),
-    multiple_of: int = typer.Option(1, "--multiple-of", min=1, help="Keep pruned widths multiples of N (8, 16)."),
+    multiple_of: int = typer.Option(
+        1, "--multiple-of", min=1, help="Keep pruned widths multiples of N (8, 16)."
+    ),
     recover_steps: int = typer.Option(
         0, "--recover-steps", min=0, help="Distillation steps from the unpruned model after pruning."
     ),
@@ -82,7 +84,20 @@ def compress(
     (then quantize the pruned directory: edgellm compress out/minilm-p25 --recipe int8-static)
     """
     if prune is not None:
-        _prune(model, prune, prune_score, prune_scope, multiple_of, recover_steps, recover_lr, output, calib, runs, force, json_out)
+        _prune(
+            model,
+            prune,
+            prune_score,
+            prune_scope,
+            multiple_of,
+            recover_steps,
+            recover_lr,
+            output,
+            calib,
+            runs,
+            force,
+            json_out,
+        )
         return
     from edgellm.compress.api import compress as run
     from edgellm.compress.quant.config import config_for
@@ -195,7 +210,14 @@ def print_prune_report(rep: dict[str, Any]) -> None:
     cfg = rep["pruning"]["config"]
     what = ", ".join(f"{k} {cfg[k]:g}" for k in ("heads", "ffn", "blocks", "channels") if cfg.get(k))
     t = Table(title=f"prune {rep['model']}: {what} (score {cfg['score']}, scope {cfg['scope']})")
-    for col in ("model", "parameters", "GFLOPs", "ONNX MB", f"p50 ms (b{rep['latency']['batch']})", "quality vs unpruned"):
+    for col in (
+        "model",
+        "parameters",
+        "GFLOPs",
+        "ONNX MB",
+        f"p50 ms (b{rep['latency']['batch']})",
+        "quality vs unpruned",
+    ):
         t.add_column(col)
     lat = rep["latency"]["p50_ms"]
     t.add_row(

@@ -156,7 +156,9 @@ def compress(
     train_docs, eval_docs, calib_src, eval_src = corpus_parts(calib, eval_data)
     eval_b = make_batches(adapter, eval_docs, eval_src, max_sequences=eval_sequences)
     candidates: list[QuantConfig] = (
-        [config_for(r) for r in AUTO_CANDIDATES.get(adapter.task, AUTO_CANDIDATES["embedding"])] if config == "auto" else [config]  # type: ignore[index]
+        [config_for(r) for r in AUTO_CANDIDATES.get(adapter.task, AUTO_CANDIDATES["embedding"])]
+        if config == "auto"
+        else [config]  # type: ignore[index]
     )
     calib_b = None
     if any(needs_calibration(c) for c in candidates) or guard is not None:

@@ -84,7 +84,7 @@ def read_corpus(
         elif label_field is not None:
             raise EdgeLLMError(
                 f"{f} is plain text: it has no '{label_field}' labels for classification",
-                f"write the examples as JSONL, one object per line: {{\"{text_field}\": ..., \"{label_field}\": ...}}",
+                f'write the examples as JSONL, one object per line: {{"{text_field}": ..., "{label_field}": ...}}',
             )
         elif f.suffix == ".txt" or f.is_file():
             paras = [p.strip() for p in f.read_text(errors="replace").split("\n\n")]

@@ -64,7 +64,9 @@ def load(
     if isinstance(source, nn.Module):
         return _load_module(source, example_inputs, input_names, output_names, dynamic_axes, name)
     if labels is not None and task not in (None, "classification"):
-        raise ModelLoadError(f"labels are for classification, not task '{task}'", "drop labels or use task classification")
+        raise ModelLoadError(
+            f"labels are for classification, not task '{task}'", "drop labels or use task classification"
+        )
     if example_inputs is not None:
         raise ModelLoadError(
             "example_inputs is only for a plain torch.nn.Module",
@@ -97,7 +99,9 @@ def save_module(adapter: ModelAdapter, dest: Path) -> None:
         "class": f"{type(adapter.module).__module__}.{type(adapter.module).__qualname__}",
         "inputs": [s.name for s in adapter.inputs],
         "outputs": [s.name for s in adapter.outputs],
-        "dynamic_axes": {s.name: {i: d for i, d in enumerate(s.shape) if isinstance(d, str)} for s in adapter.inputs},
+        "dynamic_axes": {
+            s.name: {i: d for i, d in enumerate(s.shape) if isinstance(d, str)} for s in adapter.inputs
+        },
         "builtin": adapter.source.get("builtin"),
     }
     (dest / MODULE_META).write_text(json.dumps(meta, indent=2) + "\n")
@@ -182,7 +186,8 @@ def _classifier_labels(cfg: dict[str, Any], labels: Sequence[str] | None) -> dic
     names = [str(x) for x in labels]
     if len(set(names)) != len(names) or len(names) < 2:
         raise ModelLoadError(
-            f"classification labels {names[:10]} must be at least two distinct names", "give two or more labels"
+            f"classification labels {names[:10]} must be at least two distinct names",
+            "give two or more labels",
         )
     saved = [str(v) for _, v in sorted((int(k), v) for k, v in (cfg.get("id2label") or {}).items())]
     if sorted(saved) == sorted(names):
@@ -261,7 +266,9 @@ def _load_hf(
         decoder = family.kind == "decoder"
         if decoder and getattr(config, "pad_token_id", None) is None and tokenizer is not None:
             # a decoder classifies from the last token before padding: it must know the padding id
-            config.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+            config.pad_token_id = (
+                tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+            )
         module = SequenceClassifier(hf, decoder=decoder)
         input_names = ["input_ids", "attention_mask"]
         if not decoder and int(getattr(config, "type_vocab_size", 0) or 0) > 0 and model_type != "distilbert":

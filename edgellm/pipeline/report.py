@@ -315,7 +315,11 @@ def render_markdown(s: dict[str, Any]) -> str:
             "## Structured pruning",
             "",
             "- removed: "
-            + ", ".join(f"{k} {rec['config'][k]}" for k in ("heads", "ffn", "blocks", "channels") if rec["config"].get(k))
+            + ", ".join(
+                f"{k} {rec['config'][k]}"
+                for k in ("heads", "ffn", "blocks", "channels")
+                if rec["config"].get(k)
+            )
             + f" (score {rec['config']['score']}, scope {rec['config'].get('scope', 'layer')}); parameters "
             f"{rec['params_before']:,} -> {rec['params_after']:,} ({rec['params_ratio']:.3f})",
         ]

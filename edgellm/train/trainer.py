@@ -105,7 +105,9 @@ class TrainConfig(BaseModel):
     data: str | None = Field(None, description="corpus: file, folder, STORE@REF; default: bundled pydoc text")
     eval_data: str | None = None
     text_field: str = "text"
-    label_field: str = Field("label", description="classification: the JSONL key holding each example's class")
+    label_field: str = Field(
+        "label", description="classification: the JSONL key holding each example's class"
+    )
     labels: list[str] | None = Field(
         None,
         description="classification: the class names, in order (default: a saved classifier's own, "
@@ -206,7 +208,10 @@ class _SeededRows:
 
     def rows(self, step: int, size: int) -> np.ndarray:
         return np.asarray(
-            [self.order(epoch)[pos] for epoch, pos in (divmod(k, self.n) for k in range(step * size, (step + 1) * size))]
+            [
+                self.order(epoch)[pos]
+                for epoch, pos in (divmod(k, self.n) for k in range(step * size, (step + 1) * size))
+            ]
         )
 
 
@@ -234,7 +239,14 @@ class Examples(_SeededRows):
     columns where some row has a token, so short texts cost short sequences."""
 
     def __init__(
-        self, tok: Any, docs: list[Any], label2id: dict[str, int], seq: int, seed: int, names: list[str], what: str
+        self,
+        tok: Any,
+        docs: list[Any],
+        label2id: dict[str, int],
+        seq: int,
+        seed: int,
+        names: list[str],
+        what: str,
     ) -> None:
         if not docs:
             raise EdgeLLMError(f"the {what} data has no examples", "give labelled JSONL records")
@@ -245,7 +257,9 @@ class Examples(_SeededRows):
                 f"{list(label2id)[:10]}",
                 "list every class under labels: in the training config, or drop those examples",
             )
-        enc = tok([d.text for d in docs], truncation=True, max_length=seq, padding="longest", return_tensors="np")
+        enc = tok(
+            [d.text for d in docs], truncation=True, max_length=seq, padding="longest", return_tensors="np"
+        )
         ids = np.asarray(enc["input_ids"], dtype=np.int64)
         self.arrays = {
             n: np.asarray(enc[n], dtype=np.int64) if n in enc else np.zeros_like(ids) for n in names
@@ -345,13 +359,16 @@ def train(cfg: TrainConfig, *, dataset_texts: list[str] | None = None, on_eval: 
         torch.use_deterministic_algorithms(True, warn_only=True)
     from edgellm.models.loader import saved_labels
 
-    saved = saved_labels(cfg.model) if cfg.model is not None and cfg.task in (None, "classification") else None
+    saved = (
+        saved_labels(cfg.model) if cfg.model is not None and cfg.task in (None, "classification") else None
+    )
     labelled = cfg.task == "classification" or saved is not None
     label_field = cfg.label_field if labelled else None
     if dataset_texts is not None:
         if labelled:
             raise EdgeLLMError(
-                "classification trains on labelled examples, not plain texts", "give data: a labelled JSONL source"
+                "classification trains on labelled examples, not plain texts",
+                "give data: a labelled JSONL source",
             )
         from edgellm.data.corpus import Document
 
@@ -466,7 +483,9 @@ def train(cfg: TrainConfig, *, dataset_texts: list[str] | None = None, on_eval: 
             ) / cfg.temperature
             return torch.nn.functional.cross_entropy(sim.float(), torch.arange(len(a), device=sim.device))
         logits = module(*args)
-        return torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), target.reshape(-1))
+        return torch.nn.functional.cross_entropy(
+            logits.float().reshape(-1, logits.shape[-1]), target.reshape(-1)
+        )
 
     def evaluate() -> dict[str, float]:
         module.eval()
@@ -659,7 +678,9 @@ def model_inputs(batch: Any, task: str, names: list[str], device: Any) -> tuple[
     return [x, torch.ones_like(x)], torch.as_tensor(batch[:, 1:], device=device)
 
 
-def classification_metrics(module: Any, data: Examples, size: int, names: list[str], device: Any) -> dict[str, float]:
+def classification_metrics(
+    module: Any, data: Examples, size: int, names: list[str], device: Any
+) -> dict[str, float]:
     """Loss, accuracy and macro-F1 (mean over classes of F1; absent classes skipped) on every example."""
     import torch
 
@@ -673,7 +694,11 @@ def classification_metrics(module: Any, data: Examples, size: int, names: list[s
     p, y = np.concatenate(pred), data.labels
     f1 = []
     for c in np.union1d(np.unique(y), np.unique(p)):
-        tp, fp, fn = int(((p == c) & (y == c)).sum()), int(((p == c) & (y != c)).sum()), int(((p != c) & (y == c)).sum())
+        tp, fp, fn = (
+            int(((p == c) & (y == c)).sum()),
+            int(((p == c) & (y != c)).sum()),
+            int(((p != c) & (y == c)).sum()),
+        )
         f1.append(2 * tp / max(2 * tp + fp + fn, 1))
     return {
         "eval_loss": loss / data.n,
@@ -683,7 +708,9 @@ def classification_metrics(module: Any, data: Examples, size: int, names: list[s
     }
 
 
-def distill_loss(student: Any, teacher: Any, args: list[Any], target: Any, cfg: TrainConfig, task: str) -> Any:
+def distill_loss(
+    student: Any, teacher: Any, args: list[Any], target: Any, cfg: TrainConfig, task: str
+) -> Any:
     """The distillation loss of one batch (see :class:`Distill`)."""
     import torch
     import torch.nn.functional as F
@@ -876,10 +903,9 @@ def _save_model(
     ``state`` is the wrapper's full state dict (``Accelerator.get_state_dict``: gathered under FSDP)."""
     import torch
 
+    from edgellm.models.heads import head_prefix, hf_of
     from edgellm.models.loader import copy_sentence_transformers_files
     from edgellm.utils.fs import atomic_dir
-
-    from edgellm.models.heads import head_prefix, hf_of
 
     prefix, src = head_prefix(module), hf_of(module)
     hf = type(src)(src.config)  # a fresh copy: the live one may hold sharded (FSDP) parameters

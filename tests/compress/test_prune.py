@@ -102,7 +102,9 @@ def test_global_head_ratio_prunes_bert_layers_unevenly_and_is_refused_where_conf
     per_layer = {int(k): len(v) for k, v in rec.to_dict()["removed_heads"].items()}
     assert sum(per_layer.values()) == 18 and len(set(per_layer.values())) > 1  # 25 % of 72, not 3 each
     cfg = json.loads((tmp_path / "g" / "config.json").read_text())
-    assert {int(k): len(v) for k, v in cfg["pruned_heads"].items()} == {k: v for k, v in per_layer.items() if v}
+    assert {int(k): len(v) for k, v in cfg["pruned_heads"].items()} == {
+        k: v for k, v in per_layer.items() if v
+    }
     f = minilm.example_inputs(batch=2, seq=16, seed=0)
     assert pruned.run(f)["sentence_embedding"].shape == (2, 384)
     with pytest.raises(EdgeLLMError, match="global ratios give layers different widths.*use scope: layer"):
@@ -168,12 +170,25 @@ def test_cli_prune_reports_against_the_unpruned_model(small_lm, tmp_path, capsys
     from edgellm.cli import main
 
     out = tmp_path / "p"
-    argv = ["compress", str(small_lm), "--prune", "heads=0.5,ffn=0.5", "--runs", "2", "-o", str(out), "--json"]
+    argv = [
+        "compress",
+        str(small_lm),
+        "--prune",
+        "heads=0.5,ffn=0.5",
+        "--runs",
+        "2",
+        "-o",
+        str(out),
+        "--json",
+    ]
     assert main(argv) == 0
     rep = json.loads(capsys.readouterr().out)
     assert rep["params"]["ratio"] < 0.95 and rep["flops"]["ratio"] < 0.95
     assert rep["onnx_size_mb"]["pruned"] < rep["onnx_size_mb"]["unpruned"]
-    assert set(rep["latency"]["p50_ms"]) == {"unpruned", "pruned"} and rep["quality"]["pruned"]["metric"] == "perplexity"
+    assert (
+        set(rep["latency"]["p50_ms"]) == {"unpruned", "pruned"}
+        and rep["quality"]["pruned"]["metric"] == "perplexity"
+    )
     assert load(out).config.intermediate_size == 128 and (tmp_path / "p.report.json").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p", "p.report.json"]  # no temp folders left
     assert main(argv) == 2 and "already exists" in capsys.readouterr().err  # nothing replaced without --force
@@ -186,5 +201,7 @@ def test_cli_prune_reports_against_the_unpruned_model(small_lm, tmp_path, capsys
         rc = main(["compress", str(small_lm), "--prune", bad, "-o", str(tmp_path / "bad")])
         err = capsys.readouterr().err
         assert rc == 2 and needle in err and "Traceback" not in err, err
-    rc = main(["compress", "resnet18", "--prune", "channels=0.5", "--recover-steps", "5", "-o", str(tmp_path / "r")])
+    rc = main(
+        ["compress", "resnet18", "--prune", "channels=0.5", "--recover-steps", "5", "-o", str(tmp_path / "r")]
+    )
     assert rc == 2 and "plain torch module" in capsys.readouterr().err

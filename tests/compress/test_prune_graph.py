@@ -136,7 +136,7 @@ def test_pruned_cnn_saves_as_a_model_directory_for_exporters_and_the_partitioner
     from edgellm.export import export
     from edgellm.partition.cut import split_model
 
-    pruned, rec = prune_model("mobilenet-v2", PruneConfig(channels=0.25, multiple_of=8), tmp_path / "mbv2")
+    _pruned, rec = prune_model("mobilenet-v2", PruneConfig(channels=0.25, multiple_of=8), tmp_path / "mbv2")
     assert rec.params_after < 0.8 * rec.params_before and (tmp_path / "mbv2" / "pruning.json").is_file()
     again = load(tmp_path / "mbv2")  # an ordinary directory: module, example, I/O names
     assert [b.name for b in again.blocks] == [b.name for b in load("mobilenet-v2").blocks]

@@ -191,7 +191,14 @@ def test_prune_recover_then_quantize_in_one_recipe(tmp_path, small_lm):
     r = {
         "name": "prune",
         "output": str(tmp_path / "out"),
-        "prune": {"model": str(small_lm), "heads": 0.5, "ffn": 0.5, "score": "wanda", "recover_steps": 3, "runs": 2},
+        "prune": {
+            "model": str(small_lm),
+            "heads": 0.5,
+            "ffn": 0.5,
+            "score": "wanda",
+            "recover_steps": 3,
+            "runs": 2,
+        },
         "compress": {
             "runs": 2,
             "eval_sequences": 16,

@@ -88,7 +88,9 @@ def test_the_saved_classifier_reloads_exports_and_quantizes(trained, tmp_path):
     want = m.run(feeds)["logits"].argmax(-1)
     got = make_runner(art).run(feeds)["logits"].argmax(-1)
     assert (want == got).all() and len(set(want.tolist())) == 3
-    r = compress(m, "int8-dynamic", output=tmp_path / "int8", max_accuracy_drop="top1>=0.8", runs=2, progress=False)
+    r = compress(
+        m, "int8-dynamic", output=tmp_path / "int8", max_accuracy_drop="top1>=0.8", runs=2, progress=False
+    )
     acc = r.artifact.manifest["evaluation"]["accuracy"]
     assert acc["metric"] == "classification" and acc["top1_agreement"] >= 0.8
 
@@ -99,7 +101,9 @@ def test_a_saved_classifier_keeps_its_head_and_label_order(trained, tmp_path):
     data, s, out = trained
     sub = tmp_path / "sub.jsonl"
     sub.write_text("".join(x for x in data.open() if '"typesmapping"' not in x))
-    s2 = train(cfg(sub, tmp_path / "again", model=str(out / "model"), task=None, max_steps=1, eval_every=1, lr=1e-9))
+    s2 = train(
+        cfg(sub, tmp_path / "again", model=str(out / "model"), task=None, max_steps=1, eval_every=1, lr=1e-9)
+    )
     assert s2["labels"] == s["labels"]
     assert s2["final"]["eval_accuracy"] > s2["majority_accuracy"] + 0.2  # already trained at step 1
 
@@ -136,7 +140,9 @@ def test_bad_labelled_data_is_named(tmp_path):
     with pytest.raises(EdgeLLMError, match="at least two distinct"):
         train(cfg(one, tmp_path / "o4"))
     data = labelled(tmp_path / "two.jsonl", topics=("debugger", "typesmapping"))
-    with pytest.raises(EdgeLLMError, match=r"labels \['typesmapping'\] that are not among the model's classes"):
+    with pytest.raises(
+        EdgeLLMError, match=r"labels \['typesmapping'\] that are not among the model's classes"
+    ):
         train(cfg(data, tmp_path / "o5", labels=["debugger", "other"]))
 
 

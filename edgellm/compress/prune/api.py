@@ -107,7 +107,11 @@ def prune_and_report(
             "model": base.name,
             "output": str(out),
             "pruning": rec,
-            "params": {"unpruned": rec["params_before"], "pruned": rec["params_after"], "ratio": rec["params_ratio"]},
+            "params": {
+                "unpruned": rec["params_before"],
+                "pruned": rec["params_after"],
+                "ratio": rec["params_ratio"],
+            },
             "flops": {
                 "unpruned": flops(base),
                 "pruned": flops(final),
@@ -133,12 +137,16 @@ def prune_and_report(
         if (work / "pruned" / "pruning.json").is_file() and not (out / "pruning.json").exists():
             shutil.copy2(work / "pruned" / "pruning.json", out / "pruning.json")
     report["elapsed_s"] = round(time.perf_counter() - t0, 1)
-    atomic_write_text(out.parent / f"{out.name}.report.json", json.dumps(report, indent=2, default=str) + "\n")
+    atomic_write_text(
+        out.parent / f"{out.name}.report.json", json.dumps(report, indent=2, default=str) + "\n"
+    )
     return report
 
 
 def _what(config: PruneConfig) -> str:
-    parts = [f"{k} {getattr(config, k):g}" for k in ("heads", "ffn", "blocks", "channels") if getattr(config, k)]
+    parts = [
+        f"{k} {getattr(config, k):g}" for k in ("heads", "ffn", "blocks", "channels") if getattr(config, k)
+    ]
     return ", ".join(parts)
 
 

@@ -209,7 +209,9 @@ def trace(module: nn.Module, example: dict[str, np.ndarray]) -> Graph:
             v = arg_val(node.args[0]) if node.args else None
             if v is None:
                 raise _cannot(f"module '{node.target}' ({type(mod).__name__}) without a traced input", node)
-            if node.target in called and isinstance(mod, (nn.Conv2d, nn.Conv1d, nn.Linear, nn.modules.batchnorm._BatchNorm, nn.LayerNorm)):
+            if node.target in called and isinstance(
+                mod, (nn.Conv2d, nn.Conv1d, nn.Linear, nn.modules.batchnorm._BatchNorm, nn.LayerNorm)
+            ):
                 raise _cannot(f"module '{node.target}' called twice (shared weights)", node)
             called.add(node.target)
             s = shape(node)
@@ -265,7 +267,7 @@ def trace(module: nn.Module, example: dict[str, np.ndarray]) -> Graph:
                 start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
                 end = node.args[2] if len(node.args) > 2 else node.kwargs.get("end_dim", -1)
                 vals[node.name] = _flatten(node, ins[0], start, end, s)
-            elif node.op == "call_method" and t in ("view", "reshape") or t is torch.reshape:
+            elif (node.op == "call_method" and t in ("view", "reshape")) or t is torch.reshape:
                 vals[node.name] = _flatten(node, ins[0], 1, -1, s)
             elif (node.op == "call_method" and t == "mean") or t is torch.mean:
                 vals[node.name] = _mean(node, ins[0], s)
@@ -350,7 +352,9 @@ def _finish(uf: _UnionFind, uses: list[Use], fixed_el: list[int]) -> Graph:
 
 
 # -- scores -------------------------------------------------------------------------------------------------
-def unit_scores(module: nn.Module, g: Graph, score: str, calib: list[dict[str, np.ndarray]] | None) -> dict[int, float]:
+def unit_scores(
+    module: nn.Module, g: Graph, score: str, calib: list[dict[str, np.ndarray]] | None
+) -> dict[int, float]:
     """Importance of every prunable unit: the magnitude (l1, l2), first-order Taylor or Wanda score of
     every weight that moves with it (producer rows, consumer columns, norm parameters)."""
     grads = _grads(module, calib) if score == "taylor" else {}
@@ -366,7 +370,10 @@ def unit_scores(module: nn.Module, g: Graph, score: str, calib: list[dict[str, n
             w = W.transpose(0, 1).reshape(W.shape[1], -1)
             g_ = grads.get(use.path)
             per = _reduce(
-                w, None if g_ is None else g_.transpose(0, 1).reshape(W.shape[1], -1), score, norms.get(use.path)
+                w,
+                None if g_ is None else g_.transpose(0, 1).reshape(W.shape[1], -1),
+                score,
+                norms.get(use.path),
             )
         elif use.role == "dw":
             w = W.reshape(W.shape[0], -1)
@@ -378,10 +385,14 @@ def unit_scores(module: nn.Module, g: Graph, score: str, calib: list[dict[str, n
         for e, v in zip(use.ids.tolist(), per.tolist()):
             u = g.unit_of[e]
             out[u] = out.get(u, 0.0) + v
-    return {u: (math.sqrt(v) if score == "l2" else abs(v) if score == "taylor" else v) for u, v in out.items()}
+    return {
+        u: (math.sqrt(v) if score == "l2" else abs(v) if score == "taylor" else v) for u, v in out.items()
+    }
 
 
-def _reduce(w: torch.Tensor, grad: torch.Tensor | None, score: str, norm: torch.Tensor | None) -> torch.Tensor:
+def _reduce(
+    w: torch.Tensor, grad: torch.Tensor | None, score: str, norm: torch.Tensor | None
+) -> torch.Tensor:
     if score == "l1":
         return w.abs().sum(1)
     if score == "l2":
@@ -405,12 +416,18 @@ def _grads(module: nn.Module, calib: Any) -> dict[str, torch.Tensor]:
     with torch.enable_grad():
         for args in _feeds(calib):
             out = module(*args)
-            out = out if isinstance(out, torch.Tensor) else next(iter(out.values() if isinstance(out, dict) else out))
+            out = (
+                out
+                if isinstance(out, torch.Tensor)
+                else next(iter(out.values() if isinstance(out, dict) else out))
+            )
             (0.5 * out.float().pow(2).mean()).backward()
     grads = {
         n: m.weight.grad.detach().clone()
         for n, m in module.named_modules()
-        if getattr(m, "weight", None) is not None and isinstance(m.weight, torch.Tensor) and m.weight.grad is not None
+        if getattr(m, "weight", None) is not None
+        and isinstance(m.weight, torch.Tensor)
+        and m.weight.grad is not None
     }
     module.zero_grad(set_to_none=True)
     return grads
@@ -500,7 +517,9 @@ def remove(module: nn.Module, g: Graph, drop: set[int]) -> dict[str, Any]:
     widths before and after."""
     widths: dict[str, list[int]] = {}
     for use in g.uses:
-        keep = torch.tensor([i for i, e in enumerate(use.ids.tolist()) if g.unit_of[e] not in drop], dtype=torch.long)
+        keep = torch.tensor(
+            [i for i, e in enumerate(use.ids.tolist()) if g.unit_of[e] not in drop], dtype=torch.long
+        )
         mod = module.get_submodule(use.path)
         if len(keep) == len(use.ids):
             continue

@@ -63,10 +63,13 @@ class PruneConfig:
                 )
         if self.heads == self.ffn == self.blocks == self.channels == 0.0:
             raise EdgeLLMError(
-                "nothing to prune: every ratio is 0", "set heads, ffn or blocks (transformers) or channels, e.g. 0.25"
+                "nothing to prune: every ratio is 0",
+                "set heads, ffn or blocks (transformers) or channels, e.g. 0.25",
             )
         if self.scope not in ("layer", "global"):
-            raise EdgeLLMError(f"unknown scope '{self.scope}'", "use layer (same fraction per layer) or global")
+            raise EdgeLLMError(
+                f"unknown scope '{self.scope}'", "use layer (same fraction per layer) or global"
+            )
         if self.score not in ("l1", "l2", "taylor", "wanda"):
             raise EdgeLLMError(f"unknown importance score '{self.score}'", "use l1, l2, taylor or wanda")
         if self.multiple_of < 1:
@@ -241,8 +244,18 @@ def head_units(h: int, kv: int, d: int) -> list[tuple[list[int], list[int]]]:
     return [(list(range(j * g * d, (j + 1) * g * d)), list(range(j * d, (j + 1) * d))) for j in range(kv)]
 
 
-def prune(adapter: Any, config: PruneConfig, calib: list[dict[str, Any]] | None = None) -> PruneRecord:
+def prune(
+    adapter: Any,
+    config: PruneConfig,
+    calib: list[dict[str, Any]] | None = None,
+    *,
+    scores: dict[str, Any] | None = None,
+) -> PruneRecord:
     """Prune ``adapter``'s Hugging Face model in place (heads, FFN channels, blocks) by ``config.score``.
+
+    ``scores`` replaces the computed importance (``{"heads": [per layer: a score per unit], "ffn": [per
+    layer: a score per channel], "blocks": a score per layer}``): another tool's selection, removed the
+    same way.
 
     The adapter's own bookkeeping (blocks, parameter count) is stale afterwards: save the model with
     :func:`save_pruned` and load that directory (what :func:`prune_model` does).
@@ -264,9 +277,10 @@ def prune(adapter: Any, config: PruneConfig, calib: list[dict[str, Any]] | None 
         raise EdgeLLMError(
             f"global ratios give layers different widths, which a '{adapter.family}' config cannot hold for "
             f"{'FFN channels' if config.ffn else 'heads'} (one count for all layers)",
-            "use scope: layer" + (" (global works for the heads of BERT-family encoders)" if lay is BERT else ""),
+            "use scope: layer"
+            + (" (global works for the heads of BERT-family encoders)" if lay is BERT else ""),
         )
-    if config.score in NEEDS_DATA and not calib:
+    if config.score in NEEDS_DATA and not calib and scores is None:
         raise EdgeLLMError(
             f"the '{config.score}' score needs calibration data",
             "pass calibration text (--calib DATA; default: the bundled corpus) or use --score l2",
@@ -295,14 +309,21 @@ def prune(adapter: Any, config: PruneConfig, calib: list[dict[str, Any]] | None 
             f"use a ratio of at least {1 / len(units):.3f}",
         )
     keep_ffn = _keep_count(width, config.ffn, 1, config.multiple_of) if config.ffn else width
-    scores = unit_scores(adapter, lay, units, config.score, calib)
+    if scores is None:
+        scores = unit_scores(adapter, lay, units, config.score, calib)
     global_drop = (
-        _global_heads(scores["heads"], len(units) - keep_units) if config.heads and config.scope == "global" else None
+        _global_heads(scores["heads"], len(units) - keep_units)
+        if config.heads and config.scope == "global"
+        else None
     )
     for i, layer in enumerate(layers):
         if config.heads:
             s = scores["heads"][i]
-            drop = global_drop[i] if global_drop is not None else sorted(torch.argsort(s)[: len(units) - keep_units].tolist())
+            drop = (
+                global_drop[i]
+                if global_drop is not None
+                else sorted(torch.argsort(s)[: len(units) - keep_units].tolist())
+            )
             if not drop:
                 continue
             record.heads[i] = drop
@@ -363,7 +384,9 @@ def _global_heads(scores: list[torch.Tensor], per_layer: int) -> list[list[int]]
     lowest by score relative to their layer's mean; every layer keeps at least one head."""
     total = per_layer * len(scores)
     ranked = sorted(
-        (float(s[j] / (s.mean() if float(s.mean()) else 1.0)), i, j) for i, s in enumerate(scores) for j in range(len(s))
+        (float(s[j] / (s.mean() if float(s.mean()) else 1.0)), i, j)
+        for i, s in enumerate(scores)
+        for j in range(len(s))
     )
     drop: list[list[int]] = [[] for _ in scores]
     for _, i, j in ranked:
@@ -454,15 +477,20 @@ def save_pruned(adapter: Any, record: PruneRecord, dest: Any) -> Any:
 
 
 def prune_model(
-    model: Any, config: PruneConfig, dest: Any, calib: list[dict[str, Any]] | None = None
+    model: Any,
+    config: PruneConfig,
+    dest: Any,
+    calib: list[dict[str, Any]] | None = None,
+    *,
+    scores: dict[str, Any] | None = None,
 ) -> tuple[Any, PruneRecord]:
     """Load ``model`` (name, directory or adapter), prune it, save it to ``dest``; returns the reloaded
-    pruned adapter and the record."""
+    pruned adapter and the record (``scores``: see :func:`prune`)."""
     import copy
 
     from edgellm.models import ModelAdapter, load
 
     adapter = copy.deepcopy(model) if isinstance(model, ModelAdapter) else load(model)
-    record = prune(adapter, config, calib)
+    record = prune(adapter, config, calib, scores=scores)
     save_pruned(adapter, record, dest)
     return load(dest, task=adapter.task), record
