@@ -149,6 +149,21 @@ def test_pruned_cnn_saves_as_a_model_directory_for_exporters_and_the_partitioner
     assert art.manifest["parity"]["passed"] and art.manifest["pruning"]["params_ratio"] < 0.8
 
 
+@pytest.mark.parametrize(
+    "target,fmt", [("x86-server", None), ("snapdragon-865", "tflite"), ("snapdragon-865", "ort")]
+)
+def test_a_pruned_plain_module_runs_in_every_runtime(target, fmt, tmp_path):
+    """Residual + concatenation + depthwise + flatten, pruned and saved, then exported with parity."""
+    from edgellm.export import export
+
+    m = cnn_adapter()
+    prune_model(m, PruneConfig(channels=0.5, score="l1"), tmp_path / "p")
+    pruned = load(tmp_path / "p")
+    assert pruned.module.mix.out_channels == 8 and pruned.module.fc.in_features == 8 * 16
+    art = export(pruned, target, tmp_path / "art", **({"format": fmt} if fmt else {}))
+    assert art.manifest["parity"]["passed"] and art.manifest["pruning"]["channel_widths"]["mix"] == [16, 8]
+
+
 def test_the_graph_names_what_it_cannot_follow():
     class Rolls(nn.Module):
         def __init__(self):
