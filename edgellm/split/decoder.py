@@ -1,0 +1,234 @@
+"""Split generation for decoder LMs: the phone runs the first blocks, the server runs the rest, each
+half holding the key/value cache of its own blocks.
+
+A *step* graph serves prefill and decode alike. Its inputs are the new positions (token ids on the
+device half, hidden states on the server half), the attention mask over past + new positions, the new
+positions' ids, and the past keys and values of the half's layers (``[batch, kv_heads, past, head_dim]``
+each); its outputs are the new positions' hidden states (device) or logits (server) and the present keys
+and values (past + new). Prefill is a step with a past of length 0, a decode step has one new token.
+
+The halves reuse the model's own decoder layers (Llama family: Llama, Mistral, Qwen2, Qwen3): the layers
+see an explicit cache object whose ``update`` concatenates past and new keys/values, so the arithmetic is
+Hugging Face's and the graph exports with the cache as plain tensors. :func:`step_adapter` makes either
+half an adapter for the exporters with dynamic ``batch`` / ``new`` / ``past`` / ``total`` axes: ONNX
+Runtime on the server and ORT-mobile on the phone run prefill and decode from the same file. A TFLite
+file has static shapes, so it holds one (new, past) shape only; a phone TFLite half needs a fixed-size
+cache with a write position (not built yet).
+
+Example:
+    >>> halves = cache_halves(edgellm.models.load("tiny-llama"), 2)           # doctest: +SKIP
+    >>> tokens = generate_split(halves, prompt_ids, max_new_tokens=64)          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgellm.errors import EdgeLLMError
+
+CACHE_FAMILIES = ("llama", "mistral", "qwen2", "qwen3")
+HIDDEN = "hidden"
+
+
+class _StepCache:
+    """The cache a layer sees inside a step graph: past keys/values in, past + new out."""
+
+    def __init__(self, past: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> None:
+        self.past = past
+        self.present: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def update(self, key: torch.Tensor, value: torch.Tensor, layer_idx: int, cache_kwargs: Any = None):
+        pk, pv = self.past[layer_idx]
+        k, v = torch.cat([pk, key], dim=2), torch.cat([pv, value], dim=2)
+        self.present[layer_idx] = (k, v)
+        return k, v
+
+
+def step_mask(attention_mask: torch.Tensor, new: int, dtype: torch.dtype) -> torch.Tensor:
+    """Additive mask ``[batch, 1, new, past + new]``: query ``i`` (absolute position ``past + i``) sees
+    key ``j`` when ``j <= past + i`` and key ``j`` is not padding."""
+    total = attention_mask.shape[1]
+    q = torch.arange(new, device=attention_mask.device) + (total - new)
+    k = torch.arange(total, device=attention_mask.device)
+    allowed = (k[None, :] <= q[:, None])[None, None] & attention_mask[:, None, None, :].bool()
+    zero = torch.zeros((), dtype=dtype, device=attention_mask.device)
+    return torch.where(allowed, zero, torch.full((), torch.finfo(dtype).min, dtype=dtype))
+
+
+class DecoderStep(nn.Module):
+    """Layers ``[start, end)`` of a Llama-family causal LM as one cached step; the device half embeds
+    token ids, the server half ends with the final norm and the LM head."""
+
+    def __init__(self, lm: nn.Module, start: int, end: int, *, embed: bool, head: bool) -> None:
+        super().__init__()
+        base = lm.model
+        self.embed = base.embed_tokens if embed else None
+        self.layers = nn.ModuleList(list(base.layers)[start:end])
+        self.rotary = base.rotary_emb
+        self.norm = base.norm if head else None
+        self.lm_head = lm.lm_head if head else None
+        self.ids = [int(layer.self_attn.layer_idx) for layer in self.layers]
+
+    def forward(
+        self, x: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor, *past: torch.Tensor
+    ):
+        h = self.embed(x) if self.embed is not None else x
+        cache = _StepCache({i: (past[2 * n], past[2 * n + 1]) for n, i in enumerate(self.ids)})
+        mask = step_mask(attention_mask, h.shape[1], h.dtype)
+        rope = self.rotary(h, position_ids)
+        for layer in self.layers:
+            out = layer(
+                h,
+                attention_mask=mask,
+                position_ids=position_ids,
+                past_key_values=cache,
+                position_embeddings=rope,
+            )
+            h = out[0] if isinstance(out, tuple) else out
+        if self.lm_head is not None:
+            h = self.lm_head(self.norm(h))
+        return (h, *[t for i in self.ids for t in cache.present[i]])
+
+
+@dataclass
+class CacheHalves:
+    """Both halves of a decoder cut after ``layers`` blocks, as cached step graphs."""
+
+    layers: int  # decoder layers on the device
+    device: DecoderStep
+    server: DecoderStep
+    kv_heads: int
+    head_dim: int
+    hidden_size: int
+    vocab: int
+
+    def empty_past(self, half: str, batch: int = 1) -> list[np.ndarray]:
+        n = len((self.device if half == "device" else self.server).ids)
+        z = np.zeros((batch, self.kv_heads, 0, self.head_dim), np.float32)
+        return [z] * (2 * n)
+
+
+def cache_halves(adapter: Any, layers: int) -> CacheHalves:
+    """Cut a Llama-family causal LM after ``layers`` decoder layers (0..L: 0 sends the embeddings, L
+    leaves only the final norm and the LM head on the server)."""
+    if adapter.task != "causal-lm" or adapter.family not in CACHE_FAMILIES:
+        raise EdgeLLMError(
+            f"split generation needs a causal LM of the Llama family, not '{adapter.family}' ({adapter.task})",
+            f"use a {', '.join(CACHE_FAMILIES)} model",
+        )
+    lm = adapter.module.lm
+    n = len(lm.model.layers)
+    if not 0 <= layers <= n:
+        raise EdgeLLMError(f"cut after {layers} layers is outside 0..{n}", f"'{adapter.name}' has {n} layers")
+    cfg = lm.config
+    heads = int(cfg.num_attention_heads)
+    return CacheHalves(
+        layers,
+        DecoderStep(lm, 0, layers, embed=True, head=False).eval(),
+        DecoderStep(lm, layers, n, embed=False, head=True).eval(),
+        int(getattr(cfg, "num_key_value_heads", None) or heads),
+        int(getattr(cfg, "head_dim", None) or cfg.hidden_size // heads),
+        int(cfg.hidden_size),
+        int(cfg.vocab_size),
+    )
+
+
+def step_names(half: DecoderStep, role: str) -> tuple[list[str], list[str]]:
+    """Input and output names of a half's step graph."""
+    first = "input_ids" if role == "device" else HIDDEN
+    past = [f"past_{kind}_{i}" for i in half.ids for kind in ("key", "value")]
+    present = [f"present_{kind}_{i}" for i in half.ids for kind in ("key", "value")]
+    out = HIDDEN if role == "device" else "logits"
+    return [first, "attention_mask", "position_ids", *past], [out, *present]
+
+
+def step_adapter(halves: CacheHalves, role: str, name: str, *, past: int = 3, new: int = 4) -> Any:
+    """A half as a :class:`~edgellm.models.ModelAdapter` for the exporters: example inputs with a past of
+    ``past`` positions and ``new`` new ones; axes ``batch``, ``new``, ``past``, ``total`` are dynamic."""
+    from edgellm.models import load
+    from edgellm.models.adapter import TensorSpec
+
+    half = halves.device if role == "device" else halves.server
+    ins, outs = step_names(half, role)
+    rng = np.random.default_rng(0)
+    b = 2
+    first = (
+        rng.integers(0, halves.vocab, size=(b, new)).astype(np.int64)
+        if role == "device"
+        else rng.standard_normal((b, new, halves.hidden_size)).astype(np.float32)
+    )
+    mask = np.ones((b, past + new), np.int64)
+    pos = np.tile(np.arange(past, past + new, dtype=np.int64), (b, 1))
+    cache = {
+        n: rng.standard_normal((b, halves.kv_heads, past, halves.head_dim)).astype(np.float32)
+        for n in ins[3:]
+    }
+    example = {ins[0]: first, "attention_mask": mask, "position_ids": pos, **cache}
+    axes = {
+        ins[0]: {0: "batch", 1: "new"},
+        "attention_mask": {0: "batch", 1: "total"},
+        "position_ids": {0: "batch", 1: "new"},
+    }
+    axes.update({n: {0: "batch", 2: "past"} for n in ins[3:]})
+    adapter = load(half, example_inputs=example, output_names=outs, dynamic_axes=axes, name=name)
+    last = halves.hidden_size if role == "device" else halves.vocab
+    adapter.outputs = [TensorSpec(outs[0], "float32", ["batch", "new", last])] + [
+        TensorSpec(n, "float32", ["batch", halves.kv_heads, "total", halves.head_dim]) for n in outs[1:]
+    ]
+    adapter.int_high = {"input_ids": halves.vocab, "position_ids": past + new}
+    return adapter
+
+
+def greedy_split(
+    run_device: Any,
+    run_server: Any,
+    halves: CacheHalves,
+    prompt: list[int],
+    max_new_tokens: int,
+    codec: Any = None,
+) -> list[int]:
+    """Greedy generation through both halves, one sequence: ``run_*`` take and return named numpy
+    feeds (a torch half, an ONNX Runtime session...). The hidden states cross from device to server
+    through ``codec`` (encode then decode) when given."""
+    dev_in, dev_out = step_names(halves.device, "device")
+    srv_in, srv_out = step_names(halves.server, "server")
+    dev_past = dict(zip(dev_in[3:], halves.empty_past("device")))
+    srv_past = dict(zip(srv_in[3:], halves.empty_past("server")))
+    ids = np.asarray([prompt], np.int64)
+    done = 0
+    out: list[int] = []
+    for _ in range(max_new_tokens):
+        new = ids.shape[1]
+        mask = np.ones((1, done + new), np.int64)
+        pos = np.arange(done, done + new, dtype=np.int64)[None]
+        d = run_device({"input_ids": ids, "attention_mask": mask, "position_ids": pos, **dev_past})
+        hidden = d[HIDDEN]
+        if codec is not None:
+            hidden = codec.decode(*codec.encode(hidden))
+        s = run_server(
+            {HIDDEN: hidden.astype(np.float32), "attention_mask": mask, "position_ids": pos, **srv_past}
+        )
+        dev_past = {p: d[q] for p, q in zip(dev_in[3:], dev_out[1:])}
+        srv_past = {p: s[q] for p, q in zip(srv_in[3:], srv_out[1:])}
+        token = int(s["logits"][0, -1].argmax())
+        out.append(token)
+        done += new
+        ids = np.asarray([[token]], np.int64)
+    return out
+
+
+def torch_runner(half: DecoderStep, role: str):
+    """Run a half in torch on named numpy feeds."""
+    ins, outs = step_names(half, role)
+
+    @torch.inference_mode()
+    def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        res = half(*[torch.as_tensor(feeds[n]) for n in ins])
+        return {n: t.numpy() for n, t in zip(outs, res)}
+
+    return run
