@@ -31,6 +31,12 @@ def partition(
     ),
     seq: int = typer.Option(128, "--seq", min=1, help="Sequence length to plan for."),
     runs: int = typer.Option(10, "--runs", min=1, help="Profiling runs per block on this host."),
+    generate_tokens: Optional[int] = typer.Option(
+        None,
+        "--generate-tokens",
+        min=1,
+        help="Causal LMs: plan split generation of N tokens after a --seq prompt (a round trip per token).",
+    ),
     output: Path = typer.Option(
         Path("edgellm-out/partition"), "--output", "-o", help="Folder for plan.json and plan.png."
     ),
@@ -59,6 +65,7 @@ def partition(
         codecs=codecs,
         seq=seq,
         runs=runs,
+        generate_tokens=generate_tokens,
     )
     write_plan(plan, basis, output, title=f"{adapter.name}: {dev.name} + {srv.name}, {bandwidth}, {rtt}")
     t = Table(
@@ -86,6 +93,13 @@ def partition(
             "BEST" if best else (c["reason"] or ""),
         )
     console().print(t)
+    if generate_tokens is not None:
+        b = plan.best
+        console().print(
+            f"generation of {generate_tokens} tokens: the rows show one decode step; chosen: time to first token "
+            f"{b['ttft_ms']:.1f} ms, then {b['per_token_ms']:.1f} ms per token ({b['total_ms']:.0f} ms in all)",
+            markup=False,
+        )
     console().print(
         f"plan {plan.id}: cut after {plan.best['after_block'] or '(input)'} with {plan.best['codec']}, "
         f"{plan.best['total_ms']:.1f} ms predicted; host efficiency {basis['host_efficiency']:.3f} of "

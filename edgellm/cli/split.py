@@ -44,16 +44,50 @@ def export_cmd(
     ),
     force: bool = typer.Option(False, "--force", help="Replace an existing output folder."),
     json_out: bool = typer.Option(False, "--json", help="Print split.json instead of a summary."),
+    generate: bool = typer.Option(
+        False,
+        "--generate",
+        help="Causal LMs: halves with key/value caches for token generation (--cut = decoder layers on the phone).",
+    ),
 ) -> None:
     """Cut MODEL where a plan (or --cut/--codec) says; export both halves, linked, and check the chain.
 
     Example: edgellm split export minilm --cut 4 --codec int8 -o out/minilm-split
+
+    Generation: edgellm split export tiny-llama --generate --cut 2 -o out/tl-gen (then edgellm serve
+    out/tl-gen/server and edgellm split chat --device-artifact out/tl-gen --server http://127.0.0.1:8000)
     """
+    from edgellm.errors import EdgeLLMError
+
+    if generate:
+        from edgellm.split.generation import export_generation
+
+        if cut is None:
+            raise EdgeLLMError("--generate needs --cut N (decoder layers on the phone)", "e.g. --cut 2")
+        info = export_generation(
+            model,
+            cut,
+            output or Path("edgellm-out") / f"{Path(model).name}-gen-cut{cut}",
+            codec=codec,
+            device=device,
+            server=server,
+            device_format=device_format or "ort",
+            force=force,
+        )
+        if json_out:
+            emit_json(info)
+            return
+        console().print(
+            f"{info['layers_on_device']} decoder layers on the phone, the rest on the server, {info['codec']} between; "
+            f"greedy check: {info['check']['agreement']:.0%} of {info['check']['tokens']} tokens equal the unsplit model's\n"
+            f"serve: edgellm serve {info['output']}/server\n"
+            f"chat:  edgellm split chat --device-artifact {info['output']} --server http://127.0.0.1:8000",
+            markup=False,
+        )
+        return
     from edgellm.export.split import export_split
 
     if plan is None and cut is None:
-        from edgellm.errors import EdgeLLMError
-
         raise EdgeLLMError("give --plan plan.json or --cut N", "see: edgellm split export --help")
     s = export_split(
         model,
@@ -178,23 +212,65 @@ def bench_cmd(
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Threads of the device runtime."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the report as JSON here."),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    sessions: Optional[str] = typer.Option(
+        None, "--sessions", help="Split generation: concurrent sessions to measure, e.g. 1,4,16,32."
+    ),
+    tokens: int = typer.Option(32, "--tokens", min=2, help="Split generation: tokens per session."),
 ) -> None:
     """End-to-end latency of the split model with its breakdown: device, encode, network, server, decode.
 
     Example: edgellm split bench --device-artifact out/minilm-split/device --server http://127.0.0.1:8000 --runs 50
+
+    Generation: edgellm split bench --device-artifact out/tl-gen --server http://127.0.0.1:8000 --sessions 1,4,16
+    (time to first token, tokens/s per session and in aggregate)
     """
+    import json
+
     from rich.table import Table
 
     from edgellm.split.bench import bench_split
     from edgellm.utils.fs import atomic_write_text
+
+    if sessions is not None:
+        from edgellm.errors import EdgeLLMError
+        from edgellm.split.generation import bench_generation
+
+        try:
+            counts = [int(x) for x in sessions.split(",") if x.strip()]
+        except ValueError:
+            raise EdgeLLMError(
+                f"--sessions '{sessions}' is not a list of counts", "e.g. --sessions 1,4,16,32"
+            ) from None
+        if server is None or not counts or min(counts) < 1:
+            raise EdgeLLMError(
+                "--sessions needs --server URL and counts >= 1",
+                "e.g. --sessions 1,4 --server http://127.0.0.1:8000",
+            )
+        rows = bench_generation(device_artifact, server, counts, tokens=tokens)
+        if output is not None:
+            atomic_write_text(output, json.dumps(rows, indent=2) + "\n")
+        if json_out:
+            emit_json(rows)
+            return
+        t = Table(title=f"split generation, {tokens} tokens per session")
+        for col in ("sessions", "completed", "TTFT p50 ms", "tok/s per session", "tok/s aggregate"):
+            t.add_column(col)
+        for r in rows:
+            t.add_row(
+                str(r["sessions"]),
+                str(r["completed"]),
+                f"{r['ttft_ms_p50']}",
+                f"{r['tok_s_per_session_p50']}",
+                f"{r['tok_s_aggregate']}",
+            )
+        console().print(t)
+        return
 
     c = _client(device_artifact, server, timeout, 0, threads)
     feeds = _feeds(c, inputs, not inputs, batch, seq)
     report = bench_split(c, feeds, runs=runs, warmup=warmup)
     c.close()
     if output is not None:
-        import json
-
         atomic_write_text(output, json.dumps(report, indent=2) + "\n")
     if json_out:
         emit_json(report)
@@ -211,3 +287,54 @@ def bench_cmd(
     console().print(
         f"uploaded {report['upload_bytes']} B and downloaded {report['download_bytes']} B per call"
     )
+
+
+@app.command("chat")
+def chat_cmd(
+    device_artifact: Path = typer.Option(
+        ..., "--device-artifact", help="OUT of edgellm split export --generate."
+    ),
+    server: str = typer.Option(..., "--server", help="URL of edgellm serve running OUT/server."),
+    prompt: str = typer.Option(..., "--prompt", "-p", help="The text to continue."),
+    max_new_tokens: int = typer.Option(
+        64, "--max-new-tokens", "-n", min=1, help="Tokens to generate at most."
+    ),
+    temperature: float = typer.Option(0.0, "--temperature", min=0.0, help="0: greedy; else sampled."),
+    top_k: int = typer.Option(0, "--top-k", min=0, help="Sample among the K likeliest tokens (0: all)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the sampling (same seed, same tokens)."),
+    codec: Optional[str] = typer.Option(None, "--codec", help="fp16 or int8 (default: the export's)."),
+    timeout: float = typer.Option(30.0, "--timeout", min=0.001, help="Per-request timeout in seconds."),
+) -> None:
+    """Generate with the phone half here and the server half on SERVER, streaming the tokens.
+
+    Example: edgellm split chat --device-artifact out/tl-gen --server http://127.0.0.1:8000 -p "The with statement"
+    """
+    import sys
+
+    from edgellm.errors import EdgeLLMError
+    from edgellm.split.generation import GenerationClient, GenerationError
+
+    c = GenerationClient(device_artifact, server, codec=codec, timeout_s=timeout)
+    ids = c.encode(prompt)
+    out: list[int] = []
+    times: list[float] = []
+    shown = ""
+    try:
+        for t in c.generate(ids, max_new_tokens, temperature=temperature, top_k=top_k, seed=seed):
+            out.append(t["token"])
+            times.append(t["ms"])
+            text = c.decode(out)
+            sys.stdout.write(text[len(shown) :])
+            sys.stdout.flush()
+            shown = text
+    except GenerationError as exc:
+        raise EdgeLLMError(str(exc), "check the server (edgellm serve OUT/server) and its limits") from exc
+    finally:
+        c.close()
+    sys.stdout.write("\n")
+    if times:
+        rest = times[1:] or times
+        console().print(
+            f"{len(out)} tokens; time to first token {times[0]:.1f} ms, then {1000 / (sum(rest) / len(rest)):.1f} tokens/s",
+            markup=False,
+        )

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from edgellm.errors import EdgeLLMError
+
 # the predicted time of a cut, part by part, then the total (plan.json candidates, tables, plots)
 PLAN_PARTS = ("device_ms", "codec_ms", "upload_ms", "rtt_ms", "server_ms", "download_ms")
 PLAN_COLUMNS = (*PLAN_PARTS, "total_ms")
@@ -31,8 +33,14 @@ def plan_split(
     codecs: str | Sequence[str] = ("fp32", "fp16", "int8"),
     seq: int = 128,
     runs: int = 10,
+    generate_tokens: int | None = None,
 ) -> tuple[Any, dict[str, Any], Any, Any, Any]:
     """Profile ``model`` on this host and plan its split; returns (plan, basis, adapter, device, server).
+
+    With ``generate_tokens`` (causal LMs), plan split generation: a prefill of ``seq`` tokens, then
+    ``generate_tokens - 1`` one-token decode steps, each a round trip (:func:`make_generation_plan`;
+    decode steps are profiled at one token without a cache, so attention over a long context is not
+    counted).
 
     ``codecs`` is a list, a comma-separated string, or ``"all"``. Bad codec, network or target names fail
     before any profiling.
@@ -40,7 +48,7 @@ def plan_split(
     from edgellm.models import ModelAdapter, load
     from edgellm.partition.codecs import ALL_CODECS, Codec
     from edgellm.partition.cost import cost_table
-    from edgellm.partition.planner import Network, make_plan, parse_size
+    from edgellm.partition.planner import Network, make_generation_plan, make_plan, parse_size
     from edgellm.partition.profile import profile_blocks
     from edgellm.targets import load_target
 
@@ -60,6 +68,24 @@ def plan_split(
     adapter = model if isinstance(model, ModelAdapter) else load(model)
     prof = profile_blocks(adapter, batch=1, seq=seq, runs=runs, codecs=chosen)
     table, basis = cost_table(adapter, prof, dev, srv, device_precision=precision, server_precision=precision)
+    if generate_tokens is not None:
+        if adapter.task != "causal-lm":
+            raise EdgeLLMError(
+                f"--generate-tokens plans token generation; '{adapter.name}' is a {adapter.task} model",
+                "drop --generate-tokens, or plan a causal LM",
+            )
+        prof1 = profile_blocks(adapter, batch=1, seq=1, runs=runs, codecs=chosen)
+        step, _ = cost_table(adapter, prof1, dev, srv, device_precision=precision, server_precision=precision)
+        plan = make_generation_plan(
+            table,
+            step,
+            net,
+            tokens=generate_tokens,
+            codecs=chosen,
+            device_memory=budget,
+            min_device_blocks=min_device_blocks,
+        )
+        return plan, basis, adapter, dev, srv
     plan = make_plan(table, net, codecs=chosen, device_memory=budget, min_device_blocks=min_device_blocks)
     return plan, basis, adapter, dev, srv
 

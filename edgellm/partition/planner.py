@@ -226,3 +226,53 @@ def make_plan(
         ).encode()
     ).hexdigest()[:16]
     return SplitPlan(ident, candidates, best, asdict(network), constraints)
+
+
+TOKEN_REPLY_BYTES = 64  # what a split-generation step answers: one token id in a small JSON object
+
+
+def make_generation_plan(
+    prefill: CostTable,
+    decode: CostTable,
+    network: Network,
+    *,
+    tokens: int,
+    codecs: tuple[str, ...] = CODECS,
+    device_memory: float | None = None,
+    min_device_blocks: int = 0,
+    server_load: float = 1.0,
+) -> SplitPlan:
+    """Plan a split for token generation: the prompt's prefill once (``prefill``: costs at the prompt's
+    length), then ``tokens - 1`` decode steps (``decode``: costs of one new token), each paying the
+    device and server compute, the codec, one token's upload and a full round trip; the server answers a
+    token id, not the model's output. The chosen (cut, codec) minimises ``ttft + (tokens - 1) x
+    per_token``, so a long round trip pushes generation toward all-on-device sooner than one-shot
+    inference; each candidate keeps ``ttft_ms`` and ``per_token_ms`` and the per-token components."""
+    import dataclasses
+
+    if tokens < 1:
+        raise EdgeLLMError(f"tokens {tokens} must be at least 1", "give the number of tokens to generate")
+    kw = dict(
+        codecs=codecs,
+        device_memory=device_memory,
+        min_device_blocks=min_device_blocks,
+        server_load=server_load,
+    )
+    first = make_plan(dataclasses.replace(prefill, output_bytes=TOKEN_REPLY_BYTES), network, **kw)
+    step = make_plan(dataclasses.replace(decode, output_bytes=TOKEN_REPLY_BYTES), network, **kw)
+    per = {(c["cut"], c["codec"]): c for c in step.candidates}
+    candidates = []
+    for c in first.candidates:
+        d = per[(c["cut"], c["codec"])]
+        candidates.append(
+            {
+                **d,
+                "ttft_ms": c["total_ms"],
+                "per_token_ms": d["total_ms"],
+                "tokens": tokens,
+                "total_ms": c["total_ms"] + (tokens - 1) * d["total_ms"],
+            }
+        )
+    best = min((c for c in candidates if c["feasible"]), key=lambda c: (c["total_ms"], -c["cut"]))
+    ident = hashlib.sha256(json.dumps([first.id, step.id, tokens]).encode()).hexdigest()[:16]
+    return SplitPlan(ident, candidates, best, asdict(network), {**first.constraints, "tokens": tokens})

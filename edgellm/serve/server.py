@@ -68,6 +68,10 @@ class ServerConfig:
     # without (serve_load.py, MiniLM seq 16, concurrency 64: +1 % and +17 % throughput in two runs), at
     # ~1 ms more p50 at concurrency 1; --spin-wait turns it back on for latency-bound, unbatched serving
     spin_wait: bool = False
+    # split generation (the server half of a decoder with per-session caches): limits per model
+    max_sessions: int = 64
+    max_length: int = 512
+    idle_timeout_s: float = 60.0
 
 
 @dataclass
@@ -118,6 +122,7 @@ class Server:
         self.config = cfg = config or ServerConfig()
         self.metrics = Metrics()
         self.models: dict[str, Model] = {}
+        self.generators: dict[str, Any] = {}  # split-generation services, by model name
         self.live = True
         self.draining = False
         threads = cfg.threads or max(1, (os.cpu_count() or 1) // max(1, cfg.instances))
@@ -133,6 +138,9 @@ class Server:
                     "session.intra_op.allow_spinning": "0",
                     "session.inter_op.allow_spinning": "0",
                 }
+            if art.manifest.get("generation", {}).get("role") == "server":
+                self._add_generator(name, art, make_runner(art, **opts))
+                continue
             runners = [make_runner(art, **opts) for _ in range(max(1, cfg.instances))]
             batcher = Batcher(
                 name,
@@ -150,6 +158,21 @@ class Server:
         self._rest_runner: Any = None
         self._grpc: Any = None
 
+    def _add_generator(self, name: str, art: Any, runner: Any) -> None:
+        from edgellm.split.generation import GenerationConfig, GenerationService
+
+        if name in self.generators:
+            raise EdgeLLMError(f"two models are named '{name}'", "rename one with NAME=ARTIFACT")
+        cfg = self.config
+        gc = GenerationConfig(
+            max_sessions=cfg.max_sessions,
+            max_length=cfg.max_length,
+            idle_timeout_s=cfg.idle_timeout_s,
+            max_batch=cfg.max_batch_size,
+            max_queue=cfg.max_queue_size,
+        )
+        self.generators[name] = GenerationService(name, art, runner, gc, self.metrics)
+
     @property
     def ready(self) -> bool:
         return self.live and not self.draining and all(m.ready for m in self.models.values())
@@ -159,6 +182,8 @@ class Server:
         self._stop = asyncio.Event()
         for m in self.models.values():
             m.batcher.start()
+        for g in self.generators.values():
+            g.start()
         await self._start_rest()
         if self.config.grpc_port is not None:
             await self._start_grpc()
@@ -197,6 +222,8 @@ class Server:
             await self._rest_runner.cleanup()
         for m in self.models.values():
             await m.batcher.stop()
+        for g in self.generators.values():
+            await g.stop()
         self.live = False
 
     async def serve_forever(self) -> None:
@@ -273,6 +300,10 @@ class Server:
         r.add_post("/v2/models/{model}/infer", self._infer)
         r.add_post("/v2/models/{model}/versions/{version}/infer", self._infer)
         r.add_get("/metrics", self._metrics)
+        r.add_get("/v2/generate/{model}", self._gen_meta)
+        r.add_post("/v2/generate/{model}/sessions", self._gen_open)
+        r.add_post("/v2/generate/{model}/sessions/{session}/steps", self._gen_step)
+        r.add_delete("/v2/generate/{model}/sessions/{session}", self._gen_close)
         # handler_cancellation: a client that disconnects cancels its handler, which withdraws its request
         self._rest_runner = web.AppRunner(
             app, access_log=None, shutdown_timeout=30.0, handler_cancellation=True
@@ -386,6 +417,61 @@ class Server:
                 "Content-Type": "application/octet-stream",
             },
         )
+
+    # -- split generation -------------------------------------------------------------------------
+    def _generator(self, request) -> Any:
+        name = request.match_info["model"]
+        g = self.generators.get(name)
+        if g is None:
+            served = ", ".join(self.generators) or "none"
+            raise ProtocolError(f"'{name}' is not a split-generation model here (served: {served})", 404)
+        if self.draining:
+            raise ProtocolError("the server is shutting down; retry on another replica", 503)
+        return g
+
+    async def _gen_call(self, fn, *args):
+        from edgellm.split.generation import GenerationError
+
+        try:
+            res = fn(*args)
+            return await res if asyncio.iscoroutine(res) else res
+        except GenerationError as exc:
+            raise ProtocolError(str(exc), exc.status) from exc
+
+    async def _gen_meta(self, request):
+        return self._json(self._generator(request).describe())
+
+    async def _gen_open(self, request):
+        g = self._generator(request)
+        try:
+            options = json.loads(await request.read() or b"{}")
+        except ValueError as exc:
+            raise ProtocolError(f"session options are not JSON: {exc}", 400) from exc
+        if not isinstance(options, dict):
+            raise ProtocolError("session options must be a JSON object", 400)
+        s = await self._gen_call(g.open, options)
+        body = {"session": s.id, "max_length": g.config.max_length, "idle_timeout_s": g.config.idle_timeout_s}
+        return self._json(body, 201)
+
+    async def _gen_step(self, request):
+        from edgellm.split.generation import ACT_HEADER, STEP_HEADER
+
+        g = self._generator(request)
+        try:
+            step = int(request.headers.get(STEP_HEADER, ""))
+            meta = json.loads(request.headers.get(ACT_HEADER, ""))
+        except ValueError as exc:
+            raise ProtocolError(
+                f"a step needs the {STEP_HEADER} and {ACT_HEADER} headers ({exc})", 400
+            ) from exc
+        body = await request.read()
+        out = await self._gen_call(g.step, request.match_info["session"], step, body, meta)
+        return self._json(out)
+
+    async def _gen_close(self, request):
+        g = self._generator(request)
+        await self._gen_call(g.close, request.match_info["session"])
+        return self._json({"closed": request.match_info["session"]})
 
     # -- gRPC -------------------------------------------------------------------------------------
     async def _start_grpc(self) -> None:

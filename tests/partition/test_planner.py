@@ -8,6 +8,7 @@ from edgellm.partition.codecs import Codec
 from edgellm.partition.planner import (
     CostTable,
     Network,
+    make_generation_plan,
     make_plan,
     parse_bandwidth,
     parse_duration,
@@ -29,6 +30,39 @@ def cnn_like(**over):
     )
     t.update(over)
     return CostTable(**t)
+
+
+def decoder_like(new: int):
+    """Four decoder blocks at ``new`` new tokens: the phone is 30x slower than the server."""
+    return CostTable(
+        blocks=["embeddings", "layers.0", "layers.1", "head"],
+        device_ms=[0.2 * new, 1.0 * new, 1.0 * new, 0.3 * new],
+        server_ms=[0.01 * new, 0.01 * new, 0.01 * new, 0.01 * new],
+        weight_bytes=[1 << 20] * 4,
+        input_bytes=8 * new,
+        cut_shapes=[[1, new, 384]] * 3,
+        output_bytes=4 * 32000,  # one-shot inference downloads the last position's logits
+    )
+
+
+def test_generation_plans_pay_a_round_trip_per_token():
+    """One-shot over a 50 ms link sends the prompt to the server; generating 64 tokens pays the round
+    trip 63 more times, so the same link keeps generation on the phone."""
+    net = Network.parse("10mbit", "50ms")
+    one_shot = make_plan(decoder_like(128), net)
+    assert one_shot.best["cut"] == 0
+    gen = make_generation_plan(decoder_like(128), decoder_like(1), net, tokens=64)
+    assert gen.best["cut"] == 4 and gen.best["per_token_ms"] == pytest.approx(2.5)
+    remote = [c for c in gen.candidates if c["cut"] < 4]
+    assert all(
+        c["per_token_ms"] >= 50 and c["total_ms"] == pytest.approx(c["ttft_ms"] + 63 * c["per_token_ms"])
+        for c in remote
+    )
+    assert all(c["download_ms"] < 0.1 for c in remote)  # a token id comes back, not the logits
+    fast = make_generation_plan(decoder_like(128), decoder_like(1), Network.parse("1gbit", "1ms"), tokens=64)
+    assert fast.best["cut"] < 4  # a LAN-like link: the fast server wins even per token
+    with pytest.raises(EdgeLLMError, match="at least 1"):
+        make_generation_plan(decoder_like(128), decoder_like(1), net, tokens=0)
 
 
 def test_units():

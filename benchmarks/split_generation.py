@@ -1,0 +1,110 @@
+"""Split generation of tiny-llama through the real server: tokens/s per session and in aggregate against the
+number of concurrent sessions, with and without batching of decode steps; time to first token per
+network profile; and the all-on-server and all-on-device baselines.
+
+    .venv/bin/python benchmarks/split_generation.py --sessions 1,4,16,32 --tokens 32
+
+- Split: tiny-llama cut after 2 of its 6 layers (phone: ORT-mobile artifact, server: ONNX Runtime),
+  fp16 hidden states between them; every session is one phone (a thread here, sharing this host's cores
+  with the server: on a real deployment each phone has its own CPU, so these per-session figures are a
+  lower bound).
+- Batching on: the server batches whatever decode steps are waiting (up to 32); off: one step per pass.
+- All-on-server: the phone only embeds the tokens (cut after 0 layers); all-on-device: both halves run on
+  the phone, no network (one session).
+- Network profiles (3g 100 ms, 4g 50 ms, wifi 10 ms round trip) through the user-space relay of
+  ``edgellm.split.netem`` on loopback: the round trip is real, the bandwidth is not shaped (that needs
+  root, see split_netem.py; a decode step uploads 768 bytes, 6 ms at 1 Mbit/s).
+Prints JSON and writes it to ``--output``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+PROFILES = {"wifi": 10.0, "4g": 50.0, "3g": 100.0}  # RTT ms, as in split_netem.py
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sessions", default="1,4,16,32")
+    ap.add_argument("--tokens", type=int, default=32)
+    ap.add_argument("--cut", type=int, default=2)
+    ap.add_argument("--output", type=Path, default=Path("edgellm-out/split_generation.json"))
+    args = ap.parse_args()
+    sessions = [int(x) for x in args.sessions.split(",")]
+
+    from edgellm.bench.report import write_json
+    from edgellm.export import Artifact
+    from edgellm.models import load
+    from edgellm.runtime import make_runner
+    from edgellm.serve.server import ModelConfig, serve_in_background
+    from edgellm.split.decoder import cache_halves, greedy_split
+    from edgellm.split.generation import GenerationClient, bench_generation, export_generation
+    from edgellm.split.netem import relay
+
+    root = Path(tempfile.mkdtemp(prefix="edgellm-gen-"))
+    model = load("tiny-llama")
+    out: dict = {"model": "tiny-llama", "cut": args.cut, "tokens": args.tokens, "codec": "fp16"}
+    split = root / "split"
+    export_generation(model, args.cut, split)
+    server_only = root / "server-only"
+    export_generation(model, 0, server_only)
+    name = "tiny-llama-gen-server"
+
+    def serve(folder: Path, batch: int):
+        return serve_in_background([ModelConfig(folder / "server")], max_batch_size=batch, max_sessions=64)
+
+    for label, batch in (("batched", 32), ("unbatched", 1)):
+        with serve(split, batch) as srv:
+            url = f"http://127.0.0.1:{srv.config.port}"
+            bench_generation(split, url, [1], tokens=4)  # warm-up
+            out[f"split_{label}"] = bench_generation(split, url, sessions, tokens=args.tokens)
+            out[f"split_{label}_server"] = srv.generators[name].describe()
+    with serve(server_only, 32) as srv:
+        url = f"http://127.0.0.1:{srv.config.port}"
+        bench_generation(server_only, url, [1], tokens=4)
+        out["all_on_server"] = bench_generation(server_only, url, sessions, tokens=args.tokens)
+
+    # all on the device: both halves of a cut after every layer, run here, no network
+    device = export_generation(model, len(model.module.lm.model.layers), root / "device-only")
+    halves = cache_halves(model, device["layers_on_device"])
+    runners = [make_runner(Artifact.load(root / "device-only" / r)) for r in ("device", "server")]
+    prompt = GenerationClient(split, "http://127.0.0.1:1").encode("The with statement is used to wrap")
+    greedy_split(runners[0].run, runners[1].run, halves, prompt, 4)
+    t0 = time.perf_counter()
+    greedy_split(runners[0].run, runners[1].run, halves, prompt, 1)
+    ttft = (time.perf_counter() - t0) * 1000
+    t0 = time.perf_counter()
+    greedy_split(runners[0].run, runners[1].run, halves, prompt, args.tokens)
+    total = time.perf_counter() - t0
+    out["all_on_device"] = {
+        "sessions": 1,
+        "ttft_ms": round(ttft, 2),
+        "tok_s": round((args.tokens - 1) / max(total - ttft / 1000, 1e-9), 2),
+    }
+
+    # time to first token per network profile, one session, through an RTT relay
+    out["profiles"] = {}
+    with serve(split, 32) as srv:
+        for i, (prof, rtt) in enumerate(PROFILES.items()):
+            port = 9100 + i
+            threading.Thread(
+                target=relay, args=(port, ("127.0.0.1", srv.config.port), rtt / 2), daemon=True
+            ).start()
+            time.sleep(0.2)
+            rows = bench_generation(split, f"http://127.0.0.1:{port}", [1], tokens=args.tokens)
+            out["profiles"][prof] = {"rtt_ms": rtt, **rows[0]}
+    out["command"] = "python benchmarks/split_generation.py " + " ".join(sys.argv[1:])
+    write_json(out, args.output)
+    print(json.dumps(out, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
