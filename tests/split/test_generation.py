@@ -172,19 +172,51 @@ def test_cli_export_chat_and_bench(tiny_llama, gen_dir, server, tmp_path, capsys
     from edgellm.cli import main
 
     url, _ = server
-    assert main(["split", "export", "tiny-llama", "--generate", "--cut", "1", "-o", str(tmp_path / "g1"), "--json"]) == 0
+    assert (
+        main(
+            [
+                "split",
+                "export",
+                "tiny-llama",
+                "--generate",
+                "--cut",
+                "1",
+                "-o",
+                str(tmp_path / "g1"),
+                "--json",
+            ]
+        )
+        == 0
+    )
     info = json.loads(capsys.readouterr().out)
     assert info["layers_on_device"] == 1 and info["check"]["agreement"] == 1.0
-    assert (tmp_path / "g1" / "device" / "manifest.json").is_file() and (tmp_path / "g1" / "tokenizer").is_dir()
+    assert (tmp_path / "g1" / "device" / "manifest.json").is_file() and (
+        tmp_path / "g1" / "tokenizer"
+    ).is_dir()
 
     prompt = PROMPTS[2]
-    assert main(["split", "chat", "--device-artifact", str(gen_dir), "--server", url, "-p", prompt, "-n", "12"]) == 0
+    assert (
+        main(["split", "chat", "--device-artifact", str(gen_dir), "--server", url, "-p", prompt, "-n", "12"])
+        == 0
+    )
     out = capsys.readouterr().out
     c = GenerationClient(gen_dir, url)
     want = c.decode(hf_greedy(tiny_llama, c.encode(prompt), 12))
     assert out.startswith(want.split("</s>")[0][:20]) and "time to first token" in out
 
-    argv = ["split", "bench", "--device-artifact", str(gen_dir), "--server", url, "--sessions", "1,3", "--tokens", "6", "--json"]
+    argv = [
+        "split",
+        "bench",
+        "--device-artifact",
+        str(gen_dir),
+        "--server",
+        url,
+        "--sessions",
+        "1,3",
+        "--tokens",
+        "6",
+        "--json",
+    ]
     assert main(argv) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["sessions"] for r in rows] == [1, 3] and all(r["completed"] == r["sessions"] for r in rows)
