@@ -49,6 +49,12 @@ def export_cmd(
         "--generate",
         help="Causal LMs: halves with key/value caches for token generation (--cut = decoder layers on the phone).",
     ),
+    device_cache: int = typer.Option(
+        256,
+        "--device-cache",
+        min=2,
+        help="--generate with --device-format tflite: positions the phone's fixed cache holds.",
+    ),
 ) -> None:
     """Cut MODEL where a plan (or --cut/--codec) says; export both halves, linked, and check the chain.
 
@@ -72,6 +78,7 @@ def export_cmd(
             device=device,
             server=server,
             device_format=device_format or "ort",
+            device_cache=device_cache,
             force=force,
         )
         if json_out:

@@ -12,8 +12,10 @@ see an explicit cache object whose ``update`` concatenates past and new keys/val
 Hugging Face's and the graph exports with the cache as plain tensors. :func:`step_adapter` makes either
 half an adapter for the exporters with dynamic ``batch`` / ``new`` / ``past`` / ``total`` axes: ONNX
 Runtime on the server and ORT-mobile on the phone run prefill and decode from the same file. A TFLite
-file has static shapes, so it holds one (new, past) shape only; a phone TFLite half needs a fixed-size
-cache with a write position (not built yet).
+file has static shapes, so the phone's TFLite half is a *slot* graph (:class:`DecoderSlotStep`): one new
+token per call, a cache of ``slots`` positions written at a one-hot slot, a mask of the filled slots; the
+phone runs the prompt through it token by token and sends the prompt's hidden states to the server at
+once, as the ORT-mobile half does. :class:`DeviceStepper` hides the difference.
 
 Example:
     >>> halves = cache_halves(edgellm.models.load("tiny-llama"), 2)           # doctest: +SKIP
@@ -95,6 +97,56 @@ class DecoderStep(nn.Module):
         return (h, *[t for i in self.ids for t in cache.present[i]])
 
 
+class _SlotCache:
+    """A fixed-size cache: the new key/value is written at the one-hot slot ``write`` (static shapes)."""
+
+    def __init__(self, past: dict[int, tuple[torch.Tensor, torch.Tensor]], write: torch.Tensor) -> None:
+        self.past, self.w = past, write[:, None, :, None]  # [1, 1, slots, 1]
+        self.present: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def update(self, key: torch.Tensor, value: torch.Tensor, layer_idx: int, cache_kwargs: Any = None):
+        pk, pv = self.past[layer_idx]
+        k = pk * (1.0 - self.w) + key * self.w
+        v = pv * (1.0 - self.w) + value * self.w
+        self.present[layer_idx] = (k, v)
+        return k, v
+
+
+class DecoderSlotStep(nn.Module):
+    """The device half with a fixed-size cache, for static-shape runtimes (TFLite): one token per call.
+
+    Inputs: ``input_ids`` [1, 1], ``position_ids`` [1, 1], ``cache_mask`` [1, slots] (1 for every filled
+    slot, the one written now included), ``write`` [1, slots] (float one-hot of the slot written now) and
+    the past keys/values [1, kv_heads, slots, head_dim]; outputs the hidden state and the updated caches."""
+
+    def __init__(self, step: DecoderStep) -> None:
+        super().__init__()
+        self.step = step
+
+    def forward(self, x, position_ids, cache_mask, write, *past):
+        st = self.step
+        h = st.embed(x)
+        cache = _SlotCache({i: (past[2 * n], past[2 * n + 1]) for n, i in enumerate(st.ids)}, write)
+        zero = torch.zeros((), dtype=h.dtype)
+        mask = torch.where(
+            cache_mask[:, None, None, :].bool(), zero, torch.full((), torch.finfo(h.dtype).min, dtype=h.dtype)
+        )
+        rope = st.rotary(h, position_ids)
+        for layer in st.layers:
+            out = layer(
+                h,
+                attention_mask=mask,
+                position_ids=position_ids,
+                past_key_values=cache,
+                position_embeddings=rope,
+            )
+            h = out[0] if isinstance(out, tuple) else out
+        return (h, *[t for i in st.ids for t in cache.present[i]])
+
+
+SLOT_INPUTS = ["input_ids", "position_ids", "cache_mask", "write"]
+
+
 @dataclass
 class CacheHalves:
     """Both halves of a decoder cut after ``layers`` blocks, as cached step graphs."""
@@ -147,6 +199,44 @@ def step_names(half: DecoderStep, role: str) -> tuple[list[str], list[str]]:
     return [first, "attention_mask", "position_ids", *past], [out, *present]
 
 
+def slot_adapter(halves: CacheHalves, name: str, slots: int) -> Any:
+    """The device half as a slot graph (:class:`DecoderSlotStep`) for static-shape exporters (TFLite):
+    every shape fixed, batch 1, a cache of ``slots`` positions."""
+    from edgellm.models import load
+    from edgellm.models.adapter import TensorSpec
+
+    ins, outs = step_names(halves.device, "device")
+    rng = np.random.default_rng(0)
+    filled = max(1, min(slots - 1, 5))
+    write = np.zeros((1, slots), np.float32)
+    write[0, filled] = 1.0
+    mask = np.zeros((1, slots), np.int64)
+    mask[0, : filled + 1] = 1
+    example = {
+        "input_ids": rng.integers(0, halves.vocab, size=(1, 1)).astype(np.int64),
+        "position_ids": np.asarray([[filled]], np.int64),
+        "cache_mask": mask,
+        "write": write,
+        **{
+            n: rng.standard_normal((1, halves.kv_heads, slots, halves.head_dim)).astype(np.float32)
+            for n in ins[3:]
+        },
+    }
+    axes = {n: {} for n in example}  # every shape static
+    adapter = load(
+        DecoderSlotStep(halves.device).eval(),
+        example_inputs=example,
+        output_names=outs,
+        dynamic_axes=axes,
+        name=name,
+    )
+    adapter.outputs = [TensorSpec(outs[0], "float32", [1, 1, halves.hidden_size])] + [
+        TensorSpec(n, "float32", [1, halves.kv_heads, slots, halves.head_dim]) for n in outs[1:]
+    ]
+    adapter.int_high = {"input_ids": halves.vocab, "position_ids": filled + 1, "cache_mask": 2}
+    return adapter
+
+
 def step_adapter(halves: CacheHalves, role: str, name: str, *, past: int = 3, new: int = 4) -> Any:
     """A half as a :class:`~edgellm.models.ModelAdapter` for the exporters: example inputs with a past of
     ``past`` positions and ``new`` new ones; axes ``batch``, ``new``, ``past``, ``total`` are dynamic."""
@@ -184,6 +274,65 @@ def step_adapter(halves: CacheHalves, role: str, name: str, *, past: int = 3, ne
     return adapter
 
 
+class DeviceStepper:
+    """The phone half over a sequence, holding its cache: ``stepper(ids)`` returns the hidden states
+    ``[1, len(ids), hidden]`` of the new tokens. A dynamic half (ORT) takes them in one call; a slot half
+    (TFLite, ``slots`` set) one token per call into its fixed-size cache."""
+
+    def __init__(
+        self,
+        run: Any,
+        past: list[str],
+        present: list[str],
+        kv_heads: int,
+        head_dim: int,
+        slots: int | None = None,
+    ) -> None:
+        self.run, self.past_names, self.present_names, self.slots = run, past, present, slots
+        n = 0 if slots is None else slots
+        self.past = {p: np.zeros((1, kv_heads, n, head_dim), np.float32) for p in past}
+        self.length = 0
+
+    def __call__(self, ids: list[int]) -> np.ndarray:
+        if self.slots is None:
+            new = len(ids)
+            d = self.run(
+                {
+                    "input_ids": np.asarray([ids], np.int64),
+                    "attention_mask": np.ones((1, self.length + new), np.int64),
+                    "position_ids": np.arange(self.length, self.length + new, dtype=np.int64)[None],
+                    **self.past,
+                }
+            )
+            self.past = {p: d[q] for p, q in zip(self.past_names, self.present_names)}
+            self.length += new
+            return d[HIDDEN]
+        hidden = []
+        for t in ids:
+            if self.length >= self.slots:
+                raise EdgeLLMError(
+                    f"the phone half's cache holds {self.slots} positions and is full",
+                    "generate fewer tokens, or export with a larger --device-cache",
+                )
+            write = np.zeros((1, self.slots), np.float32)
+            write[0, self.length] = 1.0
+            mask = np.zeros((1, self.slots), np.int64)
+            mask[0, : self.length + 1] = 1
+            d = self.run(
+                {
+                    "input_ids": np.asarray([[t]], np.int64),
+                    "position_ids": np.asarray([[self.length]], np.int64),
+                    "cache_mask": mask,
+                    "write": write,
+                    **self.past,
+                }
+            )
+            self.past = {p: d[q] for p, q in zip(self.past_names, self.present_names)}
+            self.length += 1
+            hidden.append(d[HIDDEN])
+        return np.concatenate(hidden, axis=1)
+
+
 def greedy_split(
     run_device: Any,
     run_server: Any,
@@ -191,34 +340,34 @@ def greedy_split(
     prompt: list[int],
     max_new_tokens: int,
     codec: Any = None,
+    *,
+    slots: int | None = None,
 ) -> list[int]:
     """Greedy generation through both halves, one sequence: ``run_*`` take and return named numpy
-    feeds (a torch half, an ONNX Runtime session...). The hidden states cross from device to server
-    through ``codec`` (encode then decode) when given."""
+    feeds (a torch half, an ONNX Runtime session...; ``slots`` for a slot device half). The hidden
+    states cross from device to server through ``codec`` (encode then decode) when given."""
     dev_in, dev_out = step_names(halves.device, "device")
     srv_in, srv_out = step_names(halves.server, "server")
-    dev_past = dict(zip(dev_in[3:], halves.empty_past("device")))
+    device = DeviceStepper(run_device, dev_in[3:], dev_out[1:], halves.kv_heads, halves.head_dim, slots)
     srv_past = dict(zip(srv_in[3:], halves.empty_past("server")))
-    ids = np.asarray([prompt], np.int64)
+    ids = list(prompt)
     done = 0
     out: list[int] = []
     for _ in range(max_new_tokens):
-        new = ids.shape[1]
-        mask = np.ones((1, done + new), np.int64)
-        pos = np.arange(done, done + new, dtype=np.int64)[None]
-        d = run_device({"input_ids": ids, "attention_mask": mask, "position_ids": pos, **dev_past})
-        hidden = d[HIDDEN]
+        new = len(ids)
+        hidden = device(ids)
         if codec is not None:
             hidden = codec.decode(*codec.encode(hidden))
+        mask = np.ones((1, done + new), np.int64)
+        pos = np.arange(done, done + new, dtype=np.int64)[None]
         s = run_server(
             {HIDDEN: hidden.astype(np.float32), "attention_mask": mask, "position_ids": pos, **srv_past}
         )
-        dev_past = {p: d[q] for p, q in zip(dev_in[3:], dev_out[1:])}
         srv_past = {p: s[q] for p, q in zip(srv_in[3:], srv_out[1:])}
         token = int(s["logits"][0, -1].argmax())
         out.append(token)
         done += new
-        ids = np.asarray([[token]], np.int64)
+        ids = [token]
     return out
 
 

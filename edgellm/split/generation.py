@@ -316,13 +316,15 @@ def export_generation(
     device: str = "snapdragon-865",
     server: str = "x86-server",
     device_format: str = "ort",
+    device_cache: int = 256,
     check_tokens: int = 16,
     force: bool = False,
 ) -> dict[str, Any]:
     """Export a decoder cut after ``layers`` layers for split generation: ``OUT/device`` (the phone's
-    format; ORT-mobile by default, prefill and decode from one file), ``OUT/server`` (ONNX Runtime) and
-    ``OUT/tokenizer``. The chain is checked: ``check_tokens`` greedy tokens through both artifacts with
-    the codec must equal the unsplit model's, else nothing is written."""
+    format: ORT-mobile by default, prefill and decode from one file; ``tflite``: a slot graph with a
+    fixed cache of ``device_cache`` positions), ``OUT/server`` (ONNX Runtime) and ``OUT/tokenizer``. The
+    chain is checked: ``check_tokens`` greedy tokens through both artifacts with the codec must equal the
+    unsplit model's, else nothing is written."""
     import hashlib
 
     import torch
@@ -331,13 +333,18 @@ def export_generation(
     from edgellm.models import ModelAdapter, load
     from edgellm.partition.codecs import Codec
     from edgellm.runtime import make_runner
-    from edgellm.split.decoder import cache_halves, greedy_split, step_adapter, step_names
+    from edgellm.split.decoder import cache_halves, greedy_split, slot_adapter, step_adapter, step_names
     from edgellm.utils.fs import atomic_dir
 
     adapter = model if isinstance(model, ModelAdapter) else load(model)
     if codec not in ("fp16", "int8", "fp32"):
         raise EdgeLLMError(f"codec '{codec}' is not one split generation carries", "use fp16, int8 or fp32")
+    if device_format not in ("ort", "tflite"):
+        raise EdgeLLMError(
+            f"device format '{device_format}' cannot hold a generation cache", "use ort or tflite"
+        )
     halves = cache_halves(adapter, layers)
+    slots = device_cache if device_format == "tflite" else None
     plan_id = hashlib.sha256(json.dumps([adapter.source.get("sha256"), layers, codec]).encode()).hexdigest()[
         :16
     ]
@@ -351,6 +358,7 @@ def export_generation(
         "vocab": halves.vocab,
         "eos_token_id": getattr(adapter.tokenizer, "eos_token_id", None),
         "server_model": f"{adapter.name}-gen-server",
+        "device_cache": {"kind": "slots", "slots": slots} if slots else {"kind": "dynamic"},
         "parent": {"name": adapter.name, "sha256": adapter.source.get("sha256")},
     }
     with atomic_dir(output, force=force) as tmp:
@@ -361,12 +369,14 @@ def export_generation(
             extra = {
                 "generation": {**common, "role": role, "past_inputs": ins[3:], "present_outputs": outs[1:]}
             }
+            name = f"{adapter.name}-gen-{role}"
+            half_adapter = (
+                slot_adapter(halves, name, slots)
+                if role == "device" and slots
+                else step_adapter(halves, role, name)
+            )
             arts[role] = export(
-                step_adapter(halves, role, f"{adapter.name}-gen-{role}"),
-                target,
-                tmp / role,
-                manifest_extra=extra,
-                **({"format": fmt} if fmt else {}),
+                half_adapter, target, tmp / role, manifest_extra=extra, **({"format": fmt} if fmt else {})
             )
         if adapter.tokenizer is not None:
             adapter.tokenizer.save_pretrained(tmp / "tokenizer")
@@ -388,6 +398,7 @@ def export_generation(
             [int(t) for t in prompt],
             check_tokens,
             Codec(codec),
+            slots=slots,
         )
         agree = float(np.mean([a == b for a, b in zip(got, want)]))
         check = {"tokens": check_tokens, "agreement": agree, "codec": codec}
@@ -518,27 +529,23 @@ class GenerationClient:
             "POST", base, json.dumps({"temperature": temperature, "top_k": top_k, "seed": seed}).encode()
         )
         sid = opened["session"]
-        names_in = ["input_ids", "attention_mask", "position_ids", *self.gen["past_inputs"]]
-        past = {
-            n: np.zeros((1, int(self.gen["kv_heads"]), 0, int(self.gen["head_dim"])), np.float32)
-            for n in names_in[3:]
-        }
-        ids = np.asarray([prompt], np.int64)
-        done = 0
+        from edgellm.split.decoder import DeviceStepper
+
+        cache = self.gen.get("device_cache", {})
+        device = DeviceStepper(
+            self.runner.run,
+            self.gen["past_inputs"],
+            self.gen["present_outputs"],
+            int(self.gen["kv_heads"]),
+            int(self.gen["head_dim"]),
+            cache.get("slots") if cache.get("kind") == "slots" else None,
+        )
+        ids = list(prompt)
         eos = self.gen.get("eos_token_id")
         try:
             for step in range(max_new_tokens):
                 t0 = time.perf_counter()
-                new = ids.shape[1]
-                feeds = {
-                    "input_ids": ids,
-                    "attention_mask": np.ones((1, done + new), np.int64),
-                    "position_ids": np.arange(done, done + new, dtype=np.int64)[None],
-                    **past,
-                }
-                out = self.runner.run(feeds)
-                past = {p: out[q] for p, q in zip(names_in[3:], self.gen["present_outputs"])}
-                payload, meta = self.codec.encode(out["hidden"])
+                payload, meta = self.codec.encode(device(ids))
                 t1 = time.perf_counter()
                 res = self._request(
                     "POST",
@@ -551,7 +558,6 @@ class GenerationClient:
                     },
                 )
                 t2 = time.perf_counter()
-                done += new
                 token = int(res["token"])
                 yield {
                     "token": token,
@@ -562,7 +568,7 @@ class GenerationClient:
                 }
                 if stop_at_eos and eos is not None and token == eos:
                     break
-                ids = np.asarray([[token]], np.int64)
+                ids = [token]
         finally:
             with contextlib.suppress(GenerationError, EdgeLLMError):  # else the server frees it on expiry
                 self._request("DELETE", f"{base}/{sid}")

@@ -223,3 +223,23 @@ def test_cli_export_chat_and_bench(tiny_llama, gen_dir, server, tmp_path, capsys
     assert all(r["ttft_ms_p50"] > 0 and r["tok_s_aggregate"] > 0 for r in rows)
     assert main(["split", "bench", "--device-artifact", str(gen_dir), "--sessions", "1,x"]) == 2
     assert "not a list of counts" in capsys.readouterr().err
+
+
+def test_a_tflite_phone_half_with_a_fixed_cache_generates_the_same_tokens(tiny_llama, tmp_path):
+    """TFLite has static shapes: the phone half is a slot graph (one token per call into a fixed cache
+    of 96 positions); through the real server it still gives the unsplit model's 64 greedy tokens, and a
+    full phone cache is refused with the way out."""
+    from edgellm.errors import EdgeLLMError
+
+    info = export_generation(
+        tiny_llama, 2, tmp_path / "tfl", device_format="tflite", device_cache=96, check_tokens=8
+    )
+    man = json.loads((tmp_path / "tfl" / "device" / "manifest.json").read_text())
+    assert info["device_cache"] == {"kind": "slots", "slots": 96} and man["target"]["format"] == "tflite"
+    with serve_in_background([ModelConfig(tmp_path / "tfl" / "server")]) as srv:
+        url = f"http://127.0.0.1:{srv.config.port}"
+        c = GenerationClient(tmp_path / "tfl", url)
+        prompt = c.encode(PROMPTS[3])
+        assert tokens(c, prompt, 64) == hf_greedy(tiny_llama, prompt, 64)
+        with pytest.raises(EdgeLLMError, match="cache holds 96 positions and is full"):
+            tokens(c, list(range(5, 100)), 4)
