@@ -60,6 +60,33 @@ def main() -> int:
     def serve(folder: Path, batch: int):
         return serve_in_background([ModelConfig(folder / "server")], max_batch_size=batch, max_sessions=64)
 
+    # codec agreement: 64 greedy tokens for 8 prompts, fp16 and int8 against the unsplit model
+    import torch
+
+    from edgellm.data.corpus import pydoc_topics, sentences
+
+    prompts = sentences(pydoc_topics()[20:40])[:8]
+    with serve(split, 32) as srv:
+        url = f"http://127.0.0.1:{srv.config.port}"
+        agree: dict[str, list[float]] = {"fp16": [], "int8": []}
+        for text in prompts:
+            ids = GenerationClient(split, url).encode(text)
+            with torch.inference_mode():
+                want = model.module.lm.generate(
+                    torch.tensor([ids]),
+                    attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                    max_new_tokens=64,
+                    min_new_tokens=64,
+                    do_sample=False,
+                    pad_token_id=0,
+                )[0, len(ids) :].tolist()
+            for codec in agree:
+                c = GenerationClient(split, url, codec=codec)
+                got = [t["token"] for t in c.generate(ids, 64, stop_at_eos=False)]
+                agree[codec].append(sum(a == b for a, b in zip(got, want)) / 64)
+        out["agreement_vs_unsplit"] = {k: round(sum(v) / len(v), 4) for k, v in agree.items()}
+        out["agreement_prompts"] = len(prompts)
+
     for label, batch in (("batched", 32), ("unbatched", 1)):
         with serve(split, batch) as srv:
             url = f"http://127.0.0.1:{srv.config.port}"

@@ -45,12 +45,24 @@ def serve(
         help="Let ONNX Runtime's threads spin-wait for work: ~1 ms less latency unloaded, less throughput under load.",
     ),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
+    max_sessions: int = typer.Option(
+        64, "--max-sessions", min=1, help="Split generation: sessions held at once (each holds a cache)."
+    ),
+    max_length: int = typer.Option(
+        512, "--max-length", min=2, help="Split generation: positions a session's cache may hold."
+    ),
+    idle_timeout: float = typer.Option(
+        60.0, "--idle-timeout", min=0.01, help="Split generation: seconds before an idle session is freed."
+    ),
 ) -> None:
     """Serve ARTIFACTs over KServe v2 (REST and gRPC) with dynamic batching and Prometheus /metrics.
 
     Example: edgellm serve edgellm-out/minilm-x86-server --port 8000 --grpc-port 8001 --max-batch-size 16
 
     Example: edgellm serve embed=edgellm-out/minilm-x86-server --api-key-file key.txt --instances 2 --threads 1
+
+    Split generation (the server half of edgellm split export --generate): edgellm serve out/tl-gen/server
+    --max-sessions 32 --max-length 512 (the cache memory bound is sessions x length; see GET /v2/generate/MODEL)
     """
     import asyncio
     import logging
@@ -89,13 +101,16 @@ def serve(
         max_body_mb=max_body_mb,
         api_key=key,
         spin_wait=spin_wait,
+        max_sessions=max_sessions,
+        max_length=max_length,
+        idle_timeout_s=idle_timeout,
     )
     server = Server(models, cfg)
 
     async def main() -> None:
         await server.start()
         print(
-            f"serving {', '.join(server.models)} on http://{cfg.host}:{cfg.port}"
+            f"serving {', '.join([*server.models, *server.generators])} on http://{cfg.host}:{cfg.port}"
             + (f" and grpc {cfg.host}:{cfg.grpc_port}" if cfg.grpc_port is not None else ""),
             flush=True,
         )
