@@ -11,9 +11,10 @@ network profile; and the all-on-server and all-on-device baselines.
 - Batching on: the server batches whatever decode steps are waiting (up to 32); off: one step per pass.
 - All-on-server: the phone only embeds the tokens (cut after 0 layers); all-on-device: both halves run on
   the phone, no network (one session).
-- Network profiles (3g 100 ms, 4g 50 ms, wifi 10 ms round trip) through the user-space relay of
-  ``edgellm.split.netem`` on loopback: the round trip is real, the bandwidth is not shaped (that needs
-  root, see split_netem.py; a decode step uploads 768 bytes, 6 ms at 1 Mbit/s).
+- Network profiles of the partition issue (3g 1 Mbit/s 100 ms, 4g 10 Mbit/s 50 ms, wifi 50 Mbit/s
+  10 ms): with root, the server runs in its own network namespace behind a ``tc``-shaped veth link and
+  the phone in another, with the RTT relay of ``edgellm.split.netem`` (as ``split_netem.py`` does);
+  without root, the relay alone on loopback (real round trips, bandwidth not shaped).
 Prints JSON and writes it to ``--output``.
 """
 
@@ -27,7 +28,7 @@ import threading
 import time
 from pathlib import Path
 
-PROFILES = {"wifi": 10.0, "4g": 50.0, "3g": 100.0}  # RTT ms, as in split_netem.py
+PROFILES = {"wifi": ("50mbit", 10.0), "4g": ("10mbit", 50.0), "3g": ("1mbit", 100.0)}  # as in split_netem.py
 
 
 def main() -> int:
@@ -36,7 +37,14 @@ def main() -> int:
     ap.add_argument("--tokens", type=int, default=32)
     ap.add_argument("--cut", type=int, default=2)
     ap.add_argument("--output", type=Path, default=Path("edgellm-out/split_generation.json"))
+    ap.add_argument("--worker", type=Path, help=argparse.SUPPRESS)  # run inside the phone namespace
+    ap.add_argument("--url", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.worker is not None:
+        from edgellm.split.generation import bench_generation
+
+        print(json.dumps(bench_generation(args.worker, args.url, [1], tokens=args.tokens)[0]), flush=True)
+        return 0
     sessions = [int(x) for x in args.sessions.split(",")]
 
     from edgellm.bench.report import write_json
@@ -116,21 +124,83 @@ def main() -> int:
         "tok_s": round((args.tokens - 1) / max(total - ttft / 1000, 1e-9), 2),
     }
 
-    # time to first token per network profile, one session, through an RTT relay
+    # time to first token per network profile, one session
+    from edgellm.split.netem import missing_rights
+
     out["profiles"] = {}
-    with serve(split, 32) as srv:
-        for i, (prof, rtt) in enumerate(PROFILES.items()):
-            port = 9100 + i
-            threading.Thread(
-                target=relay, args=(port, ("127.0.0.1", srv.config.port), rtt / 2), daemon=True
-            ).start()
-            time.sleep(0.2)
-            rows = bench_generation(split, f"http://127.0.0.1:{port}", [1], tokens=args.tokens)
-            out["profiles"][prof] = {"rtt_ms": rtt, **rows[0]}
+    reason = missing_rights()
+    if reason is None:
+        out["network"] = "namespaces + tc tbf + RTT relay"
+        out["profiles"] = netem_profiles(split, args.tokens)
+    else:
+        out["network"] = f"RTT relay on loopback, bandwidth not shaped ({reason})"
+        with serve(split, 32) as srv:
+            for i, (prof, (bw, rtt)) in enumerate(PROFILES.items()):
+                port = 9100 + i
+                threading.Thread(
+                    target=relay, args=(port, ("127.0.0.1", srv.config.port), rtt / 2), daemon=True
+                ).start()
+                time.sleep(0.2)
+                rows = bench_generation(split, f"http://127.0.0.1:{port}", [1], tokens=args.tokens)
+                out["profiles"][prof] = {"rtt_ms": rtt, "bandwidth": bw, **rows[0]}
     out["command"] = "python benchmarks/split_generation.py " + " ".join(sys.argv[1:])
     write_json(out, args.output)
     print(json.dumps(out, indent=2, default=str))
     return 0
+
+
+def netem_profiles(split: Path, tokens: int) -> dict:
+    """Each profile for real: the server half in one namespace, the phone in another, a shaped link."""
+    import os
+    import subprocess
+
+    from edgellm.partition.planner import parse_bandwidth
+    from edgellm.split.netem import EmulatedLink, wait_port
+
+    py, env, res = sys.executable, {**os.environ, "OMP_NUM_THREADS": "1"}, {}
+    with EmulatedLink() as link:
+        srv_cmd = [py, "-m", "edgellm.cli", "serve", str(split / "server"), "--host", link.server_ip]
+        srv_cmd += ["--port", "8000", "--grpc-port", "-1", "--log-level", "warning"]
+        server = subprocess.Popen(link.in_server(srv_cmd), env=env)
+        try:
+            wait_port(link.in_server([]), link.server_ip, 8000, timeout_s=300)
+            for i, (prof, (bw, rtt)) in enumerate(PROFILES.items()):
+                rate = parse_bandwidth(bw)
+                link.shape(rate, rate)
+                port = 9200 + i
+                relay = subprocess.Popen(
+                    link.in_phone(
+                        [
+                            py,
+                            "-m",
+                            "edgellm.split.netem",
+                            "relay",
+                            str(port),
+                            link.server_ip,
+                            "8000",
+                            str(rtt / 2),
+                        ]
+                    ),
+                    env=env,
+                )
+                try:
+                    time.sleep(1.0)
+                    done = subprocess.run(
+                        link.in_phone([py, __file__, "--worker", str(split), "--url", f"http://127.0.0.1:{port}", "--tokens", str(tokens)]),
+                        env=env, capture_output=True, text=True, check=True, timeout=600,
+                    )  # fmt: skip
+                    res[prof] = {
+                        "rtt_ms": rtt,
+                        "bandwidth": bw,
+                        **json.loads(done.stdout.strip().splitlines()[-1]),
+                    }
+                finally:
+                    relay.terminate()
+                    relay.wait(10)
+        finally:
+            server.terminate()
+            server.wait(30)
+    return res
 
 
 if __name__ == "__main__":
