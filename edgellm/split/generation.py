@@ -117,6 +117,10 @@ class GenerationService:
     async def stop(self) -> None:
         for t in self._tasks:
             t.cancel()
+        while self.queue is not None and not self.queue.empty():  # waiting steps hear why, not a hang
+            _, _, fut = self.queue.get_nowait()
+            if not fut.done():
+                fut.set_exception(GenerationError("the server is shutting down; retry on another replica", 503))
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
