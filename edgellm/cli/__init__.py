@@ -12,8 +12,10 @@ from edgellm.cli import compress as _compress
 from edgellm.cli import data as _data
 from edgellm.cli import deploy as _deploy
 from edgellm.cli import export as _export
+from edgellm.cli import hub as _hub
 from edgellm.cli import info as _info
 from edgellm.cli import partition as _partition
+from edgellm.cli import plugins as _plugins
 from edgellm.cli import run as _run
 from edgellm.cli import serve as _serve
 from edgellm.cli import split as _split
@@ -43,6 +45,8 @@ app.add_typer(_deploy.app, name="deploy")
 app.add_typer(_split.app, name="split")
 app.add_typer(_data.app, name="data")
 app.command("train")(_train.train)
+app.add_typer(_hub.app, name="hub")
+app.command("plugins")(_plugins.plugins)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,9 @@ app = typer.Typer(help="Deployment manifests for a served artifact.", no_args_is
 
 @app.command("k8s")
 def k8s(
-    artifact: Path = typer.Argument(..., help="Artifact directory to serve."),
+    artifact: str = typer.Argument(
+        ..., help="Artifact directory to serve, or a hub reference (minilm:int8@prod)."
+    ),
     output: Path = typer.Option(Path("k8s"), "--output", "-o", help="Folder for the YAML files."),
     name: Optional[str] = typer.Option(None, "--name", help="Model name (default: the manifest's)."),
     image: str = typer.Option("edgellm:latest", "--image", help="Container image with edgellm installed."),
@@ -27,10 +29,11 @@ def k8s(
     Example: edgellm deploy k8s edgellm-out/minilm-x86-server --min-replicas 2 --max-replicas 10 --cpu-target 70 -o k8s/
     """
     from edgellm.export import Artifact
+    from edgellm.hub import resolve_path
     from edgellm.serve.k8s import manifests, write
 
     objs = manifests(
-        Artifact.load(artifact),
+        Artifact.load(resolve_path(artifact)),
         name=name,
         image=image,
         min_replicas=min_replicas,

@@ -10,7 +10,8 @@ import typer
 
 def serve(
     artifacts: list[str] = typer.Argument(
-        ..., help="[NAME=]ARTIFACT_DIR, one or more (NAME renames the model)."
+        ...,
+        help="[NAME=]ARTIFACT_DIR or [NAME=]HUB_REF (minilm:int8@3), one or more (NAME renames the model).",
     ),
     host: str = typer.Option(
         "127.0.0.1", "--host", help="Address to bind (0.0.0.0 to listen on every interface)."
@@ -78,7 +79,9 @@ def serve(
             name, path = None, spec
         elif not name:
             raise EdgeLLMError(f"'{spec}' has an empty NAME", "write NAME=ARTIFACT_DIR, or just ARTIFACT_DIR")
-        models.append(ModelConfig(path, name))
+        from edgellm.hub import resolve_path
+
+        models.append(ModelConfig(resolve_path(path), name))  # a directory, or a hub reference
     key = None
     if api_key_file is not None:
         if not api_key_file.is_file():

@@ -116,12 +116,27 @@ def evaluate(
             "cosine_mean": emb["cosine_mean"],
             "cosine_min": emb["cosine_min"],
             "sentences": len(ref),
+            **_plugin_metrics(ref, got),
         }
     ref = np.concatenate([feed(reference, f)[out_name] for f in batches])
     got = np.concatenate([feed(candidate, f)[out_name] for f in batches])
     if ref.ndim > 2:
         ref, got = ref.reshape(len(ref), -1), got.reshape(len(got), -1)
-    return {"metric": "embedding", **embedding_accuracy(ref, got)}
+    return {"metric": "embedding", **embedding_accuracy(ref, got), **_plugin_metrics(ref, got)}
+
+
+def _plugin_metrics(ref: np.ndarray, got: np.ndarray) -> dict[str, Any]:
+    """Metrics of installed plugins (``edgellm.metrics`` entry points) on both outputs, under ``plugins``;
+    a plugin that fails is reported with its error, the others still run."""
+    from edgellm import plugins
+
+    out: dict[str, Any] = {}
+    for name in plugins.names("edgellm.metrics"):
+        try:
+            out[name] = float(plugins.load("edgellm.metrics", name)(ref, got))
+        except Exception as exc:  # a plugin failure is reported, not fatal
+            out[name] = {"error": str(exc).splitlines()[0][:200]}
+    return {"plugins": out} if out else {}
 
 
 def accuracy_text(acc: dict[str, Any]) -> str:

@@ -336,6 +336,10 @@ def parse_steps(spec: list[Any]) -> list[Step]:
         else:
             raise EdgeLLMError(f"steps[{i}] is {item!r}", "write each step as a name or as {name: {options}}")
         if name not in STEPS:
+            from edgellm import plugins
+
+            plugins.load("edgellm.cleaning_steps", name)  # a plugin package may provide it
+        if name not in STEPS:
             raise EdgeLLMError(f"steps[{i}]: unknown step '{name}'", f"steps: {', '.join(STEPS)}")
         try:
             steps.append(STEPS[name](**cfg))

@@ -165,6 +165,10 @@ def choose_format(target: Any, fmt: str | None = None) -> str:
             f"target '{target.name}' does not take format '{fmt}'", f"use one of: {', '.join(target.formats)}"
         )
     if fmt not in EXPORTERS:
+        from edgellm import plugins
+
+        plugins.load("edgellm.exporters", fmt)  # a plugin package may provide it
+    if fmt not in EXPORTERS:
         raise ExportError(
             f"no exporter for format '{fmt}' (target '{target.name}')",
             f"available formats: {', '.join(EXPORTERS)}",

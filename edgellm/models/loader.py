@@ -131,6 +131,9 @@ def _resolve(source: str) -> tuple[Path, str]:
         return bundled, source
     path = Path(source).expanduser()
     if not path.exists():
+        hub = _from_hub(source)
+        if hub is not None:
+            return hub
         raise ModelLoadError(
             f"model '{source}' is neither a bundled model nor an existing path",
             f"give a Hugging Face model directory or one of: {', '.join(_all_names())}",
@@ -141,6 +144,28 @@ def _resolve(source: str) -> tuple[Path, str]:
             "point to a directory saved with save_pretrained() (config.json + weights)",
         )
     return path.resolve(), path.resolve().name
+
+
+def _from_hub(source: str) -> tuple[Path, str] | None:
+    """A model pushed to the hub (``NAME[@VERSION|@TAG]``), checked out and verified; None if the hub has
+    no such name."""
+    from edgellm.errors import EdgeLLMError
+    from edgellm.hub import Hub, parse_ref
+
+    try:
+        name, _ = parse_ref(source)
+    except EdgeLLMError:
+        return None
+    hub = Hub()
+    if name not in hub.names():
+        return None
+    path = hub.resolve(source)
+    if not (path / "config.json").is_file():
+        raise ModelLoadError(
+            f"hub entry '{source}' is not a Hugging Face model directory (no config.json)",
+            "load a model entry; artifacts are served with edgellm serve REF",
+        )
+    return path.resolve(), name.replace(":", "-")
 
 
 def _all_names() -> list[str]:

@@ -43,6 +43,10 @@ def make_runner(model: Any, runtime: str | None = None, **options: Any) -> Runne
     if runtime in _MODULES:
         importlib.import_module(_MODULES[runtime])
     if runtime not in RUNNERS:
+        from edgellm import plugins
+
+        plugins.load("edgellm.runners", runtime)  # a plugin package may provide it
+    if runtime not in RUNNERS:
         raise EdgeLLMError(f"unknown runtime '{runtime}'", f"available: {', '.join(sorted(_MODULES))}")
     return RUNNERS[runtime](model, **options)
 

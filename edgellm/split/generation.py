@@ -120,7 +120,9 @@ class GenerationService:
         while self.queue is not None and not self.queue.empty():  # waiting steps hear why, not a hang
             _, _, fut = self.queue.get_nowait()
             if not fut.done():
-                fut.set_exception(GenerationError("the server is shutting down; retry on another replica", 503))
+                fut.set_exception(
+                    GenerationError("the server is shutting down; retry on another replica", 503)
+                )
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
@@ -437,10 +439,11 @@ class GenerationClient:
         import urllib.parse
 
         from edgellm.export import Artifact
+        from edgellm.hub import resolve_path
         from edgellm.partition.codecs import Codec
         from edgellm.runtime import make_runner
 
-        folder = Path(folder)
+        folder = resolve_path(folder)  # a directory, or a hub reference
         device_dir = folder / "device" if (folder / "device").is_dir() else folder
         try:
             art = Artifact.load(device_dir)

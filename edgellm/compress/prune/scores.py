@@ -25,6 +25,10 @@ from edgellm.compress.prune.transformer import Layout, _get, _layers, hf_model
 def unit_scores(
     adapter: Any, lay: Layout, units: list[tuple[list[int], list[int]]], score: str, calib: Any
 ) -> dict[str, Any]:
+    from edgellm import plugins
+
+    if score in plugins.SCORES:  # a plugin's importance (edgellm.scores entry point)
+        return plugins.SCORES[score](adapter, lay, units, calib)
     layers = _layers(adapter)
     norms: dict[int, dict[str, torch.Tensor]] = {}
     if score == "taylor":

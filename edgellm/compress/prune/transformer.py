@@ -71,7 +71,14 @@ class PruneConfig:
                 f"unknown scope '{self.scope}'", "use layer (same fraction per layer) or global"
             )
         if self.score not in ("l1", "l2", "taylor", "wanda"):
-            raise EdgeLLMError(f"unknown importance score '{self.score}'", "use l1, l2, taylor or wanda")
+            from edgellm import plugins
+
+            if plugins.load("edgellm.scores", self.score) is None:
+                extra = plugins.names("edgellm.scores")
+                raise EdgeLLMError(
+                    f"unknown importance score '{self.score}'",
+                    "use l1, l2, taylor or wanda" + (f", or a plugin's: {', '.join(extra)}" if extra else ""),
+                )
         if self.multiple_of < 1:
             raise EdgeLLMError(f"multiple_of {self.multiple_of} < 1", "use 1, 8 or 16")
 
@@ -280,7 +287,7 @@ def prune(
             "use scope: layer"
             + (" (global works for the heads of BERT-family encoders)" if lay is BERT else ""),
         )
-    if config.score in NEEDS_DATA and not calib and scores is None:
+    if _needs_data(config.score) and not calib and scores is None:
         raise EdgeLLMError(
             f"the '{config.score}' score needs calibration data",
             "pass calibration text (--calib DATA; default: the bundled corpus) or use --score l2",
@@ -379,6 +386,12 @@ def prune(
     return record
 
 
+def _needs_data(score: str) -> bool:
+    from edgellm import plugins
+
+    return score in NEEDS_DATA or bool(getattr(plugins.SCORES.get(score), "needs_data", False))
+
+
 def _global_heads(scores: list[torch.Tensor], per_layer: int) -> list[list[int]]:
     """Heads to remove when ranking across layers: as many in all as ``per_layer`` in every layer, the
     lowest by score relative to their layer's mean; every layer keeps at least one head."""
@@ -405,6 +418,12 @@ def _prune_module(adapter: Any, config: PruneConfig, calib: list[dict[str, Any]]
         raise EdgeLLMError(
             f"'{adapter.name}' is a plain torch module: it has no heads, FFN or blocks to prune by family",
             "give channels: the fraction of coupled channels to remove, e.g. 0.25",
+        )
+    if config.score not in ("l1", "l2", "taylor", "wanda"):
+        raise EdgeLLMError(
+            f"score '{config.score}' scores transformer heads and FFN channels; plain modules go through the "
+            "dependency graph",
+            "use l1, l2, taylor or wanda",
         )
     if config.score in NEEDS_DATA and not calib:
         raise EdgeLLMError(

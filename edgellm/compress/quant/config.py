@@ -160,6 +160,10 @@ RECIPES: dict[str, Any] = {
 def config_for(recipe: str, **kwargs: Any) -> QuantConfig:
     """The config of a named recipe (``int8-static``, ``w4a16-gptq``...) with overrides."""
     if recipe not in RECIPES:
+        from edgellm import plugins
+
+        plugins.load("edgellm.quant_methods", recipe)  # a plugin package may provide it
+    if recipe not in RECIPES:
         raise EdgeLLMError(f"unknown recipe '{recipe}'", f"use one of: {', '.join([*RECIPES, 'auto'])}")
     try:
         return RECIPES[recipe](**kwargs)
