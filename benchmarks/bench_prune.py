@@ -13,8 +13,8 @@ importance, whole heads, the same per-layer ratios) and by edgellm's l2 score: t
 (the same numbers of heads and channels go), the same recovery (steps, data, learning rate), so the
 quality columns compare only *which* structures each method removed. ``tp_check_max_abs`` is the
 difference between Torch-Pruning's own pruned model and edgellm's removal of the same structures.
-tiny-llama is not compared: Torch-Pruning's grouped-query attention handling needs its own patching of
-Hugging Face's Llama attention.
+tiny-llama: Torch-Pruning picks the FFN channels; it cannot group GQA heads, so its 50 % row takes the
+heads from edgellm's l2 (``heads_from`` says so) and differs from edgellm-l2 only in the FFN choice.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def main() -> int:
     from edgellm.runtime import make_runner
 
     sys.path.insert(0, str(Path(__file__).parent))
-    from torch_pruning_baseline import removed_counts, tp_scores
+    from torch_pruning_baseline import removed_counts, tp_scores, tp_scores_llama
 
     root = Path(tempfile.mkdtemp(prefix="edgellm-prune-"))
     train, held, cs, es = corpus_parts(None, None)
@@ -63,7 +63,7 @@ def main() -> int:
         runners = {"unpruned": make_runner(export(base, "x86-server", root / f"{name}-fp32"))}
         rows = {}
         methods = [f"edgellm-{args.score}"]
-        if base.family == "bert" and args.compare:
+        if args.compare:
             methods += ["edgellm-l2", "torch-pruning-l2"]
         for pct, (heads, ffn) in RATIOS[name].items():
             rows[pct] = {"heads": heads, "ffn": ffn, "methods": {}}
@@ -74,10 +74,16 @@ def main() -> int:
                 scores = None
                 if method.startswith("torch-pruning"):
                     f = base.fixed_inputs()
-                    scores, tp_out = tp_scores(base, heads, ffn, f)
-                    extra["removed"] = removed_counts(scores)
+                    if base.family == "bert":
+                        scores, tp_out = tp_scores(base, heads, ffn, f)
+                        extra["removed"] = removed_counts(scores)
+                    else:
+                        scores, tp_out = tp_scores_llama(base, heads, ffn, f)
+                        extra["ffn_removed"] = [int((s == 0).sum()) for s in scores["ffn"]]
+                        if heads:
+                            extra["heads_from"] = "edgellm-l2 (Torch-Pruning cannot group GQA heads)"
                 pruned, rec = prune_model(base, cfg, root / tag, calib, scores=scores)
-                if scores is not None:
+                if scores is not None and tp_out is not None:
                     ours = pruned.run(f)[pruned.outputs[0].name]
                     extra["tp_check_max_abs"] = float(abs(ours - tp_out.numpy()).max())
                 before = evaluate(ref, make_runner(pruned, "torch"), base, evalb)

@@ -1,5 +1,5 @@
-"""Torch-Pruning (DepGraph, ``torch-pruning`` package) as the baseline for edgellm's structured pruning of
-BERT-family encoders: which heads and FFN channels would Torch-Pruning remove at the same ratios?
+"""Torch-Pruning (DepGraph, ``torch-pruning`` package) as the baseline for edgellm's structured pruning:
+which heads and FFN channels would Torch-Pruning remove at the same ratios?
 
 Torch-Pruning's ``MetaPruner`` runs on a copy of the model with its magnitude importance, whole-head
 pruning (``prune_num_heads``, heads grouped by ``num_heads``) and a uniform per-layer ratio; every module
@@ -8,6 +8,11 @@ prunes heads and FFN channels only, as edgellm does. Its choice comes back as un
 removed) that edgellm's :func:`~edgellm.compress.prune.prune_model` removes the same physical way, so the
 two pruned models have exactly the same parameter count and differ only in *which* structures went.
 ``check`` is the largest difference between Torch-Pruning's own pruned model and that re-applied one.
+
+Llama-family decoders (:func:`tp_scores_llama`): Torch-Pruning chooses the FFN channels; it cannot group
+grouped-query attention heads (the query and key/value projections have different widths, which its
+dependency graph does not couple), so where heads are pruned too, the heads come from edgellm's ``l2``
+(the criterion Torch-Pruning's magnitude matches on BERT) and the row says so.
 """
 
 from __future__ import annotations
@@ -85,3 +90,49 @@ def tp_scores(adapter: Any, heads: float, ffn: float, feeds: dict[str, Any]) -> 
 
 def removed_counts(scores: dict[str, Any]) -> dict[str, list[int]]:
     return {k: [int((s == 0).sum()) for s in scores[k]] for k in ("heads", "ffn")}
+
+
+def tp_scores_llama(
+    adapter: Any, heads: float, ffn: float, feeds: dict[str, Any]
+) -> tuple[dict[str, Any], Any]:
+    """Torch-Pruning's FFN choice for a Llama-family model (heads: edgellm's l2, see the module docstring);
+    its own pruned model's logits when it pruned everything (no heads), else None."""
+    import torch_pruning as tp
+
+    from edgellm.compress.prune.scores import unit_scores
+    from edgellm.compress.prune.transformer import geometry, head_units, layout_of
+
+    model = copy.deepcopy(adapter.module).eval()
+    lm = model.lm
+    layers = lm.model.layers
+    where = {layer.mlp.gate_proj: i for i, layer in enumerate(layers)}
+    ignored: list[Any] = [lm.model.embed_tokens, lm.lm_head, lm.model.norm]
+    for layer in layers:  # everything that writes the hidden size, and attention (heads are not its to pick)
+        a = layer.self_attn
+        ignored += [a.q_proj, a.k_proj, a.v_proj, a.o_proj, layer.mlp.down_proj]
+        ignored += [layer.input_layernorm, layer.post_attention_layernorm]
+    example = {k: torch.as_tensor(v) for k, v in feeds.items()}
+    pruner = tp.pruner.MetaPruner(
+        model,
+        example,
+        importance=tp.importance.MagnitudeImportance(p=2, group_reduction="mean"),
+        global_pruning=False,
+        pruning_ratio=ffn,
+        ignored_layers=ignored,
+        output_transform=lambda out: out.sum(),
+    )
+    h, kv, d, width = geometry(adapter)
+    units = head_units(h, kv, d)
+    base = unit_scores(adapter, layout_of(adapter), units, "l2", None)
+    scores = {"heads": base["heads"], "ffn": [torch.ones(width) for _ in layers], "blocks": base["blocks"]}
+    for group in pruner.step(interactive=True):
+        for dep, idxs in group:
+            mod = dep.target.module
+            if mod in where and pruner.DG.is_out_channel_pruning_fn(dep.handler):
+                scores["ffn"][where[mod]][[int(j) for j in idxs]] = 0.0
+        group.prune()
+    out = None
+    if not heads:
+        with torch.no_grad():
+            out = model(**example)
+    return scores, out

@@ -43,6 +43,24 @@ def test_gqa_groups_are_pruned_whole_and_the_model_exports(small_lm, tmp_path):
     assert np.allclose(got, logits(pruned, f), atol=1e-3)
 
 
+def test_a_pruned_transformer_runs_in_tflite(tmp_path):
+    """GQA heads (4 KV groups -> 2) and FFN channels removed, then exported for the phone's TFLite with
+    parity (ONNX Runtime is checked above; ORT-mobile for pruned plain modules in test_prune_graph). (A model left with a single KV head does not convert to TFLite within
+    parity — with or without pruning; the exporter's parity check refuses it.)"""
+    from conftest import llama_like_tiny
+
+    from edgellm.export import export
+
+    src = llama_like_tiny(tmp_path / "m", num_attention_heads=8, num_key_value_heads=4, head_dim=16)
+    pruned, rec = prune_model(src, PruneConfig(heads=0.5, ffn=0.25, score="l2"), tmp_path / "p")
+    assert pruned.config.num_key_value_heads == 2
+    art = export(pruned, "snapdragon-865", tmp_path / "tfl", format="tflite", seq_len=32)
+    assert (
+        art.manifest["parity"]["passed"]
+        and art.manifest["pruning"]["params_ratio"] == rec.to_dict()["params_ratio"]
+    )
+
+
 def _zero_unit(adapter, layer, kv_group, channels):
     """Zero every weight of one KV group and of some FFN channels: their contribution is exactly 0."""
     lm = adapter.module.lm
