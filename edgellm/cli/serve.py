@@ -55,12 +55,33 @@ def serve(
     idle_timeout: float = typer.Option(
         60.0, "--idle-timeout", min=0.01, help="Split generation: seconds before an idle session is freed."
     ),
+    traffic: list[str] = typer.Option(
+        [],
+        "--traffic",
+        help="Canary: NAME=VERSION:PERCENT,... over versions served as NAME@VERSION=DIR (sums to 100).",
+    ),
+    max_error_rate: float = typer.Option(
+        0.05, "--max-error-rate", min=0.0, max=1.0, help="Canary: roll back over this error rate."
+    ),
+    max_p90_ms: Optional[float] = typer.Option(
+        None, "--max-p90-ms", min=0.0, help="Canary: roll back over this p90 latency."
+    ),
+    min_requests: int = typer.Option(
+        20, "--min-requests", min=1, help="Canary: requests seen before judging."
+    ),
+    promote_after: Optional[int] = typer.Option(
+        None, "--promote-after", min=1, help="Canary: healthy requests before it becomes the only version."
+    ),
 ) -> None:
     """Serve ARTIFACTs over KServe v2 (REST and gRPC) with dynamic batching and Prometheus /metrics.
 
     Example: edgellm serve edgellm-out/minilm-x86-server --port 8000 --grpc-port 8001 --max-batch-size 16
 
     Example: edgellm serve embed=edgellm-out/minilm-x86-server --api-key-file key.txt --instances 2 --threads 1
+
+    Canary: edgellm serve minilm@1=out/v1 minilm@2=out/v2 --traffic minilm=1:90,2:10 --max-p90-ms 50
+    --max-error-rate 0.02 (version 2 is rolled back automatically if it breaks either; GET
+    /v2/models/minilm/release shows every decision)
 
     Split generation (the server half of edgellm split export --generate): edgellm serve out/tl-gen/server
     --max-sessions 32 --max-length 512 (the cache memory bound is sessions x length; see GET /v2/generate/MODEL)
@@ -73,15 +94,20 @@ def serve(
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     models = []
+    from edgellm.hub import resolve_path
+    from edgellm.serve.release import CanaryPolicy, parse_traffic
+
     for spec in artifacts:
         name, sep, path = spec.partition("=")
         if not sep:
             name, path = None, spec
         elif not name:
             raise EdgeLLMError(f"'{spec}' has an empty NAME", "write NAME=ARTIFACT_DIR, or just ARTIFACT_DIR")
-        from edgellm.hub import resolve_path
-
-        models.append(ModelConfig(resolve_path(path), name))  # a directory, or a hub reference
+        version = "1"
+        if name and "@" in name:
+            name, _, version = name.partition("@")
+        models.append(ModelConfig(resolve_path(path), name, version))  # a directory, or a hub reference
+    splits = dict(parse_traffic(t) for t in traffic)
     key = None
     if api_key_file is not None:
         if not api_key_file.is_file():
@@ -107,6 +133,8 @@ def serve(
         max_sessions=max_sessions,
         max_length=max_length,
         idle_timeout_s=idle_timeout,
+        traffic=splits,
+        canary=CanaryPolicy(max_error_rate, max_p90_ms, min_requests, promote_after=promote_after),
     )
     server = Server(models, cfg)
 

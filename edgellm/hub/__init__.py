@@ -335,6 +335,10 @@ def resolve_path(spec: str | Path, hub: str | Path | None = None) -> Path:
     p = Path(spec)
     if p.exists():
         return p
+    if "/" in str(spec) or str(spec).startswith("."):  # meant as a path
+        raise EdgeLLMError(
+            f"directory '{spec}' does not exist", "check the path (or give a hub reference: NAME[@VERSION|@TAG])"
+        )
     try:
         name, _ = parse_ref(str(spec))
     except EdgeLLMError:

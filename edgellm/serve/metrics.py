@@ -51,6 +51,15 @@ class Metrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128),
             registry=r,
         )
+        self.traffic_percent = Gauge(
+            "edgellm_traffic_percent", "Traffic split of a model's versions", labels, registry=r
+        )
+        self.decisions = Counter(
+            "edgellm_release_decisions",
+            "Automatic release decisions (rollback, promote)",
+            [*labels, "action"],
+            registry=r,
+        )
         self.queue_seconds = Histogram(
             "edgellm_queue_seconds",
             "Time a request waited before its batch ran",
@@ -58,6 +67,13 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
             registry=r,
         )
+
+    def traffic(self, model: str, version: str, percent: float) -> None:
+        """The share of a model's unpinned requests a version gets (canary releases)."""
+        self.traffic_percent.labels(model, version).set(percent)
+
+    def decision(self, model: str, version: str, action: str) -> None:
+        self.decisions.labels(model, version, action).inc()
 
     def batch(self, model: str, version: str, rows: int, requests: int, compute_s: float) -> None:
         self.exec_count.labels(model, version).inc()

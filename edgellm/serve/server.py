@@ -72,6 +72,9 @@ class ServerConfig:
     max_sessions: int = 64
     max_length: int = 512
     idle_timeout_s: float = 60.0
+    # canary releases: name -> {version: percent} (percentages sum to 100), and the watch policy
+    traffic: dict[str, dict[str, float]] = field(default_factory=dict)
+    canary: Any = None  # a release.CanaryPolicy (default thresholds when None)
 
 
 @dataclass
@@ -123,14 +126,19 @@ class Server:
         self.metrics = Metrics()
         self.models: dict[str, Model] = {}
         self.generators: dict[str, Any] = {}  # split-generation services, by model name
+        self.versions: dict[str, dict[str, Model]] = {}  # every served version, by model name
+        self.releases: dict[str, Any] = {}  # models with a traffic split
         self.live = True
         self.draining = False
         threads = cfg.threads or max(1, (os.cpu_count() or 1) // max(1, cfg.instances))
         for mc in models:
             art = Artifact.load(mc.artifact)
             name = mc.name or art.manifest["model"]["name"]
-            if name in self.models:
-                raise EdgeLLMError(f"two models are named '{name}'", "rename one with NAME=ARTIFACT")
+            if mc.version in self.versions.get(name, {}):
+                raise EdgeLLMError(
+                    f"two models are named '{name}' with version {mc.version}",
+                    "rename one with NAME=ARTIFACT, or serve versions as NAME@VERSION=ARTIFACT",
+                )
             runtime = art.manifest["target"]["runtime"]
             opts: dict[str, Any] = {"intra_op_threads": threads}
             if runtime in ("onnxruntime", "onnxruntime-mobile") and not cfg.spin_wait:
@@ -153,10 +161,38 @@ class Server:
                 metrics=self.metrics,
                 version=mc.version,
             )
-            self.models[name] = Model(name, mc.version, art, batcher)
+            m = Model(name, mc.version, art, batcher)
+            self.versions.setdefault(name, {})[mc.version] = m
+            self.models.setdefault(name, m)  # the first version answers metadata and unpinned requests
+        self._setup_releases()
         self._stop: asyncio.Event | None = None
         self._rest_runner: Any = None
         self._grpc: Any = None
+
+    def _setup_releases(self) -> None:
+        from edgellm.serve.release import CanaryPolicy, Release
+
+        for name, vs in self.versions.items():
+            if len(vs) > 1 and name not in self.config.traffic:
+                raise EdgeLLMError(
+                    f"'{name}' is served in versions {', '.join(sorted(vs))} without a traffic split",
+                    f"give --traffic {name}=VERSION:PERCENT,... (summing to 100)",
+                )
+        for name, weights in self.config.traffic.items():
+            if name not in self.versions:
+                raise EdgeLLMError(
+                    f"--traffic names '{name}', which is not served", f"served: {', '.join(self.versions)}"
+                )
+            if abs(sum(weights.values()) - 100.0) > 1e-6:
+                raise EdgeLLMError(
+                    f"the traffic split of '{name}' sums to {sum(weights.values()):g} %, not 100 %",
+                    "make the percentages add up to 100",
+                )
+            rel = Release(
+                name, self.versions[name], weights, self.config.canary or CanaryPolicy(), self.metrics
+            )
+            self.releases[name] = rel
+            self.models[name] = self.versions[name][rel.stable]
 
     def _add_generator(self, name: str, art: Any, runner: Any) -> None:
         from edgellm.split.generation import GenerationConfig, GenerationService
@@ -175,19 +211,19 @@ class Server:
 
     @property
     def ready(self) -> bool:
-        return self.live and not self.draining and all(m.ready for m in self.models.values())
+        return self.live and not self.draining and all(m.ready for m in self._all_models())
 
     # -- lifecycle ----------------------------------------------------------------------------------
     async def start(self) -> None:
         self._stop = asyncio.Event()
-        for m in self.models.values():
+        for m in self._all_models():
             m.batcher.start()
         for g in self.generators.values():
             g.start()
         await self._start_rest()
         if self.config.grpc_port is not None:
             await self._start_grpc()
-        for m in self.models.values():
+        for m in self._all_models():
             if self.config.warmup:
                 m.warmup = await self._warmup(m)
             m.ready = True
@@ -214,13 +250,13 @@ class Server:
     async def shutdown(self) -> None:
         """Stop accepting, answer every accepted request, then close the listeners."""
         self.draining = True
-        for m in self.models.values():
+        for m in self._all_models():
             await m.batcher.drain()
         if self._grpc is not None:
             await self._grpc.stop(grace=5)
         if self._rest_runner is not None:
             await self._rest_runner.cleanup()
-        for m in self.models.values():
+        for m in self._all_models():
             await m.batcher.stop()
         for g in self.generators.values():
             await g.stop()
@@ -245,13 +281,51 @@ class Server:
             self._stop.set()
 
     # -- inference shared by REST and gRPC --------------------------------------------------------
+    def _all_models(self) -> list[Model]:
+        return [m for vs in self.versions.values() for m in vs.values()]
+
     def model(self, name: str, version: str | None) -> Model:
         m = self.models.get(name)
         if m is None:
             raise ProtocolError(f"unknown model '{name}'; served: {', '.join(self.models)}", 404)
-        if version not in (None, "", m.version):
-            raise ProtocolError(f"model '{name}' has no version '{version}' (served: {m.version})", 404)
-        return m
+        if version in (None, ""):
+            return m
+        vs = self.versions[name]
+        if version not in vs:
+            raise ProtocolError(
+                f"model '{name}' has no version '{version}' (served: {', '.join(sorted(vs))})", 404
+            )
+        return vs[version]
+
+    async def route(
+        self, m: Model, feeds: dict[str, np.ndarray], pinned: bool
+    ) -> tuple[dict[str, np.ndarray], Model]:
+        """Run ``feeds`` on ``m``, or, for an unpinned request to a model with a traffic split, on the version
+        the split draws; a canary that fails (error, or outputs that are not finite) is recorded and the
+        stable version answers instead."""
+        rel = self.releases.get(m.name)
+        if rel is None or pinned:
+            return await self.infer(m, feeds), m
+        v = rel.pick()
+        chosen = rel.versions[v]
+        t0 = time.perf_counter()
+        try:
+            out = await self.infer(chosen, feeds)
+            ok = all(
+                np.isfinite(a).all() for a in out.values() if np.issubdtype(np.asarray(a).dtype, np.floating)
+            )
+        except ProtocolError as exc:
+            if exc.status in (503, 504) and v == rel.stable:
+                raise
+            out, ok = None, False
+        rel.record(v, ok, (time.perf_counter() - t0) * 1000.0)
+        if ok:
+            return out, chosen
+        if v == rel.stable:
+            raise ProtocolError(f"model '{m.name}' version {v} produced outputs that are not finite", 500)
+        rel.counts[v]["fallbacks"] += 1
+        stable = rel.versions[rel.stable]
+        return await self.infer(stable, feeds), stable
 
     async def infer(
         self, m: Model, feeds: dict[str, np.ndarray]
@@ -300,6 +374,7 @@ class Server:
         r.add_post("/v2/models/{model}/infer", self._infer)
         r.add_post("/v2/models/{model}/versions/{version}/infer", self._infer)
         r.add_get("/metrics", self._metrics)
+        r.add_get("/v2/models/{model}/release", self._release)
         r.add_get("/v2/generate/{model}", self._gen_meta)
         r.add_post("/v2/generate/{model}/sessions", self._gen_open)
         r.add_post("/v2/generate/{model}/sessions/{session}/steps", self._gen_step)
@@ -376,6 +451,13 @@ class Server:
         ok = m.ready and not self.draining
         return self._json({"name": m.name, "ready": ok}, 200 if ok else 503)
 
+    async def _release(self, request):
+        name = request.match_info["model"]
+        rel = self.releases.get(name)
+        if rel is None:
+            raise ProtocolError(f"model '{name}' has no traffic split (serve versions with --traffic)", 404)
+        return self._json(rel.describe())
+
     async def _metrics(self, request):
         from aiohttp import web
 
@@ -401,7 +483,7 @@ class Server:
             self.metrics.request(m.name, m.version, False, 0.0, "invalid")
             raise
         t_parsed = time.perf_counter()
-        out = await self.infer(m, req.feeds)
+        out, m = await self.route(m, req.feeds, pinned=bool(request.match_info.get("version")))
         # time spent in this server (decode + queue + batch + run), so a client can tell network from server
         timing = {
             "server_ms": round((time.perf_counter() - t_arrive) * 1000.0, 3),
@@ -600,7 +682,7 @@ class _GrpcService:
             except ProtocolError:
                 self.s.metrics.request(m.name, m.version, False, 0.0, "invalid")
                 raise
-            out = await self.s.infer(m, feeds)
+            out, m = await self.s.route(m, feeds, pinned=bool(request.model_version))
         except ProtocolError as exc:
             code = _overload() if "overloaded" in str(exc) else _grpc_status(exc.status)
             await context.abort(code, str(exc))
