@@ -337,7 +337,8 @@ def resolve_path(spec: str | Path, hub: str | Path | None = None) -> Path:
         return p
     if "/" in str(spec) or str(spec).startswith("."):  # meant as a path
         raise EdgeLLMError(
-            f"directory '{spec}' does not exist", "check the path (or give a hub reference: NAME[@VERSION|@TAG])"
+            f"directory '{spec}' does not exist",
+            "check the path (or give a hub reference: NAME[@VERSION|@TAG])",
         )
     try:
         name, _ = parse_ref(str(spec))
