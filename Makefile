@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.edgellm-installed
 EXTRAS ?= onnx,bench,dev,tflite,serve,data,ray,train
 
-.PHONY: setup demo test test-all bench lint format clean tiny-llama
+.PHONY: setup demo test test-all bench lint format clean tiny-llama docs
 
 # torch==2.13.0 goes in first and alone (a CPU wheel is cached on these machines); every later install
 # is pinned by constraints.txt, which holds torch==2.13.0 too, so nothing can replace it.
@@ -57,3 +57,8 @@ format: $(STAMP)
 
 clean:
 	rm -rf edgellm-out .pytest_cache .ruff_cache .benchmarks
+
+# the user guide: regenerate the CLI and recipe references, then build the site into edgellm-out/site
+docs: $(STAMP)
+	$(PY) scripts/gen_docs.py
+	$(VENV)/bin/mkdocs build --strict

@@ -14,6 +14,7 @@ from edgellm.cli import deploy as _deploy
 from edgellm.cli import export as _export
 from edgellm.cli import hub as _hub
 from edgellm.cli import info as _info
+from edgellm.cli import init as _init
 from edgellm.cli import partition as _partition
 from edgellm.cli import plugins as _plugins
 from edgellm.cli import run as _run
@@ -47,6 +48,7 @@ app.add_typer(_data.app, name="data")
 app.command("train")(_train.train)
 app.add_typer(_hub.app, name="hub")
 app.command("plugins")(_plugins.plugins)
+app.add_typer(_init.app, name="init")
 
 
 def main(argv: list[str] | None = None) -> int:

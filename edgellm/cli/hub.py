@@ -136,3 +136,55 @@ def gc(
         f"{r['removed_objects']} files ({r['freed_bytes'] / 1e6:.1f} MB)",
         markup=False,
     )
+
+
+@app.command("compare")
+def compare_cmd(
+    candidate: str = typer.Argument(..., help="The new artifact (directory or hub reference)."),
+    against: str = typer.Option(..., "--against", help="The release to compare with, e.g. minilm:int8@prod."),
+    max_accuracy_drop: float = typer.Option(
+        0.01, "--max-accuracy-drop", min=0.0, help="Largest accuracy drop allowed."
+    ),
+    max_latency_increase: float = typer.Option(
+        0.10,
+        "--max-latency-increase",
+        min=0.0,
+        help="Largest growth of the latency ratio to fp32 (0.10 = 10 %).",
+    ),
+    hub: Optional[Path] = typer.Option(None, "--hub", help=HUB_HELP),
+    json_out: bool = typer.Option(False, "--json", help="Print the comparison as JSON."),
+) -> None:
+    """Compare accuracy and speed (both as edgellm compress measured them) with a release; exit 1 on a
+    regression beyond the budgets (what a CI job fails on).
+
+    Example: edgellm hub compare edgellm-out/compress/minilm-int8-static --against minilm:int8@prod --max-accuracy-drop 0.01
+    """
+    from rich.table import Table
+
+    from edgellm.hub.compare import compare
+
+    rep = compare(
+        candidate,
+        against,
+        max_accuracy_drop=max_accuracy_drop,
+        max_latency_increase=max_latency_increase,
+        hub=hub,
+    )
+    if json_out:
+        emit_json(rep)
+    else:
+        t = Table(title=f"{candidate} vs {against} ({rep['metric']})")
+        for col in ("check", "release", "candidate", "change", "within budget"):
+            t.add_column(col)
+        for ch in rep["checks"]:
+            t.add_row(
+                ch["check"],
+                f"{ch['release']:.5g}",
+                f"{ch['candidate']:.5g}",
+                f"{ch['change']:+.4f}",
+                "yes" if ch["ok"] else "NO",
+            )
+        console().print(t)
+        console().print("no regression" if rep["passed"] else "REGRESSION beyond the budgets", markup=False)
+    if not rep["passed"]:
+        raise typer.Exit(1)

@@ -546,6 +546,8 @@ class Server:
             raise ProtocolError(
                 f"a step needs the {STEP_HEADER} and {ACT_HEADER} headers ({exc})", 400
             ) from exc
+        if not isinstance(meta, dict):
+            raise ProtocolError(f"the {ACT_HEADER} header must be a JSON object (the codec's metadata)", 400)
         body = await request.read()
         out = await self._gen_call(g.step, request.match_info["session"], step, body, meta)
         return self._json(out)

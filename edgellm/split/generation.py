@@ -208,8 +208,10 @@ class GenerationService:
             )
         try:
             hidden = codec.decode(payload, meta).astype(np.float32)
-        except EdgeLLMError as exc:
-            raise GenerationError(str(exc), 400) from exc
+        except (EdgeLLMError, KeyError, ValueError, TypeError) as exc:  # a malformed payload or header
+            raise GenerationError(
+                f"the activation does not decode: {type(exc).__name__}: {exc}", 400
+            ) from exc
         if hidden.ndim != 3 or hidden.shape[0] != 1 or hidden.shape[2] != int(self.info["hidden_size"]):
             raise GenerationError(
                 f"hidden states of shape {list(hidden.shape)}; one session sends [1, new, {self.info['hidden_size']}]",

@@ -145,6 +145,18 @@ def test_sessions_are_limited_ordered_and_expire(gen_dir):
         assert st == 400 and "over the limit of 12" in err["error"]
         st, err = call(url, "POST", f"{base}/{sid}/steps", b"xx", {"Edgellm-Step": "8"})
         assert st == 400 and "Edgellm-Activation" in err["error"]
+        st, err = call(
+            url,
+            "POST",
+            f"{base}/{sid}/steps",
+            b"xx",
+            {"Edgellm-Step": "8", "Edgellm-Activation": '{"codec": "fp16"}'},
+        )
+        assert st == 400 and "does not decode" in err["error"]
+        st, err = call(
+            url, "POST", f"{base}/{sid}/steps", b"xx", {"Edgellm-Step": "8", "Edgellm-Activation": "[1]"}
+        )
+        assert st == 400 and "JSON object" in err["error"]
         st, err = step("nope", 0, h)
         assert st == 404 and "unknown or expired session" in err["error"]
         time.sleep(1.5)  # both sessions go idle: a phone that vanished frees its cache
