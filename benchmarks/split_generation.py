@@ -52,7 +52,7 @@ def main() -> int:
     from edgellm.models import load
     from edgellm.runtime import make_runner
     from edgellm.serve.server import ModelConfig, serve_in_background
-    from edgellm.split.decoder import cache_halves, greedy_split
+    from edgellm.split.decoder import cache_halves, greedy_split, reference_greedy
     from edgellm.split.generation import GenerationClient, bench_generation, export_generation
     from edgellm.split.netem import relay
 
@@ -69,7 +69,6 @@ def main() -> int:
         return serve_in_background([ModelConfig(folder / "server")], max_batch_size=batch, max_sessions=64)
 
     # codec agreement: 64 greedy tokens for 8 prompts, fp16 and int8 against the unsplit model
-    import torch
 
     from edgellm.data.corpus import pydoc_topics, sentences
 
@@ -79,15 +78,7 @@ def main() -> int:
         agree: dict[str, list[float]] = {"fp16": [], "int8": []}
         for text in prompts:
             ids = GenerationClient(split, url).encode(text)
-            with torch.inference_mode():
-                want = model.module.lm.generate(
-                    torch.tensor([ids]),
-                    attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                    max_new_tokens=64,
-                    min_new_tokens=64,
-                    do_sample=False,
-                    pad_token_id=0,
-                )[0, len(ids) :].tolist()
+            want = reference_greedy(model, ids, 64)
             for codec in agree:
                 c = GenerationClient(split, url, codec=codec)
                 got = [t["token"] for t in c.generate(ids, 64, stop_at_eos=False)]

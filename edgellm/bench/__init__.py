@@ -15,6 +15,26 @@ from edgellm.bench.harness import BenchReport, BenchResult, benchmark, host_info
 from edgellm.errors import EdgeLLMError
 
 
+def p50_side_by_side(
+    adapter: Any, runners: dict[str, Any], baseline: str, *, runs: int, progress: bool = False
+) -> tuple[dict[str, float], dict[str, Any], int, int]:
+    """Median latency of ``runners`` (same model, e.g. fp32 vs int8, unpruned vs pruned), timed
+    interleaved in this process on the adapter's inputs at the task's shape (batch 1 x 128 for causal
+    LMs, 8 x 128 otherwise); returns (name -> p50 ms, the benchmark report, batch, sequence)."""
+    b, s = (1, 128) if adapter.task == "causal-lm" else (8, 128)
+    rep = benchmark(
+        runners,
+        lambda bb, ss: adapter.example_inputs(batch=bb, seq=ss, padded=False),
+        batches=[b],
+        seqs=[s],
+        runs=runs,
+        warmup=3,
+        baseline=baseline,
+        progress=progress,
+    ).to_dict()
+    return {r["name"]: r["p50_ms"] for r in rep["results"]}, rep, b, s
+
+
 def bench_artifact(
     artifact: Any,
     *,

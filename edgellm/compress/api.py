@@ -135,7 +135,7 @@ def compress(
         >>> from edgellm.compress import compress
         >>> res = compress("minilm", "int8-dynamic", output="out/minilm-int8", max_accuracy_drop="cosine>=0.99")  # doctest: +SKIP
     """
-    from edgellm.bench import benchmark
+    from edgellm.bench import p50_side_by_side
     from edgellm.compress.calibration import corpus_parts, make_batches
     from edgellm.compress.evaluate import CachedRunner, evaluate
     from edgellm.compress.quant.quantize import needs_calibration, quantize_cached
@@ -214,19 +214,8 @@ def compress(
         runners = {"fp32": make_runner(fp32)}
         for t in chosen:
             runners[t.config.recipe] = make_runner(Artifact.load(t.path))
-        b, s = (1, 128) if adapter.task == "causal-lm" else (8, 128)
-        say(f"timing {', '.join(runners)} at batch {b}, sequence {s}")
-        bench = benchmark(
-            runners,
-            lambda bb, ss: adapter.example_inputs(batch=bb, seq=ss, padded=False),
-            batches=[b],
-            seqs=[s],
-            runs=runs,
-            warmup=3,
-            baseline="fp32",
-            progress=progress,
-        ).to_dict()
-        p50 = {r["name"]: r["p50_ms"] for r in bench["results"]}
+        say(f"timing {', '.join(runners)} side by side")
+        p50, bench, _, _ = p50_side_by_side(adapter, runners, "fp32", runs=runs, progress=progress)
         speed = {
             name: {
                 "p50_ms": p50[name],

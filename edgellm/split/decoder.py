@@ -81,7 +81,15 @@ class DecoderStep(nn.Module):
     ):
         h = self.embed(x) if self.embed is not None else x
         cache = _StepCache({i: (past[2 * n], past[2 * n + 1]) for n, i in enumerate(self.ids)})
-        mask = step_mask(attention_mask, h.shape[1], h.dtype)
+        h = self.run_layers(h, step_mask(attention_mask, h.shape[1], h.dtype), position_ids, cache)
+        if self.lm_head is not None:
+            h = self.lm_head(self.norm(h))
+        return (h, *[t for i in self.ids for t in cache.present[i]])
+
+    def run_layers(
+        self, h: torch.Tensor, mask: torch.Tensor, position_ids: torch.Tensor, cache: Any
+    ) -> torch.Tensor:
+        """The half's decoder layers over ``h`` with an additive ``mask`` and a cache object."""
         rope = self.rotary(h, position_ids)
         for layer in self.layers:
             out = layer(
@@ -92,9 +100,7 @@ class DecoderStep(nn.Module):
                 position_embeddings=rope,
             )
             h = out[0] if isinstance(out, tuple) else out
-        if self.lm_head is not None:
-            h = self.lm_head(self.norm(h))
-        return (h, *[t for i in self.ids for t in cache.present[i]])
+        return h
 
 
 class _SlotCache:
@@ -131,16 +137,7 @@ class DecoderSlotStep(nn.Module):
         mask = torch.where(
             cache_mask[:, None, None, :].bool(), zero, torch.full((), torch.finfo(h.dtype).min, dtype=h.dtype)
         )
-        rope = st.rotary(h, position_ids)
-        for layer in st.layers:
-            out = layer(
-                h,
-                attention_mask=mask,
-                position_ids=position_ids,
-                past_key_values=cache,
-                position_embeddings=rope,
-            )
-            h = out[0] if isinstance(out, tuple) else out
+        h = st.run_layers(h, mask, position_ids, cache)
         return (h, *[t for i in st.ids for t in cache.present[i]])
 
 
@@ -369,6 +366,21 @@ def greedy_split(
         done += new
         ids = [token]
     return out
+
+
+def reference_greedy(adapter: Any, prompt: list[int], n: int) -> list[int]:
+    """``n`` greedy tokens of the unsplit model after ``prompt`` (Hugging Face ``generate``, no early stop):
+    what split generation must reproduce."""
+    with torch.inference_mode():
+        out = adapter.module.lm.generate(
+            torch.tensor([list(prompt)]),
+            attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+            max_new_tokens=n,
+            min_new_tokens=n,
+            do_sample=False,
+            pad_token_id=0,
+        )
+    return out[0, len(prompt) :].tolist()
 
 
 def torch_runner(half: DecoderStep, role: str):

@@ -335,13 +335,18 @@ def export_generation(
     unsplit model's, else nothing is written."""
     import hashlib
 
-    import torch
-
     from edgellm.export import export
     from edgellm.models import ModelAdapter, load
     from edgellm.partition.codecs import Codec
     from edgellm.runtime import make_runner
-    from edgellm.split.decoder import cache_halves, greedy_split, slot_adapter, step_adapter, step_names
+    from edgellm.split.decoder import (
+        cache_halves,
+        greedy_split,
+        reference_greedy,
+        slot_adapter,
+        step_adapter,
+        step_names,
+    )
     from edgellm.utils.fs import atomic_dir
 
     adapter = model if isinstance(model, ModelAdapter) else load(model)
@@ -390,15 +395,7 @@ def export_generation(
             adapter.tokenizer.save_pretrained(tmp / "tokenizer")
         runners = {r: make_runner(a) for r, a in arts.items()}
         prompt = list(adapter.fixed_inputs()["input_ids"][0][:8])
-        with torch.inference_mode():
-            want = adapter.module.lm.generate(
-                torch.tensor([prompt]),
-                attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
-                max_new_tokens=check_tokens,
-                min_new_tokens=check_tokens,
-                do_sample=False,
-                pad_token_id=0,
-            )[0, len(prompt) :].tolist()
+        want = reference_greedy(adapter, [int(t) for t in prompt], check_tokens)
         got = greedy_split(
             runners["device"].run,
             runners["server"].run,

@@ -11,17 +11,9 @@ from edgellm.split.decoder import cache_halves, greedy_split, step_adapter, step
 
 
 def hf_greedy(adapter, prompt, n):
-    lm = adapter.module.lm
-    with torch.inference_mode():
-        out = lm.generate(
-            torch.tensor([prompt]),
-            attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
-            max_new_tokens=n,
-            min_new_tokens=n,
-            do_sample=False,
-            pad_token_id=0,
-        )
-    return out[0, len(prompt) :].tolist()
+    from edgellm.split.decoder import reference_greedy
+
+    return reference_greedy(adapter, prompt, n)
 
 
 @pytest.mark.parametrize("cut", [0, 1, 2])

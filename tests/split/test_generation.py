@@ -9,7 +9,6 @@ import threading
 
 import numpy as np
 import pytest
-import torch
 
 from edgellm.serve.server import ModelConfig, serve_in_background
 from edgellm.split.generation import GenerationClient, GenerationError, export_generation
@@ -23,16 +22,9 @@ PROMPTS = [
 
 
 def hf_greedy(adapter, prompt, n):
-    with torch.inference_mode():
-        out = adapter.module.lm.generate(
-            torch.tensor([prompt]),
-            attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
-            max_new_tokens=n,
-            min_new_tokens=n,
-            do_sample=False,
-            pad_token_id=0,
-        )
-    return out[0, len(prompt) :].tolist()
+    from edgellm.split.decoder import reference_greedy
+
+    return reference_greedy(adapter, prompt, n)
 
 
 @pytest.fixture(scope="module")

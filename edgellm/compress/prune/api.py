@@ -37,7 +37,7 @@ def prune_and_report(
     """Prune ``model`` (name, directory or adapter) as ``config`` says, optionally recover it by
     distillation from the unpruned model, and write the pruned model directory to ``output`` and the
     report to ``<output>.report.json``. Returns the report."""
-    from edgellm.bench import benchmark
+    from edgellm.bench import p50_side_by_side
     from edgellm.compress.calibration import corpus_parts, make_batches
     from edgellm.compress.evaluate import CachedRunner, accuracy_text, evaluate
     from edgellm.compress.prune.recover import recover
@@ -90,18 +90,8 @@ def prune_and_report(
             "unpruned": export(base, "x86-server", work / "onnx-unpruned"),
             "pruned": export(final, "x86-server", work / "onnx-pruned"),
         }
-        b, s = (1, 128) if base.task == "causal-lm" else (8, 128)
-        bench = benchmark(
-            {k: make_runner(a) for k, a in arts.items()},
-            lambda bb, ss: base.example_inputs(batch=bb, seq=ss, padded=False),
-            batches=[b],
-            seqs=[s],
-            runs=runs,
-            warmup=3,
-            baseline="unpruned",
-            progress=progress,
-        ).to_dict()
-        p50 = {r["name"]: r["p50_ms"] for r in bench["results"]}
+        runners = {k: make_runner(a) for k, a in arts.items()}
+        p50, _, b, s = p50_side_by_side(base, runners, "unpruned", runs=runs, progress=progress)
         rec = record.to_dict()
         report = {
             "model": base.name,
