@@ -39,8 +39,8 @@ class DataStage(_Strict):
     )
     steps: list[Any] | None = Field(None, description="edgellm data clean steps (default: all)")
     store: str = Field("datasets", description="the dataset store (relative to the output folder)")
-    tag: str | None = None
-    text_field: str = "text"
+    tag: str | None = Field(None, description="tag the committed dataset version (e.g. v1)")
+    text_field: str = Field("text", description="the JSONL key holding each record's text")
     workers: int = Field(0, ge=0, description="cleaning processes; 0: one per core")
 
     @model_validator(mode="after")
@@ -54,66 +54,71 @@ class PruneStage(_Strict):
     """Structured pruning (heads, FFN channels, blocks; channels of plain torch modules), then an optional
     distillation recovery from the unpruned model; later sections use the result as model ``pruned``."""
 
-    model: str
-    heads: float = Field(0.0, ge=0, lt=1)
-    ffn: float = Field(0.0, ge=0, lt=1)
-    blocks: float = Field(0.0, ge=0, lt=1)
+    model: str = Field(..., description="the model to prune: bundled name, directory, or train")
+    heads: float = Field(0.0, ge=0, lt=1, description="fraction of attention heads (KV groups) per layer")
+    ffn: float = Field(0.0, ge=0, lt=1, description="fraction of FFN channels per layer")
+    blocks: float = Field(0.0, ge=0, lt=1, description="fraction of whole transformer blocks")
     channels: float = Field(0.0, ge=0, lt=1, description="plain torch modules: coupled channels to remove")
-    score: Literal["l1", "l2", "taylor", "wanda"] = "wanda"
-    scope: Literal["layer", "global"] = "layer"
-    multiple_of: int = Field(1, ge=1)
+    score: Literal["l1", "l2", "taylor", "wanda"] = Field("wanda", description="importance score")
+    scope: Literal["layer", "global"] = Field(
+        "layer", description="the same fraction per layer, or ranked across layers"
+    )
+    multiple_of: int = Field(1, ge=1, description="keep pruned widths multiples of this (8, 16)")
     runs: int = Field(10, ge=1, description="timed rounds of the pruned-vs-unpruned latency comparison")
     recover_steps: int = Field(0, ge=0, description="distillation steps from the unpruned model (0: none)")
-    recover_lr: float = Field(2e-4, gt=0)
+    recover_lr: float = Field(2e-4, gt=0, description="learning rate of the recovery")
 
 
 class CompressItem(_Strict):
-    model: str
+    model: str = Field(..., description="bundled name, directory, train or pruned")
     recipe: str = Field(..., description="int8-dynamic, int8-static, w4a16-gptq, ... or auto")
     options: dict[str, Any] = Field(default_factory=dict, description="the recipe's options")
     label: str | None = Field(None, description="folder and table name (default: the recipe's)")
-    target: str = "x86-server"
+    target: str = Field("x86-server", description="the target profile the artifact is lowered for")
     max_accuracy_drop: str | None = Field(None, description="guard, e.g. cosine>=0.99 or ppl+3%")
 
 
 class CompressStage(_Strict):
-    artifacts: list[CompressItem] = Field(default_factory=list)
+    artifacts: list[CompressItem] = Field(default_factory=list, description="one compressed artifact each")
     calibration: Literal["data", "bundled"] = Field(
         "data", description="calibrate and evaluate on disjoint parts of the data section's dataset"
     )
     runs: int = Field(15, ge=1, description="timed rounds against fp32")
-    eval_sequences: int = Field(128, ge=8)
+    eval_sequences: int = Field(128, ge=8, description="held-out sequences the accuracy is measured on")
 
 
 class ExportStage(_Strict):
     """Every (target, format, precision) of each model; each artifact checked against the reference."""
 
-    models: list[str] = Field(default_factory=lambda: ["minilm"])
+    models: list[str] = Field(default_factory=lambda: ["minilm"], description="models to export")
     cases: Literal["all"] | list[tuple[str, str, str]] = Field(
         "all", description="all, or [target, format, precision] triples"
     )
 
 
 class BenchStage(_Strict):
-    runs: int = Field(30, ge=1)
-    warmup: int = Field(5, ge=0)
-    batch: list[int] = Field(default_factory=lambda: [1, 8])
-    seq: list[int] = Field(default_factory=lambda: [128])
-    threads: int | None = Field(None, ge=1)
+    runs: int = Field(30, ge=1, description="timed runs per shape")
+    warmup: int = Field(5, ge=0, description="untimed runs first")
+    batch: list[int] = Field(default_factory=lambda: [1, 8], description="batch sizes")
+    seq: list[int] = Field(default_factory=lambda: [128], description="sequence lengths")
+    threads: int | None = Field(None, ge=1, description="intra-op threads (default: the runtime's)")
 
 
 class PartitionStage(_Strict):
-    model: str = "minilm"
-    device: str = "snapdragon-865"
-    server: str = "x86-server"
-    bandwidth: str = "10mbit"
-    downlink: str | None = None
-    rtt: str = "50ms"
-    device_memory: str | None = None
-    min_device_blocks: int = Field(1, ge=0)
-    codecs: list[str] = Field(default_factory=lambda: ["fp32", "fp16", "int8", "int8+zstd"])
-    seq: int = Field(128, ge=1)
-    runs: int = Field(10, ge=1)
+    model: str = Field("minilm", description="the model to cut")
+    device: str = Field("snapdragon-865", description="the phone's target profile")
+    server: str = Field("x86-server", description="the server's target profile")
+    bandwidth: str = Field("10mbit", description="uplink bandwidth")
+    downlink: str | None = Field(None, description="downlink bandwidth (default: the uplink's)")
+    rtt: str = Field("50ms", description="round-trip time")
+    device_memory: str | None = Field(None, description="weights the phone may hold, e.g. 512MB")
+    min_device_blocks: int = Field(1, ge=0, description="blocks that must run on the phone")
+    codecs: list[str] = Field(
+        default_factory=lambda: ["fp32", "fp16", "int8", "int8+zstd"],
+        description="activation codecs to consider",
+    )
+    seq: int = Field(128, ge=1, description="sequence length to plan for")
+    runs: int = Field(10, ge=1, description="profiling runs per block")
 
 
 class SplitStage(_Strict):
@@ -127,18 +132,22 @@ class SplitStage(_Strict):
 
 
 class Recipe(_Strict):
-    name: str
+    name: str = Field(..., description="the run's name (titles the report)")
     output: str = Field("edgellm-out", description="folder for everything (relative to the working dir)")
-    seed: int = 0
-    data: DataStage | None = None
-    train: TrainConfig | None = None
-    prune: PruneStage | None = None
-    compress: CompressStage | None = None
-    partition: PartitionStage | None = None
-    export: ExportStage | None = None
-    bench: BenchStage | None = None
-    split: SplitStage | None = None
-    report: bool = True
+    seed: int = Field(0, description="seed of every random choice the run makes")
+    data: DataStage | None = Field(None, description="clean and version a corpus")
+    train: TrainConfig | None = Field(
+        None, description="train or fine-tune (any edgellm train key); model train"
+    )
+    prune: PruneStage | None = Field(None, description="structured pruning and recovery; model pruned")
+    compress: CompressStage | None = Field(None, description="INT8/INT4 artifacts with accuracy and speed")
+    partition: PartitionStage | None = Field(
+        None, description="where to cut a model between phone and server"
+    )
+    export: ExportStage | None = Field(None, description="every target's artifacts, checked for parity")
+    bench: BenchStage | None = Field(None, description="latency of every exported artifact")
+    split: SplitStage | None = Field(None, description="the split model through the real server on loopback")
+    report: bool = Field(True, description="write report.md with tables and plots")
 
     @model_validator(mode="after")
     def _references(self) -> Recipe:
