@@ -23,9 +23,25 @@ from typing import Any
 import torch
 
 
+def _meta_pruner(model: Any, example: dict[str, Any], ffn: float, ignored: list[Any], **heads: Any) -> Any:
+    """Torch-Pruning's MetaPruner as both baselines use it: magnitude (L2, mean over the group), one
+    ratio per layer (no global ranking), ``ignored`` modules untouched."""
+    import torch_pruning as tp
+
+    return tp.pruner.MetaPruner(
+        model,
+        example,
+        importance=tp.importance.MagnitudeImportance(p=2, group_reduction="mean"),
+        global_pruning=False,
+        pruning_ratio=ffn,
+        ignored_layers=ignored,
+        output_transform=lambda out: out.sum(),
+        **heads,
+    )
+
+
 def tp_scores(adapter: Any, heads: float, ffn: float, feeds: dict[str, Any]) -> tuple[dict[str, Any], float]:
     """Unit scores encoding Torch-Pruning's selection, and the output check against its own pruned model."""
-    import torch_pruning as tp
     from transformers.models.bert.modeling_bert import BertSelfAttention
 
     model = copy.deepcopy(adapter.module).eval()
@@ -46,18 +62,15 @@ def tp_scores(adapter: Any, heads: float, ffn: float, feeds: dict[str, Any]) -> 
         ignored += [layer.attention.output.dense, layer.attention.output.LayerNorm]
         ignored += [layer.output.dense, layer.output.LayerNorm]
     example = {k: torch.as_tensor(v) for k, v in feeds.items()}
-    pruner = tp.pruner.MetaPruner(
+    pruner = _meta_pruner(
         model,
         example,
-        importance=tp.importance.MagnitudeImportance(p=2, group_reduction="mean"),
-        global_pruning=False,
-        pruning_ratio=ffn,
+        ffn,
+        ignored,
         num_heads=n_heads,
         prune_num_heads=heads > 0,
         prune_head_dims=False,
         head_pruning_ratio=heads,
-        ignored_layers=ignored,
-        output_transform=lambda out: out.sum(),
     )
     d = layers[0].attention.self.attention_head_size
     n_layers = len(layers)
@@ -97,7 +110,6 @@ def tp_scores_llama(
 ) -> tuple[dict[str, Any], Any]:
     """Torch-Pruning's FFN choice for a Llama-family model (heads: edgellm's l2, see the module docstring);
     its own pruned model's logits when it pruned everything (no heads), else None."""
-    import torch_pruning as tp
 
     from edgellm.compress.prune.scores import unit_scores
     from edgellm.compress.prune.transformer import geometry, head_units, layout_of
@@ -112,15 +124,7 @@ def tp_scores_llama(
         ignored += [a.q_proj, a.k_proj, a.v_proj, a.o_proj, layer.mlp.down_proj]
         ignored += [layer.input_layernorm, layer.post_attention_layernorm]
     example = {k: torch.as_tensor(v) for k, v in feeds.items()}
-    pruner = tp.pruner.MetaPruner(
-        model,
-        example,
-        importance=tp.importance.MagnitudeImportance(p=2, group_reduction="mean"),
-        global_pruning=False,
-        pruning_ratio=ffn,
-        ignored_layers=ignored,
-        output_transform=lambda out: out.sum(),
-    )
+    pruner = _meta_pruner(model, example, ffn, ignored)
     h, kv, d, width = geometry(adapter)
     units = head_units(h, kv, d)
     base = unit_scores(adapter, layout_of(adapter), units, "l2", None)

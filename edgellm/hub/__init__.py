@@ -43,6 +43,11 @@ TAG_RE = re.compile(r"^[A-Za-z][A-Za-z0-9._-]*$")
 LINEAGE_FILES = ("lineage.json", "pruning.json", "train_summary.json", "generation.json", "split.json")
 
 
+def _slug(name: str) -> str:
+    """A hub name as a file name (the variant's colon is not portable)."""
+    return name.replace(":", "__")
+
+
 def default_root() -> Path:
     return Path(os.environ.get("EDGELLM_HUB") or Path.home() / ".edgellm" / "hub")
 
@@ -69,10 +74,13 @@ class Hub:
         return self.root / "objects" / digest[:2] / digest[2:]
 
     def _entries(self, name: str) -> Path:
-        return self.root / "entries" / name.replace(":", "__")
+        return self.root / "entries" / _slug(name)
 
     def _tags_file(self, name: str) -> Path:
-        return self.root / "tags" / (name.replace(":", "__") + ".json")
+        return self.root / "tags" / (_slug(name) + ".json")
+
+    def _checkout(self, name: str, version: int) -> Path:
+        return self.root / "checkouts" / _slug(name) / str(version)
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
@@ -251,7 +259,7 @@ class Hub:
     def resolve(self, ref: str) -> Path:
         """A verified checkout of the entry under ``HUB/checkouts`` (made once, re-verified on use)."""
         e = self.entry(ref)
-        dest = self.root / "checkouts" / e["name"].replace(":", "__") / str(e["version"])
+        dest = self._checkout(e["name"], e["version"])
         if dest.is_dir() and all(
             (dest / rel).is_file() and (dest / rel).stat().st_size == m["bytes"]
             for rel, m in e["files"].items()
@@ -274,9 +282,7 @@ class Hub:
                     removed_entries.append(f"{name}@{v}")
                     if not dry_run:
                         (self._entries(name) / f"{v}.json").unlink()
-                        shutil.rmtree(
-                            self.root / "checkouts" / name.replace(":", "__") / str(v), ignore_errors=True
-                        )
+                        shutil.rmtree(self._checkout(name, v), ignore_errors=True)
             live = set()
             for name in self.names():
                 for v in self.versions(name):

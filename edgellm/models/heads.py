@@ -79,10 +79,7 @@ class SequenceClassifier(nn.Module):
 
 def hf_of(module: nn.Module) -> nn.Module:
     """The Hugging Face model inside a task head (the LM, the encoder or the classifier)."""
-    for name in ("lm", "encoder", "clf"):
-        if hasattr(module, name):
-            return getattr(module, name)
-    raise TypeError(f"{type(module).__name__} is not an edgellm task head")
+    return getattr(module, head_prefix(module)[:-1])
 
 
 def head_prefix(module: nn.Module) -> str:

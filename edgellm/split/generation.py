@@ -444,10 +444,7 @@ class GenerationClient:
 
         folder = resolve_path(folder)  # a directory, or a hub reference
         device_dir = folder / "device" if (folder / "device").is_dir() else folder
-        try:
-            art = Artifact.load(device_dir)
-        except EdgeLLMError:
-            raise
+        art = Artifact.load(device_dir)
         gen = art.manifest.get("generation")
         if not gen or gen.get("role") != "device":
             raise EdgeLLMError(

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edgellm.compress.prune.transformer import PruneConfig, flops
+from edgellm.compress.prune.transformer import PruneConfig
 from edgellm.errors import EdgeLLMError, OutputExistsError
 from edgellm.utils.fs import atomic_write_text
 
@@ -103,8 +103,9 @@ def prune_and_report(
                 "ratio": rec["params_ratio"],
             },
             "flops": {
-                "unpruned": flops(base),
-                "pruned": flops(final),
+                "unpruned": rec["flops_before"],
+                "pruned": rec["flops_after"],
+                "ratio": rec["flops_ratio"],
             },
             "onnx_size_mb": {k: round(a.size_bytes / 1e6, 3) for k, a in arts.items()},
             "latency": {
@@ -120,7 +121,6 @@ def prune_and_report(
             "recover_steps": recover_steps,
             "elapsed_s": 0.0,
         }
-        report["flops"]["ratio"] = round(report["flops"]["pruned"] / max(1, report["flops"]["unpruned"]), 4)
         if out.exists():
             shutil.rmtree(out)
         final_dir.rename(out)
