@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from edgellm.bench import host_info
-    from edgellm.bench.targets import bench_matrix, export_matrix
+    from edgellm.pipeline.target_matrix import bench_matrix, export_matrix
 
     rows = export_matrix(args.model, args.output, log=lambda m: print(m, file=sys.stderr))
     rep = bench_matrix(rows, runs=args.runs, warmup=args.warmup, threads=args.threads)

@@ -17,12 +17,16 @@ Groups and what an entry must be:
 - ``edgellm.metrics``: ``f(reference, candidate) -> float`` on the first output of both runners,
   reported by ``edgellm compress`` under ``accuracy.plugins``.
 
-Discovery imports nothing until a name is asked for (or ``edgellm plugins`` lists them). A plugin that
-fails to import is named with its error wherever it is asked for; every other plugin keeps working.
+Discovery imports nothing until a name is asked for (or ``edgellm plugins`` lists them). This module
+imports no stage: each stage that owns a group says, with :func:`accepts`, how an object joins its own
+registry (``edgellm.runtime.base.RUNNERS``, ``edgellm.export.base.EXPORTERS``...). A plugin that fails to
+import, or whose object the stage refuses, is named with its error wherever it is asked for; every other
+plugin keeps working.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,8 +40,9 @@ GROUPS = (
     "edgellm.runners",
     "edgellm.metrics",
 )
-SCORES: dict[str, Any] = {}
-METRICS: dict[str, Any] = {}
+
+# group -> how the stage that owns it takes a plugin object into its registry (see :func:`accepts`)
+_ACCEPT: dict[str, Callable[[str, Any], None]] = {}
 
 
 @dataclass
@@ -48,9 +53,31 @@ class Plugin:
     package: str | None
     status: str = "not loaded"  # "ok" or "failed: ..."
     obj: Any = None
+    accepted: bool = False
 
 
 _found: dict[str, dict[str, Plugin]] | None = None
+
+
+def accepts(group: str) -> Callable[[Callable[[str, Any], None]], Callable[[str, Any], None]]:
+    """Decorator for the stage that owns ``group``: ``fn(name, obj)`` checks a plugin's object (raising
+    ``TypeError`` when it is not what the group needs) and adds it to the stage's own registry.
+
+    Example:
+        >>> @accepts("edgellm.runners")          # in edgellm/runtime/base.py  # doctest: +SKIP
+        ... def _accept(name, obj): RUNNERS.setdefault(name, obj)
+    """
+    if group not in GROUPS:
+        raise ValueError(f"unknown plugin group {group!r}")
+
+    def deco(fn: Callable[[str, Any], None]) -> Callable[[str, Any], None]:
+        _ACCEPT[group] = fn
+        for p in (_found or {}).get(group, {}).values():  # imported before the stage was: hand over now
+            if p.obj is not None:
+                _hand_over(p)
+        return fn
+
+    return deco
 
 
 def discover() -> dict[str, dict[str, Plugin]]:
@@ -75,13 +102,16 @@ def rescan() -> None:
 
 
 def load(group: str, name: str) -> Any | None:
-    """The object plugin ``name`` of ``group`` provides, registered where edgellm looks it up; None when no
-    plugin has that name. A plugin that fails to import raises an error naming it and its package."""
+    """The object plugin ``name`` of ``group`` provides, handed to the registry of the stage that owns the
+    group; None when no plugin has that name. A plugin that fails to import, or whose object is not what
+    the group needs, raises an error naming it and its package."""
     p = discover().get(group, {}).get(name)
     if p is None:
         return None
     if p.obj is None and p.status == "not loaded":
         _import(p)
+    if p.obj is not None and not p.accepted:
+        _hand_over(p)
     if p.obj is None:
         raise EdgeLLMError(
             f"plugin '{name}' ({group}, package {p.package}) {p.status}",
@@ -98,53 +128,34 @@ def _import(p: Plugin) -> None:
     from importlib.metadata import EntryPoint
 
     try:
-        obj = EntryPoint(p.name, p.value, p.group).load()
-        _register(p.group, p.name, obj)
+        p.obj = EntryPoint(p.name, p.value, p.group).load()
     except Exception as exc:  # a broken plugin is reported, never fatal
-        p.status = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+        _failed(p, exc)
         return
-    p.obj, p.status = obj, "ok"
+    p.status = "ok"
+    _hand_over(p)
 
 
-def _register(group: str, name: str, obj: Any) -> None:
-    if group == "edgellm.cleaning_steps":
-        from edgellm.data.steps import STEPS, Step
+def _hand_over(p: Plugin) -> None:
+    accept = _ACCEPT.get(p.group)
+    if accept is None:  # the owning stage is not imported yet: it takes the object when it is
+        return
+    try:
+        accept(p.name, p.obj)
+    except Exception as exc:
+        p.obj = None
+        _failed(p, exc)
+        return
+    p.accepted = True
 
-        if not (isinstance(obj, type) and issubclass(obj, Step)):
-            raise TypeError(f"{obj!r} is not a edgellm.data.steps.Step subclass")
-        STEPS.setdefault(name, obj)
-    elif group == "edgellm.scores":
-        if not callable(obj):
-            raise TypeError(f"{obj!r} is not callable")
-        SCORES[name] = obj
-    elif group == "edgellm.quant_methods":
-        from edgellm.compress.quant.config import RECIPES
 
-        if not callable(obj):
-            raise TypeError(f"{obj!r} is not callable")
-        RECIPES.setdefault(name, obj)
-    elif group == "edgellm.exporters":
-        from edgellm.export.base import EXPORTERS, Exporter
-
-        if not (isinstance(obj, type) and issubclass(obj, Exporter)):
-            raise TypeError(f"{obj!r} is not an edgellm.export.Exporter subclass")
-        obj.format = getattr(obj, "format", None) or name
-        EXPORTERS.setdefault(name, obj)
-    elif group == "edgellm.runners":
-        from edgellm.runtime.base import RUNNERS
-
-        if not isinstance(obj, type):
-            raise TypeError(f"{obj!r} is not a runner class")
-        obj.runtime = getattr(obj, "runtime", None) or name
-        RUNNERS.setdefault(name, obj)
-    elif group == "edgellm.metrics":
-        if not callable(obj):
-            raise TypeError(f"{obj!r} is not callable")
-        METRICS[name] = obj
+def _failed(p: Plugin, exc: Exception) -> None:
+    p.status = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
 
 
 def load_all() -> list[Plugin]:
-    """Import every plugin (what ``edgellm plugins`` shows): each with its status."""
+    """Import every plugin (what ``edgellm plugins`` shows): each with its status. Import the stages'
+    registries first to have every object checked by its stage."""
     out = []
     for plugins in discover().values():
         for p in plugins.values():
@@ -154,4 +165,4 @@ def load_all() -> list[Plugin]:
     return out
 
 
-__all__ = ["GROUPS", "Plugin", "discover", "load", "load_all", "names", "rescan"]
+__all__ = ["GROUPS", "Plugin", "accepts", "discover", "load", "load_all", "names", "rescan"]

@@ -99,10 +99,10 @@ def compress(
             json_out,
         )
         return
-    from edgellm.compress.api import compress as run
     from edgellm.compress.quant.config import config_for
-    from edgellm.compress.recipe import load_recipe
     from edgellm.errors import EdgeLLMError
+    from edgellm.pipeline.compress_recipe import load_recipe
+    from edgellm.pipeline.compress_search import compress as run
 
     if precision is not None:
         if precision != "auto":

@@ -77,14 +77,14 @@ def export(
     """
     from edgellm.errors import EdgeLLMError
     from edgellm.export import Tolerance
-    from edgellm.export.multi import check_precision, export_at, export_many
     from edgellm.models import load
+    from edgellm.pipeline.export_many import check_precision, export_at, export_many
     from edgellm.targets import list_targets
 
     check_precision(precision)
     targets: list[str] | None = None
     if recipe is not None:
-        from edgellm.compress.recipe import load_recipe
+        from edgellm.pipeline.compress_recipe import load_recipe
 
         r = load_recipe(recipe)
         model = model or r.model

@@ -17,6 +17,7 @@ def plugins(json_out: bool = typer.Option(False, "--json", help="Print the plugi
 
     from edgellm.plugins import load_all
 
+    _import_registries()
     found = load_all()
     rows = [
         {"group": p.group, "name": p.name, "package": p.package, "value": p.value, "status": p.status}
@@ -38,3 +39,18 @@ def plugins(json_out: bool = typer.Option(False, "--json", help="Print the plugi
     for r in rows:
         t.add_row(r["group"].removeprefix("edgellm."), r["name"], str(r["package"]), r["value"], r["status"])
     console().print(t)
+
+
+def _import_registries() -> None:
+    """The stages that own a plugin group, so each object is checked by its stage as it is listed."""
+    import importlib
+
+    for module in (
+        "edgellm.data.steps",
+        "edgellm.compress.prune.scores",
+        "edgellm.compress.quant.config",
+        "edgellm.compress.evaluate",
+        "edgellm.export.base",
+        "edgellm.runtime.base",
+    ):
+        importlib.import_module(module)

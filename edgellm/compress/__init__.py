@@ -1,21 +1,37 @@
-"""Compression core (stage 3): ``quant/`` (INT8, INT4) now, ``prune/`` (structured pruning) later.
+"""Compression core (stage 3): pure verbs with typed configs, computed once in torch.
 
-Compress once in torch into a framework-neutral result; each exporter lowers it to its runtime.
+- :func:`quantize` ``(model, config, calib) -> QuantSpec`` (``quant/``: INT8 dynamic/static/SmoothQuant,
+  INT4 weight-only RTN/GPTQ/AWQ; methods registered by config type with
+  :func:`~edgellm.compress.quant.register_method`);
+- structured pruning in ``prune/``.
+
+Each exporter lowers the framework-neutral result to its runtime. The guarded search that quantizes,
+exports, evaluates and falls back (``edgellm compress``) is a workflow across stages:
+:func:`edgellm.pipeline.compress`.
 
 Example:
-    >>> from edgellm.compress import compress
-    >>> res = compress("minilm", "int8-static", output="edgellm-out/minilm-int8", max_accuracy_drop="cosine>=0.99")  # doctest: +SKIP
+    >>> from edgellm.compress import Int8Static, quantize
+    >>> spec = quantize(model, Int8Static(calibration="entropy"), calib_feeds)   # doctest: +SKIP
 """
 
-from __future__ import annotations
+from edgellm.compress.quant import (
+    Int4WeightOnly,
+    Int8Dynamic,
+    Int8Static,
+    QuantConfig,
+    QuantSpec,
+    SmoothQuant,
+    quantize,
+    register_method,
+)
 
-from typing import Any
-
-
-def compress(*args: Any, **kwargs: Any) -> Any:
-    from edgellm.compress.api import compress as _compress
-
-    return _compress(*args, **kwargs)
-
-
-compress.__doc__ = "See :func:`edgellm.compress.api.compress`."
+__all__ = [
+    "Int4WeightOnly",
+    "Int8Dynamic",
+    "Int8Static",
+    "QuantConfig",
+    "QuantSpec",
+    "SmoothQuant",
+    "quantize",
+    "register_method",
+]

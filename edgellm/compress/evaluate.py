@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from edgellm import plugins
+
 
 def _rank(a: np.ndarray) -> np.ndarray:
     order = a.argsort(kind="stable")
@@ -125,15 +127,25 @@ def evaluate(
     return {"metric": "embedding", **embedding_accuracy(ref, got), **_plugin_metrics(ref, got)}
 
 
+# metrics of installed plugins (``edgellm.metrics`` entry points), by name
+METRICS: dict[str, Any] = {}
+
+
+@plugins.accepts("edgellm.metrics")
+def _accept_plugin(name: str, obj: Any) -> None:
+    if not callable(obj):
+        raise TypeError(f"{obj!r} is not callable")
+    METRICS[name] = obj
+
+
 def _plugin_metrics(ref: np.ndarray, got: np.ndarray) -> dict[str, Any]:
     """Metrics of installed plugins (``edgellm.metrics`` entry points) on both outputs, under ``plugins``;
     a plugin that fails is reported with its error, the others still run."""
-    from edgellm import plugins
-
     out: dict[str, Any] = {}
     for name in plugins.names("edgellm.metrics"):
         try:
-            out[name] = float(plugins.load("edgellm.metrics", name)(ref, got))
+            plugins.load("edgellm.metrics", name)
+            out[name] = float(METRICS[name](ref, got))
         except Exception as exc:  # a plugin failure is reported, not fatal
             out[name] = {"error": str(exc).splitlines()[0][:200]}
     return {"plugins": out} if out else {}

@@ -40,6 +40,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from edgellm import plugins
 from edgellm.errors import EdgeLLMError, first_error
 
 ALIVE = np.iinfo(np.int32).max  # "_drop_at" of a document no step dropped
@@ -322,6 +323,13 @@ STEPS: dict[str, type[Step]] = {
 }
 
 
+@plugins.accepts("edgellm.cleaning_steps")
+def _accept_plugin(name: str, obj: Any) -> None:
+    if not (isinstance(obj, type) and issubclass(obj, Step)):
+        raise TypeError(f"{obj!r} is not a edgellm.data.steps.Step subclass")
+    STEPS.setdefault(name, obj)
+
+
 def parse_steps(spec: list[Any]) -> list[Step]:
     """Steps from a config list: ``["normalize", {"quality": {"min_words": 20}}, ...]``."""
     from pydantic import ValidationError
@@ -336,8 +344,6 @@ def parse_steps(spec: list[Any]) -> list[Step]:
         else:
             raise EdgeLLMError(f"steps[{i}] is {item!r}", "write each step as a name or as {name: {options}}")
         if name not in STEPS:
-            from edgellm import plugins
-
             plugins.load("edgellm.cleaning_steps", name)  # a plugin package may provide it
         if name not in STEPS:
             raise EdgeLLMError(f"steps[{i}]: unknown step '{name}'", f"steps: {', '.join(STEPS)}")

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from edgellm import plugins
 from edgellm.errors import ExportError
 from edgellm.export.artifact import Artifact, write_manifest
 from edgellm.export.validate import Tolerance
@@ -39,6 +40,15 @@ class Exporter(ABC):
 
 
 EXPORTERS: dict[str, type[Exporter]] = {}
+
+
+@plugins.accepts("edgellm.exporters")
+def _accept_plugin(name: str, obj: Any) -> None:
+    if not (isinstance(obj, type) and issubclass(obj, Exporter)):
+        raise TypeError(f"{obj!r} is not an edgellm.export.Exporter subclass")
+    obj.format = getattr(obj, "format", None) or name
+    EXPORTERS.setdefault(name, obj)
+
 
 # What every artifact exported inside ``with lineage(...)`` records in its manifest: the dataset version,
 # the recipe and the source model a pipeline run derived it from (``edgellm run``).
@@ -165,8 +175,6 @@ def choose_format(target: Any, fmt: str | None = None) -> str:
             f"target '{target.name}' does not take format '{fmt}'", f"use one of: {', '.join(target.formats)}"
         )
     if fmt not in EXPORTERS:
-        from edgellm import plugins
-
         plugins.load("edgellm.exporters", fmt)  # a plugin package may provide it
     if fmt not in EXPORTERS:
         raise ExportError(

@@ -1,12 +1,21 @@
-"""The recipe pipeline (``edgellm run``): one YAML from raw text to a checked split deployment.
+"""Workflows that cross stages; no stage imports this package.
 
-- :class:`~edgellm.pipeline.recipe.Recipe`: the schema (unknown keys and wrong types are errors).
-- :func:`~edgellm.pipeline.run.run_recipe` / :class:`~edgellm.pipeline.run.Pipeline`: content-hashed
-  stages, skipped when unchanged, resumed after an interruption; lineage in every manifest.
-- :mod:`~edgellm.pipeline.report`: ``report.md`` with tables and plots.
+- :func:`~edgellm.pipeline.compress_search.compress`: the guarded compression search (quantize, export,
+  evaluate against fp32, time, fall back until the accuracy guard holds) behind ``edgellm compress``.
+- :mod:`~edgellm.pipeline.export_many`: one model for several targets at a named precision
+  (``edgellm export --target all``); :mod:`~edgellm.pipeline.target_matrix`: every
+  (target, format, precision) exported and benchmarked.
+- :class:`~edgellm.pipeline.recipe.Recipe` and :func:`~edgellm.pipeline.run.run_recipe`: one YAML from raw
+  text to a checked split deployment (content-hashed stages, skipped when unchanged, lineage in every
+  manifest); :mod:`~edgellm.pipeline.report`: ``report.md`` with tables and plots.
+
+Example:
+    >>> from edgellm.pipeline import compress
+    >>> res = compress("minilm", "int8-static", output="out/minilm-int8", max_accuracy_drop="cosine>=0.99")  # doctest: +SKIP
 """
 
+from edgellm.pipeline.compress_search import CompressResult, GuardError, compress
 from edgellm.pipeline.recipe import Recipe
 from edgellm.pipeline.run import Pipeline, run_recipe
 
-__all__ = ["Pipeline", "Recipe", "run_recipe"]
+__all__ = ["CompressResult", "GuardError", "Pipeline", "Recipe", "compress", "run_recipe"]

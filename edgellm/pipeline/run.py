@@ -410,9 +410,9 @@ class Pipeline:
         return f"{Path(item.model).name}-{item.label or item.recipe}"
 
     def _compress(self, item: CompressItem) -> dict[str, Any]:
-        from edgellm.compress.api import compress
         from edgellm.compress.evaluate import accuracy_text
         from edgellm.compress.quant import config_for
+        from edgellm.pipeline.compress_search import compress
 
         c = self.recipe.compress
         assert c is not None
@@ -491,7 +491,7 @@ class Pipeline:
         }
 
     def _export(self, m: str) -> dict[str, Any]:
-        from edgellm.bench.targets import MATRIX, export_matrix
+        from edgellm.pipeline.target_matrix import MATRIX, export_matrix
 
         e = self.recipe.export
         assert e is not None
@@ -527,8 +527,8 @@ class Pipeline:
 
     def _bench(self, m: str) -> dict[str, Any]:
         from edgellm.bench import bench_artifact
-        from edgellm.bench.targets import MatrixRow, bench_matrix
         from edgellm.export import Artifact
+        from edgellm.pipeline.target_matrix import MatrixRow, bench_matrix
 
         b = self.recipe.bench
         assert b is not None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from edgellm import plugins
 from edgellm.errors import EdgeLLMError
 from edgellm.runtime.base import RUNNERS, Runner, register_runner
 
@@ -43,8 +44,6 @@ def make_runner(model: Any, runtime: str | None = None, **options: Any) -> Runne
     if runtime in _MODULES:
         importlib.import_module(_MODULES[runtime])
     if runtime not in RUNNERS:
-        from edgellm import plugins
-
         plugins.load("edgellm.runners", runtime)  # a plugin package may provide it
     if runtime not in RUNNERS:
         raise EdgeLLMError(f"unknown runtime '{runtime}'", f"available: {', '.join(sorted(_MODULES))}")

@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
+from edgellm import plugins
 from edgellm.errors import EdgeLLMError
 from edgellm.models.adapter import TensorSpec
 
@@ -70,3 +71,11 @@ def register_runner(name: str):
         return cls
 
     return deco
+
+
+@plugins.accepts("edgellm.runners")
+def _accept_plugin(name: str, obj: object) -> None:
+    if not isinstance(obj, type):
+        raise TypeError(f"{obj!r} is not a runner class")
+    obj.runtime = getattr(obj, "runtime", None) or name
+    RUNNERS.setdefault(name, obj)

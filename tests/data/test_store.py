@@ -142,7 +142,7 @@ def test_cli_data_store_round_trip(tmp_path, capsys):
 def test_an_artifact_calibrated_on_a_dataset_version_carries_it(tmp_path, small_llm):
     pytest.importorskip("onnxruntime")
     from edgellm.data import pydoc_topics
-    from edgellm.export.multi import export_at
+    from edgellm.pipeline.export_many import export_at
 
     d = tmp_path / "calib"
     d.mkdir()

@@ -14,7 +14,7 @@ from edgellm.hub import Hub
 
 @pytest.fixture(scope="module")
 def int8(small_lm, tmp_path_factory):
-    from edgellm.compress.api import compress
+    from edgellm.pipeline.compress_search import compress
 
     out = tmp_path_factory.mktemp("cmp") / "int8"
     return compress(

@@ -69,9 +69,9 @@ def test_minilm_learns_to_classify_held_out_sentences(trained):
 
 
 def test_the_saved_classifier_reloads_exports_and_quantizes(trained, tmp_path):
-    from edgellm.compress.api import compress
     from edgellm.export import export
     from edgellm.models import load
+    from edgellm.pipeline.compress_search import compress
     from edgellm.runtime import make_runner
 
     data, _, out = trained

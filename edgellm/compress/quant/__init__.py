@@ -17,6 +17,7 @@ from edgellm.compress.quant.config import (
     SmoothQuant,
     config_for,
 )
+from edgellm.compress.quant.methods import METHODS, register_method
 from edgellm.compress.quant.quantize import (
     QuantLinear,
     apply_quant,
@@ -28,6 +29,7 @@ from edgellm.compress.quant.quantize import (
 from edgellm.compress.quant.spec import LayerQuant, QuantSpec
 
 __all__ = [
+    "METHODS",
     "RECIPES",
     "Int4WeightOnly",
     "Int8Dynamic",
@@ -43,4 +45,5 @@ __all__ = [
     "layer_sensitivity",
     "quantizable_layers",
     "quantize",
+    "register_method",
 ]

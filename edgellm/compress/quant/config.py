@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
+from edgellm import plugins
 from edgellm.errors import EdgeLLMError
 
 SCHEMA_VERSION = 1
@@ -38,6 +39,11 @@ class QuantConfig:
         if self.auto_keep < 0:
             raise EdgeLLMError(f"auto_keep={self.auto_keep} is negative", "use 0 or a positive layer count")
 
+    @property
+    def needs_calibration(self) -> bool:
+        """Whether :func:`~edgellm.compress.quant.quantize` needs calibration batches for this config."""
+        return self.auto_keep > 0
+
     def to_dict(self) -> dict[str, Any]:
         return {"recipe": self.recipe, "schema_version": SCHEMA_VERSION, **asdict(self)}
 
@@ -55,6 +61,10 @@ class Int8Dynamic(QuantConfig):
     recipe: ClassVar[str] = "int8-dynamic"
     per_channel: bool = True
     smoothquant_alpha: float | None = None
+
+    @property
+    def needs_calibration(self) -> bool:
+        return self.smoothquant_alpha is not None or self.auto_keep > 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -85,6 +95,10 @@ class Int8Static(QuantConfig):
     per_channel: bool = True
     smoothquant_alpha: float | None = None
     symmetric_activations: bool = False
+
+    @property
+    def needs_calibration(self) -> bool:  # activation ranges come from calibration
+        return True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -132,6 +146,10 @@ class Int4WeightOnly(QuantConfig):
     def recipe(self) -> str:  # type: ignore[override]
         return f"w4a16-{self.method}"
 
+    @property
+    def needs_calibration(self) -> bool:  # GPTQ's Hessian, AWQ's activation scales
+        return self.method in ("gptq", "awq") or self.auto_keep > 0
+
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.method not in INT4_METHODS:
@@ -157,11 +175,16 @@ RECIPES: dict[str, Any] = {
 }
 
 
+@plugins.accepts("edgellm.quant_methods")
+def _accept_plugin(name: str, obj: Any) -> None:
+    if not callable(obj):
+        raise TypeError(f"{obj!r} is not callable")
+    RECIPES.setdefault(name, obj)
+
+
 def config_for(recipe: str, **kwargs: Any) -> QuantConfig:
     """The config of a named recipe (``int8-static``, ``w4a16-gptq``...) with overrides."""
     if recipe not in RECIPES:
-        from edgellm import plugins
-
         plugins.load("edgellm.quant_methods", recipe)  # a plugin package may provide it
     if recipe not in RECIPES:
         raise EdgeLLMError(f"unknown recipe '{recipe}'", f"use one of: {', '.join([*RECIPES, 'auto'])}")

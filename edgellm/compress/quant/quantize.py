@@ -12,18 +12,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgellm.compress.quant.awq import awq_clip, awq_quantize, awq_search
-from edgellm.compress.quant.config import Int4WeightOnly, Int8Dynamic, Int8Static, QuantConfig
-from edgellm.compress.quant.gptq import gptq_quantize
-from edgellm.compress.quant.observers import Observer, activation_range, run_calibration
-from edgellm.compress.quant.primitives import (
-    activation_qparams,
-    fake_quant_activation,
-    fake_quant_dynamic,
-    quantize_weight,
-    symmetric_activation_scale,
-    weight_grid,
-)
+from edgellm.compress.quant.config import QuantConfig
+from edgellm.compress.quant.methods import method_for
+from edgellm.compress.quant.primitives import fake_quant_activation, fake_quant_dynamic
 from edgellm.compress.quant.spec import LayerQuant, QuantSpec
 from edgellm.errors import EdgeLLMError
 
@@ -54,16 +45,6 @@ def matches(name: str, patterns: tuple[str, ...]) -> str | None:
     return None
 
 
-def needs_calibration(config: QuantConfig) -> bool:
-    if isinstance(config, Int8Static):
-        return True
-    if isinstance(config, Int8Dynamic) and config.smoothquant_alpha is not None:
-        return True
-    if isinstance(config, Int4WeightOnly):
-        return config.method in ("gptq", "awq") or config.auto_keep > 0
-    return config.auto_keep > 0
-
-
 def quantize(
     model: Any, config: QuantConfig, calib: Feeds | None = None, *, calib_info: dict | None = None
 ) -> QuantSpec:
@@ -77,7 +58,7 @@ def quantize(
     Example:
         >>> spec = quantize(model, Int4WeightOnly(method="gptq", group_size=128), calib.feeds)  # doctest: +SKIP
     """
-    if needs_calibration(config) and not calib:
+    if config.needs_calibration and not calib:
         raise EdgeLLMError(
             f"recipe '{config.recipe}' needs calibration data", "pass calibration batches (--calib)"
         )
@@ -88,29 +69,9 @@ def quantize(
         )
     kept = {n: f"keep pattern '{p}'" for n in layers if (p := matches(n, config.keep))}
     targets = {n: m for n, m in layers.items() if n not in kept}
-    if isinstance(config, Int4WeightOnly):
-        for n, m in targets.items():
-            if m.in_features % config.group_size:
-                raise EdgeLLMError(
-                    f"group size {config.group_size} does not divide layer '{n}' ({m.in_features} inputs)",
-                    f"use a group size that divides {m.in_features}, or keep the layer with --keep '{n}'",
-                )
-    if isinstance(config, Int8Dynamic):
-        inv = (
-            smoothing(model, targets, config.smoothquant_alpha, calib or [])
-            if config.smoothquant_alpha is not None
-            else {}
-        )
-        qlayers = {
-            n: _int8_weight(n, m, config.per_channel, dynamic=True, input_scale=inv.get(n))
-            for n, m in targets.items()
-        }
-    elif isinstance(config, Int8Static):
-        qlayers = _static_int8(model, targets, config, calib or [])
-    else:
-        qlayers = _int4(model, targets, config, calib or [])
+    qlayers = method_for(config)(model, targets, config, calib or [])
     cal: dict[str, Any] = {}
-    if calib and needs_calibration(config):
+    if calib and config.needs_calibration:
         masks = [f.get("attention_mask") for f in calib]
         cal = {
             "batches": len(calib),
@@ -140,110 +101,6 @@ def quantize_cached(
         base.calibration["sensitivity"] = {n: float(f"{v:.4g}") for n, v in sens.items()}
     spec = keep_most_sensitive(model, base, calib or [], config.auto_keep)
     return dataclasses.replace(spec, config=config.to_dict(), recipe=config.recipe)
-
-
-def _int8_weight(
-    name: str,
-    m: nn.Linear,
-    per_channel: bool,
-    *,
-    dynamic: bool = False,
-    input_scale: torch.Tensor | None = None,
-) -> LayerQuant:
-    w = m.weight.detach().float()
-    if input_scale is not None:
-        w = w / input_scale  # x * input_scale @ (W / input_scale)^T == x @ W^T
-    scale, zero = weight_grid(w, 8, None, True)
-    if not per_channel:
-        scale = torch.full_like(scale, float(scale.max()))
-    return LayerQuant(
-        name,
-        8,
-        None,
-        True,
-        quantize_weight(w, scale, zero, 8),
-        scale,
-        zero,
-        input_scale=input_scale,
-        dynamic_activation=dynamic,
-    )
-
-
-def smoothing(
-    model: Any, targets: dict[str, nn.Linear], alpha: float, calib: Feeds
-) -> dict[str, torch.Tensor]:
-    """SmoothQuant factors: per input channel ``s = max|x|^a / max|w|^(1-a)``; returns ``1 / s`` per layer.
-
-    Layers reading the same tensor (q/k/v) share one factor, computed over all their weights, so that
-    a fused runtime op can apply it once.
-    """
-    obs = Observer(targets, max_rows=0)
-    run_calibration(model, calib, obs)
-    inv: dict[str, torch.Tensor] = {}
-    for group in obs.groups():
-        act = obs.stats[group[0]].absmax.clamp(min=1e-5)
-        wmax = (
-            torch.stack([targets[n].weight.detach().abs().amax(dim=0) for n in group]).amax(0).clamp(min=1e-5)
-        )
-        s = (act.pow(alpha) / wmax.pow(1 - alpha)).clamp(min=1e-5)
-        for n in group:
-            inv[n] = 1.0 / s
-    return inv
-
-
-def _static_int8(
-    model: Any, targets: dict[str, nn.Linear], cfg: Int8Static, calib: Feeds
-) -> dict[str, LayerQuant]:
-    inv = smoothing(model, targets, cfg.smoothquant_alpha, calib) if cfg.smoothquant_alpha is not None else {}
-    obs = Observer(targets, max_rows=512 if cfg.calibration != "minmax" else 0)
-    obs.transform = inv
-    run_calibration(model, calib, obs)
-    out = {}
-    for n, m in targets.items():
-        lq = _int8_weight(n, m, cfg.per_channel, input_scale=inv.get(n))
-        lo, hi = activation_range(obs.stats[n], cfg.calibration, cfg.percentile)
-        if cfg.symmetric_activations:
-            lq.act_scale, lq.act_zero_point, lq.act_signed = symmetric_activation_scale(lo, hi), 0, True
-        else:
-            lq.act_scale, lq.act_zero_point = activation_qparams(lo, hi)
-        # the output's min/max grid: runtimes whose int8 kernels emit int8 (TFLite) requantize to it
-        lq.out_scale, lq.out_zero_point = activation_qparams(obs.stats[n].out_lo, obs.stats[n].out_hi)
-        out[n] = lq
-    return out
-
-
-def _int4(
-    model: Any, targets: dict[str, nn.Linear], cfg: Int4WeightOnly, calib: Feeds
-) -> dict[str, LayerQuant]:
-    g, sym = cfg.group_size, cfg.symmetric
-    stats = None
-    if cfg.method in ("gptq", "awq"):
-        obs = Observer(targets, hessian=cfg.method == "gptq", max_rows=1024 if cfg.method == "awq" else 0)
-        run_calibration(model, calib, obs)
-        stats = obs.stats
-    out = {}
-    for n, m in targets.items():
-        w = m.weight.detach().float()
-        input_scale = None
-        if cfg.method == "gptq":
-            q, scale, zero = gptq_quantize(
-                w, stats[n].hessian, bits=4, group_size=g, symmetric=sym, damp=cfg.damp
-            )
-        elif cfg.method == "awq":
-            st = stats[n]
-            rows = st.sample_rows()
-            s, _alpha = awq_search(
-                w, st.abssum / max(st.rows, 1), rows, bits=4, group_size=g, symmetric=sym, grid=cfg.awq_grid
-            )
-            # then AWQ's clipping search on the scaled weights, against the scaled inputs
-            clipped = awq_clip(w * s, rows / s, bits=4, group_size=g, symmetric=sym)
-            q, scale, zero = awq_quantize(clipped, torch.ones_like(s), bits=4, group_size=g, symmetric=sym)
-            input_scale = None if bool(torch.all(s == 1)) else 1.0 / s
-        else:
-            scale, zero = weight_grid(w, 4, g, sym)
-            q = quantize_weight(w, scale, zero, 4)
-        out[n] = LayerQuant(n, 4, g, sym, q, scale, zero, input_scale=input_scale)
-    return out
 
 
 class QuantLinear(nn.Module):

@@ -88,9 +88,9 @@ def export_matrix(
     """
     from edgellm.compress.quant import Int8Dynamic, Int8Static, quantize
     from edgellm.export import export
-    from edgellm.export.multi import calibration_feeds
     from edgellm.export.tflite import outlier_output_layers
     from edgellm.models import ModelAdapter, load
+    from edgellm.pipeline.export_many import calibration_feeds
 
     say = log or (lambda _m: None)
     adapter = model if isinstance(model, ModelAdapter) else load(model)

@@ -5,7 +5,7 @@ bundled corpus, or on the given text); each target then gets its preferred forma
 cannot take the precision is reported with the reason instead of failing the whole run.
 
 Example:
-    >>> from edgellm.export.multi import export_many
+    >>> from edgellm.pipeline.export_many import export_many
     >>> rows = export_many("minilm", ["x86-server", "snapdragon-865"], precision="int8")  # doctest: +SKIP
 """
 
@@ -83,7 +83,6 @@ def export_at(
     ``seq_len`` in ``options`` reaches only formats with static shapes (TFLite).
     """
     from edgellm.compress.quant import quantize
-    from edgellm.compress.quant.quantize import needs_calibration
     from edgellm.export.base import choose_format, export
     from edgellm.targets import load_target
 
@@ -95,7 +94,7 @@ def export_at(
         key = repr(cfg)
         if key not in cache:
             feeds, info = None, None
-            if needs_calibration(cfg):
+            if cfg.needs_calibration:
                 if "calibration" not in cache:
                     cache["calibration"] = calibration_batches(adapter, calib)
                 feeds, info = cache["calibration"].feeds, cache["calibration"].describe()

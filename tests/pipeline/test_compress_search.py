@@ -7,11 +7,11 @@ import pytest
 import yaml
 
 from edgellm.cli import main
-from edgellm.compress.api import GuardError, compress, fallbacks
 from edgellm.compress.guard import parse_guard
 from edgellm.compress.quant import Int4WeightOnly, Int8Dynamic, Int8Static, SmoothQuant
 from edgellm.errors import EdgeLLMError
 from edgellm.export import Artifact
+from edgellm.pipeline.compress_search import GuardError, compress, fallbacks
 
 
 def test_guard_parsing():

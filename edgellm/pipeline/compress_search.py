@@ -132,13 +132,13 @@ def compress(
         :class:`CompressResult` with the verified artifact and the report.
 
     Example:
-        >>> from edgellm.compress import compress
+        >>> from edgellm.pipeline import compress
         >>> res = compress("minilm", "int8-dynamic", output="out/minilm-int8", max_accuracy_drop="cosine>=0.99")  # doctest: +SKIP
     """
     from edgellm.bench import p50_side_by_side
     from edgellm.compress.calibration import corpus_parts, make_batches
     from edgellm.compress.evaluate import CachedRunner, evaluate
-    from edgellm.compress.quant.quantize import needs_calibration, quantize_cached
+    from edgellm.compress.quant.quantize import quantize_cached
     from edgellm.export import Artifact, export
     from edgellm.models import ModelAdapter, load
     from edgellm.runtime import make_runner
@@ -161,7 +161,7 @@ def compress(
         else [config]  # type: ignore[index]
     )
     calib_b = None
-    if any(needs_calibration(c) for c in candidates) or guard is not None:
+    if any(c.needs_calibration for c in candidates) or guard is not None:
         calib_b = make_batches(adapter, train_docs, calib_src, max_sequences=calib_sequences)
     info = {"calibration": calib_b.describe() if calib_b else None, "evaluation": eval_b.describe()}
     reference = CachedRunner(make_runner(adapter, "torch"))  # fp32 outputs computed once for all tries
