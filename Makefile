@@ -47,9 +47,11 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_prune.py
 	$(PY) benchmarks/split_netem.py   # root on Linux; skipped with the reason otherwise
 
+# style, then the architecture: the import-linter contracts in pyproject.toml (docs/architecture.md)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .

@@ -11,32 +11,79 @@ from pathlib import Path
 from typing import Any
 
 from edgellm import plugins
-from edgellm.errors import ExportError
+from edgellm.errors import ExportError, ParityError
 from edgellm.export.artifact import Artifact, write_manifest
-from edgellm.export.validate import Tolerance
+from edgellm.export.validate import Tolerance, check_parity, passes, summary
 from edgellm.utils.fs import atomic_dir
 
 
-class Exporter(ABC):
-    """Lowers a model to one format, validates it against the reference, and returns manifest fields.
+class SkipVariant(Exception):
+    """Raised by :meth:`Exporter.lower` when a variant cannot be built (e.g. no fusion applied): the
+    next variant is tried, and the reason is recorded in the manifest."""
 
-    Subclasses write the model file(s) into ``workdir`` and raise :class:`~edgellm.errors.ParityError`
-    when the lowered model disagrees with the reference beyond the tolerance.
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Exporter(ABC):
+    """Lowers a model to one format; :func:`export` validates what it wrote against the reference.
+
+    The contract: :meth:`lower` writes the model file(s) of one *variant* into ``workdir`` and returns
+    the manifest fields; :meth:`runner` opens what was written. :func:`export` then compares that runner
+    with :meth:`reference` on fixed and random inputs, once, for every exporter: a variant that fails
+    parity is dropped for the next one (:meth:`variants`, in order of preference), and when the last one
+    fails nothing is written and :class:`~edgellm.errors.ParityError` names the outputs and the fix.
     """
 
     format: str = ""
+    quant: Any = None  # the QuantSpec lowered, if any
+
+    def variants(self, model: Any) -> list[str]:
+        """The variants to try, best first (e.g. ONNX: ``["fused", "plain"]``)."""
+        return ["default"]
 
     @abstractmethod
-    def lower(self, model: Any, target: Any, workdir: Path, tolerance: Tolerance) -> dict[str, Any]: ...
+    def lower(self, model: Any, target: Any, workdir: Path, variant: str) -> dict[str, Any]:
+        """Write ``variant`` of the model into ``workdir`` (replacing an earlier variant's files) and
+        return the manifest fields, without ``parity``."""
+
+    @abstractmethod
+    def runner(self, workdir: Path, fields: dict[str, Any], model: Any) -> Any:
+        """A runner over the file(s) :meth:`lower` wrote, with the model's input/output specs."""
 
     def reference(self, model: Any) -> Any:
         """The torch model this exporter validates against: fp32, or fake-quantized by the QuantSpec."""
-        spec = getattr(self, "quant", None)
-        if spec is None:
+        if self.quant is None:
             return model
         from edgellm.compress.quant import apply_quant
 
-        return apply_quant(model, spec)
+        return apply_quant(model, self.quant)
+
+    def reference_label(self, model: Any) -> str:
+        return "torch fp32" if self.quant is None else f"torch fake-quantized ({self.quant.recipe})"
+
+    def describe(self, model: Any) -> str:
+        """How a parity error names the artifact, e.g. ``ONNX export of 'minilm'``."""
+        return f"{self.format} export of '{model.name}'"
+
+    def parity_hint(self, model: Any) -> str:
+        return "loosen --atol/--min-cosine"
+
+    def variant_info(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """What the manifest records about a variant that failed parity (besides the reason)."""
+        return {}
+
+    def finish(
+        self, model: Any, fields: dict[str, Any], runner: Any, variant: str, rejected: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        """After parity passed: complete ``fields`` (e.g. the variants that were rejected) and return more
+        parity figures for the manifest (e.g. against fp32 when the reference is quantized)."""
+        return {}
+
+    def close(self) -> None:
+        """Free what :meth:`lower` kept between variants."""
+        return None
 
 
 EXPORTERS: dict[str, type[Exporter]] = {}
@@ -149,7 +196,10 @@ def export(
     with atomic_dir(output, force=force) as tmp:
         if tolerance is None:  # integer rounding amplifies float differences: compare direction only
             tolerance = Tolerance() if spec is None else Tolerance.quantized()
-        fields = exporter.lower(adapter, tgt, tmp, tolerance)
+        try:
+            fields = lower_validated(exporter, adapter, tgt, tmp, tolerance)
+        finally:
+            exporter.close()
         extra = dict(manifest_extra or {})
         if _LINEAGE.get() is not None:
             extra.setdefault("lineage", _LINEAGE.get())
@@ -158,6 +208,51 @@ def export(
             extra.setdefault("pruning", json.loads(pruning.read_text()))
         write_manifest(tmp, {**fields, **extra})
     return Artifact.load(output)
+
+
+def lower_validated(
+    exporter: Exporter, model: Any, target: Any, workdir: Path, tolerance: Tolerance
+) -> dict[str, Any]:
+    """The parity check of every export: each variant is lowered and compared with the reference on
+    fixed and random inputs; the first that passes is kept, with its figures in ``fields["parity"]``."""
+    reference = exporter.reference(model)
+    rejected: list[dict[str, Any]] = []
+    fields: dict[str, Any] = {}
+    runner = parity = None
+    for variant in exporter.variants(model):
+        try:
+            fields = exporter.lower(model, target, workdir, variant)
+        except SkipVariant as skip:
+            rejected.append({"variant": variant, "reason": skip.reason})
+            continue
+        runner = exporter.runner(workdir, fields, model)
+        parity = check_parity(reference, runner)
+        if passes(parity["fixed"], tolerance) and passes(parity["random"], tolerance):
+            break
+        reason = "failed parity: " + summary(parity["random"])
+        rejected.append({"variant": variant, **exporter.variant_info(fields), "reason": reason})
+    else:
+        if parity is None:
+            raise ExportError(
+                f"no variant of the {exporter.format} export of '{model.name}' could be built: "
+                + "; ".join(f"{r['variant']}: {r['reason']}" for r in rejected),
+                "export with other options (e.g. --no-optimize)",
+            )
+        raise ParityError(
+            f"{exporter.describe(model)} disagrees with {exporter.reference_label(model)} beyond tolerance "
+            f"(max_abs {tolerance.max_abs}, cosine {tolerance.min_cosine}): fixed {summary(parity['fixed'])}; "
+            f"random {summary(parity['random'])}",
+            exporter.parity_hint(model),
+        )
+    extra = exporter.finish(model, fields, runner, variant, rejected)
+    fields["parity"] = {
+        **parity,
+        "tolerance": tolerance.to_dict(),
+        "passed": True,
+        "reference": exporter.reference_label(model),
+        **extra,
+    }
+    return fields
 
 
 def choose_format(target: Any, fmt: str | None = None) -> str:
@@ -197,7 +292,22 @@ def parity_reference(model: Any, fmt: str, **options: Any) -> Any:
 
 
 def _load_exporters() -> None:
-    import edgellm.export.onnx_server
-    import edgellm.export.ort_mobile
-    import edgellm.export.tensorrt
-    import edgellm.export.tflite  # noqa: F401  (registers "tflite")
+    """Import every module of this package once, so each ``@register_exporter`` runs: adding a format is
+    one new module. Exporters import their SDK when they lower, so this stays cheap; a module whose
+    own imports are missing registers nothing (its format is then reported as unavailable)."""
+    global _loaded
+    if _loaded:
+        return
+    import importlib
+    import pkgutil
+
+    import edgellm.export as package
+
+    for info in pkgutil.iter_modules(package.__path__):
+        if not info.name.startswith("_"):
+            with contextlib.suppress(ImportError):
+                importlib.import_module(f"{package.__name__}.{info.name}")
+    _loaded = True
+
+
+_loaded = False

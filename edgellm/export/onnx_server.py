@@ -3,8 +3,9 @@
 Steps: export (TorchScript exporter for encoders, whose graphs ONNX Runtime fuses fully into
 ``Attention``/``EmbedLayerNormalization``; the dynamo exporter for decoders and plain modules; each
 falls back to the other), fuse with ``onnxruntime.transformers.optimizer`` where the family has a
-fusion recipe, save (external data past ~1.8 GiB), validate in ONNX Runtime against torch. A fused
-graph that fails parity is dropped for the unfused one, and the manifest says so.
+fusion recipe, save (external data past ~1.8 GiB); :func:`~edgellm.export.export` validates it in ONNX
+Runtime against torch. The variants are ``fused`` then ``plain``: a fused graph that fails parity is
+dropped for the unfused one, and the manifest says so.
 """
 
 from __future__ import annotations
@@ -16,10 +17,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from edgellm.errors import ExportError, ParityError, require
+from edgellm.errors import ExportError, require
 from edgellm.export.artifact import model_fields
-from edgellm.export.base import Exporter, register_exporter
-from edgellm.export.validate import Tolerance, check_parity, passes, summary
+from edgellm.export.base import Exporter, SkipVariant, register_exporter
 from edgellm.models.families import FAMILIES
 
 MODEL_FILE = "model.onnx"
@@ -80,73 +80,28 @@ class OnnxServerExporter(Exporter):
         self.raw_cache = Path(raw_cache) if raw_cache is not None else None
         # INT4 as standard DequantizeLinear (int4, blocked, opset 21) + MatMul instead of MatMulNBits
         self.standard_int4 = False
+        self._raw: tuple[Path, str, list[dict[str, str]], bool] | None = None
 
-    def lower(self, model: Any, target: Any, workdir: Path, tolerance: Tolerance) -> dict[str, Any]:
+    def variants(self, model: Any) -> list[str]:
+        family = FAMILIES.get(model.family)
+        fusable = self.options.optimize and family is not None and family.ort_model_type
+        return ["fused", "plain"] if fusable else ["plain"]
+
+    def lower(self, model: Any, target: Any, workdir: Path, variant: str) -> dict[str, Any]:
         require("onnx", "onnx", "the ONNX exporter")
         require("onnxruntime", "onnx", "validating an ONNX export")
-        opts, spec = self.options, self.quant
-        reference = model
-        if spec is not None:
-            from edgellm.compress.quant import apply_quant
-
-            reference = apply_quant(model, spec)
-        family = FAMILIES.get(model.family)
-        variants = (
-            ["fused", "plain"]
-            if opts.optimize and family is not None and family.ort_model_type
-            else ["plain"]
-        )
-        rejected: list[dict[str, Any]] = []
-        dst = workdir / MODEL_FILE
-        with tempfile.TemporaryDirectory(prefix=".raw-", dir=workdir.parent) as rawdir:
-            raw = Path(rawdir) / MODEL_FILE
-            cache = self.raw_cache
-            if cache is not None and (cache / "export.json").is_file():
-                for f in cache.iterdir():
-                    shutil.copy2(f, rawdir)
-                (Path(rawdir) / "export.json").unlink()
-                used, attempts = json.loads((cache / "export.json").read_text())
-            else:
-                used, attempts = _export(model, raw, opts)
-                if cache is not None:
-                    cache.mkdir(parents=True, exist_ok=True)
-                    for f in Path(rawdir).iterdir():
-                        shutil.copy2(f, cache)
-                    (cache / "export.json").write_text(json.dumps([used, attempts]))
-            big = sum(f.stat().st_size for f in Path(rawdir).iterdir()) > opts.external_data_threshold
-            for variant in variants:
-                for f in (dst, workdir / DATA_FILE):
-                    f.unlink(missing_ok=True)
-                fusion, lowered = self._build(raw, dst, model, family, variant, big)
-                if variant == "fused" and not fusion["applied"]:
-                    rejected.append({"variant": "fused", "reason": fusion.get("reason", "no fusion applied")})
-                    continue
-                runner = _runner(dst, model)
-                parity = check_parity(reference, runner)
-                ok = passes(parity["fixed"], tolerance) and passes(parity["random"], tolerance)
-                if ok:
-                    break
-                rejected.append(
-                    {
-                        "variant": variant,
-                        "ops": fusion.get("ops", {}),
-                        "reason": "failed parity: " + summary(parity["random"]),
-                    }
-                )
-            if not ok:
-                raise ParityError(
-                    f"ONNX export of '{model.name}' disagrees with {'the fake-quantized ' if spec else ''}torch model "
-                    f"beyond tolerance (max_abs {tolerance.max_abs}, cosine {tolerance.min_cosine}): "
-                    f"fixed {summary(parity['fixed'])}; random {summary(parity['random'])}",
-                    "try --exporter torchscript/dynamo or --no-optimize, or loosen --atol/--min-cosine",
-                )
-            if variant == "plain" and rejected:
-                fusion = {"applied": False, "rejected": rejected}
-            inputs = runner.inputs
-        if model.tokenizer is not None:
-            model.tokenizer.save_pretrained(workdir / "tokenizer")
         import onnx
 
+        opts, spec = self.options, self.quant
+        raw, used, attempts, big = self._raw_export(model, workdir.parent)
+        dst = workdir / MODEL_FILE
+        for f in (dst, workdir / DATA_FILE):
+            f.unlink(missing_ok=True)
+        fusion, lowered = self._build(raw, dst, model, FAMILIES.get(model.family), variant, big)
+        if variant == "fused" and not fusion["applied"]:
+            raise SkipVariant(fusion.get("reason", "no fusion applied"))
+        if model.tokenizer is not None and not (workdir / "tokenizer").is_dir():
+            model.tokenizer.save_pretrained(workdir / "tokenizer")
         opset = next(
             (
                 o.version
@@ -180,18 +135,59 @@ class OnnxServerExporter(Exporter):
             "task": model.task,
             "model_file": MODEL_FILE,
             "model": model_fields(model),
-            "inputs": [s.to_dict() for s in inputs],
             "outputs": [s.to_dict() for s in model.outputs],
-            "value_ranges": {k: v for k, v in model.int_high.items() if k in {s.name for s in inputs}},
             "calibration_dataset": (spec.calibration or None) if spec is not None else None,
             "recipe": recipe,
-            "parity": {
-                **parity,
-                "tolerance": tolerance.to_dict(),
-                "passed": True,
-                "reference": "torch fp32" if spec is None else f"torch fake-quantized ({spec.recipe})",
-            },
         }
+
+    def runner(self, workdir: Path, fields: dict[str, Any], model: Any) -> Any:
+        return onnx_runner(workdir / fields["model_file"], model)
+
+    def describe(self, model: Any) -> str:
+        return f"ONNX export of '{model.name}'"
+
+    def parity_hint(self, model: Any) -> str:
+        return "try --exporter torchscript/dynamo or --no-optimize, or loosen --atol/--min-cosine"
+
+    def variant_info(self, fields: dict[str, Any]) -> dict[str, Any]:
+        return {"ops": fields["recipe"]["fusion"].get("ops", {})}
+
+    def finish(
+        self, model: Any, fields: dict[str, Any], runner: Any, variant: str, rejected: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        if variant == "plain" and rejected:
+            fields["recipe"]["fusion"] = {"applied": False, "rejected": rejected}
+        names = {s.name for s in runner.inputs}  # the graph may drop an input it never reads
+        fields["inputs"] = [s.to_dict() for s in runner.inputs]
+        fields["value_ranges"] = {k: v for k, v in model.int_high.items() if k in names}
+        return {}
+
+    def _raw_export(self, model: Any, scratch: Path) -> tuple[Path, str, list[dict[str, str]], bool]:
+        """The plain fp32 ONNX export, made once for all variants (and reused from ``raw_cache``)."""
+        if self._raw is None:
+            rawdir = Path(tempfile.mkdtemp(prefix=".raw-", dir=scratch))
+            cache = self.raw_cache
+            if cache is not None and (cache / "export.json").is_file():
+                for f in cache.iterdir():
+                    shutil.copy2(f, rawdir)
+                (rawdir / "export.json").unlink()
+                used, attempts = json.loads((cache / "export.json").read_text())
+            else:
+                used, attempts = _export(model, rawdir / MODEL_FILE, self.options)
+                if cache is not None:
+                    cache.mkdir(parents=True, exist_ok=True)
+                    for f in rawdir.iterdir():
+                        shutil.copy2(f, cache)
+                    (cache / "export.json").write_text(json.dumps([used, attempts]))
+            big = sum(f.stat().st_size for f in rawdir.iterdir()) > self.options.external_data_threshold
+            self._raw = (rawdir, used, attempts, big)
+        rawdir, used, attempts, big = self._raw
+        return rawdir / MODEL_FILE, used, attempts, big
+
+    def close(self) -> None:
+        if self._raw is not None:
+            shutil.rmtree(self._raw[0], ignore_errors=True)
+            self._raw = None
 
     def _build(self, raw: Path, dst: Path, model: Any, family: Any, variant: str, big: bool):
         """Fuse (``fused``) or not (``plain``), lower the QuantSpec if any, save to ``dst``."""
@@ -231,7 +227,9 @@ class OnnxServerExporter(Exporter):
         return fusion, lowered
 
 
-def _runner(path: Path, model: Any) -> Any:
+def onnx_runner(path: Path, model: Any) -> Any:
+    """An ONNX Runtime runner over ``path`` with the model's input/output specs (inputs the graph dropped
+    left out)."""
     from edgellm.runtime.ort_runner import OrtRunner
 
     runner = OrtRunner(path)

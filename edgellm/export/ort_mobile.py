@@ -1,10 +1,10 @@
 """ONNX Runtime mobile artifacts: the ``.ort`` format plus the operator configuration for a reduced
 build (``required_operators.config``), for Android/iOS/embedded arm64.
 
-The model is first lowered and validated exactly as for the server (fp32, or a QuantSpec: INT8 as
+The model is first lowered exactly as for the server (fp32, or a QuantSpec: INT8 as
 ``DynamicQuantizeMatMul``/QDQ with uint8 activations and int8 weights, the combination ONNX Runtime's
 arm64 kernels run with dot-product instructions), then converted with ONNX Runtime's own converter
-for ``target_platform="arm"`` and validated again from the ``.ort`` file on this host.
+for ``target_platform="arm"``; :func:`~edgellm.export.export` validates the ``.ort`` file on this host.
 """
 
 from __future__ import annotations
@@ -17,9 +17,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from edgellm.errors import ExportError, ParityError, require
+from edgellm.errors import ExportError, require
 from edgellm.export.base import Exporter, register_exporter
-from edgellm.export.validate import Tolerance, check_parity, passes, summary
 
 ORT_FILE = "model.ort"
 OPS_FILE = "required_operators.config"
@@ -35,13 +34,18 @@ class OrtMobileExporter(Exporter):
         self.quant = quant
         self.onnx = OnnxServerExporter(quant=quant, **options)
 
-    def lower(self, model: Any, target: Any, workdir: Path, tolerance: Tolerance) -> dict[str, Any]:
+    def variants(self, model: Any) -> list[str]:
+        return self.onnx.variants(model)
+
+    def lower(self, model: Any, target: Any, workdir: Path, variant: str) -> dict[str, Any]:
         require("onnxruntime", "onnx", "the ONNX Runtime mobile exporter")
         from onnxruntime.tools import convert_onnx_models_to_ort as conv
 
+        for f in (workdir / ORT_FILE, workdir / OPS_FILE):
+            f.unlink(missing_ok=True)
         with tempfile.TemporaryDirectory(prefix=".onnx-", dir=workdir.parent) as tmp:
             tmpdir = Path(tmp)
-            fields = self.onnx.lower(model, target, tmpdir, tolerance)
+            fields = self.onnx.lower(model, target, tmpdir, variant)
             out = tmpdir / "ort"
             logging.getLogger("ort_format_model.utils").setLevel(logging.WARNING)
             try:
@@ -65,19 +69,8 @@ class OrtMobileExporter(Exporter):
                 )
             shutil.move(str(ort_files[0]), workdir / ORT_FILE)
             shutil.move(str(configs[0]), workdir / OPS_FILE)
-            if (tmpdir / "tokenizer").is_dir():
+            if (tmpdir / "tokenizer").is_dir() and not (workdir / "tokenizer").is_dir():
                 shutil.copytree(tmpdir / "tokenizer", workdir / "tokenizer")
-        from edgellm.compress.quant import apply_quant
-        from edgellm.export.onnx_server import _runner
-
-        reference = apply_quant(model, self.quant) if self.quant is not None else model
-        runner = _runner(workdir / ORT_FILE, model)
-        parity = check_parity(reference, runner)
-        if not (passes(parity["fixed"], tolerance) and passes(parity["random"], tolerance)):
-            raise ParityError(
-                f".ort model of '{model.name}' disagrees with the reference: random {summary(parity['random'])}",
-                "export with --no-optimize, or loosen --atol/--min-cosine",
-            )
         ops = [
             line.strip()
             for line in (workdir / OPS_FILE).read_text().splitlines()
@@ -91,11 +84,26 @@ class OrtMobileExporter(Exporter):
             "required_operators": ops,
             "config_file": OPS_FILE,
         }
-        fields["parity"] = {
-            **parity,
-            "tolerance": tolerance.to_dict(),
-            "passed": True,
-            "reference": fields["parity"]["reference"],
-            "onnx_parity": {k: fields["parity"][k] for k in ("fixed", "random")},
-        }
         return fields
+
+    def runner(self, workdir: Path, fields: dict[str, Any], model: Any) -> Any:
+        from edgellm.export.onnx_server import onnx_runner
+
+        return onnx_runner(workdir / ORT_FILE, model)
+
+    def describe(self, model: Any) -> str:
+        return f".ort model of '{model.name}'"
+
+    def parity_hint(self, model: Any) -> str:
+        return "export with --no-optimize, or loosen --atol/--min-cosine"
+
+    def variant_info(self, fields: dict[str, Any]) -> dict[str, Any]:
+        return self.onnx.variant_info(fields)
+
+    def finish(
+        self, model: Any, fields: dict[str, Any], runner: Any, variant: str, rejected: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        return self.onnx.finish(model, fields, runner, variant, rejected)
+
+    def close(self) -> None:
+        self.onnx.close()

@@ -18,7 +18,6 @@ from typing import Any
 
 from edgellm.errors import ExportError, MissingDependencyError
 from edgellm.export.base import Exporter, register_exporter
-from edgellm.export.validate import Tolerance
 
 PLAN_FILE = "model.plan"
 SCRIPT = "build_engine.sh"
@@ -108,12 +107,17 @@ class TensorRTExporter(Exporter):
         self.onnx = OnnxServerExporter(quant=quant, **options)
         self.onnx.standard_int4 = True
 
-    def lower(self, model: Any, target: Any, workdir: Path, tolerance: Tolerance) -> dict[str, Any]:
+    def variants(self, model: Any) -> list[str]:
+        return self.onnx.variants(model)
+
+    def lower(self, model: Any, target: Any, workdir: Path, variant: str) -> dict[str, Any]:
         import onnx
 
         with tempfile.TemporaryDirectory(prefix=".onnx-", dir=workdir.parent) as tmp:
-            fields = self.onnx.lower(model, target, Path(tmp), tolerance)
+            fields = self.onnx.lower(model, target, Path(tmp), variant)
             for f in Path(tmp).iterdir():
+                if (workdir / f.name).is_dir():
+                    shutil.rmtree(workdir / f.name)
                 shutil.move(str(f), workdir / f.name)
         graph = onnx.load(str(workdir / fields["model_file"]), load_external_data=False).graph
         foreign = [(n.op_type, n.domain, n.name) for n in graph.node if n.domain not in ("", "ai.onnx")]
@@ -145,6 +149,26 @@ class TensorRTExporter(Exporter):
             "validated_on": "onnxruntime CPU (the QDQ ONNX); the engine is validated where it is built",
         }
         return fields
+
+    def runner(self, workdir: Path, fields: dict[str, Any], model: Any) -> Any:
+        return self.onnx.runner(workdir, fields, model)  # the Q/DQ ONNX, in ONNX Runtime on this host
+
+    def describe(self, model: Any) -> str:
+        return f"TensorRT Q/DQ ONNX of '{model.name}'"
+
+    def parity_hint(self, model: Any) -> str:
+        return self.onnx.parity_hint(model)
+
+    def variant_info(self, fields: dict[str, Any]) -> dict[str, Any]:
+        return self.onnx.variant_info(fields)
+
+    def finish(
+        self, model: Any, fields: dict[str, Any], runner: Any, variant: str, rejected: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        return self.onnx.finish(model, fields, runner, variant, rejected)
+
+    def close(self) -> None:
+        self.onnx.close()
 
 
 def build_engine(artifact_dir: str | Path, *, workspace_gb: float = 4.0) -> Path:

@@ -29,10 +29,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-from edgellm.errors import ExportError, MissingDependencyError, ParityError
+from edgellm.errors import ExportError, MissingDependencyError
 from edgellm.export.artifact import model_fields
 from edgellm.export.base import Exporter, register_exporter
-from edgellm.export.validate import Tolerance, _max_positions, check_parity, passes, summary
+from edgellm.export.validate import check_parity, max_positions
 
 TFLITE_FILE = "model.tflite"
 PRECISIONS = ("fp32", "fp16")
@@ -110,6 +110,8 @@ class TFLiteExporter(Exporter):
             raise ExportError(f"seq_len {seq_len} must be positive", "use e.g. 128")
         self.quant, self.precision, self.seq_len = quant, precision, seq_len
         self.num_threads = num_threads or min(4, os.cpu_count() or 1)
+        self._runner: Any = None
+        self._built: tuple[Any, tuple[Any, Any, str]] | None = None
 
     @property
     def mode(self) -> str:
@@ -117,12 +119,12 @@ class TFLiteExporter(Exporter):
             return self.precision
         return "int8-full" if next(iter(self.quant.layers.values())).act_scale is not None else "int8-dynamic"
 
-    def lower(self, model: Any, target: Any, workdir: Path, tolerance: Tolerance) -> dict[str, Any]:
+    def lower(self, model: Any, target: Any, workdir: Path, variant: str) -> dict[str, Any]:
         require_litert("TFLite/LiteRT export")
         from edgellm.runtime.tflite_runner import TFLiteRunner, inspect_ops, read_ops
 
-        module, reference, ref_label = self._modules(model)
-        seq_len = min(self.seq_len, _max_positions(model))
+        module, _, _ = self._modules(model)
+        seq_len = min(self.seq_len, max_positions(model))
         data = _convert(model, module, seq_len, full_int=self.mode == "int8-full")
         if self.mode == "fp16":
             data = _quantize_bytes(data, "fp16")
@@ -140,27 +142,8 @@ class TFLiteExporter(Exporter):
                 "replace that layer with builtin-friendly torch ops, or keep the model on a server target",
             )
         runner = TFLiteRunner(dst, inputs=model.inputs, outputs=model.outputs, num_threads=self.num_threads)
+        self._runner = runner
         ops = inspect_ops(dst, runner.it)
-        parity = check_parity(reference, runner)
-        if not (passes(parity["fixed"], tolerance) and passes(parity["random"], tolerance)):
-            hint = (
-                "keep the most sensitive layers in fp32 (edgellm compress --max-accuracy-drop), or loosen "
-                "--atol/--min-cosine"
-            )
-            if self.mode == "int8-full" and (outliers := outlier_output_layers(self.quant)):
-                hint = "keep the layers whose outputs carry outliers in fp32: " + " ".join(
-                    f"--keep '{n}'" for n in outliers
-                )
-            raise ParityError(
-                f"TFLite model of '{model.name}' ({self.mode}) disagrees with {ref_label} beyond tolerance "
-                f"(max_abs {tolerance.max_abs}, cosine {tolerance.min_cosine}): fixed {summary(parity['fixed'])}; "
-                f"random {summary(parity['random'])}",
-                hint,
-            )
-        vs_fp32 = None
-        if self.quant is not None or self.mode == "fp16":
-            vs = check_parity(model, runner)
-            vs_fp32 = {k: vs[k] for k in ("fixed", "random")}
         if model.tokenizer is not None:
             model.tokenizer.save_pretrained(workdir / "tokenizer")
         spec = self.quant
@@ -213,14 +196,34 @@ class TFLiteExporter(Exporter):
             "value_ranges": dict(model.int_high),
             "calibration_dataset": (spec.calibration or None) if spec is not None else None,
             "recipe": recipe,
-            "parity": {
-                **parity,
-                "tolerance": tolerance.to_dict(),
-                "passed": True,
-                "reference": ref_label,
-                **({"vs_fp32": vs_fp32} if vs_fp32 else {}),
-            },
         }
+
+    def runner(self, workdir: Path, fields: dict[str, Any], model: Any) -> Any:
+        return self._runner  # opened by lower(), which read the file's ops and quantization through it
+
+    def reference_label(self, model: Any) -> str:
+        return self._modules(model)[2]
+
+    def describe(self, model: Any) -> str:
+        return f"TFLite model of '{model.name}' ({self.mode})"
+
+    def parity_hint(self, model: Any) -> str:
+        if self.mode == "int8-full" and (outliers := outlier_output_layers(self.quant)):
+            return "keep the layers whose outputs carry outliers in fp32: " + " ".join(
+                f"--keep '{n}'" for n in outliers
+            )
+        return (
+            "keep the most sensitive layers in fp32 (edgellm compress --max-accuracy-drop), or loosen "
+            "--atol/--min-cosine"
+        )
+
+    def finish(
+        self, model: Any, fields: dict[str, Any], runner: Any, variant: str, rejected: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        if self.quant is None and self.mode != "fp16":
+            return {}
+        vs = check_parity(model, runner)  # what the phone gets against the fp32 model
+        return {"vs_fp32": {k: vs[k] for k in ("fixed", "random")}}
 
     def reference(self, model: Any) -> Any:
         """The torch model this exporter's artifacts are validated against."""
@@ -228,7 +231,12 @@ class TFLiteExporter(Exporter):
 
     # -- building the torch module that is converted ----------------------------------------------
     def _modules(self, model: Any) -> tuple[Any, Any, str]:
-        """(module to convert, reference adapter, reference label)."""
+        """(module to convert, reference adapter, reference label), built once per model."""
+        if self._built is None or self._built[0] is not model:
+            self._built = (model, self._build_modules(model))
+        return self._built[1]
+
+    def _build_modules(self, model: Any) -> tuple[Any, Any, str]:
         import dataclasses
 
         import torch

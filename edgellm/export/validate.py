@@ -107,7 +107,7 @@ def check_parity(model: Any, runner: Any, *, seed: int = 0) -> dict[str, Any]:
     fixed = compare(model.run(full), runner.run(_subset(full, runner)), runner.outputs, full)
     has_seq = any("sequence" in s.shape for s in runner.inputs)
     batch_dyn = all(s.shape and isinstance(s.shape[0], str) for s in runner.inputs)
-    limit = min(_max_positions(model), getattr(runner, "max_seq", None) or 1 << 30)  # static-shape files
+    limit = min(max_positions(model), getattr(runner, "max_seq", None) or 1 << 30)  # static-shape files
     shapes = [(1, 7), (3, 33), (2, min(128, limit))] if has_seq else [(1, 0), (3, 0)]
     if not batch_dyn:
         shapes = [(int(runner.inputs[0].shape[0]), s) for _, s in shapes]
@@ -120,7 +120,7 @@ def check_parity(model: Any, runner: Any, *, seed: int = 0) -> dict[str, Any]:
     return {"fixed": fixed, "random": merge(runs), "random_shapes": used}
 
 
-def _max_positions(model: Any) -> int:
+def max_positions(model: Any) -> int:
     cfg = getattr(model, "config", None)
     for key in ("max_position_embeddings", "n_positions"):
         v = getattr(cfg, key, None)

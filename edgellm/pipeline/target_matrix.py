@@ -180,7 +180,7 @@ def bench_matrix(
     ).to_dict()
     p50 = {res["name"]: res["p50_ms"] for res in rep["results"]}
     flops = count_flops(model, batch, seq)
-    from edgellm.export.onnx_server import _runner as onnx_runner
+    from edgellm.export.onnx_server import onnx_runner
     from edgellm.export.validate import compare
 
     fixed = model.fixed_inputs()
