@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgellm.data.files import data_files
+from edgellm.data.store import version_files
 from edgellm.errors import EdgeLLMError
 
 DEFAULT_CORPUS = "pydoc"
@@ -52,9 +54,6 @@ def read_corpus(
         )
     if source is None or str(source) == DEFAULT_CORPUS:
         return pydoc_topics()
-    from edgellm.data.io import hidden
-    from edgellm.data.store import version_files
-
     versioned = version_files(str(source))  # STORE@REF: the shards of that dataset version
     if versioned is not None:
         docs: list[Document] = []
@@ -66,13 +65,7 @@ def read_corpus(
         raise EdgeLLMError(
             f"data path '{source}' does not exist", "give a .txt, .jsonl or a directory of them"
         )
-    files = (
-        sorted(
-            p for p in path.rglob("*") if p.suffix in (".txt", ".jsonl") and not hidden(p.relative_to(path))
-        )
-        if path.is_dir()
-        else [path]
-    )
+    files = [p for p in data_files(path) if p.suffix in (".txt", ".jsonl")] if path.is_dir() else [path]
     if path.is_dir() and not files:
         raise EdgeLLMError(
             f"data directory '{source}' has no .txt or .jsonl files", "add files or point to one"

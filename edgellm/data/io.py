@@ -24,6 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgellm.data.corpus import DEFAULT_CORPUS, pydoc_topics
+from edgellm.data.files import data_files
+from edgellm.data.store import version_files
 from edgellm.errors import EdgeLLMError
 
 FORMATS = ("jsonl", "parquet", "text")
@@ -38,17 +41,9 @@ def _pa():
     return pa
 
 
-def hidden(rel: Path) -> bool:
-    """Reports and markers beside the data (``_report/``, ``.edgellm-dataset.json``) are not data."""
-    return any(part.startswith(("_", ".")) for part in rel.parts)
-
-
 def files_of(source: str | Path) -> list[tuple[Path, str]]:
     """The corpus files under ``source`` with their formats: a file, a directory of files, ``STORE@REF``
     (that dataset version's shards), or ``pydoc`` (the bundled text, read from the standard library)."""
-    from edgellm.data.corpus import DEFAULT_CORPUS
-    from edgellm.data.store import version_files
-
     if str(source) == DEFAULT_CORPUS:
         return [(Path(DEFAULT_CORPUS), "pydoc")]
     versioned = version_files(str(source))
@@ -59,9 +54,7 @@ def files_of(source: str | Path) -> list[tuple[Path, str]]:
         raise EdgeLLMError(
             f"corpus '{source}' does not exist", "give a .jsonl, .parquet or .txt file, or a folder of them"
         )
-    paths = (
-        sorted(f for f in p.rglob("*") if f.is_file() and not hidden(f.relative_to(p))) if p.is_dir() else [p]
-    )
+    paths = data_files(p) if p.is_dir() else [p]
     out = [(f, _SUFFIX[f.suffix.lower()]) for f in paths if f.suffix.lower() in _SUFFIX]
     if not out:
         raise EdgeLLMError(
@@ -103,8 +96,6 @@ class CorpusReader:
             if fmt == "parquet":
                 yield from self._parquet(path)
             elif fmt == "pydoc":
-                from edgellm.data.corpus import pydoc_topics
-
                 docs = pydoc_topics()
                 for i in range(0, len(docs), self.batch_size):
                     yield self._batch([{"id": d.id, "text": d.text} for d in docs[i : i + self.batch_size]])

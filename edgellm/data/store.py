@@ -2,7 +2,7 @@
 
 Layout::
 
-    STORE/objects/ab/cdef...        every file once, named by its sha256
+    STORE/objects/ab/cdef...        every file once, named by its sha256 (edgellm.hub.objects)
     STORE/commits/<id>.json         parent, message, time, files {path: sha256, bytes}, config, stats
     STORE/refs/HEAD                 the current commit id
     STORE/refs/tags/<name>          a named commit
@@ -24,42 +24,20 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from edgellm.data.files import hidden
 from edgellm.errors import EdgeLLMError
+from edgellm.hub.objects import ObjectCorrupt, ObjectMissing, ObjectStore, write_atomic
 
 MARKER = ".edgellm-dataset.json"
-
-
-def _fsync_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class Store:
     def __init__(self, root: str | Path, *, create: bool = False) -> None:
         self.root = Path(root)
+        self.objects = ObjectStore(self.root / "objects")
         if create:
             for d in ("objects", "commits", "refs/tags"):
                 (self.root / d).mkdir(parents=True, exist_ok=True)
@@ -71,28 +49,10 @@ class Store:
 
     # -- objects and refs ---------------------------------------------------------------------------
     def object_path(self, sha: str) -> Path:
-        return self.root / "objects" / sha[:2] / sha[2:]
+        return self.objects.path(sha)
 
     def put(self, path: Path) -> str:
-        sha = _sha256(path)
-        dst = self.object_path(sha)
-        if not dst.exists():
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".obj.", dir=dst.parent)
-            os.close(fd)
-            try:
-                shutil.copyfile(path, tmp)
-                with open(tmp, "rb+") as f:
-                    os.fsync(f.fileno())
-                if _sha256(Path(tmp)) != sha:  # the source changed while it was copied
-                    raise EdgeLLMError(
-                        f"{path} changed while it was committed", "commit a folder nothing writes to"
-                    )
-                os.replace(tmp, dst)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
-        return sha
+        return self.objects.put_file(path)
 
     def head(self) -> str | None:
         p = self.root / "refs" / "HEAD"
@@ -161,8 +121,8 @@ class Store:
         }
         cid = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
         body = {"id": cid, **body}
-        _fsync_write(self.root / "commits" / f"{cid}.json", json.dumps(body, indent=2).encode())
-        _fsync_write(self.root / "refs" / "HEAD", cid.encode())
+        write_atomic(self.root / "commits" / f"{cid}.json", json.dumps(body, indent=2).encode())
+        write_atomic(self.root / "refs" / "HEAD", cid.encode())
         return body
 
     def log(self, ref: str = "HEAD") -> list[dict[str, Any]]:
@@ -177,7 +137,7 @@ class Store:
         if not name or "/" in name or name.startswith(".") or name == "HEAD":
             raise EdgeLLMError(f"'{name}' is not a valid tag name", "use letters, digits, '-', '_' and '.'")
         cid = self.resolve(ref)
-        _fsync_write(self.root / "refs" / "tags" / name, cid.encode())
+        write_atomic(self.root / "refs" / "tags" / name, cid.encode())
         return cid
 
     def diff(self, a: str, b: str) -> dict[str, Any]:
@@ -199,16 +159,13 @@ class Store:
 
         c = self.read_commit(ref)
         with atomic_dir(dest, force=force) as tmp:
-            for rel, meta in c["files"].items():
-                src = self.object_path(meta["sha256"])
-                if not src.is_file() or _sha256(src) != meta["sha256"]:
-                    raise EdgeLLMError(
-                        f"object {meta['sha256'][:12]} of '{rel}' is missing or corrupt",
-                        "run edgellm data verify",
-                    )
-                out = tmp / rel
-                out.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(src, out)
+            try:
+                self.objects.checkout({rel: m["sha256"] for rel, m in c["files"].items()}, tmp)
+            except (ObjectMissing, ObjectCorrupt) as exc:
+                raise EdgeLLMError(
+                    f"object {exc.digest[:12]} of '{exc.rel}' is missing or corrupt",
+                    "run edgellm data verify",
+                ) from None
             (tmp / MARKER).write_text(
                 json.dumps({"store": str(self.root.resolve()), "commit": c["id"]}) + "\n"
             )
@@ -235,10 +192,9 @@ class Store:
                 sha = meta["sha256"]
                 if sha in checked:
                     continue
-                p = self.object_path(sha)
-                if not p.is_file():
+                if not self.objects.has(sha):
                     problems.append(f"object {sha[:12]} ({rel}, commit {cid[:12]}) is missing")
-                elif _sha256(p) != sha:
+                elif not self.objects.verify(sha):
                     problems.append(f"object {sha[:12]} ({rel}, commit {cid[:12]}) is corrupt")
                 else:
                     checked.add(sha)
@@ -278,8 +234,6 @@ def version_files(source: str) -> tuple[list[Path], dict[str, Any]] | None:
     c = store.read_commit(parsed[1])
     files = []
     for rel, meta in sorted(c["files"].items()):
-        from edgellm.data.io import hidden
-
         if rel.endswith((".jsonl", ".txt")) and not hidden(Path(rel)):
             files.append((store.object_path(meta["sha256"]), Path(rel).suffix))
     return [f for f, _ in files], {"store": str(store.root.resolve()), "commit": c["id"], "ref": parsed[1]}

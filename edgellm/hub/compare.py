@@ -48,7 +48,7 @@ def compare(
     """Compare ``candidate`` with ``release`` (directories or hub references); ``passed`` is False when
     accuracy fell by more than ``max_accuracy_drop`` or the latency ratio to fp32 grew by more than
     ``max_latency_increase`` (a fraction: 0.10 = 10 %)."""
-    from edgellm.hub import resolve_path
+    from edgellm.hub.registry import resolve_path
 
     c_path, r_path = resolve_path(candidate, hub), resolve_path(release, hub)
     c, r = _evaluation(c_path, "candidate"), _evaluation(r_path, "release")

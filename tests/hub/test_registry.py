@@ -1,5 +1,5 @@
-"""The model hub: content-addressed pushes with lineage, versions and tags, verified pulls (a changed
-file is refused), garbage collection, and hub references where directories are taken (load, serve)."""
+"""The hub's versions and tags: content-addressed pushes with lineage, verified pulls (a changed file is
+refused), garbage collection, and hub references where directories are taken (load, serve)."""
 
 import json
 import shutil
