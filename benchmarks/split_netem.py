@@ -148,10 +148,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import numpy as np
 
-    from edgellm.export.split import export_split
     from edgellm.models import load
     from edgellm.partition.codecs import ALL_CODECS
     from edgellm.partition.planner import Network, make_plan
+    from edgellm.partition.split_export import export_split
 
     out = Path(args.output).absolute()
     out.mkdir(parents=True, exist_ok=True)

@@ -92,7 +92,7 @@ def export_cmd(
             markup=False,
         )
         return
-    from edgellm.export.split import export_split
+    from edgellm.partition.split_export import export_split
 
     if plan is None and cut is None:
         raise EdgeLLMError("give --plan plan.json or --cut N", "see: edgellm split export --help")

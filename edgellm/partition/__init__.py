@@ -7,5 +7,5 @@
 - :class:`~edgellm.partition.codecs.Codec`: fp32 / fp16 / int8 (per token or channel), +zstd / +lz4.
 - :func:`~edgellm.partition.planner.make_plan`: every cut x codec under the constraints -> ``SplitPlan``.
 - :func:`~edgellm.partition.cut.split_model`: the device half and the server half, as model adapters
-  (exported, linked, by :func:`edgellm.export.split.export_split`).
+  (exported, linked, by :func:`edgellm.partition.split_export.export_split`).
 """

@@ -20,8 +20,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
+from edgellm.compress.quant.config import config_for
 from edgellm.errors import EdgeLLMError, first_error
 from edgellm.train.trainer import TrainConfig
 
@@ -72,10 +73,32 @@ class PruneStage(_Strict):
 class CompressItem(_Strict):
     model: str = Field(..., description="bundled name, directory, train or pruned")
     recipe: str = Field(..., description="int8-dynamic, int8-static, w4a16-gptq, ... or auto")
-    options: dict[str, Any] = Field(default_factory=dict, description="the recipe's options")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="the recipe's options (the fields of its config class)"
+    )
     label: str | None = Field(None, description="folder and table name (default: the recipe's)")
     target: str = Field("x86-server", description="the target profile the artifact is lowered for")
     max_accuracy_drop: str | None = Field(None, description="guard, e.g. cosine>=0.99 or ppl+3%")
+    _config: Any = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _typed(self) -> CompressItem:
+        """The recipe and its options become the method's own config (Int8Static, Int4WeightOnly...),
+        validated here, so a wrong option fails when the recipe is read and the value stays typed."""
+        if self.recipe == "auto":
+            if self.options:
+                raise ValueError("recipe auto takes no options (it tries the task's recipes with defaults)")
+            return self
+        try:
+            self._config = config_for(self.recipe, **self.options)
+        except EdgeLLMError as exc:
+            raise ValueError(str(exc)) from exc
+        return self
+
+    @property
+    def config(self) -> Any:
+        """The typed :class:`~edgellm.compress.quant.QuantConfig`, or ``"auto"``."""
+        return "auto" if self.recipe == "auto" else self._config
 
 
 class CompressStage(_Strict):

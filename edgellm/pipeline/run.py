@@ -411,18 +411,16 @@ class Pipeline:
 
     def _compress(self, item: CompressItem) -> dict[str, Any]:
         from edgellm.compress.evaluate import accuracy_text
-        from edgellm.compress.quant import config_for
         from edgellm.pipeline.compress_search import compress
 
         c = self.recipe.compress
         assert c is not None
         adapter = self.adapter(item.model)
         dest = self.out / "compress" / self._label(item)
-        config = "auto" if item.recipe == "auto" else config_for(item.recipe, **item.options)
         with self.lineage(item.model):
             res = compress(
                 adapter,
-                config,
+                item.config,
                 target=item.target,
                 output=dest,
                 calib=self.dataset() if c.calibration == "data" else None,
@@ -565,8 +563,8 @@ class Pipeline:
         return {"model": m, "host": host, "matrix": [r.to_dict() for r in rows]}
 
     def _split(self) -> dict[str, Any]:
-        from edgellm.export.split import MIN_COSINE, export_split
         from edgellm.partition.codecs import Codec
+        from edgellm.partition.split_export import MIN_COSINE, export_split
 
         s, p = self.recipe.split, self.recipe.partition
         assert s is not None and p is not None

@@ -88,7 +88,7 @@ class SplitClient:
     def from_path(cls, path: str | Path, server_url: str | None, **kw: Any) -> SplitClient:
         """From a split export directory (``split.json``) or its device artifact directory."""
         from edgellm.export import Artifact
-        from edgellm.export.split import SPLIT_FILE, SplitArtifacts
+        from edgellm.partition.split_export import SPLIT_FILE, SplitArtifacts
         from edgellm.runtime import make_runner
 
         path = Path(path)

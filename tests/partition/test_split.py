@@ -149,7 +149,7 @@ def test_a_module_that_is_not_its_children_in_order_is_refused():
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory):
     pytest.importorskip("ai_edge_litert")
-    from edgellm.export.split import export_split
+    from edgellm.partition.split_export import export_split
 
     root = tmp_path_factory.mktemp("split")
     return {
@@ -185,7 +185,7 @@ def test_split_export_links_the_halves_and_meets_the_codec_tolerance(exports, na
 
 
 def test_a_half_from_another_export_is_refused(exports, tmp_path):
-    from edgellm.export.split import SplitArtifacts
+    from edgellm.partition.split_export import SplitArtifacts
 
     mixed = tmp_path / "mixed"
     shutil.copytree(exports["minilm"].path, mixed)
@@ -196,7 +196,7 @@ def test_a_half_from_another_export_is_refused(exports, tmp_path):
 
 
 def test_a_failing_split_export_leaves_nothing_behind(tmp_path):
-    from edgellm.export.split import export_split
+    from edgellm.partition.split_export import export_split
 
     out = tmp_path / "x"
     with pytest.raises(EdgeLLMError, match="outside"):
