@@ -23,7 +23,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edgellm.errors import EdgeLLMError, first_error
-from edgellm.train.trainer import TrainConfig
+from edgellm.train import TrainConfig
 
 
 class _Strict(BaseModel):
