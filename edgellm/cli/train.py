@@ -33,8 +33,8 @@ def train(
     lr: 5.0e-5, max_steps: 300} (JSONL records with text and label; the head is new unless the model has one)
     """
     from edgellm.cli._common import console
-    from edgellm.train.trainer import TrainConfig
-    from edgellm.train.trainer import train as run
+    from edgellm.train import TrainConfig
+    from edgellm.train import train as run
 
     cfg = TrainConfig.load(
         config, model=model, data=data, output=output, max_steps=max_steps, resume=resume or None

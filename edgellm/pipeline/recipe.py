@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from edgellm.compress.quant.config import config_for
 from edgellm.errors import EdgeLLMError, first_error
-from edgellm.train.trainer import TrainConfig
+from edgellm.train import TrainConfig
 
 
 class _Strict(BaseModel):

@@ -344,7 +344,7 @@ class Pipeline:
         }
 
     def _train(self) -> dict[str, Any]:
-        from edgellm.train.trainer import train
+        from edgellm.train import train
 
         cfg = self._train_cfg()
         out = Path(cfg.output)

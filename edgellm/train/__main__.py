@@ -11,7 +11,8 @@ import sys
 import yaml
 
 from edgellm.errors import EdgeLLMError
-from edgellm.train.trainer import TrainConfig, train
+from edgellm.train.config import TrainConfig
+from edgellm.train.loop import train
 
 
 def main(argv: list[str]) -> int:

@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from edgellm.errors import EdgeLLMError
-from edgellm.train.trainer import TrainConfig, train
+from edgellm.train.config import TrainConfig
+from edgellm.train.loop import train
 
 KINDS = ("float", "int", "categorical")
 

@@ -72,7 +72,7 @@ def _type_name(tp: Any) -> str:
         str(tp)
         .replace("typing.", "")
         .replace("edgellm.pipeline.recipe.", "")
-        .replace("edgellm.train.trainer.", "")
+        .replace("edgellm.train.config.", "")
         .replace("<class '", "")
         .replace("'>", "")
     )

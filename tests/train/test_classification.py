@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from edgellm.errors import EdgeLLMError
-from edgellm.train.trainer import Examples, TrainConfig, class_names, train
+from edgellm.train import TrainConfig, train
+from edgellm.train.data import Examples, class_names
 
 pytest.importorskip("accelerate")
 

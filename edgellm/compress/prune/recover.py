@@ -23,7 +23,7 @@ def recover(
     seed: int = 0,
 ) -> tuple[Path, dict[str, Any]]:
     """Distil ``teacher`` into the pruned model directory; returns (recovered model directory, summary)."""
-    from edgellm.train.trainer import TrainConfig, train
+    from edgellm.train import TrainConfig, train
 
     cfg = TrainConfig(
         model=str(pruned),

@@ -12,7 +12,7 @@ import torch
 from conftest import SCRATCH_LLAMA, llama_like_tiny
 
 from edgellm.errors import EdgeLLMError
-from edgellm.train.trainer import TrainConfig, TrainingStopped, train
+from edgellm.train import TrainConfig, TrainingStopped, train
 
 pytest.importorskip("accelerate")
 
@@ -203,7 +203,7 @@ def test_quantization_aware_training_trains_through_the_recipes_grid(small_llama
     from edgellm.data import read_corpus
     from edgellm.data.corpus import split
     from edgellm.models import load
-    from edgellm.train.trainer import Windows, token_stream
+    from edgellm.train.data import Windows, token_stream
 
     q = train(
         cfg(
