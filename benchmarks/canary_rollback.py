@@ -48,8 +48,7 @@ def main() -> int:
     from edgellm.bench.report import write_json
     from edgellm.export import export
     from edgellm.models import load
-    from edgellm.serve import ModelConfig, serve_in_background
-    from edgellm.serve.release import CanaryPolicy
+    from edgellm.serve import CanaryConfig, ModelConfig, serve_in_background
 
     root = Path(tempfile.mkdtemp(prefix="edgellm-canary-"))
     torch.manual_seed(0)
@@ -61,8 +60,8 @@ def main() -> int:
     fast = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 8))
     slow = Slow()
     cases = {
-        "errors": (art("batch1", fast, static=True), 2, CanaryPolicy(max_error_rate=0.05, min_requests=20)),
-        "latency": (art("slow", slow), 1, CanaryPolicy(max_p90_ms=10.0, min_requests=20)),
+        "errors": (art("batch1", fast, static=True), 2, CanaryConfig(max_error_rate=0.05, min_requests=20)),
+        "latency": (art("slow", slow), 1, CanaryConfig(max_p90_ms=10.0, min_requests=20)),
     }
     stable = art("fast", fast)
     out: dict = {

@@ -13,7 +13,7 @@ network profile; and the all-on-server and all-on-device baselines.
   the phone, no network (one session).
 - Network profiles of the partition issue (3g 1 Mbit/s 100 ms, 4g 10 Mbit/s 50 ms, wifi 50 Mbit/s
   10 ms): with root, the server runs in its own network namespace behind a ``tc``-shaped veth link and
-  the phone in another, with the RTT relay of ``edgellm.split.netem`` (as ``split_netem.py`` does);
+  the phone in another, with the RTT relay of ``edgellm.bench.netem`` (as ``split_netem.py`` does);
   without root, the relay alone on loopback (real round trips, bandwidth not shaped).
 Prints JSON and writes it to ``--output``.
 """
@@ -41,20 +41,22 @@ def main() -> int:
     ap.add_argument("--url", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker is not None:
-        from edgellm.split.generation import bench_generation
+        from edgellm.pipeline.generation import bench_generation
 
         print(json.dumps(bench_generation(args.worker, args.url, [1], tokens=args.tokens)[0]), flush=True)
         return 0
     sessions = [int(x) for x in args.sessions.split(",")]
 
+    from edgellm.bench.netem import relay
     from edgellm.bench.report import write_json
     from edgellm.export import Artifact
     from edgellm.models import load
+    from edgellm.models.decoder_step import cache_halves, reference_greedy
+    from edgellm.pipeline.generation import bench_generation, export_generation
     from edgellm.runtime import make_runner
-    from edgellm.serve.server import ModelConfig, serve_in_background
-    from edgellm.split.decoder import cache_halves, greedy_split, reference_greedy
-    from edgellm.split.generation import GenerationClient, bench_generation, export_generation
-    from edgellm.split.netem import relay
+    from edgellm.serve import ModelConfig, serve_in_background
+    from edgellm.split.generation_client import GenerationClient
+    from edgellm.split.stepper import greedy_split
 
     root = Path(tempfile.mkdtemp(prefix="edgellm-gen-"))
     model = load("tiny-llama")
@@ -116,7 +118,7 @@ def main() -> int:
     }
 
     # time to first token per network profile, one session
-    from edgellm.split.netem import missing_rights
+    from edgellm.bench.netem import missing_rights
 
     out["profiles"] = {}
     reason = missing_rights()
@@ -145,8 +147,8 @@ def netem_profiles(split: Path, tokens: int) -> dict:
     import os
     import subprocess
 
+    from edgellm.bench.netem import EmulatedLink, wait_port
     from edgellm.partition.planner import parse_bandwidth
-    from edgellm.split.netem import EmulatedLink, wait_port
 
     py, env, res = sys.executable, {**os.environ, "OMP_NUM_THREADS": "1"}, {}
     with EmulatedLink() as link:
@@ -164,7 +166,7 @@ def netem_profiles(split: Path, tokens: int) -> dict:
                         [
                             py,
                             "-m",
-                            "edgellm.split.netem",
+                            "edgellm.bench.netem",
                             "relay",
                             str(port),
                             link.server_ip,

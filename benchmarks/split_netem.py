@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         worker(Path(args.root), args.url, Path(args.feeds), args.slowdown)
         return 0
 
-    from edgellm.split.netem import missing_rights
+    from edgellm.bench.netem import missing_rights
 
     reason = missing_rights()
     if reason is not None:
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         f"the cost model puts {args.device} at {ratio:.1f}x the time of {args.server}: phone slowed {ratio:.1f}x ({args.phone_cpu})"
     )
 
-    from edgellm.split.netem import CpuLimit, EmulatedLink, wait_port
+    from edgellm.bench.netem import CpuLimit, EmulatedLink, wait_port
 
     report = {
         "model": model.name,
@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
                             "1",
                             py,
                             "-m",
-                            "edgellm.split.netem",
+                            "edgellm.bench.netem",
                             "relay",
                             str(RELAY_PORT),
                             link.server_ip,

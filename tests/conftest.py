@@ -201,3 +201,27 @@ def served(minilm_artifact):
 def run_server():
     """``with run_server([ModelConfig(...)], **config) as srv:`` -- a real server for one test."""
     return running
+
+
+# -- split generation (tests/serve, tests/split, tests/pipeline) -------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def gen_dir(tiny_llama, tmp_path_factory):
+    """tiny-llama exported for split generation, cut after 2 of 6 layers (ORT-mobile phone half)."""
+    from edgellm.pipeline.generation import export_generation
+
+    out = tmp_path_factory.mktemp("gen") / "tl"
+    info = export_generation(tiny_llama, 2, out, check_tokens=16)
+    assert info["check"]["agreement"] == 1.0
+    return out
+
+
+@pytest.fixture(scope="module")
+def gen_server(gen_dir):
+    """``(url, server)``: the server half of ``gen_dir`` served on loopback."""
+    pytest.importorskip("aiohttp", reason="pip install 'edgellm[serve]'")
+    from edgellm.serve import ModelConfig, serve_in_background
+
+    with serve_in_background([ModelConfig(gen_dir / "server")], max_length=256, max_batch_size=8) as srv:
+        yield f"http://127.0.0.1:{srv.config.port}", srv

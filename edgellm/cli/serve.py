@@ -90,12 +90,19 @@ def serve(
     import logging
 
     from edgellm.errors import EdgeLLMError
-    from edgellm.serve import ModelConfig, Server, ServerConfig
+    from edgellm.serve import (
+        BatchingConfig,
+        CanaryConfig,
+        GenerationConfig,
+        ModelConfig,
+        Server,
+        ServerConfig,
+    )
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     models = []
     from edgellm.hub import resolve_path
-    from edgellm.serve.release import CanaryPolicy, parse_traffic
+    from edgellm.serve.release import parse_traffic
 
     for spec in artifacts:
         name, sep, path = spec.partition("=")
@@ -121,20 +128,31 @@ def serve(
         host=host,
         port=port,
         grpc_port=None if grpc_port < 0 else grpc_port,
-        max_batch_size=max_batch_size,
-        max_queue_delay_ms=max_queue_delay_ms,
-        max_queue_size=max_queue_size,
         instances=instances,
         threads=threads,
         request_timeout_s=timeout_s,
         max_body_mb=max_body_mb,
         api_key=key,
         spin_wait=spin_wait,
-        max_sessions=max_sessions,
-        max_length=max_length,
-        idle_timeout_s=idle_timeout,
-        traffic=splits,
-        canary=CanaryPolicy(max_error_rate, max_p90_ms, min_requests, promote_after=promote_after),
+        batching=BatchingConfig(
+            max_batch_size=max_batch_size,
+            max_queue_delay_ms=max_queue_delay_ms,
+            max_queue_size=max_queue_size,
+        ),
+        generation=GenerationConfig(
+            max_sessions=max_sessions,
+            max_length=max_length,
+            idle_timeout_s=idle_timeout,
+            max_batch_size=max_batch_size,  # --max-batch-size and --max-queue-size bound the decode batch too
+            max_queue_size=max_queue_size,
+        ),
+        canary=CanaryConfig(
+            traffic=splits,
+            max_error_rate=max_error_rate,
+            max_p90_ms=max_p90_ms,
+            min_requests=min_requests,
+            promote_after=promote_after,
+        ),
     )
     server = Server(models, cfg)
 

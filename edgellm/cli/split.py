@@ -66,7 +66,7 @@ def export_cmd(
     from edgellm.errors import EdgeLLMError
 
     if generate:
-        from edgellm.split.generation import export_generation
+        from edgellm.pipeline.generation import export_generation
 
         if cut is None:
             raise EdgeLLMError("--generate needs --cut N (decoder layers on the phone)", "e.g. --cut 2")
@@ -240,7 +240,7 @@ def bench_cmd(
 
     if sessions is not None:
         from edgellm.errors import EdgeLLMError
-        from edgellm.split.generation import bench_generation
+        from edgellm.pipeline.generation import bench_generation
 
         try:
             counts = [int(x) for x in sessions.split(",") if x.strip()]
@@ -319,7 +319,7 @@ def chat_cmd(
     import sys
 
     from edgellm.errors import EdgeLLMError
-    from edgellm.split.generation import GenerationClient, GenerationError
+    from edgellm.split.generation_client import GenerationClient, GenerationError
 
     c = GenerationClient(device_artifact, server, codec=codec, timeout_s=timeout)
     ids = c.encode(prompt)

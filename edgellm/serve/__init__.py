@@ -5,6 +5,15 @@ Example:
     >>> asyncio.run(Server([ModelConfig("edgellm-out/minilm-x86-server")]).serve_forever())  # doctest: +SKIP
 """
 
-from edgellm.serve.server import ModelConfig, Server, ServerConfig, serve_in_background
+from edgellm.serve.config import BatchingConfig, CanaryConfig, GenerationConfig, ModelConfig, ServerConfig
+from edgellm.serve.server import Server, serve_in_background
 
-__all__ = ["ModelConfig", "Server", "ServerConfig", "serve_in_background"]
+__all__ = [
+    "BatchingConfig",
+    "CanaryConfig",
+    "GenerationConfig",
+    "ModelConfig",
+    "Server",
+    "ServerConfig",
+    "serve_in_background",
+]

@@ -1,5 +1,5 @@
 """Dynamic batching per model: requests queue, a batch closes at ``max_batch_size`` rows or after
-``max_queue_delay``, and runs on one of the model's runtime instances in a worker thread.
+``max_queue_delay_ms``, and runs on one of the model's runtime instances in a worker thread.
 
 Requests with different sequence lengths share a batch: shorter ones are right-padded (token inputs
 with 0, ``attention_mask`` with 0, so padded positions are masked) and each caller gets its own rows
@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from edgellm.models.adapter import TensorSpec
+from edgellm.serve.config import BatchingConfig
 
 SEQ = "sequence"
 
@@ -49,9 +50,9 @@ class Batcher:
     Args:
         runners: one runtime session per instance (each used by one worker at a time).
         inputs / outputs: the model's specs (a ``sequence`` axis marks what may be padded).
-        max_batch_size: rows per batch at most (1 disables batching).
-        max_queue_delay_s: how long the first request of a batch waits for company.
-        max_queue_size: pending requests at most; beyond it :class:`Overloaded`.
+        config: ``max_batch_size`` rows per batch at most (1 disables batching), ``max_queue_delay_ms``
+            how long the first request of a batch waits for company, ``max_queue_size`` pending requests
+            at most (beyond it :class:`Overloaded`).
         metrics: a :class:`~edgellm.serve.metrics.Metrics` (optional).
     """
 
@@ -61,19 +62,17 @@ class Batcher:
         runners: list[Any],
         inputs: list[TensorSpec],
         outputs: list[TensorSpec],
+        config: BatchingConfig,
         *,
-        max_batch_size: int = 8,
-        max_queue_delay_s: float = 0.002,
-        max_queue_size: int = 256,
         metrics: Any = None,
         version: str = "1",
     ) -> None:
         self.name, self.version = name, version
         self.runners = runners
         self.inputs, self.outputs = inputs, outputs
-        self.max_batch_size = max(1, max_batch_size)
-        self.max_delay = max(0.0, max_queue_delay_s)
-        self.max_queue = max(1, max_queue_size)
+        self.max_batch_size = config.max_batch_size
+        self.max_delay = config.max_queue_delay_ms / 1000.0  # seconds
+        self.max_queue = config.max_queue_size
         self.metrics = metrics
         self.queue: deque[_Item] = deque()
         self.pool = ThreadPoolExecutor(max_workers=len(runners), thread_name_prefix=f"edgellm-{name}")

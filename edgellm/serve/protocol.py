@@ -22,22 +22,11 @@ from typing import Any
 import numpy as np
 
 from edgellm.models.adapter import TensorSpec
+from edgellm.partition import wire
+from edgellm.partition.wire import V2_TO_NP
 
-V2_TO_NP = {
-    "BOOL": "bool",
-    "UINT8": "uint8",
-    "UINT16": "uint16",
-    "UINT32": "uint32",
-    "UINT64": "uint64",
-    "INT8": "int8",
-    "INT16": "int16",
-    "INT32": "int32",
-    "INT64": "int64",
-    "FP16": "float16",
-    "FP32": "float32",
-    "FP64": "float64",
-}
-NP_TO_V2 = {v: k for k, v in V2_TO_NP.items()}
+# the KServe v2 extensions this server implements (REST and gRPC server metadata)
+EXTENSIONS = ["binary_tensor_data", "statistics"]
 SCALES_SUFFIX = ":scales"
 
 
@@ -65,10 +54,11 @@ class InferRequest:
 
 
 def v2_datatype(dtype: str | np.dtype) -> str:
-    name = np.dtype(dtype).name
-    if name not in NP_TO_V2:
-        raise ProtocolError(f"dtype {name} has no KServe v2 datatype", 500)
-    return NP_TO_V2[name]
+    """:func:`edgellm.partition.wire.v2_datatype` for an answer: a dtype it has none for is a 500."""
+    try:
+        return wire.v2_datatype(dtype)
+    except ValueError as exc:
+        raise ProtocolError(str(exc), 500) from exc
 
 
 def decode_tensor(

@@ -10,7 +10,8 @@ least ``min_requests`` outcomes and its error rate is over ``max_error_rate`` or
 request that fails is answered by the stable version instead, so callers see no failure from a bad
 canary. Every decision is kept (``GET /v2/models/{model}/release``) with the time from the canary's
 first bad request to the decision, and exported as ``edgellm_release_decisions_total``; the split is
-the ``edgellm_traffic_percent`` gauge.
+the ``edgellm_traffic_percent`` gauge. The split and the thresholds are
+:class:`~edgellm.serve.config.CanaryConfig` (``ServerConfig.canary``).
 """
 
 from __future__ import annotations
@@ -18,21 +19,12 @@ from __future__ import annotations
 import random
 import time
 from collections import deque
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from edgellm.errors import EdgeLLMError
-
-
-@dataclass
-class CanaryPolicy:
-    max_error_rate: float = 0.05
-    max_p90_ms: float | None = None
-    min_requests: int = 20
-    window: int = 100
-    promote_after: int | None = None
+from edgellm.serve.config import CanaryConfig
 
 
 def parse_traffic(text: str) -> tuple[str, dict[str, float]]:
@@ -67,7 +59,7 @@ class Release:
         name: str,
         versions: dict[str, Any],
         weights: dict[str, float],
-        policy: CanaryPolicy,
+        policy: CanaryConfig,
         metrics: Any,
     ) -> None:
         unknown = sorted(set(weights) - set(versions))
@@ -167,7 +159,7 @@ class Release:
             "model": self.name,
             "stable": self.stable,
             "traffic_percent": self.weights,
-            "policy": vars(self.policy),
+            "policy": self.policy.thresholds(),
             "counts": self.counts,
             "decisions": self.decisions,
         }

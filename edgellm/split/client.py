@@ -27,7 +27,7 @@ import numpy as np
 
 from edgellm.errors import EdgeLLMError
 from edgellm.partition.codecs import Codec, scale_shape
-from edgellm.serve.protocol import V2_TO_NP, v2_datatype
+from edgellm.partition.wire import V2_TO_NP, v2_datatype
 
 RETRY_STATUS = (502, 503, 504)
 

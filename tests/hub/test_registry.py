@@ -72,7 +72,7 @@ def test_gc_keeps_tagged_and_recent_versions(hub, tmp_path):
 
 def test_hub_references_work_where_directories_do(hub, small_lm, tmp_path):
     from edgellm.models import load
-    from edgellm.serve.server import ModelConfig, serve_in_background
+    from edgellm.serve import ModelConfig, serve_in_background
 
     hub.push(small_lm, "small-lm", tags=["prod"])
     m = load("small-lm@prod")  # checked out and verified, then an ordinary model directory

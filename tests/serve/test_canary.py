@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from edgellm.errors import EdgeLLMError
-from edgellm.serve import ModelConfig
-from edgellm.serve.release import CanaryPolicy, parse_traffic
+from edgellm.serve import CanaryConfig, ModelConfig
+from edgellm.serve.release import parse_traffic
 
 
 class Slow(nn.Module):
@@ -78,8 +78,8 @@ def get(port, path):
 @pytest.mark.parametrize(
     "canary,rows,policy,why",
     [
-        ("slow", 1, CanaryPolicy(max_p90_ms=10.0, min_requests=10), "p90"),
-        ("batch1", 2, CanaryPolicy(max_error_rate=0.2, min_requests=10), "error rate"),
+        ("slow", 1, CanaryConfig(max_p90_ms=10.0, min_requests=10), "p90"),
+        ("batch1", 2, CanaryConfig(max_error_rate=0.2, min_requests=10), "error rate"),
     ],
 )
 def test_a_failing_canary_is_rolled_back_without_failed_requests(
@@ -110,7 +110,7 @@ def test_a_failing_canary_is_rolled_back_without_failed_requests(
 
 def test_a_healthy_canary_is_promoted_and_pinned_versions_stay_reachable(versions, run_server):
     models = [ModelConfig(versions["fast"], "m", "1"), ModelConfig(versions["fast2"], "m", "2")]
-    policy = CanaryPolicy(max_p90_ms=1000.0, min_requests=5, promote_after=15)
+    policy = CanaryConfig(max_p90_ms=1000.0, min_requests=5, promote_after=15)
     with run_server(models, traffic={"m": {"1": 70, "2": 30}}, canary=policy) as srv:
         port = srv.config.port
         assert all(s == 200 for s, _ in load_test(port, 120))
@@ -124,7 +124,7 @@ def test_a_healthy_canary_is_promoted_and_pinned_versions_stay_reachable(version
 
 
 def test_bad_traffic_splits_are_refused(versions):
-    from edgellm.serve.server import Server, ServerConfig
+    from edgellm.serve import Server, ServerConfig
 
     with pytest.raises(EdgeLLMError, match="sums to 90 %, not 100 %"):
         parse_traffic("m=1:80,2:10")
@@ -134,6 +134,6 @@ def test_bad_traffic_splits_are_refused(versions):
     with pytest.raises(EdgeLLMError, match="without a traffic split"):
         Server(two, ServerConfig(port=0, grpc_port=None))
     with pytest.raises(EdgeLLMError, match=r"names version\(s\) \['3'\] that are not served"):
-        Server(two, ServerConfig(port=0, grpc_port=None, traffic={"m": {"1": 50, "3": 50}}))
+        Server(two, ServerConfig(port=0, grpc_port=None, canary=CanaryConfig({"m": {"1": 50, "3": 50}})))
     with pytest.raises(EdgeLLMError, match="sums to 120 %"):
-        Server(two, ServerConfig(port=0, grpc_port=None, traffic={"m": {"1": 60, "2": 60}}))
+        Server(two, ServerConfig(port=0, grpc_port=None, canary=CanaryConfig({"m": {"1": 60, "2": 60}})))

@@ -7,11 +7,12 @@ import pytest
 import torch
 
 from edgellm.errors import EdgeLLMError
-from edgellm.split.decoder import cache_halves, greedy_split, step_adapter, step_names, torch_runner
+from edgellm.models.decoder_step import cache_halves, step_adapter, step_names, torch_runner
+from edgellm.split.stepper import greedy_split
 
 
 def hf_greedy(adapter, prompt, n):
-    from edgellm.split.decoder import reference_greedy
+    from edgellm.models.decoder_step import reference_greedy
 
     return reference_greedy(adapter, prompt, n)
 

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from edgellm.split.netem import CpuLimit, EmulatedLink, missing_rights, wait_port
+from edgellm.bench.netem import CpuLimit, EmulatedLink, missing_rights, wait_port
 
 reason = missing_rights()
 pytestmark = pytest.mark.skipif(reason is not None, reason=f"network emulation unavailable: {reason}")
@@ -59,7 +59,7 @@ def test_link_adds_the_rtt_and_caps_the_bandwidth():
                         [
                             sys.executable,
                             "-m",
-                            "edgellm.split.netem",
+                            "edgellm.bench.netem",
                             "relay",
                             "9200",
                             link.server_ip,

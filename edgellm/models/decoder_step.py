@@ -1,5 +1,6 @@
-"""Split generation for decoder LMs: the phone runs the first blocks, the server runs the rest, each
-half holding the key/value cache of its own blocks.
+"""Cached step graphs of decoder LMs: a range of a model's decoder layers as one graph with explicit
+key/value caches, for generation that runs the model in pieces (split generation: the phone the first
+layers, the server the rest, each holding the cache of its own layers).
 
 A *step* graph serves prefill and decode alike. Its inputs are the new positions (token ids on the
 device half, hidden states on the server half), the attention mask over past + new positions, the new
@@ -15,11 +16,11 @@ Runtime on the server and ORT-mobile on the phone run prefill and decode from th
 file has static shapes, so the phone's TFLite half is a *slot* graph (:class:`DecoderSlotStep`): one new
 token per call, a cache of ``slots`` positions written at a one-hot slot, a mask of the filled slots; the
 phone runs the prompt through it token by token and sends the prompt's hidden states to the server at
-once, as the ORT-mobile half does. :class:`DeviceStepper` hides the difference.
+once, as the ORT-mobile half does (:class:`edgellm.split.stepper.DeviceStepper` hides the difference).
 
 Example:
     >>> halves = cache_halves(edgellm.models.load("tiny-llama"), 2)           # doctest: +SKIP
-    >>> tokens = generate_split(halves, prompt_ids, max_new_tokens=64)          # doctest: +SKIP
+    >>> dev, srv = torch_runner(halves.device, "device"), torch_runner(halves.server, "server")  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -269,103 +270,6 @@ def step_adapter(halves: CacheHalves, role: str, name: str, *, past: int = 3, ne
     ]
     adapter.int_high = {"input_ids": halves.vocab, "position_ids": past + new}
     return adapter
-
-
-class DeviceStepper:
-    """The phone half over a sequence, holding its cache: ``stepper(ids)`` returns the hidden states
-    ``[1, len(ids), hidden]`` of the new tokens. A dynamic half (ORT) takes them in one call; a slot half
-    (TFLite, ``slots`` set) one token per call into its fixed-size cache."""
-
-    def __init__(
-        self,
-        run: Any,
-        past: list[str],
-        present: list[str],
-        kv_heads: int,
-        head_dim: int,
-        slots: int | None = None,
-    ) -> None:
-        self.run, self.past_names, self.present_names, self.slots = run, past, present, slots
-        n = 0 if slots is None else slots
-        self.past = {p: np.zeros((1, kv_heads, n, head_dim), np.float32) for p in past}
-        self.length = 0
-
-    def __call__(self, ids: list[int]) -> np.ndarray:
-        if self.slots is None:
-            new = len(ids)
-            d = self.run(
-                {
-                    "input_ids": np.asarray([ids], np.int64),
-                    "attention_mask": np.ones((1, self.length + new), np.int64),
-                    "position_ids": np.arange(self.length, self.length + new, dtype=np.int64)[None],
-                    **self.past,
-                }
-            )
-            self.past = {p: d[q] for p, q in zip(self.past_names, self.present_names)}
-            self.length += new
-            return d[HIDDEN]
-        hidden = []
-        for t in ids:
-            if self.length >= self.slots:
-                raise EdgeLLMError(
-                    f"the phone half's cache holds {self.slots} positions and is full",
-                    "generate fewer tokens, or export with a larger --device-cache",
-                )
-            write = np.zeros((1, self.slots), np.float32)
-            write[0, self.length] = 1.0
-            mask = np.zeros((1, self.slots), np.int64)
-            mask[0, : self.length + 1] = 1
-            d = self.run(
-                {
-                    "input_ids": np.asarray([[t]], np.int64),
-                    "position_ids": np.asarray([[self.length]], np.int64),
-                    "cache_mask": mask,
-                    "write": write,
-                    **self.past,
-                }
-            )
-            self.past = {p: d[q] for p, q in zip(self.past_names, self.present_names)}
-            self.length += 1
-            hidden.append(d[HIDDEN])
-        return np.concatenate(hidden, axis=1)
-
-
-def greedy_split(
-    run_device: Any,
-    run_server: Any,
-    halves: CacheHalves,
-    prompt: list[int],
-    max_new_tokens: int,
-    codec: Any = None,
-    *,
-    slots: int | None = None,
-) -> list[int]:
-    """Greedy generation through both halves, one sequence: ``run_*`` take and return named numpy
-    feeds (a torch half, an ONNX Runtime session...; ``slots`` for a slot device half). The hidden
-    states cross from device to server through ``codec`` (encode then decode) when given."""
-    dev_in, dev_out = step_names(halves.device, "device")
-    srv_in, srv_out = step_names(halves.server, "server")
-    device = DeviceStepper(run_device, dev_in[3:], dev_out[1:], halves.kv_heads, halves.head_dim, slots)
-    srv_past = dict(zip(srv_in[3:], halves.empty_past("server")))
-    ids = list(prompt)
-    done = 0
-    out: list[int] = []
-    for _ in range(max_new_tokens):
-        new = len(ids)
-        hidden = device(ids)
-        if codec is not None:
-            hidden = codec.decode(*codec.encode(hidden))
-        mask = np.ones((1, done + new), np.int64)
-        pos = np.arange(done, done + new, dtype=np.int64)[None]
-        s = run_server(
-            {HIDDEN: hidden.astype(np.float32), "attention_mask": mask, "position_ids": pos, **srv_past}
-        )
-        srv_past = {p: s[q] for p, q in zip(srv_in[3:], srv_out[1:])}
-        token = int(s["logits"][0, -1].argmax())
-        out.append(token)
-        done += new
-        ids = [token]
-    return out
 
 
 def reference_greedy(adapter: Any, prompt: list[int], n: int) -> list[int]:

@@ -211,7 +211,7 @@ def wait_port(argv_prefix: list[str], host: str, port: int, timeout_s: float = 6
     raise TimeoutError(f"nothing listens on {host}:{port} after {timeout_s:.0f} s")
 
 
-if __name__ == "__main__":  # python -m edgellm.split.netem relay LISTEN_PORT HOST PORT DELAY_MS
+if __name__ == "__main__":  # python -m edgellm.bench.netem relay LISTEN_PORT HOST PORT DELAY_MS
     if len(sys.argv) != 6 or sys.argv[1] != "relay":
-        sys.exit("usage: python -m edgellm.split.netem relay LISTEN_PORT HOST PORT DELAY_MS")
+        sys.exit("usage: python -m edgellm.bench.netem relay LISTEN_PORT HOST PORT DELAY_MS")
     relay(int(sys.argv[2]), (sys.argv[3], int(sys.argv[4])), float(sys.argv[5]))

@@ -1,0 +1,283 @@
+"""Split generation sessions: the phone holds the cache of its blocks, the server the cache of its blocks
+per session, and the server batches the decode steps of many phones.
+
+Protocol (REST, under ``/v2/generate/{model}``, served by ``edgellm serve`` next to KServe v2):
+
+- ``POST .../sessions`` with ``{"temperature": 0, "top_k": 0, "seed": 0}`` opens a session:
+  ``201 {"session", "max_length", "idle_timeout_s"}``; ``429`` when the server holds its maximum of
+  sessions (its cache memory bound).
+- ``POST .../sessions/{id}/steps`` carries one step: the body is the hidden states of the new positions
+  encoded by the codec (``fp16`` / ``int8``), the ``Edgellm-Activation`` header the codec's metadata
+  and ``Edgellm-Step`` the step number (the names in :mod:`edgellm.partition.wire`) (0: the prompt's prefill, then 1, 2... one token each). The answer
+  is ``{"token", "step", "length", "server_ms"}``: the next token, greedy or sampled with the session's
+  seed.
+- ``DELETE .../sessions/{id}`` frees the session; an idle session is freed after ``idle_timeout_s``
+  (a phone that disappears mid-generation loses nothing but its session).
+
+Errors: an unknown or expired session (404), a step out of order or a second step while one runs (409),
+a cache longer than ``max_length`` or a decode step of more than one token (400), the session limit
+(429), the decode queue full (503, ``Retry-After``).
+
+The server runs prefills one session at a time and decode steps in a continuous batch: every pass takes
+whatever sessions have a step waiting (up to ``max_batch_size``), left-pads their caches to the longest with
+masked slots, runs the server half once and hands each session its token and its grown cache; sessions
+join and leave between passes. The limits are :class:`~edgellm.serve.config.GenerationConfig`
+(``ServerConfig.generation``); the phone's side is :class:`edgellm.split.generation_client.GenerationClient`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edgellm.errors import EdgeLLMError
+from edgellm.partition.wire import GenerationError
+from edgellm.serve.config import GenerationConfig
+from edgellm.serve.sampling import pick
+
+
+@dataclass
+class Session:
+    id: str
+    cache: list[np.ndarray]  # per past input of the server half: [1, kv_heads, length, head_dim]
+    temperature: float
+    top_k: int
+    rng: np.random.Generator
+    length: int = 0
+    step: int = 0
+    busy: bool = False
+    last_used: float = field(default_factory=time.monotonic)
+
+
+class GenerationService:
+    """The server half of a split decoder with per-session caches and a continuous decode batch."""
+
+    def __init__(
+        self, name: str, artifact: Any, runner: Any, config: GenerationConfig, metrics: Any = None
+    ) -> None:
+        from edgellm.partition.codecs import Codec
+
+        self.name, self.artifact, self.runner, self.config = name, artifact, runner, config
+        gen = artifact.manifest["generation"]
+        self.info = gen
+        self.past_names: list[str] = gen["past_inputs"]
+        self.present_names: list[str] = gen["present_outputs"]
+        self.kv_heads, self.head_dim = int(gen["kv_heads"]), int(gen["head_dim"])
+        self.codecs = {c: Codec(c) for c in ("fp32", "fp16", "int8")}
+        self.sessions: dict[str, Session] = {}
+        self.queue: asyncio.Queue | None = None
+        self.metrics = metrics
+        self.stats = {"decode_passes": 0, "decode_steps": 0, "max_batch_seen": 0, "prefills": 0, "expired": 0}
+        self._tasks: list[asyncio.Task] = []
+        self._lock: asyncio.Lock | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def start(self) -> None:
+        self.queue = asyncio.Queue(self.config.max_queue_size)
+        self._lock = asyncio.Lock()  # one pass of the server half at a time (prefill or decode batch)
+        self._tasks = [asyncio.create_task(self._decode_loop()), asyncio.create_task(self._expire_loop())]
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        while self.queue is not None and not self.queue.empty():  # waiting steps hear why, not a hang
+            _, _, fut = self.queue.get_nowait()
+            if not fut.done():
+                fut.set_exception(
+                    GenerationError("the server is shutting down; retry on another replica", 503)
+                )
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        self.sessions.clear()
+
+    def describe(self) -> dict[str, Any]:
+        c = self.config
+        per_position = 4 * len(self.past_names) * self.kv_heads * self.head_dim  # fp32 keys and values
+        return {
+            "name": self.name,
+            "sessions": len(self.sessions),
+            "max_sessions": c.max_sessions,
+            "max_length": c.max_length,
+            "idle_timeout_s": c.idle_timeout_s,
+            "max_batch": c.max_batch_size,  # the key GET /v2/generate/{model} has always answered
+            "cache_bytes_per_position": per_position,
+            "cache_bytes_bound": per_position * c.max_length * c.max_sessions,
+            "codec": self.info.get("codec"),
+            **self.stats,
+        }
+
+    # -- sessions -------------------------------------------------------------------------------
+    def open(self, options: dict[str, Any]) -> Session:
+        if len(self.sessions) >= self.config.max_sessions:
+            raise GenerationError(
+                f"the server holds {len(self.sessions)} sessions, its limit (cache memory bound); close one or retry later",
+                429,
+            )
+        unknown = set(options) - {"temperature", "top_k", "seed"}
+        if unknown:
+            raise GenerationError(
+                f"unknown session options {sorted(unknown)}; use temperature, top_k, seed", 400
+            )
+        try:
+            temperature, top_k = float(options.get("temperature", 0.0)), int(options.get("top_k", 0))
+            seed = int(options.get("seed", 0))
+        except (TypeError, ValueError) as exc:
+            raise GenerationError(f"bad session options: {exc}", 400) from exc
+        if temperature < 0 or top_k < 0:
+            raise GenerationError("temperature and top_k must be >= 0", 400)
+        empty = np.zeros((1, self.kv_heads, 0, self.head_dim), np.float32)
+        s = Session(
+            secrets.token_hex(8),
+            [empty] * len(self.past_names),
+            temperature,
+            top_k,
+            np.random.default_rng(seed),
+        )
+        self.sessions[s.id] = s
+        return s
+
+    def close(self, sid: str) -> None:
+        if self.sessions.pop(sid, None) is None:
+            raise GenerationError(f"unknown or expired session '{sid}'", 404)
+
+    def _session(self, sid: str) -> Session:
+        s = self.sessions.get(sid)
+        if s is None:
+            raise GenerationError(f"unknown or expired session '{sid}'; open a new one", 404)
+        return s
+
+    async def _expire_loop(self) -> None:
+        while True:
+            await asyncio.sleep(max(0.05, min(1.0, self.config.idle_timeout_s / 4)))
+            now = time.monotonic()
+            for sid, s in list(self.sessions.items()):
+                if not s.busy and now - s.last_used > self.config.idle_timeout_s:
+                    del self.sessions[sid]
+                    self.stats["expired"] += 1
+
+    # -- steps ----------------------------------------------------------------------------------
+    async def step(self, sid: str, step: int, payload: bytes, meta: dict[str, Any]) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        s = self._session(sid)
+        if s.busy:
+            raise GenerationError(f"session '{sid}' already has a step running; send one step at a time", 409)
+        if step != s.step:
+            raise GenerationError(f"step {step} is out of order: session '{sid}' expects step {s.step}", 409)
+        codec = self.codecs.get(str(meta.get("codec")))
+        if codec is None:
+            raise GenerationError(
+                f"unknown activation codec '{meta.get('codec')}'; use fp32, fp16 or int8", 400
+            )
+        try:
+            hidden = codec.decode(payload, meta).astype(np.float32)
+        except (EdgeLLMError, KeyError, ValueError, TypeError) as exc:  # a malformed payload or header
+            raise GenerationError(
+                f"the activation does not decode: {type(exc).__name__}: {exc}", 400
+            ) from exc
+        if hidden.ndim != 3 or hidden.shape[0] != 1 or hidden.shape[2] != int(self.info["hidden_size"]):
+            raise GenerationError(
+                f"hidden states of shape {list(hidden.shape)}; one session sends [1, new, {self.info['hidden_size']}]",
+                400,
+            )
+        new = hidden.shape[1]
+        if step > 0 and new != 1:
+            raise GenerationError(f"a decode step carries one token, this one {new}", 400)
+        if s.length + new > self.config.max_length:
+            raise GenerationError(
+                f"the cache would hold {s.length + new} positions, over the limit of {self.config.max_length}; "
+                "close the session and start a shorter one",
+                400,
+            )
+        s.busy = True
+        try:
+            if step == 0:
+                async with self._lock:
+                    token = await asyncio.get_running_loop().run_in_executor(None, self._prefill, s, hidden)
+                self.stats["prefills"] += 1
+            else:
+                fut = asyncio.get_running_loop().create_future()
+                try:
+                    self.queue.put_nowait((s, hidden, fut))
+                except asyncio.QueueFull as exc:
+                    raise GenerationError("the decode queue is full; retry shortly", 503) from exc
+                token = await fut
+        finally:
+            s.busy = False
+            s.last_used = time.monotonic()
+        s.step += 1
+        return {
+            "token": token,
+            "step": step,
+            "length": s.length,
+            "server_ms": round((time.perf_counter() - t0) * 1000, 3),
+        }
+
+    def _prefill(self, s: Session, hidden: np.ndarray) -> int:
+        new = hidden.shape[1]
+        feeds = {
+            "hidden": hidden,
+            "attention_mask": np.ones((1, new), np.int64),
+            "position_ids": np.arange(new, dtype=np.int64)[None],
+            **dict(zip(self.past_names, s.cache)),
+        }
+        out = self.runner.run(feeds)
+        s.cache = [out[n] for n in self.present_names]
+        s.length = new
+        return pick(out["logits"][0, -1], s.temperature, s.top_k, s.rng)
+
+    async def _decode_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self.queue.get()]
+            while len(batch) < self.config.max_batch_size and not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+            live = [b for b in batch if not b[2].done()]
+            if not live:
+                continue
+            try:
+                async with self._lock:
+                    tokens = await loop.run_in_executor(None, self._decode, [(s, h) for s, h, _ in live])
+            except Exception as exc:  # every waiting session hears of it; the service keeps running
+                for _, _, fut in live:
+                    if not fut.done():
+                        fut.set_exception(
+                            GenerationError(f"the server half failed: {type(exc).__name__}: {exc}", 500)
+                        )
+                continue
+            for (_, _, fut), tok in zip(live, tokens):
+                if not fut.done():
+                    fut.set_result(tok)
+
+    def _decode(self, items: list[tuple[Session, np.ndarray]]) -> list[int]:
+        """One pass for ``items`` (one new token each): caches left-padded to the longest, masked."""
+        b = len(items)
+        longest = max(s.length for s, _ in items)
+        mask = np.zeros((b, longest + 1), np.int64)
+        past = [np.zeros((b, self.kv_heads, longest, self.head_dim), np.float32) for _ in self.past_names]
+        for r, (s, _) in enumerate(items):
+            mask[r, longest - s.length :] = 1
+            for j, c in enumerate(s.cache):
+                past[j][r, :, longest - s.length :] = c[0]
+        feeds = {
+            "hidden": np.concatenate([h for _, h in items]),
+            "attention_mask": mask,
+            "position_ids": np.asarray([[s.length] for s, _ in items], np.int64),
+            **dict(zip(self.past_names, past)),
+        }
+        out = self.runner.run(feeds)
+        tokens = []
+        for r, (s, _) in enumerate(items):
+            s.cache = [out[n][r : r + 1, :, longest - s.length :] for n in self.present_names]
+            s.length += 1
+            tokens.append(pick(out["logits"][r, -1], s.temperature, s.top_k, s.rng))
+        self.stats["decode_passes"] += 1
+        self.stats["decode_steps"] += b
+        self.stats["max_batch_seen"] = max(self.stats["max_batch_seen"], b)
+        return tokens

@@ -1,0 +1,174 @@
+"""KServe v2 over gRPC (``inference.GRPCInferenceService``, tritonclient's stubs) on the same models,
+batchers and canary routing as REST; a refusal aborts the call with the status code matching its HTTP one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from edgellm._version import __version__
+from edgellm.serve.auth import bearer_ok
+from edgellm.serve.protocol import EXTENSIONS, ProtocolError, decode_tensor, v2_datatype, validate
+
+
+async def start_grpc(server: Any) -> Any:
+    """Bind the gRPC listener of ``server`` (``config.grpc_port``; 0 writes back the port bound)."""
+    import grpc
+    from tritonclient.grpc import service_pb2_grpc
+
+    cfg = server.config
+    g = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", int(cfg.max_body_mb * 2**20)),
+            ("grpc.max_send_message_length", int(cfg.max_body_mb * 2**20)),
+        ]
+    )
+    service = type("GrpcService", (_GrpcService, service_pb2_grpc.GRPCInferenceServiceServicer), {})
+    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(service(server), g)
+    cfg.grpc_port = g.add_insecure_port(f"{cfg.host}:{cfg.grpc_port}")
+    await g.start()
+    return g
+
+
+def _grpc_status(status: int):
+    import grpc
+
+    return {
+        400: grpc.StatusCode.INVALID_ARGUMENT,
+        401: grpc.StatusCode.UNAUTHENTICATED,
+        404: grpc.StatusCode.NOT_FOUND,
+        413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+        503: grpc.StatusCode.UNAVAILABLE,
+        504: grpc.StatusCode.DEADLINE_EXCEEDED,
+    }.get(status, grpc.StatusCode.INTERNAL)
+
+
+class _GrpcService:
+    """``inference.GRPCInferenceService`` on the same models and batchers as REST."""
+
+    def __init__(self, server: Any) -> None:
+        self.s = server
+
+    async def _check(self, context) -> None:
+        import grpc
+
+        key = self.s.config.api_key
+        if key:
+            md = dict(context.invocation_metadata() or ())
+            if not bearer_ok(md.get("authorization", ""), key):
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
+
+    async def ServerLive(self, request, context):
+        from tritonclient.grpc import service_pb2 as pb
+
+        return pb.ServerLiveResponse(live=self.s.live)
+
+    async def ServerReady(self, request, context):
+        from tritonclient.grpc import service_pb2 as pb
+
+        return pb.ServerReadyResponse(ready=self.s.ready)
+
+    async def ModelReady(self, request, context):
+        from tritonclient.grpc import service_pb2 as pb
+
+        m = self.s.models.get(request.name)
+        return pb.ModelReadyResponse(ready=bool(m and m.ready and not self.s.draining))
+
+    async def ServerMetadata(self, request, context):
+        from tritonclient.grpc import service_pb2 as pb
+
+        await self._check(context)
+        return pb.ServerMetadataResponse(name="edgellm", version=__version__, extensions=EXTENSIONS)
+
+    async def ModelMetadata(self, request, context):
+        from tritonclient.grpc import service_pb2 as pb
+
+        await self._check(context)
+        try:
+            m = self.s.model(request.name, request.version)
+        except ProtocolError as exc:
+            await context.abort(_grpc_status(exc.status), str(exc))
+        md = m.metadata()
+        tm = pb.ModelMetadataResponse.TensorMetadata
+        return pb.ModelMetadataResponse(
+            name=md["name"],
+            versions=md["versions"],
+            platform=md["platform"],
+            inputs=[tm(name=t["name"], datatype=t["datatype"], shape=t["shape"]) for t in md["inputs"]],
+            outputs=[tm(name=t["name"], datatype=t["datatype"], shape=t["shape"]) for t in md["outputs"]],
+        )
+
+    async def ModelInfer(self, request, context):
+        from tritonclient.grpc import service_pb2 as pb
+
+        await self._check(context)
+        try:
+            m = self.s.model(request.model_name, request.model_version)
+            if not m.ready:
+                raise ProtocolError(f"model '{m.name}' is not ready yet", 503)
+            feeds, params = {}, {}
+            raw = list(request.raw_input_contents)
+            if raw and len(raw) != len(request.inputs):
+                raise ProtocolError(f"{len(raw)} raw_input_contents for {len(request.inputs)} inputs")
+            for i, t in enumerate(request.inputs):
+                if t.name in feeds:
+                    raise ProtocolError(f"input '{t.name}' is given twice")
+                p = {k: _param(v) for k, v in t.parameters.items()}
+                if raw:
+                    arr = decode_tensor(t.name, t.datatype, list(t.shape), raw=raw[i])
+                else:
+                    arr = decode_tensor(t.name, t.datatype, list(t.shape), data=_contents(t))
+                feeds[t.name], params[t.name] = arr, p
+            try:
+                feeds = validate(feeds, m.inputs, params)
+            except ProtocolError:
+                self.s.metrics.request(m.name, m.version, False, 0.0, "invalid")
+                raise
+            out, m = await self.s.route(m, feeds, pinned=bool(request.model_version))
+        except ProtocolError as exc:
+            code = _overload() if "overloaded" in str(exc) else _grpc_status(exc.status)
+            await context.abort(code, str(exc))
+        wanted = [o.name for o in request.outputs] or [o.name for o in m.outputs]
+        unknown = [n for n in wanted if n not in out]
+        if unknown:
+            await context.abort(_grpc_status(400), f"unknown output '{unknown[0]}'")
+        resp = pb.ModelInferResponse(model_name=m.name, model_version=m.version, id=request.id)
+        for n in wanted:
+            arr = np.ascontiguousarray(out[n])
+            resp.outputs.append(
+                pb.ModelInferResponse.InferOutputTensor(
+                    name=n, datatype=v2_datatype(arr.dtype), shape=list(arr.shape)
+                )
+            )
+            resp.raw_output_contents.append(arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes())
+        return resp
+
+
+def _overload():
+    import grpc
+
+    return grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def _param(v) -> Any:
+    which = v.WhichOneof("parameter_choice")
+    return getattr(v, which) if which else None
+
+
+def _contents(t) -> list:
+    c = t.contents
+    for f in (
+        "fp32_contents",
+        "int64_contents",
+        "int_contents",
+        "fp64_contents",
+        "uint_contents",
+        "uint64_contents",
+        "bool_contents",
+    ):
+        vals = list(getattr(c, f))
+        if vals:
+            return vals
+    return []
