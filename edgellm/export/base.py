@@ -129,6 +129,9 @@ def export(
     target: str = "x86-server",
     output: str | Path | None = None,
     *,
+    quant: Any = None,
+    precision: str | None = None,
+    format: str | None = None,
     force: bool = False,
     tolerance: Tolerance | None = None,
     manifest_extra: dict[str, Any] | None = None,
@@ -140,6 +143,10 @@ def export(
         model: a :class:`~edgellm.models.ModelAdapter` or anything :func:`edgellm.models.load` takes.
         target: target profile name or YAML path (``targets/*.yaml``).
         output: artifact directory; default ``edgellm-out/<model>-<target>``.
+        quant: a :class:`~edgellm.compress.quant.QuantSpec` computed once on ``model``
+            (:func:`edgellm.compress.quantize`); each format lowers it to its runtime's native form.
+        precision: ``fp32`` (default) or ``fp16`` when ``quant`` is None.
+        format: one of the target's formats (default: its first that this edgellm writes).
         force: replace an existing output directory (only once the new artifact is complete).
         tolerance: parity tolerance; default :class:`Tolerance()` (max abs 1e-3, cosine 0.9999), or
             :meth:`Tolerance.quantized` when ``quant`` is given.
@@ -163,9 +170,11 @@ def export(
         raise OutputExistsError(output)
 
     tgt = load_target(target)
-    fmt = choose_format(tgt, options.pop("format", None))
-    spec = options.get("quant")
-    float_precision = options.pop("precision", None) or "fp32"
+    fmt = choose_format(tgt, format)
+    spec = quant
+    if quant is not None:
+        options["quant"] = quant
+    float_precision = precision or "fp32"
     if spec is not None and float_precision != "fp32":
         raise ExportError(
             f"precision '{float_precision}' and a QuantSpec were both given", "give one of them"
