@@ -59,7 +59,7 @@ def statuses(summary):
 
 
 def test_a_recipe_runs_resumes_skips_and_records_lineage(tmp_path, monkeypatch):
-    import edgellm.pipeline.run as run_mod
+    import edgellm.pipeline.split_check as split_check_mod
 
     out = tmp_path / "out"
     # 1. training stops at step 3 (as a killed run would): the pipeline says so and keeps the checkpoint
@@ -73,7 +73,7 @@ def test_a_recipe_runs_resumes_skips_and_records_lineage(tmp_path, monkeypatch):
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(run_mod, "split_check", interrupted)
+    monkeypatch.setattr(split_check_mod, "split_check", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run_recipe(write(tmp_path / "r.yaml", {**TINY, "output": str(out)}))
     train_summary = json.loads((out / "train" / "train_summary.json").read_text())
