@@ -145,7 +145,7 @@ def netem_profiles(split: Path, tokens: int) -> dict:
     import os
     import subprocess
 
-    from edgellm.partition.planner import parse_bandwidth
+    from edgellm.partition.network import parse_bandwidth
     from edgellm.split.netem import EmulatedLink, wait_port
 
     py, env, res = sys.executable, {**os.environ, "OMP_NUM_THREADS": "1"}, {}

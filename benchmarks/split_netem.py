@@ -150,8 +150,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from edgellm.export.split import export_split
     from edgellm.models import load
+    from edgellm.partition import Network
     from edgellm.partition.codecs import ALL_CODECS
-    from edgellm.partition.planner import Network, make_plan
+    from edgellm.partition.planner import make_plan
 
     out = Path(args.output).absolute()
     out.mkdir(parents=True, exist_ok=True)
@@ -374,7 +375,7 @@ def plot(report: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from edgellm.bench.report import save_figure
+    from edgellm.utils.plots import save_figure
 
     names = list(report["profiles"])
     fig, axes = plt.subplots(1, len(names), figsize=(5.5 * len(names), 4.2), squeeze=False)
