@@ -148,7 +148,7 @@ def netem_profiles(split: Path, tokens: int) -> dict:
     import subprocess
 
     from edgellm.bench.netem import EmulatedLink, wait_port
-    from edgellm.partition.planner import parse_bandwidth
+    from edgellm.partition.network import parse_bandwidth
 
     py, env, res = sys.executable, {**os.environ, "OMP_NUM_THREADS": "1"}, {}
     with EmulatedLink() as link:

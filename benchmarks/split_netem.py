@@ -149,8 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
 
     from edgellm.models import load
+    from edgellm.partition import Network
     from edgellm.partition.codecs import ALL_CODECS
-    from edgellm.partition.planner import Network, make_plan
+    from edgellm.partition.planner import make_plan
     from edgellm.partition.split_export import export_split
 
     out = Path(args.output).absolute()
@@ -374,7 +375,7 @@ def plot(report: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from edgellm.bench.report import save_figure
+    from edgellm.utils.plots import save_figure
 
     names = list(report["profiles"])
     fig, axes = plt.subplots(1, len(names), figsize=(5.5 * len(names), 4.2), squeeze=False)

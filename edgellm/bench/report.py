@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from edgellm.utils.fs import atomic_write_text
+from edgellm.utils.plots import save_figure
 
 COLUMNS = [
     ("name", "runner"),
@@ -38,20 +39,19 @@ def rows(report: dict[str, Any]) -> list[list[str]]:
 
 def print_table(report: dict[str, Any], title: str = "benchmark") -> None:
     """A rich table on stdout, ratios below it."""
-    from rich.console import Console
     from rich.table import Table
+
+    from edgellm.utils.console import console
 
     table = Table(title=title)
     for _, head in COLUMNS:
         table.add_column(head, justify="right" if head not in ("runner",) else "left")
     for row in rows(report):
         table.add_row(*row)
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=120)
-    console.print(table)
+    out = console()
+    out.print(table)
     for pair, vals in report.get("ratios_p50", {}).items():
-        console.print(f"p50 ratio {pair}: " + ", ".join(f"{k}={v:.3f}" for k, v in vals.items()))
+        out.print(f"p50 ratio {pair}: " + ", ".join(f"{k}={v:.3f}" for k, v in vals.items()))
 
 
 def markdown_table(report: dict[str, Any]) -> str:
@@ -89,15 +89,3 @@ def plot_latency(report: dict[str, Any], path: str | Path, title: str = "p50 lat
     ax.legend(fontsize=8)
     fig.tight_layout()
     return save_figure(fig, path)
-
-
-def save_figure(fig: Any, path: str | Path) -> Path:
-    """Write a matplotlib figure as PNG via a temporary file and a rename, then close it."""
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-    return path

@@ -1,4 +1,4 @@
-"""Helpers shared by CLI commands: JSON output, tables."""
+"""Helpers shared by CLI commands: JSON output, tables, and the console (:mod:`edgellm.utils.console`)."""
 
 from __future__ import annotations
 
@@ -6,16 +6,11 @@ import json
 import sys
 from typing import Any
 
+from edgellm.utils.console import console
+
 
 def emit_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
-
-
-def console():
-    from rich.console import Console
-
-    c = Console()
-    return c if c.is_terminal else Console(width=120)
 
 
 def kv_table(title: str, rows: list[tuple[str, Any]]) -> None:

@@ -50,15 +50,17 @@ def partition(
     from rich.table import Table
 
     from edgellm.cli._common import console
-    from edgellm.partition.plan import PLAN_COLUMNS, plan_split, write_plan
+    from edgellm.models import load
+    from edgellm.partition import Network, plan
+    from edgellm.partition.report import PLAN_COLUMNS, write_plan
 
-    plan, basis, adapter, dev, srv = plan_split(
-        model,
-        device=device,
-        server=server,
-        bandwidth=bandwidth,
-        rtt=rtt,
-        downlink=downlink,
+    net = Network.parse(bandwidth, rtt, downlink)
+    adapter = load(model)
+    split = plan(
+        adapter,
+        device,
+        server,
+        net,
         device_memory=device_memory,
         min_device_blocks=min_device_blocks,
         precision=precision,
@@ -67,10 +69,9 @@ def partition(
         runs=runs,
         generate_tokens=generate_tokens,
     )
-    write_plan(plan, basis, output, title=f"{adapter.name}: {dev.name} + {srv.name}, {bandwidth}, {rtt}")
-    t = Table(
-        title=f"{adapter.name} split between {dev.name} and {srv.name} ({bandwidth} up, RTT {rtt}); predicted ms"
-    )
+    dev, srv, basis = split.device, split.server, split.basis
+    write_plan(split, output, title=f"{adapter.name}: {dev} + {srv}, {bandwidth}, {rtt}")
+    t = Table(title=f"{adapter.name} split between {dev} and {srv} ({bandwidth} up, RTT {rtt}); predicted ms")
     for col in (
         "cut after",
         "codec",
@@ -84,8 +85,8 @@ def partition(
         "note",
     ):
         t.add_column(col)
-    for c in plan.candidates:
-        best = c is plan.best
+    for c in split.candidates:
+        best = c is split.best
         t.add_row(
             ("[bold]" if best else "") + str(c["after_block"] or "(input)"),
             c["codec"],
@@ -94,14 +95,14 @@ def partition(
         )
     console().print(t)
     if generate_tokens is not None:
-        b = plan.best
+        b = split.best
         console().print(
             f"generation of {generate_tokens} tokens: the rows show one decode step; chosen: time to first token "
             f"{b['ttft_ms']:.1f} ms, then {b['per_token_ms']:.1f} ms per token ({b['total_ms']:.0f} ms in all)",
             markup=False,
         )
     console().print(
-        f"plan {plan.id}: cut after {plan.best['after_block'] or '(input)'} with {plan.best['codec']}, "
-        f"{plan.best['total_ms']:.1f} ms predicted; host efficiency {basis['host_efficiency']:.3f} of "
+        f"plan {split.id}: cut after {split.best['after_block'] or '(input)'} with {split.best['codec']}, "
+        f"{split.best['total_ms']:.1f} ms predicted; host efficiency {basis['host_efficiency']:.3f} of "
         f"{basis['host_peak_gflops']:.0f} GFLOP/s; wrote {output / 'plan.json'} and {output / 'plan.png'}"
     )

@@ -18,8 +18,8 @@ from typing import Any
 
 from edgellm.errors import ExportError, MissingDependencyError
 from edgellm.export.base import Exporter, register_exporter
+from edgellm.runtime.tensorrt_runner import PLAN_FILE
 
-PLAN_FILE = "model.plan"
 SCRIPT = "build_engine.sh"
 
 

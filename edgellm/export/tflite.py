@@ -29,30 +29,17 @@ import re
 from pathlib import Path
 from typing import Any
 
-from edgellm.errors import ExportError, MissingDependencyError
+from edgellm.errors import ExportError
 from edgellm.export.artifact import model_fields
 from edgellm.export.base import Exporter, register_exporter
 from edgellm.export.validate import check_parity, max_positions
+from edgellm.runtime.litert import quiet_litert, require_litert
 
 TFLITE_FILE = "model.tflite"
 PRECISIONS = ("fp32", "fp16")
 # options the ONNX exporters take that mean nothing here (the CLI and compress() pass them to every format)
 _IGNORED = {"exporter", "opset", "optimize", "raw_cache", "accuracy_level", "skip_layer_norm_fusion"}
 _QUANT_CLASS = "TFLiteQuantLinear"  # its name appears in the converted tensor names (ai-edge-quantizer regex)
-
-
-def require_litert(purpose: str) -> None:
-    """Raise :class:`MissingDependencyError` unless the LiteRT converter, quantizer and interpreter import."""
-    for mod, pkg in (
-        ("litert_torch", "litert-torch"),
-        ("ai_edge_litert", "ai-edge-litert"),
-        ("ai_edge_quantizer", "ai-edge-quantizer"),
-    ):
-        try:
-            with _quiet():
-                __import__(mod)
-        except ImportError as exc:
-            raise MissingDependencyError(pkg, "tflite", purpose) from exc
 
 
 @register_exporter("tflite")
@@ -362,7 +349,7 @@ def _convert(model: Any, module: Any, seq_len: int, *, full_int: bool) -> bytes:
     feeds = model.example_inputs(batch=1, seq=seq_len, seed=0)
     kwargs = {s.name: torch.as_tensor(feeds[s.name]) for s in model.inputs}
     module = _by_name(module, [s.name for s in model.inputs])
-    with _quiet():
+    with quiet_litert():
         import litert_torch
 
         quant_config = None
@@ -431,7 +418,7 @@ def _quantize_bytes(data: bytes, mode: str) -> bytes:
     """fp16 weights (float casting) or int8 dynamic-range weights with ai-edge-quantizer."""
     from ai_edge_quantizer import algorithm_manager, qtyping, quantizer
 
-    with _quiet():
+    with quiet_litert():
         qz = quantizer.Quantizer(bytearray(data))
         if mode == "fp16":
             qz.add_weight_only_config(
@@ -450,12 +437,4 @@ def _quantize_bytes(data: bytes, mode: str) -> bytes:
     return bytes(res.quantized_model)
 
 
-def _quiet():
-    """Silence the converter's progress bars, absl logging and deprecation warnings."""
-    from edgellm.utils.quiet import quiet
-
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    return quiet("", "absl", "litert_torch", "torch", "ai_edge_quantizer", stderr=True)
-
-
-__all__ = ["TFLITE_FILE", "TFLiteExporter", "outlier_output_layers", "require_litert"]
+__all__ = ["TFLITE_FILE", "TFLiteExporter", "outlier_output_layers"]

@@ -1,7 +1,8 @@
 """The cost model: per block, latency on a target profile from what this host measured, scaled by the
-target's compute and memory bandwidth (a roofline over the block's FLOPs and bytes).
+target's compute and memory bandwidth (:func:`edgellm.targets.roofline` over the block's FLOPs and
+bytes, the roofline ``bench --estimate`` uses).
 
-The efficiency factor is calibrated on this host: the FLOP/s each block really reached here, over this
+The compute efficiency is calibrated on this host: the FLOP/s each block really reached here, over this
 host's peak (cores x clock x SIMD FLOPs per cycle, from /proc/cpuinfo). A target is assumed to reach
 the same fraction of its own published peak; memory-bound blocks get the documented bandwidth factor.
 Every figure it gives is a prediction; the netem benchmark compares it with measurements.
@@ -9,36 +10,21 @@ Every figure it gives is a prediction; the netem benchmark compares it with meas
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
-from edgellm.bench.estimate import MEMORY_EFFICIENCY, flop_counts
 from edgellm.partition.planner import CostTable
 from edgellm.partition.profile import Profile
+from edgellm.targets.host import host_peak_gflops
+from edgellm.targets.roofline import MEMORY_EFFICIENCY, roofline
 
 BYTES_PER_WEIGHT = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "fp8": 1.0, "int8": 1.0, "int4": 0.5}
 
 
-def host_peak_gflops() -> float:
-    """fp32 peak of this host: cores x clock x FLOPs per cycle (2 FMA x SIMD lanes) from /proc/cpuinfo."""
-    from edgellm.bench.harness import cpu_flags
-
-    flags = cpu_flags()
-    lanes = 16 if "avx512f" in flags else 8 if "avx2" in flags else 4
-    mhz = 2000.0
-    try:
-        for line in open("/proc/cpuinfo"):  # noqa: SIM115 - read once, small
-            if line.startswith("cpu MHz"):
-                mhz = float(line.split(":", 1)[1])
-                break
-    except OSError:
-        pass
-    return (os.cpu_count() or 1) * mhz * 1e6 * lanes * 2 * 2 / 1e9  # 2 FMA ports, 2 FLOPs per FMA
-
-
 def block_flops(model: Any, batch: int, seq: int) -> dict[str, int]:
     """FLOPs of each block at (batch, seq): the counts of the modules the block is made of."""
+    from edgellm.models.flops import flop_counts
+
     counts = flop_counts(model, batch, seq)
     root = type(model.module).__name__
     return {b.name: sum(counts.get(f"{root}.{p}", 0) for p in b.paths) for b in model.blocks}
@@ -61,16 +47,9 @@ def calibrate(profile: Profile, flops: dict[str, int]) -> Calibration:
 def block_ms_on(
     target: Any, precision: str, flops: int, weight_bytes: int, act_bytes: int, cal: Calibration
 ) -> float:
-    """Roofline latency of one block on ``target`` at ``precision`` (ms)."""
-    peak = (
-        target.peak_compute_tops.get(precision)
-        or target.peak_compute_tops.get("fp32")
-        or max(target.peak_compute_tops.values())
-    )
-    compute_s = flops / (peak * 1e12 * cal.efficiency)
+    """Roofline latency of one block on ``target`` at ``precision`` (ms), at the host's calibrated efficiency."""
     nbytes = weight_bytes / 4.0 * BYTES_PER_WEIGHT.get(precision, 4.0) + act_bytes
-    memory_s = nbytes / (target.memory_bandwidth_gbs * 1e9 * MEMORY_EFFICIENCY)
-    return max(compute_s, memory_s) * 1000.0
+    return roofline(target, precision, flops, nbytes, compute_efficiency=cal.efficiency).ms
 
 
 def cost_table(

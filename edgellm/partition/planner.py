@@ -9,7 +9,7 @@ and sends nothing. The :class:`SplitPlan` keeps the whole table of candidates, f
 reason, so a user can see why the winner won.
 
 Example:
-    >>> plan = make_plan(table, Network.parse("10mbit", "50ms"), device_memory=parse_size("512MB"))  # doctest: +SKIP
+    >>> plan = make_plan(table, Network.parse("10mbit", "50ms"), device_memory=512 * 2**20)  # doctest: +SKIP
     >>> plan.best["cut"], plan.best["codec"], plan.best["total_ms"]                                  # doctest: +SKIP
 """
 
@@ -17,57 +17,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from edgellm.errors import EdgeLLMError
 from edgellm.partition.codecs import CODECS, Codec
-
-_UNITS_BIT = {"bit": 1, "kbit": 1e3, "mbit": 1e6, "gbit": 1e9}
-_UNITS_BYTE = {"b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
-_UNITS_TIME = {"us": 1e-3, "ms": 1.0, "s": 1e3}
-
-
-def _parse(text: str, units: dict[str, float], what: str, example: str) -> float:
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]+)\s*", str(text))
-    if not m or m.group(2).lower() not in units:
-        raise EdgeLLMError(
-            f"cannot read {what} '{text}'", f"write it like {example} (units: {', '.join(units)})"
-        )
-    return float(m.group(1)) * units[m.group(2).lower()]
-
-
-def parse_bandwidth(text: str) -> float:
-    """``10mbit`` -> bits per second."""
-    return _parse(text, _UNITS_BIT, "bandwidth", "10mbit")
-
-
-def parse_duration(text: str) -> float:
-    """``50ms`` -> milliseconds."""
-    return _parse(text, _UNITS_TIME, "duration", "50ms")
-
-
-def parse_size(text: str) -> float:
-    """``512MB`` -> bytes."""
-    return _parse(text, _UNITS_BYTE, "size", "512MB")
-
-
-@dataclass(frozen=True)
-class Network:
-    """The link between phone and server: bandwidth up and down (bit/s) and round-trip time (ms)."""
-
-    up_bps: float
-    down_bps: float
-    rtt_ms: float
-
-    @classmethod
-    def parse(cls, bandwidth: str, rtt: str, down: str | None = None) -> Network:
-        up = parse_bandwidth(bandwidth)
-        return cls(up, parse_bandwidth(down) if down else up, parse_duration(rtt))
-
-    def send_ms(self, nbytes: float, up: bool = True) -> float:
-        return nbytes * 8.0 / (self.up_bps if up else self.down_bps) * 1000.0
+from edgellm.partition.network import Network
 
 
 @dataclass
@@ -116,15 +71,39 @@ class CostTable:
 
 @dataclass
 class SplitPlan:
-    """Every candidate (cut, codec) with its predicted components, and the chosen one."""
+    """Every candidate (cut, codec) with its predicted components, and the chosen one.
+
+    Args:
+        id: a hash of what the plan was made from (the same table, network and constraints: the same id).
+        candidates: one row per (cut, codec): ``cut``, ``after_block``, ``codec``, the predicted parts
+            (``device_ms``, ``codec_ms``, ``upload_ms``, ``rtt_ms``, ``server_ms``, ``download_ms``),
+            ``total_ms``, ``upload_bytes``, ``device_weight_bytes``, ``feasible`` and its ``reason``.
+        best: the chosen candidate (the fastest feasible one).
+        network: the link it was planned for.
+        constraints: device memory budget, blocks kept on the device, server load (and generated tokens).
+        basis: how the cost table was derived (:func:`edgellm.partition.plan` fills it: the device and
+            server profiles, precisions, the host's calibration, FLOPs and times per block).
+    """
 
     id: str
     candidates: list[dict[str, Any]]
     best: dict[str, Any]
-    network: dict[str, float]
+    network: Network
     constraints: dict[str, Any]
+    basis: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def device(self) -> str | None:
+        """The device's target name (when the plan came from :func:`edgellm.partition.plan`)."""
+        return self.basis.get("device")
+
+    @property
+    def server(self) -> str | None:
+        """The server's target name (when the plan came from :func:`edgellm.partition.plan`)."""
+        return self.basis.get("server")
 
     def to_dict(self) -> dict[str, Any]:
+        """What ``plan.json`` holds (``edgellm split export --plan`` reads it)."""
         return asdict(self)
 
 
@@ -225,7 +204,7 @@ def make_plan(
             [asdict(table), asdict(network), constraints, list(codecs)], sort_keys=True, default=str
         ).encode()
     ).hexdigest()[:16]
-    return SplitPlan(ident, candidates, best, asdict(network), constraints)
+    return SplitPlan(ident, candidates, best, network, constraints)
 
 
 TOKEN_REPLY_BYTES = 64  # what a split-generation step answers: one token id in a small JSON object
@@ -275,4 +254,4 @@ def make_generation_plan(
         )
     best = min((c for c in candidates if c["feasible"]), key=lambda c: (c["total_ms"], -c["cut"]))
     ident = hashlib.sha256(json.dumps([first.id, step.id, tokens]).encode()).hexdigest()[:16]
-    return SplitPlan(ident, candidates, best, asdict(network), {**first.constraints, "tokens": tokens})
+    return SplitPlan(ident, candidates, best, network, {**first.constraints, "tokens": tokens})

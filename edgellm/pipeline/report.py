@@ -7,9 +7,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from edgellm.bench.report import markdown_table, save_figure
-from edgellm.partition.plan import PLAN_COLUMNS
+from edgellm.bench.report import markdown_table
+from edgellm.partition.report import PLAN_COLUMNS
 from edgellm.utils.fs import atomic_write_text
+from edgellm.utils.plots import save_figure
 
 TARGET_COLUMNS = [
     ("target", "target"),
@@ -149,7 +150,7 @@ def plot_split(check: dict[str, Any], predicted: dict[str, Any], path: Path) -> 
 def print_targets(matrix: list[dict[str, Any]], title: str) -> None:
     from rich.table import Table
 
-    from edgellm.cli._common import console
+    from edgellm.utils.console import console
 
     t = Table(title=title)
     for _, head in TARGET_COLUMNS:
@@ -168,7 +169,7 @@ def print_targets(matrix: list[dict[str, Any]], title: str) -> None:
 def print_compression(rows: list[dict[str, Any]]) -> None:
     from rich.table import Table
 
-    from edgellm.cli._common import console
+    from edgellm.utils.console import console
 
     t = Table(title="compressed artifacts vs fp32 (ONNX Runtime, this host, same run)")
     for col in ("model", "recipe", "accuracy vs fp32", "size MB", "p50 ms", "fp32 p50 ms", "ratio", "shape"):
@@ -195,7 +196,7 @@ def print_summary(summary: dict[str, Any]) -> None:
     from rich.table import Table
 
     from edgellm.bench.report import print_table
-    from edgellm.cli._common import console
+    from edgellm.utils.console import console
 
     res = summary["results"]
     for name, b in res.items():

@@ -451,40 +451,40 @@ class Pipeline:
         }
 
     def _partition(self) -> dict[str, Any]:
-        from edgellm.partition.plan import plan_split, write_plan
+        from edgellm.partition import Network, plan
+        from edgellm.partition.report import write_plan
 
         p = self.recipe.partition
         assert p is not None
-        plan, basis, adapter, dev, srv = plan_split(
-            self.adapter(p.model),
-            device=p.device,
-            server=p.server,
-            bandwidth=p.bandwidth,
-            rtt=p.rtt,
-            downlink=p.downlink,
+        adapter = self.adapter(p.model)
+        split = plan(
+            adapter,
+            p.device,
+            p.server,
+            Network.parse(p.bandwidth, p.rtt, p.downlink),
             device_memory=p.device_memory,
             min_device_blocks=p.min_device_blocks,
             codecs=p.codecs,
             seq=p.seq,
             runs=p.runs,
         )
-        title = f"{adapter.name}: {dev.name} + {srv.name}, {p.bandwidth} up, RTT {p.rtt}"
-        plan_json, plan_png = write_plan(plan, basis, self.out / "partition", title=title)
-        best = plan.best
+        title = f"{adapter.name}: {split.device} + {split.server}, {p.bandwidth} up, RTT {p.rtt}"
+        plan_json, plan_png = write_plan(split, self.out / "partition", title=title)
+        best = split.best
         self.say(
-            f"    plan {plan.id}: cut after {best['after_block'] or '(input)'} with {best['codec']}, "
+            f"    plan {split.id}: cut after {best['after_block'] or '(input)'} with {best['codec']}, "
             f"{best['total_ms']:.1f} ms predicted"
         )
         return {
             "plan": str(plan_json),
             "plot": str(plan_png),
-            "id": plan.id,
+            "id": split.id,
             "model": adapter.name,
-            "device": dev.name,
-            "server": srv.name,
+            "device": split.device,
+            "server": split.server,
             "network": {"bandwidth": p.bandwidth, "rtt": p.rtt, "downlink": p.downlink},
             "best": best,
-            "candidates": plan.candidates,
+            "candidates": split.candidates,
             "_outputs": [str(plan_json)],
         }
 

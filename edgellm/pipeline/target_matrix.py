@@ -151,7 +151,8 @@ def bench_matrix(
 ) -> dict[str, Any]:
     """Host latency of every artifact that runs here, interleaved in one run, and each target's estimate."""
     from edgellm.bench import benchmark
-    from edgellm.bench.estimate import count_flops, estimate_latency
+    from edgellm.bench.estimate import estimate_latency
+    from edgellm.models.flops import count_flops
     from edgellm.runtime import make_runner
 
     runners: dict[str, Any] = {}

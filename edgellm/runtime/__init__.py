@@ -8,20 +8,25 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import importlib
+import pkgutil
 from typing import Any
 
 from edgellm import plugins
 from edgellm.errors import EdgeLLMError
 from edgellm.runtime.base import RUNNERS, Runner, register_runner
 
-_MODULES = {
-    "torch": "edgellm.runtime.torch_runner",
-    "onnxruntime": "edgellm.runtime.ort_runner",
-    "onnxruntime-mobile": "edgellm.runtime.ort_runner",  # .ort files run in the same ONNX Runtime on a host
-    "litert": "edgellm.runtime.tflite_runner",
-    "tensorrt": "edgellm.runtime.tensorrt_runner",
-}
+
+@functools.cache
+def discover_runners() -> dict[str, Any]:
+    """Import every runner module of this package (``*_runner.py``) once; each registers its runtimes
+    with ``@register_runner``, so a new runner is one file. Their SDKs are imported when a runner is made.
+    Built-in runners are registered before any plugin is asked, so a plugin never shadows one."""
+    for info in pkgutil.iter_modules(__path__):
+        if info.name.endswith("_runner"):
+            importlib.import_module(f"{__name__}.{info.name}")
+    return RUNNERS
 
 
 def make_runner(model: Any, runtime: str | None = None, **options: Any) -> Runner:
@@ -41,13 +46,12 @@ def make_runner(model: Any, runtime: str | None = None, **options: Any) -> Runne
             runtime = model.manifest["target"]["runtime"]
         else:
             runtime = "onnxruntime"
-    if runtime in _MODULES:
-        importlib.import_module(_MODULES[runtime])
+    discover_runners()
     if runtime not in RUNNERS:
         plugins.load("edgellm.runners", runtime)  # a plugin package may provide it
     if runtime not in RUNNERS:
-        raise EdgeLLMError(f"unknown runtime '{runtime}'", f"available: {', '.join(sorted(_MODULES))}")
+        raise EdgeLLMError(f"unknown runtime '{runtime}'", f"available: {', '.join(sorted(RUNNERS))}")
     return RUNNERS[runtime](model, **options)
 
 
-__all__ = ["RUNNERS", "Runner", "make_runner", "register_runner"]
+__all__ = ["RUNNERS", "Runner", "discover_runners", "make_runner", "register_runner"]

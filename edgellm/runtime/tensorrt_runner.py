@@ -14,6 +14,8 @@ import numpy as np
 from edgellm.errors import EdgeLLMError, MissingDependencyError
 from edgellm.runtime.base import Runner, register_runner
 
+PLAN_FILE = "model.plan"  # the engine, beside the artifact's manifest (built by edgellm.export.tensorrt)
+
 
 @register_runner("tensorrt")
 class TensorRTRunner(Runner):
@@ -32,8 +34,6 @@ class TensorRTRunner(Runner):
             )
         if not hasattr(model, "manifest"):
             raise EdgeLLMError("the TensorRT runner takes a TensorRT artifact", "pass the artifact directory")
-        from edgellm.export.tensorrt import PLAN_FILE
-
         plan = Path(model.path) / PLAN_FILE
         if not plan.is_file():
             raise EdgeLLMError(

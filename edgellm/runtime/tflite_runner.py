@@ -16,18 +16,17 @@ import numpy as np
 from edgellm.errors import EdgeLLMError
 from edgellm.models.adapter import TensorSpec
 from edgellm.runtime.base import Runner, register_runner
+from edgellm.runtime.litert import quiet_litert, require_litert
 
 _SEQ = "sequence"
 
 
 def _interpreter(path: Path, num_threads: int, xnnpack: bool, preserve: bool = False) -> Any:
-    from edgellm.export.tflite import _quiet, require_litert
-
     require_litert("running TFLite models")
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     resolver = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    with _quiet():
+    with quiet_litert():
         it = Interpreter(
             model_path=str(path),
             num_threads=num_threads,

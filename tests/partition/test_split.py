@@ -17,7 +17,8 @@ from edgellm.export.validate import compare
 from edgellm.models import load
 from edgellm.partition.codecs import ALL_CODECS, Codec, scale_shape
 from edgellm.partition.cut import split_model
-from edgellm.partition.planner import CostTable, Network, make_plan
+from edgellm.partition.network import Network
+from edgellm.partition.planner import CostTable, make_plan
 
 pytest.importorskip("onnxruntime")
 

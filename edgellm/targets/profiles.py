@@ -53,7 +53,7 @@ class Target(BaseModel):
 def search_path() -> list[Path]:
     """Folders searched for ``NAME.yaml``: ``$EDGELLM_TARGETS_PATH``, the source tree, the installed copy."""
     dirs = [Path(p) for p in os.environ.get("EDGELLM_TARGETS_PATH", "").split(os.pathsep) if p]
-    pkg = Path(__file__).resolve().parent
+    pkg = Path(__file__).resolve().parent.parent  # edgellm/: the YAML lies in ../targets or _targets
     dirs += [pkg.parent / "targets", pkg / "_targets"]
     return [d for d in dirs if d.is_dir()]
 
