@@ -19,7 +19,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import time
@@ -29,32 +28,11 @@ from typing import Any
 
 from edgellm._version import __version__
 from edgellm.errors import EdgeLLMError
+from edgellm.pipeline.fingerprint import digest, source_fingerprint
 from edgellm.pipeline.recipe import CompressItem, Recipe
-from edgellm.utils.fs import atomic_write_text, sha256_files
+from edgellm.utils.fs import atomic_write_text
 
 STATE_DIR = ".edgellm-run"
-
-
-def _digest(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def source_fingerprint(source: str) -> str:
-    """The content hash of a corpus source: its files' bytes, a dataset version's commit, or pydoc's text."""
-    from edgellm.data.corpus import DEFAULT_CORPUS
-    from edgellm.data.store import parse_version, version_files
-
-    if source in (DEFAULT_CORPUS, "pydoc"):
-        from edgellm.data import read_corpus
-
-        return _digest([[d.id, d.text] for d in read_corpus(None)])
-    if parse_version(source) is not None:
-        return version_files(source)[1]["commit"]  # type: ignore[index]
-    p = Path(source)
-    if not p.exists():
-        raise EdgeLLMError(f"data source '{source}' does not exist", "give a file, a folder or STORE@REF")
-    files = [f for f in p.rglob("*") if f.is_file()] if p.is_dir() else [p]
-    return sha256_files(files, p if p.is_dir() else p.parent)
 
 
 class Pipeline:
@@ -82,7 +60,7 @@ class Pipeline:
         self.timings: list[dict[str, Any]] = []
         self._adapters: dict[str, Any] = {}
         raw = recipe.model_dump(mode="json")
-        self.recipe_hash = _digest(raw)
+        self.recipe_hash = digest(raw)
         self.lineage_base = {
             "recipe": {
                 "name": recipe.name,
@@ -112,7 +90,7 @@ class Pipeline:
     def _stage(
         self, name: str, key_parts: dict[str, Any], fn: Callable[[], dict[str, Any]]
     ) -> dict[str, Any]:
-        key = _digest({"stage": name, "edgellm": __version__, **key_parts})
+        key = digest({"stage": name, "edgellm": __version__, **key_parts})
         self.keys[name] = key
         prev = self.state.get(name)
         if (
