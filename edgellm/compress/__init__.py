@@ -11,6 +11,12 @@ from __future__ import annotations
 
 from typing import Any
 
+# The verb ``prune`` is bound over the subpackage of the same name (its modules stay importable as
+# ``from edgellm.compress.prune.<module> import ...``). Light: no torch until a verb runs.
+from edgellm.compress.prune import PruneConfig, PruneRecord, PruningRecord, prune
+
+__all__ = ["PruneConfig", "PruneRecord", "PruningRecord", "compress", "prune"]
+
 
 def compress(*args: Any, **kwargs: Any) -> Any:
     from edgellm.compress.api import compress as _compress
