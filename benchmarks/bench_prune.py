@@ -43,9 +43,9 @@ def main() -> int:
     from edgellm.compress.calibration import corpus_parts, make_batches
     from edgellm.compress.evaluate import evaluate
     from edgellm.compress.prune import PruneConfig, prune_model
-    from edgellm.compress.prune.recover import recover
     from edgellm.export import export
     from edgellm.models import load
+    from edgellm.pipeline.prune import recover
     from edgellm.runtime import make_runner
 
     sys.path.insert(0, str(Path(__file__).parent))

@@ -111,8 +111,8 @@ def tp_scores_llama(
     """Torch-Pruning's FFN choice for a Llama-family model (heads: edgellm's l2, see the module docstring);
     its own pruned model's logits when it pruned everything (no heads), else None."""
 
-    from edgellm.compress.prune.scores import unit_scores
-    from edgellm.compress.prune.transformer import geometry, head_units, layout_of
+    from edgellm.compress.prune.importance import unit_scores
+    from edgellm.compress.prune.layout import geometry, head_units, layout_of
 
     model = copy.deepcopy(adapter.module).eval()
     lm = model.lm

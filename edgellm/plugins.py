@@ -9,7 +9,7 @@ Groups and what an entry must be:
 
 - ``edgellm.cleaning_steps``: a :class:`edgellm.data.steps.Step` subclass;
 - ``edgellm.scores``: a pruning importance ``f(adapter, layout, units, calib) -> {"heads", "ffn",
-  "blocks"}`` (see :func:`edgellm.compress.prune.scores.unit_scores`); ``f.needs_data = True`` when it
+  "blocks"}`` (see :func:`edgellm.compress.prune.importance.unit_scores`); ``f.needs_data = True`` when it
   needs calibration batches;
 - ``edgellm.quant_methods``: a callable ``(**options) -> QuantConfig`` (a compression recipe name);
 - ``edgellm.exporters``: an :class:`edgellm.export.Exporter` subclass for a target format;

@@ -30,8 +30,7 @@ texts, dropped, _, counts = step.run(["hello", "ab", None])
 res["shout"] = [texts, dropped.tolist(), dict(counts)]
 res["quant"] = type(config_for("int8-example")).__name__
 def kept_energy(score):
-    m = load(sys.argv[1])
-    prune(m, PruneConfig(ffn=0.5, score=score))
+    m, _ = prune(load(sys.argv[1]), PruneConfig(ffn=0.5, score=score))
     return float(sum(l.mlp.gate_proj.weight.pow(2).sum() for l in m.module.lm.model.layers))
 res["energy"] = {"l2": kept_energy("l2"), "reverse_l2": kept_energy("reverse_l2")}
 lin = load(torch.nn.Linear(4, 3), example_inputs=torch.randn(5, 4))

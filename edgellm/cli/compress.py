@@ -177,8 +177,8 @@ def _prune(
     json_out: bool,
 ) -> None:
     from edgellm.compress.prune import PruneConfig
-    from edgellm.compress.prune.api import parse_prune, prune_and_report
     from edgellm.errors import EdgeLLMError
+    from edgellm.pipeline.prune import parse_prune, prune_and_report
 
     if model is None:
         raise EdgeLLMError("no model given", "pass MODEL, e.g. edgellm compress minilm --prune heads=0.25")

@@ -47,7 +47,7 @@ def _import_registries() -> None:
 
     for module in (
         "edgellm.data.steps",
-        "edgellm.compress.prune.scores",
+        "edgellm.compress.prune.importance",
         "edgellm.compress.quant.config",
         "edgellm.compress.evaluate",
         "edgellm.export.base",

@@ -3,7 +3,8 @@
 - :func:`quantize` ``(model, config, calib) -> QuantSpec`` (``quant/``: INT8 dynamic/static/SmoothQuant,
   INT4 weight-only RTN/GPTQ/AWQ; methods registered by config type with
   :func:`~edgellm.compress.quant.register_method`);
-- structured pruning in ``prune/``.
+- :func:`prune` ``(model, config) -> (model, PruneRecord)`` (``prune/``: heads, FFN channels, blocks of
+  transformers, coupled channels of plain modules; importance scores in one registry).
 
 Each exporter lowers the framework-neutral result to its runtime. The guarded search that quantizes,
 exports, evaluates and falls back (``edgellm compress``) is a workflow across stages:
@@ -14,6 +15,9 @@ Example:
     >>> spec = quantize(model, Int8Static(calibration="entropy"), calib_feeds)   # doctest: +SKIP
 """
 
+# The verb ``prune`` is bound over the subpackage of the same name (its modules stay importable as
+# ``from edgellm.compress.prune.<module> import ...``).
+from edgellm.compress.prune import PruneConfig, PruneRecord, PruningRecord, prune
 from edgellm.compress.quant import (
     Int4WeightOnly,
     Int8Dynamic,
@@ -29,9 +33,13 @@ __all__ = [
     "Int4WeightOnly",
     "Int8Dynamic",
     "Int8Static",
+    "PruneConfig",
+    "PruneRecord",
+    "PruningRecord",
     "QuantConfig",
     "QuantSpec",
     "SmoothQuant",
+    "prune",
     "quantize",
     "register_method",
 ]

@@ -350,7 +350,7 @@ class Pipeline:
 
     def _prune(self) -> dict[str, Any]:
         from edgellm.compress.prune import PruneConfig
-        from edgellm.compress.prune.api import prune_and_report
+        from edgellm.pipeline.prune import prune_and_report
 
         p = self.recipe.prune
         assert p is not None

@@ -22,7 +22,7 @@ class Shout(Step):
 
 def reverse_l2(adapter, layout, units, calib):
     """The built-in l2 importance, negated: prunes the largest units first (a real, if silly, score)."""
-    from edgellm.compress.prune.scores import unit_scores
+    from edgellm.compress.prune.importance import unit_scores
 
     s = unit_scores(adapter, layout, units, "l2", calib)
     return {"heads": [-h for h in s["heads"]], "ffn": [-f for f in s["ffn"]], "blocks": -s["blocks"]}

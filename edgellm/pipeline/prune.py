@@ -1,10 +1,15 @@
 """Prune, recover, and report against the unpruned model in the same run: what ``edgellm compress --prune``
-and a recipe's ``prune:`` section run.
+and a recipe's ``prune:`` section run (a workflow across stages: compress, train, export, runtime, bench).
 
 The report holds parameters and FLOPs (torch's FLOP counter on the model's fixed inputs), the file size
 and the latency of both models exported for ONNX Runtime (fp32, timed interleaved in one process), and
 quality against the unpruned model before and after recovery (MiniLM-style encoders: embedding cosine and
 Spearman; causal LMs: perplexity; classifiers: label agreement; plain modules: output cosine).
+
+Recovery (:func:`recover`) is a short distillation fine-tune of the pruned model from the unpruned
+teacher, through the training front end (``edgellm.train``): logit KL at a temperature plus the task loss
+for a causal LM, cosine to the teacher's sentence embedding for an encoder, and layer-matched hidden-state
+MSE (pruning keeps the hidden size, so every student layer has a teacher layer of the same width).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edgellm.compress.prune.transformer import PruneConfig
+from edgellm.compress.prune import PruneConfig
 from edgellm.errors import EdgeLLMError, OutputExistsError
 from edgellm.utils.fs import atomic_write_text
 
@@ -40,8 +45,7 @@ def prune_and_report(
     from edgellm.bench import p50_side_by_side
     from edgellm.compress.calibration import corpus_parts, make_batches
     from edgellm.compress.evaluate import CachedRunner, accuracy_text, evaluate
-    from edgellm.compress.prune.recover import recover
-    from edgellm.compress.prune.transformer import prune_model
+    from edgellm.compress.prune import prune_model
     from edgellm.export import export
     from edgellm.models import ModelAdapter, load
     from edgellm.runtime import make_runner
@@ -155,3 +159,42 @@ def parse_prune(text: str) -> dict[str, float]:
         except ValueError:
             raise EdgeLLMError(f"--prune {key}={value}: not a number", "give a fraction, e.g. 0.25") from None
     return out
+
+
+def recover(
+    pruned: str | Path,
+    teacher: str | Path,
+    output: str | Path,
+    *,
+    steps: int = 100,
+    lr: float = 2e-4,
+    batch_size: int = 8,
+    seq_len: int = 128,
+    hidden_mse: float = 1.0,
+    data: str | None = None,
+    seed: int = 0,
+) -> tuple[Path, dict[str, Any]]:
+    """Distil ``teacher`` into the pruned model directory; returns (recovered model directory, summary)."""
+    from edgellm.train import TrainConfig, train
+
+    cfg = TrainConfig(
+        model=str(pruned),
+        data=data,
+        output=str(output),
+        max_steps=steps,
+        lr=lr,
+        warmup_steps=max(1, steps // 10),
+        batch_size=batch_size,
+        seq_len=seq_len,
+        eval_every=steps,
+        eval_batches=4,
+        save_every=max(steps, 1),
+        progress=False,
+        seed=seed,
+        distill={"teacher": str(teacher), "temperature": 2.0, "alpha": 0.5, "hidden_mse": hidden_mse},
+    )
+    summary = train(cfg)
+    src = Path(pruned) / "pruning.json"
+    if src.is_file():  # the record travels with the model
+        (Path(output) / "model" / "pruning.json").write_text(src.read_text())
+    return Path(output) / "model", summary

@@ -1,4 +1,4 @@
-"""Structured channel pruning of plain torch modules through a dependency graph.
+"""The dependency graph of a plain torch module: which channels must be removed together.
 
 The module is traced with ``torch.fx`` and run once on its example inputs (shapes). Every tensor's
 channel axis (dim 1 of an NCHW feature map, the last dim of a ``Linear``'s input/output) carries, per
@@ -13,15 +13,14 @@ channel, the id of the output channel that produced it. Ops then couple channels
   channel's id over its ``H x W`` features, so the ``Linear`` after it loses all of them together.
 
 Channels tied (union-find) into one *unit* are removed together; a unit that reaches a model input or
-output is never removed. Units with the same producers form a *group* (a layer, or a residual stage);
-``scope="layer"`` removes the same fraction of every group, ``scope="global"`` ranks all units by their
-score relative to their group's mean. Any other op on a feature map stops the analysis with its name:
-the graph never guesses.
+output is never removed. Units with the same producers form a *group* (a layer, or a residual stage).
+Any other op on a feature map stops the analysis with its name: the graph never guesses. Scoring the
+units is :func:`edgellm.compress.prune.importance.channel_scores`; choosing and removing them,
+:mod:`edgellm.compress.prune.surgery`.
 """
 
 from __future__ import annotations
 
-import math
 import operator
 from dataclasses import dataclass, field
 from typing import Any
@@ -349,211 +348,3 @@ def _finish(uf: _UnionFind, uses: list[Use], fixed_el: list[int]) -> Graph:
     for k in g.groups:
         g.groups[k].sort()
     return g
-
-
-# -- scores -------------------------------------------------------------------------------------------------
-def unit_scores(
-    module: nn.Module, g: Graph, score: str, calib: list[dict[str, np.ndarray]] | None
-) -> dict[int, float]:
-    """Importance of every prunable unit: the magnitude (l1, l2), first-order Taylor or Wanda score of
-    every weight that moves with it (producer rows, consumer columns, norm parameters)."""
-    grads = _grads(module, calib) if score == "taylor" else {}
-    norms = _input_norms(module, g, calib) if score == "wanda" else {}
-    out: dict[int, float] = {}
-    for use in g.uses:
-        mod = module.get_submodule(use.path)
-        W = mod.weight.detach().float()
-        if use.role == "out":
-            w = W.reshape(W.shape[0], -1)
-            per = _reduce(w, grads.get(use.path), score, None)
-        elif use.role == "in":
-            w = W.transpose(0, 1).reshape(W.shape[1], -1)
-            g_ = grads.get(use.path)
-            per = _reduce(
-                w,
-                None if g_ is None else g_.transpose(0, 1).reshape(W.shape[1], -1),
-                score,
-                norms.get(use.path),
-            )
-        elif use.role == "dw":
-            w = W.reshape(W.shape[0], -1)
-            per = _reduce(w, grads.get(use.path), score, None)
-        else:  # norm: only its weight
-            per = _reduce(W.reshape(-1, 1), grads.get(use.path, None), score, None)
-        if score == "wanda" and use.role != "in":
-            continue  # Wanda scores a channel by the weights that read it
-        for e, v in zip(use.ids.tolist(), per.tolist()):
-            u = g.unit_of[e]
-            out[u] = out.get(u, 0.0) + v
-    return {
-        u: (math.sqrt(v) if score == "l2" else abs(v) if score == "taylor" else v) for u, v in out.items()
-    }
-
-
-def _reduce(
-    w: torch.Tensor, grad: torch.Tensor | None, score: str, norm: torch.Tensor | None
-) -> torch.Tensor:
-    if score == "l1":
-        return w.abs().sum(1)
-    if score == "l2":
-        return w.pow(2).sum(1)
-    if score == "taylor":
-        if grad is None:
-            return torch.zeros(w.shape[0])
-        return (w * grad.reshape(w.shape).float()).sum(1)
-    # wanda: |w| times the input channel's activation norm
-    return w.abs().sum(1) * (norm if norm is not None else torch.ones(w.shape[0]))
-
-
-def _feeds(calib: list[dict[str, np.ndarray]]):
-    for f in calib:
-        yield [torch.as_tensor(a) for a in f.values()]
-
-
-def _grads(module: nn.Module, calib: Any) -> dict[str, torch.Tensor]:
-    """Gradients of half the mean squared output over the calibration inputs (no labels needed)."""
-    module.zero_grad(set_to_none=True)
-    with torch.enable_grad():
-        for args in _feeds(calib):
-            out = module(*args)
-            out = (
-                out
-                if isinstance(out, torch.Tensor)
-                else next(iter(out.values() if isinstance(out, dict) else out))
-            )
-            (0.5 * out.float().pow(2).mean()).backward()
-    grads = {
-        n: m.weight.grad.detach().clone()
-        for n, m in module.named_modules()
-        if getattr(m, "weight", None) is not None
-        and isinstance(m.weight, torch.Tensor)
-        and m.weight.grad is not None
-    }
-    module.zero_grad(set_to_none=True)
-    return grads
-
-
-def _input_norms(module: nn.Module, g: Graph, calib: Any) -> dict[str, torch.Tensor]:
-    """Per consumer module: the L2 norm of each input feature over the calibration inputs."""
-    sums: dict[str, torch.Tensor] = {}
-    handles = []
-
-    def hook(path: str):
-        def fn(_m: nn.Module, args: tuple, _out: Any) -> None:
-            x = args[0].detach().float()
-            x = x.transpose(0, 1).reshape(x.shape[1], -1) if x.dim() == 4 else x.reshape(-1, x.shape[-1]).T
-            sums[path] = sums.get(path, 0) + x.pow(2).sum(1)
-
-        return fn
-
-    for u in g.uses:
-        if u.role == "in":
-            handles.append(module.get_submodule(u.path).register_forward_hook(hook(u.path)))
-    try:
-        with torch.no_grad():
-            for args in _feeds(calib):
-                module(*args)
-    finally:
-        for h in handles:
-            h.remove()
-    return {path: v.sqrt() for path, v in sums.items()}
-
-
-# -- choosing and removing ----------------------------------------------------------------------------------
-def choose(
-    g: Graph, scores: dict[int, float], ratio: float, scope: str = "layer", multiple_of: int = 1
-) -> set[int]:
-    """The units to remove: ``ratio`` of every group (``layer``), or the lowest ``ratio`` of all units
-    by score relative to their group's mean (``global``); every group keeps at least one unit (rounded up
-    to ``multiple_of``)."""
-    if not 0.0 < ratio < 1.0:
-        raise EdgeLLMError(f"prune ratio {ratio} is outside (0, 1)", "give the fraction to remove, e.g. 0.25")
-    if not g.groups:
-        raise EdgeLLMError(
-            "the model has no prunable channels: every channel reaches an input or the output",
-            "prune a model with hidden layers",
-        )
-
-    def floor_keep(n: int) -> int:
-        return min(n, max(multiple_of, 1)) if multiple_of > 1 else 1
-
-    drop: set[int] = set()
-    if scope == "layer":
-        for units in g.groups.values():
-            n = len(units)
-            keep = max(floor_keep(n), n - math.floor(n * ratio + 1e-9))
-            if multiple_of > 1:
-                keep = min(n, math.ceil(keep / multiple_of) * multiple_of)
-            ranked = sorted(units, key=lambda u: scores.get(u, 0.0))
-            drop |= set(ranked[: n - keep])
-        return drop
-    if scope != "global":
-        raise EdgeLLMError(f"unknown scope '{scope}'", "use layer or global")
-    rel = []
-    for key, units in g.groups.items():
-        mean = float(np.mean([scores.get(u, 0.0) for u in units])) or 1.0
-        rel += [(scores.get(u, 0.0) / mean, key, u) for u in units]
-    rel.sort(key=lambda t: t[0])
-    total = sum(len(u) for u in g.groups.values())
-    target = math.floor(total * ratio + 1e-9)
-    left = {k: len(v) for k, v in g.groups.items()}
-    for _, key, u in rel:
-        if len(drop) >= target:
-            break
-        if left[key] - 1 >= floor_keep(len(g.groups[key])):
-            drop.add(u)
-            left[key] -= 1
-    if multiple_of > 1:  # give units back until every group's width is a multiple
-        for key, units in g.groups.items():
-            while left[key] % multiple_of and left[key] < len(units):
-                back = max((u for u in units if u in drop), key=lambda u: scores.get(u, 0.0))
-                drop.discard(back)
-                left[key] += 1
-    return drop
-
-
-def remove(module: nn.Module, g: Graph, drop: set[int]) -> dict[str, Any]:
-    """Physically remove the channels of ``drop`` units from ``module`` (in place); returns the per-module
-    widths before and after."""
-    widths: dict[str, list[int]] = {}
-    for use in g.uses:
-        keep = torch.tensor(
-            [i for i, e in enumerate(use.ids.tolist()) if g.unit_of[e] not in drop], dtype=torch.long
-        )
-        mod = module.get_submodule(use.path)
-        if len(keep) == len(use.ids):
-            continue
-        with torch.no_grad():
-            if use.role == "out":
-                widths.setdefault(use.path, [mod.weight.shape[0]]).append(len(keep))
-                mod.weight = nn.Parameter(mod.weight[keep].clone())
-                if mod.bias is not None:
-                    mod.bias = nn.Parameter(mod.bias[keep].clone())
-                if isinstance(mod, nn.Linear):
-                    mod.out_features = len(keep)
-                else:
-                    mod.out_channels = len(keep)
-            elif use.role == "in":
-                mod.weight = nn.Parameter(mod.weight[:, keep].clone())
-                if isinstance(mod, nn.Linear):
-                    mod.in_features = len(keep)
-                else:
-                    mod.in_channels = len(keep)
-            elif use.role == "dw":
-                widths.setdefault(use.path, [mod.weight.shape[0]]).append(len(keep))
-                mod.weight = nn.Parameter(mod.weight[keep].clone())
-                if mod.bias is not None:
-                    mod.bias = nn.Parameter(mod.bias[keep].clone())
-                mod.in_channels = mod.out_channels = mod.groups = len(keep)
-            else:  # BatchNorm / LayerNorm
-                if mod.weight is not None:
-                    mod.weight = nn.Parameter(mod.weight[keep].clone())
-                if getattr(mod, "bias", None) is not None:
-                    mod.bias = nn.Parameter(mod.bias[keep].clone())
-                if isinstance(mod, nn.LayerNorm):
-                    mod.normalized_shape = (len(keep),)
-                else:
-                    mod.running_mean = mod.running_mean[keep].clone()
-                    mod.running_var = mod.running_var[keep].clone()
-                    mod.num_features = len(keep)
-    return widths
