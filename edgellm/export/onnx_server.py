@@ -227,6 +227,28 @@ class OnnxServerExporter(Exporter):
         return fusion, lowered
 
 
+class OnnxBased(Exporter):
+    """An exporter that lowers through :class:`OnnxServerExporter` (``self.onnx``) and converts what it
+    wrote: the variants, what a rejected one records, the manifest's completion and the clean-up are the
+    ONNX exporter's."""
+
+    onnx: OnnxServerExporter
+
+    def variants(self, model: Any) -> list[str]:
+        return self.onnx.variants(model)
+
+    def variant_info(self, fields: dict[str, Any]) -> dict[str, Any]:
+        return self.onnx.variant_info(fields)
+
+    def finish(
+        self, model: Any, fields: dict[str, Any], runner: Any, variant: str, rejected: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        return self.onnx.finish(model, fields, runner, variant, rejected)
+
+    def close(self) -> None:
+        self.onnx.close()
+
+
 def onnx_runner(path: Path, model: Any) -> Any:
     """An ONNX Runtime runner over ``path`` with the model's input/output specs (inputs the graph dropped
     left out)."""

@@ -18,24 +18,20 @@ from pathlib import Path
 from typing import Any
 
 from edgellm.errors import ExportError, require
-from edgellm.export.base import Exporter, register_exporter
+from edgellm.export.base import register_exporter
+from edgellm.export.onnx_server import OnnxBased, OnnxServerExporter, onnx_runner
 
 ORT_FILE = "model.ort"
 OPS_FILE = "required_operators.config"
 
 
 @register_exporter("ort")
-class OrtMobileExporter(Exporter):
+class OrtMobileExporter(OnnxBased):
     """Lower to ``.ort`` for ONNX Runtime mobile; options are those of the server ONNX exporter."""
 
     def __init__(self, quant: Any = None, **options: Any) -> None:
-        from edgellm.export.onnx_server import OnnxServerExporter
-
         self.quant = quant
         self.onnx = OnnxServerExporter(quant=quant, **options)
-
-    def variants(self, model: Any) -> list[str]:
-        return self.onnx.variants(model)
 
     def lower(self, model: Any, target: Any, workdir: Path, variant: str) -> dict[str, Any]:
         require("onnxruntime", "onnx", "the ONNX Runtime mobile exporter")
@@ -87,7 +83,6 @@ class OrtMobileExporter(Exporter):
         return fields
 
     def runner(self, workdir: Path, fields: dict[str, Any], model: Any) -> Any:
-        from edgellm.export.onnx_server import onnx_runner
 
         return onnx_runner(workdir / ORT_FILE, model)
 
@@ -96,14 +91,3 @@ class OrtMobileExporter(Exporter):
 
     def parity_hint(self, model: Any) -> str:
         return "export with --no-optimize, or loosen --atol/--min-cosine"
-
-    def variant_info(self, fields: dict[str, Any]) -> dict[str, Any]:
-        return self.onnx.variant_info(fields)
-
-    def finish(
-        self, model: Any, fields: dict[str, Any], runner: Any, variant: str, rejected: list[dict[str, Any]]
-    ) -> dict[str, Any]:
-        return self.onnx.finish(model, fields, runner, variant, rejected)
-
-    def close(self) -> None:
-        self.onnx.close()

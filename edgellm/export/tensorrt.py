@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from edgellm.errors import ExportError, MissingDependencyError
-from edgellm.export.base import Exporter, register_exporter
+from edgellm.export.base import register_exporter
+from edgellm.export.onnx_server import OnnxBased, OnnxServerExporter
 from edgellm.runtime.tensorrt_runner import PLAN_FILE
 
 SCRIPT = "build_engine.sh"
@@ -81,7 +82,7 @@ def trtexec_command(
 
 
 @register_exporter("tensorrt")
-class TensorRTExporter(Exporter):
+class TensorRTExporter(OnnxBased):
     """QDQ ONNX for TensorRT (INT8 needs ``int8-static`` with ``symmetric_activations``), plus a build script.
 
     Args:
@@ -91,8 +92,6 @@ class TensorRTExporter(Exporter):
     """
 
     def __init__(self, quant: Any = None, fp16: bool = False, max_batch: int = 32, **options: Any) -> None:
-        from edgellm.export.onnx_server import OnnxServerExporter
-
         if quant is not None:
             bad = [n for n, lq in quant.layers.items() if not _trt_layer_ok(lq)]
             if bad:
@@ -106,9 +105,6 @@ class TensorRTExporter(Exporter):
         self.quant, self.fp16, self.max_batch = quant, fp16, max_batch
         self.onnx = OnnxServerExporter(quant=quant, **options)
         self.onnx.standard_int4 = True
-
-    def variants(self, model: Any) -> list[str]:
-        return self.onnx.variants(model)
 
     def lower(self, model: Any, target: Any, workdir: Path, variant: str) -> dict[str, Any]:
         import onnx
@@ -158,17 +154,6 @@ class TensorRTExporter(Exporter):
 
     def parity_hint(self, model: Any) -> str:
         return self.onnx.parity_hint(model)
-
-    def variant_info(self, fields: dict[str, Any]) -> dict[str, Any]:
-        return self.onnx.variant_info(fields)
-
-    def finish(
-        self, model: Any, fields: dict[str, Any], runner: Any, variant: str, rejected: list[dict[str, Any]]
-    ) -> dict[str, Any]:
-        return self.onnx.finish(model, fields, runner, variant, rejected)
-
-    def close(self) -> None:
-        self.onnx.close()
 
 
 def build_engine(artifact_dir: str | Path, *, workspace_gb: float = 4.0) -> Path:
