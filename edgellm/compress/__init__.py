@@ -15,19 +15,31 @@ Example:
     >>> spec = quantize(model, Int8Static(calibration="entropy"), calib_feeds)   # doctest: +SKIP
 """
 
+from typing import Any
+
 # The verb ``prune`` is bound over the subpackage of the same name (its modules stay importable as
 # ``from edgellm.compress.prune.<module> import ...``).
 from edgellm.compress.prune import PruneConfig, PruneRecord, PruningRecord, prune
-from edgellm.compress.quant import (
-    Int4WeightOnly,
-    Int8Dynamic,
-    Int8Static,
-    QuantConfig,
-    QuantSpec,
-    SmoothQuant,
-    quantize,
-    register_method,
+
+_QUANT = (
+    "Int4WeightOnly",
+    "Int8Dynamic",
+    "Int8Static",
+    "QuantConfig",
+    "QuantSpec",
+    "SmoothQuant",
+    "quantize",
+    "register_method",
 )
+
+
+def __getattr__(name: str) -> Any:  # the quantization names load torch: only when first used
+    if name in _QUANT:
+        from edgellm.compress import quant
+
+        return getattr(quant, name)
+    raise AttributeError(f"module 'edgellm.compress' has no attribute {name!r}")
+
 
 __all__ = [
     "Int4WeightOnly",
