@@ -17,11 +17,14 @@ Example (``recipes/demo.yaml`` is the full one)::
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, create_model, model_validator
 
+from edgellm.compress.prune.config import PruneConfig
 from edgellm.compress.quant.config import config_for
 from edgellm.errors import EdgeLLMError, first_error
 from edgellm.train import TrainConfig
@@ -51,23 +54,48 @@ class DataStage(_Strict):
         return self
 
 
-class PruneStage(_Strict):
+class _PruneWorkflow(_Strict):
     """Structured pruning (heads, FFN channels, blocks; channels of plain torch modules), then an optional
-    distillation recovery from the unpruned model; later sections use the result as model ``pruned``."""
+    distillation recovery from the unpruned model; later sections use the result as model ``pruned``.
+    The pruning keys are the fields of :class:`~edgellm.compress.prune.PruneConfig`."""
 
     model: str = Field(..., description="the model to prune: bundled name, directory, or train")
-    heads: float = Field(0.0, ge=0, lt=1, description="fraction of attention heads (KV groups) per layer")
-    ffn: float = Field(0.0, ge=0, lt=1, description="fraction of FFN channels per layer")
-    blocks: float = Field(0.0, ge=0, lt=1, description="fraction of whole transformer blocks")
-    channels: float = Field(0.0, ge=0, lt=1, description="plain torch modules: coupled channels to remove")
-    score: Literal["l1", "l2", "taylor", "wanda"] = Field("wanda", description="importance score")
-    scope: Literal["layer", "global"] = Field(
-        "layer", description="the same fraction per layer, or ranked across layers"
-    )
-    multiple_of: int = Field(1, ge=1, description="keep pruned widths multiples of this (8, 16)")
     runs: int = Field(10, ge=1, description="timed rounds of the pruned-vs-unpruned latency comparison")
     recover_steps: int = Field(0, ge=0, description="distillation steps from the unpruned model (0: none)")
     recover_lr: float = Field(2e-4, gt=0, description="learning rate of the recovery")
+    _config: Any = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _typed(self) -> _PruneWorkflow:
+        """The pruning keys become the stage's own config, validated by it, and stay typed to the verb."""
+        try:
+            self._config = PruneConfig(
+                **{f.name: getattr(self, f.name) for f in dataclasses.fields(PruneConfig)}
+            )
+        except EdgeLLMError as exc:
+            raise ValueError(str(exc)) from exc
+        return self
+
+    @property
+    def config(self) -> PruneConfig:
+        return self._config
+
+
+# the recipe prunes with Wanda unless told otherwise (the best of the built-in scores on transformers)
+_RECIPE_DEFAULTS = {"score": "wanda"}
+_hints = typing.get_type_hints(PruneConfig)
+PruneStage = create_model(
+    "PruneStage",
+    __base__=_PruneWorkflow,
+    __doc__=_PruneWorkflow.__doc__,
+    **{
+        f.name: (
+            _hints[f.name],
+            Field(_RECIPE_DEFAULTS.get(f.name, f.default), description=f.metadata.get("doc", "")),
+        )
+        for f in dataclasses.fields(PruneConfig)
+    },
+)
 
 
 class CompressItem(_Strict):

@@ -349,23 +349,13 @@ class Pipeline:
         }
 
     def _prune(self) -> dict[str, Any]:
-        from edgellm.compress.prune import PruneConfig
         from edgellm.pipeline.prune import prune_and_report
 
         p = self.recipe.prune
         assert p is not None
-        cfg = PruneConfig(
-            heads=p.heads,
-            ffn=p.ffn,
-            blocks=p.blocks,
-            channels=p.channels,
-            score=p.score,
-            scope=p.scope,
-            multiple_of=p.multiple_of,
-        )
         rep = prune_and_report(
             self.adapter(p.model),
-            cfg,
+            p.config,
             self.out / "prune" / "pruned",
             recover_steps=p.recover_steps,
             recover_lr=p.recover_lr,

@@ -19,13 +19,19 @@ class PruneConfig:
     """What to remove: fractions of heads (KV groups) and FFN channels per layer and of whole blocks
     (transformers), or of coupled channels (``channels``, plain torch modules)."""
 
-    heads: float = 0.0
-    ffn: float = 0.0
-    blocks: float = 0.0
-    channels: float = 0.0
-    score: Score = "l2"  # a name in the importance registry (edgellm.compress.prune.importance)
-    multiple_of: int = 1  # kept widths rounded up to a multiple of this (8, 16: fast kernels)
-    scope: Literal["layer", "global"] = "layer"  # the same fraction per layer, or ranked across layers
+    heads: float = field(default=0.0, metadata={"doc": "fraction of attention heads (KV groups) per layer"})
+    ffn: float = field(default=0.0, metadata={"doc": "fraction of FFN channels per layer"})
+    blocks: float = field(default=0.0, metadata={"doc": "fraction of whole transformer blocks"})
+    channels: float = field(default=0.0, metadata={"doc": "plain torch modules: coupled channels to remove"})
+    score: Score = field(
+        default="l2", metadata={"doc": "importance score (a name in edgellm.compress.prune.importance)"}
+    )
+    multiple_of: int = field(
+        default=1, metadata={"doc": "keep pruned widths multiples of this (8, 16: fast kernels)"}
+    )
+    scope: Literal["layer", "global"] = field(
+        default="layer", metadata={"doc": "the same fraction per layer, or ranked across layers"}
+    )
 
     def __post_init__(self) -> None:
         for name in ("heads", "ffn", "blocks", "channels"):
