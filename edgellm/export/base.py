@@ -180,17 +180,9 @@ def export(
             f"precision '{float_precision}' and a QuantSpec were both given", "give one of them"
         )
     precision = float_precision if spec is None else f"int{spec.bits}"
-    if precision == "fp16":  # each format spells fp16 its own way
-        if fmt == "tflite":
-            options["precision"] = "fp16"
-        elif fmt == "tensorrt":
-            options["fp16"] = True
-        else:
-            raise ExportError(
-                f"format '{fmt}' has no fp16 variant in this edgellm",
-                "use --format tflite or tensorrt for fp16",
-            )
-    elif precision not in ("fp32",) and spec is None:
+    if precision == "fp16":
+        options.update(_fp16_options(fmt))
+    elif precision != "fp32" and spec is None:
         raise ExportError(
             f"unknown precision '{precision}'", "use fp32 or fp16, or pass a QuantSpec (quant=)"
         )
@@ -295,15 +287,26 @@ def parity_reference(model: Any, fmt: str, **options: Any) -> Any:
     if fmt not in EXPORTERS:
         raise ExportError(f"no exporter for format '{fmt}'", f"available formats: {', '.join(EXPORTERS)}")
     options = {k: v for k, v in options.items() if v is not None}
-    if fmt != "tflite" and options.pop("precision", "fp32") == "fp16" and fmt == "tensorrt":
-        options["fp16"] = True
+    if options.pop("precision", "fp32") == "fp16":
+        options.update(_fp16_options(fmt))
     return EXPORTERS[fmt](**options).reference(model)
+
+
+def _fp16_options(fmt: str) -> dict[str, Any]:
+    """How each format's exporter is asked for fp16."""
+    if fmt == "tflite":
+        return {"precision": "fp16"}
+    if fmt == "tensorrt":
+        return {"fp16": True}
+    raise ExportError(
+        f"format '{fmt}' has no fp16 variant in this edgellm", "use --format tflite or tensorrt for fp16"
+    )
 
 
 def _load_exporters() -> None:
     """Import every module of this package once, so each ``@register_exporter`` runs: adding a format is
     one new module. Exporters import their SDK when they lower, so this stays cheap; a module whose
-    own imports are missing registers nothing (its format is then reported as unavailable)."""
+    optional SDK is missing registers nothing (its format is then reported as unavailable)."""
     global _loaded
     if _loaded:
         return
@@ -313,9 +316,13 @@ def _load_exporters() -> None:
     import edgellm.export as package
 
     for info in pkgutil.iter_modules(package.__path__):
-        if not info.name.startswith("_"):
-            with contextlib.suppress(ImportError):
-                importlib.import_module(f"{package.__name__}.{info.name}")
+        if info.name.startswith("_"):
+            continue
+        try:
+            importlib.import_module(f"{package.__name__}.{info.name}")
+        except ModuleNotFoundError as exc:  # an optional SDK imported at module level; edgellm's own raise
+            if (exc.name or "").split(".")[0] == "edgellm":
+                raise
     _loaded = True
 
 

@@ -142,9 +142,6 @@ class DecoderSlotStep(nn.Module):
         return (h, *[t for i in st.ids for t in cache.present[i]])
 
 
-SLOT_INPUTS = ["input_ids", "position_ids", "cache_mask", "write"]
-
-
 @dataclass
 class CacheHalves:
     """Both halves of a decoder cut after ``layers`` blocks, as cached step graphs."""

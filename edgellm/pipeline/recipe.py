@@ -22,19 +22,15 @@ import typing
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, create_model, model_validator
+from pydantic import Field, PrivateAttr, create_model, model_validator
 
 from edgellm.compress.prune.config import PruneConfig
-from edgellm.compress.quant.config import config_for
 from edgellm.errors import EdgeLLMError, first_error
+from edgellm.pipeline.compress_recipe import Strict, TypedQuant
 from edgellm.train import TrainConfig
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class DataStage(_Strict):
+class DataStage(Strict):
     """Clean a corpus and commit it to a dataset store (or use an existing dataset version)."""
 
     source: str = Field("pydoc", description="file, folder, STORE@REF, or pydoc (the bundled text)")
@@ -54,7 +50,7 @@ class DataStage(_Strict):
         return self
 
 
-class _PruneWorkflow(_Strict):
+class _PruneWorkflow(Strict):
     """Structured pruning (heads, FFN channels, blocks; channels of plain torch modules), then an optional
     distillation recovery from the unpruned model; later sections use the result as model ``pruned``.
     The pruning keys are the fields of :class:`~edgellm.compress.prune.PruneConfig`."""
@@ -98,38 +94,14 @@ PruneStage = create_model(
 )
 
 
-class CompressItem(_Strict):
+class CompressItem(TypedQuant):
     model: str = Field(..., description="bundled name, directory, train or pruned")
-    recipe: str = Field(..., description="int8-dynamic, int8-static, w4a16-gptq, ... or auto")
-    options: dict[str, Any] = Field(
-        default_factory=dict, description="the recipe's options (the fields of its config class)"
-    )
     label: str | None = Field(None, description="folder and table name (default: the recipe's)")
     target: str = Field("x86-server", description="the target profile the artifact is lowered for")
     max_accuracy_drop: str | None = Field(None, description="guard, e.g. cosine>=0.99 or ppl+3%")
-    _config: Any = PrivateAttr(None)
-
-    @model_validator(mode="after")
-    def _typed(self) -> CompressItem:
-        """The recipe and its options become the method's own config (Int8Static, Int4WeightOnly...),
-        validated here, so a wrong option fails when the recipe is read and the value stays typed."""
-        if self.recipe == "auto":
-            if self.options:
-                raise ValueError("recipe auto takes no options (it tries the task's recipes with defaults)")
-            return self
-        try:
-            self._config = config_for(self.recipe, **self.options)
-        except EdgeLLMError as exc:
-            raise ValueError(str(exc)) from exc
-        return self
-
-    @property
-    def config(self) -> Any:
-        """The typed :class:`~edgellm.compress.quant.QuantConfig`, or ``"auto"``."""
-        return "auto" if self.recipe == "auto" else self._config
 
 
-class CompressStage(_Strict):
+class CompressStage(Strict):
     artifacts: list[CompressItem] = Field(default_factory=list, description="one compressed artifact each")
     calibration: Literal["data", "bundled"] = Field(
         "data", description="calibrate and evaluate on disjoint parts of the data section's dataset"
@@ -138,7 +110,7 @@ class CompressStage(_Strict):
     eval_sequences: int = Field(128, ge=8, description="held-out sequences the accuracy is measured on")
 
 
-class ExportStage(_Strict):
+class ExportStage(Strict):
     """Every (target, format, precision) of each model; each artifact checked against the reference."""
 
     models: list[str] = Field(default_factory=lambda: ["minilm"], description="models to export")
@@ -147,7 +119,7 @@ class ExportStage(_Strict):
     )
 
 
-class BenchStage(_Strict):
+class BenchStage(Strict):
     runs: int = Field(30, ge=1, description="timed runs per shape")
     warmup: int = Field(5, ge=0, description="untimed runs first")
     batch: list[int] = Field(default_factory=lambda: [1, 8], description="batch sizes")
@@ -155,7 +127,7 @@ class BenchStage(_Strict):
     threads: int | None = Field(None, ge=1, description="intra-op threads (default: the runtime's)")
 
 
-class PartitionStage(_Strict):
+class PartitionStage(Strict):
     model: str = Field("minilm", description="the model to cut")
     device: str = Field("snapdragon-865", description="the phone's target profile")
     server: str = Field("x86-server", description="the server's target profile")
@@ -172,7 +144,7 @@ class PartitionStage(_Strict):
     runs: int = Field(10, ge=1, description="profiling runs per block")
 
 
-class SplitStage(_Strict):
+class SplitStage(Strict):
     """Export the plan's two halves, serve the server half on loopback, send real requests through it."""
 
     requests: int = Field(8, ge=1, description="requests sent through the split model")
@@ -182,7 +154,7 @@ class SplitStage(_Strict):
     seq_len: int | None = Field(None, ge=1, description="static sequence length of a TFLite half")
 
 
-class Recipe(_Strict):
+class Recipe(Strict):
     name: str = Field(..., description="the run's name (titles the report)")
     output: str = Field("edgellm-out", description="folder for everything (relative to the working dir)")
     seed: int = Field(0, description="seed of every random choice the run makes")
