@@ -273,7 +273,7 @@ def _load_hf(
             "check that config.json matches the weight files",
         ) from exc
     hf.eval()
-    tokenizer = _load_tokenizer(path)
+    tokenizer = load_tokenizer(path)
     config = hf.config
     vocab = int(getattr(config, "vocab_size", 0) or 2)
     seq_names = ["batch", "sequence"]
@@ -361,7 +361,7 @@ def _hf_blocks(base: nn.Module, family: Family, prefix: str) -> list[Block]:
     return blocks
 
 
-def _load_tokenizer(path: Path) -> Any:
+def load_tokenizer(path: Path) -> Any:
     if not any((path / f).exists() for f in ("tokenizer.json", "vocab.txt", "tokenizer.model", "vocab.json")):
         return None
     try:

@@ -270,9 +270,9 @@ class SplitClient:
 
 def _tokenizer(path: Path) -> Any:
     """The tokenizer an exporter saved beside the device half (none for models without one)."""
-    from edgellm.models.loader import _load_tokenizer
+    from edgellm.models.loader import load_tokenizer
 
-    return _load_tokenizer(path / "tokenizer")
+    return load_tokenizer(path / "tokenizer")
 
 
 def _request(tensors: list[tuple[str, Any, str, list[int], dict[str, Any]]]) -> tuple[bytes, int]:
