@@ -14,8 +14,27 @@ Example:
     >>> res = compress("minilm", "int8-static", output="out/minilm-int8", max_accuracy_drop="cosine>=0.99")  # doctest: +SKIP
 """
 
-from edgellm.pipeline.compress_search import CompressResult, GuardError, compress
-from edgellm.pipeline.recipe import Recipe
-from edgellm.pipeline.run import Pipeline, run_recipe
+from typing import Any
+
+# name -> module: imported when first used (the workflows load torch; ``import edgellm.pipeline`` does not)
+_NAMES = {
+    "CompressResult": "compress_search",
+    "GuardError": "compress_search",
+    "compress": "compress_search",
+    "Recipe": "recipe",
+    "Pipeline": "run",
+    "run_recipe": "run",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _NAMES:
+        import importlib
+
+        value = getattr(importlib.import_module(f"edgellm.pipeline.{_NAMES[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'edgellm.pipeline' has no attribute {name!r}")
+
 
 __all__ = ["CompressResult", "GuardError", "Pipeline", "Recipe", "compress", "run_recipe"]
