@@ -7,26 +7,10 @@ import json
 import threading
 
 import numpy as np
+from generation_helpers import PROMPTS, hf_greedy, tokens
 
 from edgellm.serve import ModelConfig, serve_in_background
 from edgellm.split.generation_client import GenerationClient
-
-PROMPTS = [
-    "The with statement is used to wrap the execution of a block",
-    "A class definition defines a class object",
-    "The try statement specifies exception handlers",
-    "Names refer to objects. Names are introduced by name binding operations",
-]
-
-
-def hf_greedy(adapter, prompt, n):
-    from edgellm.models.decoder_step import reference_greedy
-
-    return reference_greedy(adapter, prompt, n)
-
-
-def tokens(client, prompt_ids, n, **kw):
-    return [t["token"] for t in client.generate(prompt_ids, n, stop_at_eos=False, **kw)]
 
 
 def test_concurrent_sessions_are_batched_and_get_their_own_tokens(tiny_llama, gen_dir, gen_server):

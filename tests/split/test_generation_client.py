@@ -6,27 +6,11 @@ import json
 
 import numpy as np
 import pytest
+from generation_helpers import PROMPTS, hf_greedy, tokens
 
 from edgellm.pipeline.generation import export_generation
 from edgellm.serve import ModelConfig, serve_in_background
 from edgellm.split.generation_client import GenerationClient, GenerationError
-
-PROMPTS = [
-    "The with statement is used to wrap the execution of a block",
-    "A class definition defines a class object",
-    "The try statement specifies exception handlers",
-    "Names refer to objects. Names are introduced by name binding operations",
-]
-
-
-def hf_greedy(adapter, prompt, n):
-    from edgellm.models.decoder_step import reference_greedy
-
-    return reference_greedy(adapter, prompt, n)
-
-
-def tokens(client, prompt_ids, n, **kw):
-    return [t["token"] for t in client.generate(prompt_ids, n, stop_at_eos=False, **kw)]
 
 
 def test_greedy_tokens_through_the_server_equal_the_unsplit_model(tiny_llama, gen_dir, gen_server):
