@@ -195,14 +195,14 @@ def log_cmd(
     """
     from edgellm.data.store import Store
 
-    log = Store(store).log(ref)
+    s = Store(store)
+    log = s.log(ref)
     if json_out:
         emit_json(log)
         return
-    tags = {}
-    tdir = Path(store) / "refs" / "tags"
-    for t in tdir.glob("*"):
-        tags.setdefault(t.read_text().strip(), []).append(t.name)
+    tags: dict[str, list[str]] = {}
+    for name, cid in s.tags().items():
+        tags.setdefault(cid, []).append(name)
     for c in log:
         docs = (c.get("stats") or {}).get("documents_out")
         console().print(
@@ -256,18 +256,65 @@ def tag_cmd(
 
 
 @app.command("verify")
-def verify_cmd(store: Path = STORE_OPT) -> None:
-    """Check every version's files against their hashes and every ref against the commits.
+def verify_cmd(
+    store: Path = STORE_OPT,
+    fix: bool = typer.Option(
+        False, "--fix", help="First remove what interrupted writes left (as edgellm data gc does)."
+    ),
+) -> None:
+    """Check every version's files against their hashes, every ref against the commits, and that no
+    interrupted write left temporary files (exit 2 if anything is wrong).
 
-    Example: edgellm data verify --store data/store
+    Example: edgellm data verify --store data/store --fix
     """
     from edgellm.data.store import Store
     from edgellm.errors import EdgeLLMError
 
-    problems = Store(store).verify()
+    s = Store(store)
+    if fix:
+        _print_gc(store, s.gc())
+    problems = s.verify()
     if problems:
+        only_leftovers = len(problems) == 1 and s.leftovers()
         raise EdgeLLMError(
             f"store '{store}' has {len(problems)} problem(s): {'; '.join(problems[:5])}",
-            "restore the objects from a backup, or re-commit",
+            f"remove them with: edgellm data verify --fix --store {store} (or edgellm data gc)"
+            if only_leftovers
+            else "restore the objects from a backup, or re-commit (--fix removes only temporary files "
+            "and unreferenced objects)",
         )
-    console().print(f"store {store}: every version verified")
+    try:
+        garbage = s.gc(dry_run=True)["unreferenced"]
+    except EdgeLLMError:  # a commit is in progress: its objects are not garbage
+        garbage = 0
+    console().print(
+        f"store {store}: every version verified"
+        + (f" ({garbage} unreferenced object(s): edgellm data gc frees them)" if garbage else ""),
+        markup=False,
+        soft_wrap=True,
+    )
+
+
+@app.command("gc")
+def gc_cmd(
+    store: Path = STORE_OPT,
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only say what would be removed."),
+) -> None:
+    """Remove the temporary files interrupted writes left and the objects no version references; every
+    committed version is kept (refused while a commit is in progress).
+
+    Example: edgellm data gc --store data/store
+    """
+    from edgellm.data.store import Store
+
+    _print_gc(store, Store(store).gc(dry_run=dry_run), dry_run=dry_run)
+
+
+def _print_gc(store: Path, r: dict[str, int], *, dry_run: bool = False) -> None:
+    verb = "would remove" if dry_run else "removed"
+    console().print(
+        f"store {store}: {verb} {r['temporary']} temporary file(s) and {r['unreferenced']} unreferenced "
+        f"object(s) ({r['bytes']} bytes)",
+        markup=False,
+        soft_wrap=True,
+    )

@@ -9,7 +9,10 @@ Layout::
 
 A commit's id is the sha256 of its canonical JSON. Every write goes to a temporary file that is fsynced
 and renamed: objects first, then the commit, then HEAD. A process killed at any point leaves the store
-valid (at worst an unreferenced object or commit) and never loses a committed version.
+valid (at worst an unreferenced object or commit, and the temporary file it was writing) and never loses
+a committed version. ``verify`` reports the temporary files such a kill left; ``gc`` removes them and the
+objects no commit references. A commit holds ``STORE/.lock`` (an ``flock``, released by the kernel when
+its process dies, even under ``kill -9``), so ``gc`` never removes the objects of a commit in progress.
 
 A dataset version is written ``STORE@REF`` (REF: a tag, a commit id or its prefix, or HEAD); calibration,
 training and evaluation record the commit they read, so artifacts' manifests carry it.
@@ -21,9 +24,12 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import fcntl
 import hashlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +60,31 @@ class Store:
     def put(self, path: Path) -> str:
         return self.objects.put_file(path)
 
+    @contextlib.contextmanager
+    def _lock(self, *, wait: bool = True) -> Iterator[bool]:
+        """Hold ``STORE/.lock``: yields True, or False when ``wait`` is off and a writer holds it (and
+        True, without a lock, where the store is read-only: no one writes there)."""
+        try:
+            fh = open(self.root / ".lock", "a+")  # noqa: SIM115 - closed below
+        except OSError:
+            yield True
+            return
+        with fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def tags(self) -> dict[str, str]:
+        """Tag name -> commit id (the temporary files of an interrupted tag write are not tags)."""
+        d = self.root / "refs" / "tags"
+        return {p.name: p.read_text().strip() for p in sorted(d.glob("[!.]*")) if p.is_file()}
+
     def head(self) -> str | None:
         p = self.root / "refs" / "HEAD"
         return p.read_text().strip() or None if p.is_file() else None
@@ -73,7 +104,7 @@ class Store:
             return hits[0]
         if len(hits) > 1:
             raise EdgeLLMError(f"'{ref}' matches {len(hits)} commits", "give more characters of the id")
-        tags = sorted(p.name for p in (self.root / "refs" / "tags").glob("*"))
+        tags = sorted(self.tags())
         raise EdgeLLMError(
             f"dataset version '{ref}' does not exist in '{self.root}'",
             f"use a commit id (edgellm data log) or a tag ({', '.join(tags) or 'none yet'})",
@@ -107,22 +138,23 @@ class Store:
             rep = json.loads(report.read_text())
             config = rep.get("config")
             stats = {k: rep.get(k) for k in ("documents_in", "documents_out", "duplicates", "pii", "steps")}
-        table = {}
-        for f in files:
-            table[str(f.relative_to(src))] = {"sha256": self.put(f), "bytes": f.stat().st_size}
-        par = self.head() if parent == "HEAD" else parent
-        body = {
-            "parent": par,
-            "message": message,
-            "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "files": table,
-            "config": config,
-            "stats": stats,
-        }
-        cid = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
-        body = {"id": cid, **body}
-        write_atomic(self.root / "commits" / f"{cid}.json", json.dumps(body, indent=2).encode())
-        write_atomic(self.root / "refs" / "HEAD", cid.encode())
+        with self._lock():  # gc waits for this commit; two commits take turns
+            table = {}
+            for f in files:
+                table[str(f.relative_to(src))] = {"sha256": self.put(f), "bytes": f.stat().st_size}
+            par = self.head() if parent == "HEAD" else parent
+            body = {
+                "parent": par,
+                "message": message,
+                "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "files": table,
+                "config": config,
+                "stats": stats,
+            }
+            cid = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+            body = {"id": cid, **body}
+            write_atomic(self.root / "commits" / f"{cid}.json", json.dumps(body, indent=2).encode())
+            write_atomic(self.root / "refs" / "HEAD", cid.encode())
         return body
 
     def log(self, ref: str = "HEAD") -> list[dict[str, Any]]:
@@ -174,11 +206,11 @@ class Store:
     def verify(self) -> list[str]:
         """Problems found (empty: the store is valid): refs to missing commits, missing/corrupt objects."""
         problems = []
-        commits = {p.stem for p in (self.root / "commits").glob("*.json")}
-        refs = [self.root / "refs" / "HEAD", *(self.root / "refs" / "tags").glob("*")]
-        for r in refs:
-            if r.is_file() and r.read_text().strip() not in commits:
-                problems.append(f"{r.relative_to(self.root)} points to a missing commit")
+        commits = {p.stem for p in (self.root / "commits").glob("[!.]*.json")}
+        refs = {"refs/HEAD": self.head(), **{f"refs/tags/{t}": c for t, c in self.tags().items()}}
+        for r, cid in refs.items():
+            if cid is not None and cid not in commits:
+                problems.append(f"{r} points to a missing commit")
         checked: set[str] = set()
         for cid in sorted(commits):
             try:
@@ -198,7 +230,63 @@ class Store:
                     problems.append(f"object {sha[:12]} ({rel}, commit {cid[:12]}) is corrupt")
                 else:
                     checked.add(sha)
+        left = self.leftovers()
+        if left:
+            names = ", ".join(str(p.relative_to(self.root)) for p in left[:3])
+            problems.append(
+                f"{len(left)} temporary file(s) left by an interrupted write "
+                f"({names}{', ...' if len(left) > 3 else ''})"
+            )
         return problems
+
+    def leftovers(self) -> list[Path]:
+        """The temporary files interrupted writes left: objects' (``objects/ab/.obj.*``), commits' and refs'
+        (``.NAME.*`` beside them). Empty while a commit runs (its temporary files are in use)."""
+        with self._lock(wait=False) as free:
+            return self.objects.temporaries() + self._written_temporaries() if free else []
+
+    def _written_temporaries(self) -> list[Path]:
+        """``write_atomic``'s temporary files beside commits and refs (no commit or tag starts with '.')."""
+        found: list[Path] = []
+        for d in (self.root / "commits", self.root / "refs", self.root / "refs" / "tags"):
+            found += sorted(p for p in d.glob(".*") if p.is_file())
+        return found
+
+    def gc(self, *, dry_run: bool = False) -> dict[str, int]:
+        """Remove the temporary files interrupted writes left and the objects no commit references
+        (every commit is kept, tagged or not); returns the counts and the bytes freed.
+
+        Raises EdgeLLMError while a commit runs, or when a commit cannot be read (its objects would be
+        taken for garbage).
+        """
+        with self._lock(wait=False) as free:
+            if not free:
+                raise EdgeLLMError(
+                    f"store '{self.root}' is busy: a commit is in progress",
+                    "run gc again once it has finished",
+                )
+            keep: set[str] = set()
+            for p in sorted((self.root / "commits").glob("[!.]*.json")):
+                try:
+                    keep.update(m["sha256"] for m in json.loads(p.read_text())["files"].values())
+                except (ValueError, KeyError, TypeError, AttributeError):
+                    raise EdgeLLMError(
+                        f"commit {p.stem[:12]} cannot be read, so gc cannot tell which objects it needs",
+                        "restore commits/ from a backup (nothing was removed)",
+                    ) from None
+            temps = self.objects.temporaries()
+            count, freed = self.objects.gc(keep, dry_run=dry_run)
+            others = self._written_temporaries()
+            for p in others:
+                freed += p.stat().st_size
+                if not dry_run:
+                    p.unlink()
+        return {
+            "temporary": len(temps) + len(others),
+            "unreferenced": count - len(temps),
+            "removed": count + len(others),
+            "bytes": freed,
+        }
 
 
 def parse_version(source: str) -> tuple[Path, str] | None:

@@ -123,6 +123,11 @@ class ObjectStore:
             if got != digest:
                 raise ObjectCorrupt(rel, digest, got)
 
+    def temporaries(self) -> list[Path]:
+        """The temporary files a killed writer left (``ab/.obj.*``): never objects, safe to remove once no
+        writer runs (``gc`` removes them)."""
+        return sorted(p for p in self.root.glob("*/.obj.*") if p.is_file()) if self.root.is_dir() else []
+
     def gc(self, keep: set[str], *, dry_run: bool = False) -> tuple[int, int]:
         """Remove every file under the store that is not an object of ``keep`` (unreferenced objects and
         stray temporary files); returns (files removed, bytes freed)."""

@@ -97,11 +97,104 @@ def test_a_commit_killed_midway_leaves_the_store_valid(tmp_path):
     p.wait()
     assert p.returncode == -signal.SIGKILL
     s = Store(tmp_path / "store")
-    assert s.verify() == []  # no dangling ref, no corrupt object
+    problems = s.verify()  # no dangling ref, no corrupt object; at most the temporary file of the kill
+    assert all("temporary file" in p for p in problems) and len(problems) == len(s.leftovers()[:1])
+    s.gc()
+    assert s.verify() == [] and s.leftovers() == []
     assert s.head() == first["id"]  # the half-done commit never became HEAD
     assert s.read_commit("HEAD")["message"] == "committed before"
     s.checkout("HEAD", tmp_path / "again")  # the committed version is whole
     assert len(Store(tmp_path / "store").log()) == 1
+
+
+# stops a commit half-way through writing its third object (and, with "commit", through writing the
+# commit record), says so, and waits for the SIGKILL
+PAUSER = """
+import os, sys, time
+from pathlib import Path
+import edgellm.hub.objects as objects
+from edgellm.data.store import Store
+
+s = Store(sys.argv[1], create=True)
+calls, copy, atomic = [0], objects.shutil.copyfile, objects.os.replace
+def half_copy(src, dst):
+    calls[0] += 1
+    if calls[0] == 3:
+        Path(dst).write_bytes(Path(src).read_bytes()[:1000])
+        print("mid-object", flush=True)
+        time.sleep(60)
+    return copy(src, dst)
+def half_replace(tmp, dst):
+    if str(dst).endswith(".json") and sys.argv[3] == "commit":
+        print("mid-commit", flush=True)
+        time.sleep(60)
+    return atomic(tmp, dst)
+objects.shutil.copyfile = half_copy if sys.argv[3] == "object" else copy
+objects.os.replace = half_replace
+s.commit(sys.argv[2], "killed")
+"""
+
+
+@pytest.mark.parametrize("where", ["object", "commit"])
+def test_temporary_files_of_a_killed_commit_are_reported_and_cleaned(tmp_path, capsys, where):
+    from edgellm.cli import main
+
+    root = tmp_path / "store"
+    s = Store(root, create=True)
+    kept = [s.commit(shards(tmp_path / "a", 2), "one"), s.commit(shards(tmp_path / "b", 2, text="b"), "two")]
+    s.tag("v1", kept[0]["id"])
+    p = subprocess.Popen(
+        [sys.executable, "-c", PAUSER, str(root), str(shards(tmp_path / "c", 4, text="c")), where],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert p.stdout.readline().strip() == f"mid-{where}"
+    # while the commit runs, its temporary files are in use: not reported, and gc refuses to run
+    assert s.leftovers() == []
+    with pytest.raises(EdgeLLMError, match="busy"):
+        s.gc()
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    left = s.leftovers()
+    if where == "object":
+        assert [x.name.startswith(".obj.") and x.parent.parent.name == "objects" for x in left] == [True]
+    else:
+        assert len(left) == 1 and left[0].parent.name == "commits" and left[0].name.startswith(".")
+    assert s.head() == kept[1]["id"]
+    # data verify names them and fails; the hint says how to clean
+    assert main(["data", "verify", "--store", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert "1 temporary file(s) left by an interrupted write" in err and "--fix" in err
+    # gc --dry-run says so and removes nothing; the unreferenced objects of the killed commit count too
+    assert main(["data", "gc", "--dry-run", "--store", str(root)]) == 0
+    out = capsys.readouterr().out
+    unreferenced = 2 if where == "object" else 4  # objects the killed commit had finished
+    assert f"would remove 1 temporary file(s) and {unreferenced} unreferenced object(s)" in out
+    assert s.leftovers() == left
+    assert main(["data", "verify", "--fix", "--store", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "removed 1 temporary file(s)" in out and "every version verified" in out
+    assert s.leftovers() == [] and s.verify() == []
+    assert not [x for x in (root / "objects").rglob(".obj.*")]
+    # every committed version is whole; what nothing referenced is gone
+    referenced = {m["sha256"] for c in kept for m in c["files"].values()}
+    stored = {x.parent.name + x.name for x in (root / "objects").rglob("*") if x.is_file()}
+    assert stored == referenced
+    for c in kept:
+        co = s.checkout(c["id"], tmp_path / f"co-{c['id'][:8]}")
+        assert co["id"] == c["id"]
+    assert [c["message"] for c in s.log()] == ["two", "one"] and s.resolve("v1") == kept[0]["id"]
+    assert main(["data", "gc", "--store", str(root)]) == 0
+    assert "removed 0 temporary file(s) and 0 unreferenced object(s)" in capsys.readouterr().out
+
+
+def test_gc_refuses_when_a_commit_is_unreadable(tmp_path):
+    s = Store(tmp_path / "store", create=True)
+    c = s.commit(shards(tmp_path / "a", 1), "one")
+    (tmp_path / "store" / "commits" / f"{c['id']}.json").write_text("{not json")
+    with pytest.raises(EdgeLLMError, match="cannot be read"):
+        s.gc()
+    assert s.objects.has(c["files"]["part-00000.jsonl"]["sha256"])  # nothing was removed
 
 
 def test_dataset_version_is_recorded_by_calibration(tmp_path):
