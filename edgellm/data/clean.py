@@ -15,13 +15,13 @@ import json
 import os
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edgellm.data.steps import ALIVE, Step, parse_steps
 from edgellm.errors import EdgeLLMError, first_error
@@ -72,11 +72,62 @@ class CleanConfig(BaseModel):
         cfg.parsed()  # step errors surface before any reading
         return cfg
 
+    @model_validator(mode="after")
+    def _internal_field_names(self) -> CleanConfig:
+        """The text and id are ``text`` and ``id`` inside the pipeline (and in its output): a pii step may
+        name them by their input names too."""
+        rename = {self.text_field: "text", self.id_field: "id"}
+        steps = []
+        for item in self.steps:
+            cfg = item.get("pii") if isinstance(item, dict) and len(item) == 1 else None
+            if isinstance(cfg, dict) and isinstance(cfg.get("fields"), list):
+                fields = list(dict.fromkeys(rename.get(f, f) for f in cfg["fields"]))
+                item = {"pii": {**cfg, "fields": fields}}
+            steps.append(item)
+        self.steps = steps
+        return self
+
     def parsed(self) -> list[Step]:
         return parse_steps(self.steps)
 
 
 # -- per batch (worker) ---------------------------------------------------------------------------------
+class _Fields(Mapping):
+    """A batch's fields other than the text, as Python lists read on first use; the columns a step
+    returns replace them for the steps after it."""
+
+    def __init__(self, batch: Any) -> None:
+        self._batch, self._lists = batch, {}
+
+    def __getitem__(self, name: str) -> list[Any]:
+        if name not in self._lists:
+            if name == "text" or name not in self._batch.schema.names:
+                raise KeyError(name)
+            self._lists[name] = self._batch.column(name).to_pylist()
+        return self._lists[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(dict.fromkeys([*(n for n in self._batch.schema.names if n != "text"), *self._lists]))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def replace(self, cols: dict[str, Any]) -> None:
+        self._lists.update(cols)
+
+
+def _column(values: Any, like: Any) -> Any:
+    """``values`` as an Arrow array, of the type of the column it replaces where they still fit it."""
+    import pyarrow as pa
+
+    if like is not None:
+        try:
+            return pa.array(values, like.type)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            pass
+    return pa.array(values)
+
+
 def run_steps(batch: Any, steps: list[Step]) -> tuple[Any, dict[int, Any], list[Counter]]:
     """Run ``steps`` on one record batch.
 
@@ -90,21 +141,23 @@ def run_steps(batch: Any, steps: list[Step]) -> tuple[Any, dict[int, Any], list[
     payload: dict[int, Any] = {}
     counters: list[Counter] = []
     extra: dict[str, Any] = {}
+    fields = _Fields(batch)
     for i, step in enumerate(steps):
-        new, drop, cols, count = step.run(texts)
+        new, drop, cols, count = step.run_fields(texts, fields)
         drop_at[(drop_at == ALIVE) & drop] = i
         texts = [None if d != ALIVE else t for t, d in zip(new, drop_at)]
         if step.stateful:
             payload[i] = cols.get("key", cols.get("sig"))
         else:
             extra.update(cols)
+            fields.replace(cols)
         counters.append(count)
     final = batch.column("text").to_pylist()
     out_text = [t if t is not None else f for t, f in zip(texts, final)]
     cols = {n: batch.column(n) for n in batch.schema.names if n != "text"}
     cols["text"] = pa.array(out_text, pa.string())
     for k, v in extra.items():
-        cols[k] = pa.array(v)
+        cols[k] = _column(v, cols.get(k))
     cols["_drop_at"] = pa.array(drop_at)
     return pa.RecordBatch.from_pydict(cols), payload, counters
 
@@ -221,11 +274,19 @@ def _report(
 ) -> dict[str, Any]:
     rows, alive = [], n_in
     pii: Counter = Counter()
+    scanned: Counter = Counter()
+    unscanned: Counter = Counter()
+    named: list[str] = []
     for i, s in enumerate(steps):
         d = dropped.get(i, 0)
         r = dict(reasons[i])
         for k in [k for k in r if k.startswith("pii_")]:
             pii[k[4:]] += r.pop(k)
+        for k in [k for k in r if k.startswith(("scanned:", "unscanned:"))]:
+            kind, name = k.split(":", 1)
+            (scanned if kind == "scanned" else unscanned)[name] += r.pop(k)
+        if s.kind == "pii":
+            named += s.named()
         rows.append({"step": s.kind, "in": alive, "out": alive - d, "dropped": d, "reasons": r})
         alive -= d
     near = {str(i): len(c) for i, c in dedup.clusters.items()}
@@ -243,6 +304,13 @@ def _report(
             "near_clusters": sum(near.values()),
         },
         "pii": dict(pii),
+        "pii_fields": None
+        if not any(s.kind == "pii" for s in steps)
+        else {  # documents whose field held a string, by field; named fields no document had
+            "scanned": dict(sorted(scanned.items())),
+            "not_scanned": {k: v for k, v in sorted(unscanned.items()) if k not in scanned},
+            "not_found": [n for n in dict.fromkeys(named) if not scanned.get(n)],
+        },
         "throughput": {
             "seconds": round(seconds, 3),
             "docs_per_s": round(n_in / max(seconds, 1e-9), 1),
@@ -282,6 +350,19 @@ def report_markdown(r: dict[str, Any]) -> str:
             + [f"| {k} | {v} |" for k, v in sorted(r["pii"].items())]
             + [""]
         )
+    f = r.get("pii_fields")
+    if f:
+        docs = ", ".join(f"{k} ({v})" for k, v in f["scanned"].items()) or "none"
+        lines += [f"PII scanned in (documents): {docs}.", ""]
+        if f["not_scanned"]:
+            skipped = ", ".join(f"{k} ({v})" for k, v in f["not_scanned"].items())
+            lines += [
+                f"Not scanned for PII (documents with strings there): {skipped}; "
+                "add them to pii.fields, or set pii.all_strings.",
+                "",
+            ]
+        if f["not_found"]:
+            lines += [f"PII fields no document had: {', '.join(f['not_found'])}.", ""]
     m = r["malformed_lines"]
     if m["count"]:
         where = ", ".join(f"{e['file']}:{e['line']}" for e in m["first"])

@@ -120,16 +120,17 @@ class CorpusReader:
         keys: dict[str, None] = {}
         for r in rows:
             keys.update(dict.fromkeys(r))
-        cols = {k: [r.get(k) for r in rows] for k in keys}
-        try:
-            return pa.RecordBatch.from_pydict(cols)
-        except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed types in an extra field: keep them as JSON text
-            return pa.RecordBatch.from_pydict(
-                {
-                    k: (v if k in ("id", "text") else [None if x is None else json.dumps(x) for x in v])
-                    for k, v in cols.items()
-                }
-            )
+        arrays = {}
+        for k in keys:
+            v = [r.get(k) for r in rows]
+            try:
+                arrays[k] = pa.array(v)
+            except (
+                pa.ArrowInvalid,
+                pa.ArrowTypeError,
+            ):  # mixed types in an extra field: keep it as JSON text
+                arrays[k] = pa.array([None if x is None else json.dumps(x, ensure_ascii=False) for x in v])
+        return pa.RecordBatch.from_pydict(arrays)
 
     def _lines(self, path: Path) -> Iterator[tuple[int, str]]:
         with open(path, "rb") as f:

@@ -4,13 +4,20 @@ salted hash token.
 Detected types (each with validation beyond the pattern, so numbers that only look like PII pass):
 
 - ``email``;
-- ``phone``: international numbers written with a leading ``+`` and country code, and Chinese mobile
-  numbers (11 digits, ``1[3-9]``, optionally ``+86``/``86``);
+- ``phone``: international numbers written with a leading ``+`` and country code; North American
+  numbers written ``(415) 555-2671`` (area code and exchange starting 2-9); and Chinese mobile numbers
+  (11 digits, ``1[3-9]``, optionally ``+86``/``86``, also grouped 3-4-4 as ``138-0013-8000`` or
+  ``138 0013 8000``);
 - ``cn_id``: Chinese resident identity numbers, 18 characters, the last a checksum (ISO 7064 MOD 11-2)
   and a plausible birth date;
 - ``credit_card``: 13-19 digits, optionally grouped by spaces or hyphens, passing the Luhn check;
 - ``ipv4`` / ``ipv6``: validated by :mod:`ipaddress`;
 - any user pattern (``{"employee_id": r"EMP-\\d{6}"}``).
+
+Full-width forms (``１３８００１３８０００``, ``ｊａｎｅ＠ｅｘａｍｐｌｅ．ｏｒｇ``) are found as their ASCII
+twins are, whether or not a ``normalize`` step ran first: the scan reads the text through a
+length-preserving fold (full-width ASCII -> ASCII, ideographic space -> space), and a hash token is
+that of the folded value, so both spellings of a value share one token.
 
 Actions: ``mask`` (``[EMAIL]``), ``drop`` (the document), ``hash`` (``<EMAIL:3f9a1c0b2d4e>``: HMAC-SHA256 of
 the value under the salt, so the same value gives the same token within a dataset and cannot be reversed
@@ -26,6 +33,7 @@ import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from edgellm.errors import EdgeLLMError
 
@@ -33,6 +41,10 @@ ACTIONS = ("mask", "drop", "hash")
 
 _EMAIL = r"(?<![\w.+-])[A-Za-z0-9._%+-]{1,64}@(?:[A-Za-z0-9-]{1,63}\.)+[A-Za-z]{2,24}(?![\w-])"
 _CN_MOBILE = r"(?<![\d+])(?:\+?86[ -]?)?1[3-9]\d{9}(?!\d)"
+# 3-4-4 with one separator throughout, not inside a longer run of digit groups
+_CN_MOBILE_GROUPED = r"(?<![\d+-])(?:\+?86[ -]?)?1[3-9]\d(?P<cn_sep>[ -])\d{4}(?P=cn_sep)\d{4}(?!\d|[ -]\d)"
+# North American Numbering Plan, the parenthesised area code: (NXX) NXX-XXXX
+_NANP = r"(?<![\w(+])\([2-9]\d{2}\) ?[2-9]\d{2}[-. ]\d{4}(?!\d|[-.]\d)"
 _INTL_PHONE = r"(?<![\w+])\+[1-9]\d{0,2}(?:[ .-]?\(?\d{1,4}\)?){2,5}(?!\d)"
 _CN_ID = r"(?<![\dA-Za-z])\d{17}[\dXx](?![\dA-Za-z])"
 _CARD = r"(?<![\d+-])(?:\d[ -]?){12,18}\d(?![\d-])"
@@ -104,21 +116,28 @@ def _ipv6(v: str) -> bool:
     return True
 
 
-def _intl_phone(v: str) -> bool:
-    n = len(re.sub(r"\D", "", v))
-    return 8 <= n <= 15
+_NATIONAL_PHONE = re.compile(f"{_CN_MOBILE}|{_CN_MOBILE_GROUPED}|{_NANP}")
+
+
+def _phone(v: str) -> bool:
+    """A national number of a form above, or an international one of 8..15 digits (E.164)."""
+    return bool(_NATIONAL_PHONE.fullmatch(v)) or 8 <= len(re.sub(r"\D", "", v)) <= 15
+
+
+# full-width ASCII (U+FF01..U+FF5E) -> ASCII, ideographic space -> space: one character for one, so the
+# spans found in the folded text are the spans of the original
+_FOLD = {cp: cp - 0xFEE0 for cp in range(0xFF01, 0xFF5F)} | {0x3000: 0x20}
 
 
 # type -> (pattern, validator); order matters: earlier types claim their spans first
 BUILTIN: dict[str, tuple[str, Callable[[str], bool] | None]] = {
     "email": (_EMAIL, None),
     "cn_id": (_CN_ID, cn_id_valid),
-    "phone": (f"{_CN_MOBILE}|{_INTL_PHONE}", None),
+    "phone": (f"{_CN_MOBILE}|{_CN_MOBILE_GROUPED}|{_NANP}|{_INTL_PHONE}", _phone),
     "credit_card": (_CARD, _card),
     "ipv6": (_IPV6, _ipv6),
     "ipv4": (_IPV4, _ipv4),
 }
-_PHONE_CHECK = re.compile(_CN_MOBILE)
 
 
 @dataclass
@@ -164,15 +183,14 @@ class PiiScanner:
         self._key = (self.salt or "").encode()
 
     def find(self, text: str) -> list[tuple[int, int, str]]:
-        """Non-overlapping ``(start, end, type)`` spans, earlier rules first."""
+        """Non-overlapping ``(start, end, type)`` spans, earlier rules first (full-width forms included)."""
+        text = text.translate(_FOLD)
         spans: list[tuple[int, int, str]] = []
         taken: list[tuple[int, int]] = []
         for t, rx, check in self._rules:
             for m in rx.finditer(text):
                 s, e = m.span()
                 v = m.group(0)
-                if t == "phone" and not _PHONE_CHECK.fullmatch(v) and not _intl_phone(v):
-                    continue
                 if check is not None and not check(v):
                     continue
                 if any(s < te and ts < e for ts, te in taken):
@@ -183,7 +201,7 @@ class PiiScanner:
 
     def token(self, kind: str, value: str) -> str:
         if self.action == "hash":
-            digest = hmac.new(self._key, value.encode(), hashlib.sha256).hexdigest()[:12]
+            digest = hmac.new(self._key, value.translate(_FOLD).encode(), hashlib.sha256).hexdigest()[:12]
             return f"<{kind.upper()}:{digest}>"
         return f"[{kind.upper()}]"
 
@@ -202,3 +220,38 @@ class PiiScanner:
             last = e
         out.append(text[last:])
         return "".join(out), counts
+
+    def scan(self, value: Any) -> tuple[Any, Counter]:
+        """``value`` as a record field holds it (a string, or lists and mappings of them, other values
+        passed through) with PII replaced in every string, and the counts by type. Under ``drop`` nothing
+        is replaced: the caller drops the record when the counts are not empty."""
+        if isinstance(value, str):
+            if self.action == "drop":
+                return value, Counter(t for _, _, t in self.find(value))
+            return self.apply(value)
+        counts: Counter = Counter()
+        if isinstance(value, list):
+            out = []
+            for v in value:
+                new, c = self.scan(v)
+                out.append(new)
+                counts.update(c)
+            return out, counts
+        if isinstance(value, dict):
+            res = {}
+            for k, v in value.items():
+                res[k], c = self.scan(v)
+                counts.update(c)
+            return res, counts
+        return value, counts
+
+
+def holds_string(value: Any) -> bool:
+    """A non-empty string, or a list or mapping holding one (what a PII scan could find something in)."""
+    if isinstance(value, str):
+        return bool(value)
+    if isinstance(value, list):
+        return any(holds_string(v) for v in value)
+    if isinstance(value, dict):
+        return any(holds_string(v) for v in value.values())
+    return False

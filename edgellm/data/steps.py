@@ -21,7 +21,11 @@ Defaults (documented, all configurable):
 - ``language``: py3langid's bundled model (97 languages, no download); ``keep`` (e.g. ``[en]``) and
   ``min_confidence`` (normalised probability, default 0.5); the language goes to a ``lang`` column.
 - ``pii``: :class:`~edgellm.data.pii.PiiScanner` with ``action`` mask | drop | hash (salt from the
-  environment variable named by ``salt_env``).
+  environment variable named by ``salt_env``), over the text only unless told more: ``fields: [text,
+  author_email]`` (``text`` and ``id`` are the text and the id whatever they are called in the input)
+  or ``all_strings: true`` (every field, strings inside lists and objects included). A hit in any
+  scanned field masks or hashes it there, or drops the document; the report names the fields that held
+  strings and were not scanned.
 - ``exact_dedup``: SHA-1 of the text lowercased with whitespace collapsed; the first copy is kept.
 - ``near_dedup``: MinHash LSH (:mod:`edgellm.data.minhash`): ``ngram`` 5 words, ``num_perm`` 128,
   ``threshold`` 0.8 Jaccard, bands/rows derived from the threshold unless given; the first document of a
@@ -35,6 +39,7 @@ import os
 import re
 import unicodedata
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -53,6 +58,13 @@ class Step(BaseModel):
     def run(self, texts: list[str | None]) -> tuple[list[str | None], np.ndarray, dict[str, Any], Counter]:
         """``(texts, dropped mask, extra columns, counters)`` for one batch (None: dropped earlier)."""
         raise NotImplementedError
+
+    def run_fields(
+        self, texts: list[str | None], fields: Mapping[str, list[Any]]
+    ) -> tuple[list[str | None], np.ndarray, dict[str, Any], Counter]:
+        """``run`` for a step that also reads the documents' other fields (``fields``: name -> values, the
+        text excluded); the extra columns it returns replace the fields of the same name."""
+        return self.run(texts)
 
 
 class Normalize(Step):
@@ -252,6 +264,8 @@ class Pii(Step):
     types: list[str] | None = None
     patterns: dict[str, str] = Field(default_factory=dict)
     salt_env: str = "EDGELLM_PII_SALT"
+    fields: list[str] | None = Field(None, min_length=1, description="fields to scan (default: [text])")
+    all_strings: bool = Field(False, description="scan every field's strings (lists and objects included)")
 
     def scanner(self):
         from edgellm.data.pii import BUILTIN, PiiScanner
@@ -264,21 +278,49 @@ class Pii(Step):
             )
         return PiiScanner(tuple(self.types or BUILTIN), dict(self.patterns), self.action, salt)
 
+    def named(self) -> list[str]:
+        """The fields named to scan (none under ``all_strings``: then every field is)."""
+        return [] if self.all_strings else list(self.fields or ["text"])
+
     def run(self, texts):
+        return self.run_fields(texts, {})
+
+    def run_fields(self, texts, fields):
+        """Counters: ``pii_<type>`` entities, ``scanned:<field>`` / ``unscanned:<field>`` documents whose
+        field held a string (the id is reported only when scanned: every document has one)."""
+        from edgellm.data.pii import holds_string
+
         sc = self.scanner()
+        scan = ["text", *fields] if self.all_strings else self.named()
+        others = {n: list(fields[n]) for n in scan if n != "text" and n in fields}
         out, drop, counts = [], np.zeros(len(texts), bool), Counter()
         for i, t in enumerate(texts):
             if t is None:
                 out.append(None)
                 continue
-            new, c = sc.apply(t)
-            counts.update({f"pii_{k}": v for k, v in c.items()})
-            if new is None:
-                drop[i] = True
-                out.append(t)
-            else:
-                out.append(new)
-        return out, drop, {}, counts
+            found: Counter = Counter()
+            new = t
+            if "text" in scan:
+                new, found = sc.scan(t)
+                counts["scanned:text"] += 1
+            for n, values in others.items():
+                if holds_string(values[i]):
+                    values[i], c = sc.scan(values[i])
+                    found.update(c)
+                    counts[f"scanned:{n}"] += 1
+            counts.update({f"pii_{k}": v for k, v in found.items()})
+            drop[i] = self.action == "drop" and bool(found)
+            out.append(new)
+        alive = [i for i, t in enumerate(texts) if t is not None]
+        if "text" not in scan:
+            counts["unscanned:text"] += sum(bool(texts[i]) for i in alive)
+        for n in fields:
+            if n not in scan and n != "id":
+                values = fields[n]
+                hits = sum(holds_string(values[i]) for i in alive)
+                if hits:
+                    counts[f"unscanned:{n}"] += hits
+        return out, drop, others, counts
 
 
 class ExactDedup(Step):
