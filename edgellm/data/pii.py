@@ -41,10 +41,12 @@ ACTIONS = ("mask", "drop", "hash")
 
 _EMAIL = r"(?<![\w.+-])[A-Za-z0-9._%+-]{1,64}@(?:[A-Za-z0-9-]{1,63}\.)+[A-Za-z]{2,24}(?![\w-])"
 _CN_MOBILE = r"(?<![\d+])(?:\+?86[ -]?)?1[3-9]\d{9}(?!\d)"
-# 3-4-4 with one separator throughout, not inside a longer run of digit groups
-_CN_MOBILE_GROUPED = r"(?<![\d+-])(?:\+?86[ -]?)?1[3-9]\d(?P<cn_sep>[ -])\d{4}(?P=cn_sep)\d{4}(?!\d|[ -]\d)"
+# 3-4-4 with one separator throughout, not inside a longer run of digit groups nor after '#' (a number)
+_CN_MOBILE_GROUPED = (
+    r"(?<![\dA-Za-z+#-])(?:\+?86[ -]?)?1[3-9]\d(?P<cn_sep>[ -])\d{4}(?P=cn_sep)\d{4}(?!\d|[ -]\d)"
+)
 # North American Numbering Plan, the parenthesised area code: (NXX) NXX-XXXX
-_NANP = r"(?<![\w(+])\([2-9]\d{2}\) ?[2-9]\d{2}[-. ]\d{4}(?!\d|[-.]\d)"
+_NANP = r"(?<![\w(+#$])\([2-9]\d{2}\) ?[2-9]\d{2}[-. ]\d{4}(?!\d|[-.]\d)"
 _INTL_PHONE = r"(?<![\w+])\+[1-9]\d{0,2}(?:[ .-]?\(?\d{1,4}\)?){2,5}(?!\d)"
 _CN_ID = r"(?<![\dA-Za-z])\d{17}[\dXx](?![\dA-Za-z])"
 _CARD = r"(?<![\d+-])(?:\d[ -]?){12,18}\d(?![\d-])"
@@ -184,11 +186,14 @@ class PiiScanner:
 
     def find(self, text: str) -> list[tuple[int, int, str]]:
         """Non-overlapping ``(start, end, type)`` spans, earlier rules first (full-width forms included)."""
-        text = text.translate(_FOLD)
+        folded = text.translate(_FOLD)
+        n_builtin = len(self.types)
         spans: list[tuple[int, int, str]] = []
         taken: list[tuple[int, int]] = []
-        for t, rx, check in self._rules:
-            for m in rx.finditer(text):
+        for k, (t, rx, check) in enumerate(self._rules):
+            # built-in types read the folded text; a user pattern both (it may spell full-width itself)
+            texts = (folded,) if k < n_builtin or folded == text else (folded, text)
+            for m in (m for x in texts for m in rx.finditer(x)):
                 s, e = m.span()
                 v = m.group(0)
                 if check is not None and not check(v):

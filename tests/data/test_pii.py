@@ -120,6 +120,9 @@ def test_full_width_id_hashes_like_its_ascii_twin():
         "138-0013-80001 has too many digits",
         "138-0013 8000 mixes separators",
         "isbn 978-0013-8000 is not a mobile",
+        "order #138-0013-8000 is a number, not a phone",
+        "SKU138-0013-8000 is a code",
+        "owed $(415) 555.2671",
         "at 2024-01-15 10:30 the job ran",
         f"id {full_width('110105194912310021')} has a wrong checksum",
         f"count {full_width('12345')} items",
@@ -225,3 +228,9 @@ def test_pii_step_options_are_checked():
         parse_steps([{"pii": {"fields": []}}])
     with pytest.raises(EdgeLLMError, match="all_strings"):
         parse_steps([{"pii": {"all_strings": "sometimes"}}])
+
+
+def test_user_patterns_match_full_width_text_and_full_width_patterns():
+    sc = PiiScanner(patterns={"employee_id": r"EMP-\d{6}", "member": r"会員番号：\d{4}"})
+    out, c = sc.apply(f"badge {full_width('EMP')}－{full_width('123456')}, 会員番号：１２３４")
+    assert out == "badge [EMPLOYEE_ID], [MEMBER]" and c == {"employee_id": 1, "member": 1}
