@@ -204,7 +204,8 @@ class Store:
         return c
 
     def verify(self) -> list[str]:
-        """Problems found (empty: the store is valid): refs to missing commits, missing/corrupt objects."""
+        """Problems found (empty: the store is valid): refs to missing commits, missing/corrupt objects,
+        and (as one entry) the temporary files interrupted writes left (``gc`` removes those)."""
         problems = []
         commits = {p.stem for p in (self.root / "commits").glob("[!.]*.json")}
         refs = {"refs/HEAD": self.head(), **{f"refs/tags/{t}": c for t, c in self.tags().items()}}
