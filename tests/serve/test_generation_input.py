@@ -190,3 +190,34 @@ def test_a_refused_step_leaves_the_session_usable_and_generation_unchanged(gen_d
     assert st == 400 and "over the limit of 40" in err["error"]  # the session's own max_length
     assert call(url, "DELETE", f"{BASE}/{sid}")[0] == 200
     assert tokens(GenerationClient(gen_dir, url), prompt, 6) == want
+
+
+def test_non_finite_outputs_of_the_server_half_are_a_400_not_a_token(gen_server, monkeypatch):
+    """The last line of defence: were the server half to give NaN logits from finite hidden states, the
+    step is refused (greedy used to answer argmax(NaN) = 0 with 200) and the session keeps its cache."""
+    url, srv = gen_server
+    g = srv.generators["tiny-llama-gen-server"]
+    real = g.runner
+
+    class NaNLogits:  # the real server half, its logits poisoned
+        def run(self, feeds):
+            out = dict(real.run(feeds))
+            out["logits"] = np.full_like(out["logits"], np.nan)
+            return out
+
+    fp16 = Codec("fp16")
+    for options in ({}, {"temperature": 1.0, "seed": 1}):
+        sid = open_session(url, options)[1]["session"]
+        monkeypatch.setattr(g, "runner", NaNLogits())
+        st, err = send(url, sid, 0, *fp16.encode(hidden()))
+        assert st == 400 and "non-finite logits" in err["error"], err
+        assert (g.sessions[sid].step, g.sessions[sid].length) == (0, 0)
+        monkeypatch.setattr(g, "runner", real)
+        assert send(url, sid, 0, *fp16.encode(hidden()))[0] == 200
+        monkeypatch.setattr(g, "runner", NaNLogits())
+        st, err = send(url, sid, 1, *fp16.encode(hidden(1)))  # through the decode batch
+        assert st == 400 and "non-finite logits" in err["error"], err
+        assert (g.sessions[sid].step, g.sessions[sid].length) == (1, 5)
+        monkeypatch.setattr(g, "runner", real)
+        assert send(url, sid, 1, *fp16.encode(hidden(1)))[0] == 200
+        call(url, "DELETE", f"{BASE}/{sid}")
