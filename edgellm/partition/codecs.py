@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,28 +49,49 @@ def compress(data: bytes, method: str) -> bytes:
 
 
 def decompress(data: bytes, method: str, expected: int) -> bytes:
-    """Decompress at most ``expected`` bytes; anything else is an error (no decompression bombs)."""
+    """Decompress at most ``expected`` bytes; anything else is an error (no decompression bombs: the
+    output is read a chunk at a time and reading stops one byte past ``expected``)."""
     if method not in COMPRESSORS:
         raise EdgeLLMError(f"unknown compression '{method}'", f"use one of: {', '.join(COMPRESSORS)}")
     try:
         if method == "zstd":
             import zstandard
 
-            out = zstandard.ZstdDecompressor().decompress(data, max_output_size=expected)
+            with zstandard.ZstdDecompressor().stream_reader(data) as reader:
+                out = _read_at_most(reader.read, expected + 1)
         else:
             import lz4.frame
 
-            out = lz4.frame.decompress(data)
+            d, pending = lz4.frame.LZ4FrameDecompressor(), [data]
+
+            def read(n: int) -> bytes:
+                return b"" if d.eof else d.decompress(pending.pop() if pending else b"", max_length=n)
+
+            out = _read_at_most(read, expected + 1)
+            if not d.eof and len(out) <= expected:
+                raise ValueError("the frame is incomplete")
     except Exception as exc:  # both libraries raise their own error types for corrupt frames
         raise EdgeLLMError(
             f"the {method} payload does not decompress: {exc}", "the payload was truncated or corrupted"
         ) from exc
     if len(out) != expected:
+        more = " or more" if len(out) > expected else ""
         raise EdgeLLMError(
-            f"the {method} payload decompresses to {len(out)} bytes, the shape needs {expected}",
+            f"the {method} payload decompresses to {len(out)}{more} bytes, the shape needs {expected}",
             "the payload belongs to another shape or codec",
         )
     return out
+
+
+def _read_at_most(read: Any, limit: int, chunk: int = 1 << 20) -> bytes:
+    parts, total = [], 0
+    while total < limit:
+        part = read(min(chunk, limit - total))
+        if not part:
+            break
+        parts.append(part)
+        total += len(part)
+    return b"".join(parts)
 
 
 def _keep(ndim: int) -> int:
@@ -139,7 +161,7 @@ class Codec:
         return compress(raw, self.compression) if self.compression else raw
 
     def unpack(self, data: bytes, shape: tuple[int, ...] | list[int]) -> np.ndarray:
-        n = int(np.prod(shape)) if len(shape) else 1
+        n = math.prod(shape)  # exact: a hostile shape cannot overflow into a small size
         size = n * np.dtype(_DTYPE[self.format]).itemsize
         if self.compression:
             data = decompress(data, self.compression, size)
@@ -158,14 +180,29 @@ class Codec:
         return body + (b"" if scales is None else scales.astype("<f4").tobytes()), meta
 
     def decode(self, payload: bytes, meta: dict[str, Any]) -> np.ndarray:
+        """The activation of one payload and its metadata; ``EdgeLLMError`` naming the field when the
+        metadata is malformed, the payload's size disagrees with it or an int8 scale is not finite and > 0
+        (nothing a peer sends is trusted: sizes are exact integers, checked before any array is built)."""
         if meta.get("codec") != self.name:
             raise EdgeLLMError(
                 f"the activation was encoded with '{meta.get('codec')}', this side decodes '{self.name}'",
                 "export both halves from one SplitPlan so they agree on the codec",
             )
-        shape = tuple(meta["shape"])
-        n_codes = int(meta.get("codes_bytes", len(payload)))
-        n_scales = 4 * int(np.prod(scale_shape(shape))) if self.format == "int8" else 0
+        unknown = sorted(set(meta) - {"codec", "shape", "codes_bytes"})
+        if unknown:
+            raise EdgeLLMError(
+                f"activation metadata has unknown keys {unknown}; it holds codec, shape and codes_bytes",
+                "int8 scales travel in the payload, after the codes: encode the activation with Codec",
+            )
+        shape = _shape(meta.get("shape"))
+        n_codes = meta.get("codes_bytes", len(payload))
+        if not _is_int(n_codes) or not 0 <= n_codes <= len(payload):
+            raise EdgeLLMError(
+                f"activation codes_bytes {n_codes!r} is not an integer in 0..{len(payload)} "
+                f"(the payload has {len(payload)} bytes)",
+                "the payload was truncated or the metadata belongs to another payload",
+            )
+        n_scales = 4 * math.prod(scale_shape(shape)) if self.format == "int8" else 0
         if n_codes + n_scales != len(payload):
             raise EdgeLLMError(
                 f"activation payload has {len(payload)} bytes, {self.name} of shape {list(shape)} needs "
@@ -173,5 +210,66 @@ class Codec:
                 "the payload was truncated or belongs to another shape",
             )
         codes = self.unpack(payload[:n_codes], shape)
-        scales = np.frombuffer(payload[n_codes:], "<f4").reshape(scale_shape(shape)) if n_scales else None
-        return self.dequantize(codes, scales)
+        if not n_scales:
+            return self.dequantize(codes, None)
+        scales = np.frombuffer(payload[n_codes:], "<f4").reshape(scale_shape(shape))
+        return self.dequantize(codes, check_scales(scales))
+
+
+def check_scales(scales: Any, what: str = "int8 scale") -> np.ndarray:
+    """``scales`` (a number or an array of them) as float32 when each is a finite number > 0, else
+    ``EdgeLLMError`` naming ``what``, the first bad value and where it is: for the scales a peer sends
+    (the payload's, a KServe input's ``scale`` parameter or its ``<name>:scales`` companion).
+
+    Example:
+        >>> check_scales("abc", "input 'hidden' parameter 'scale'")
+        Traceback (most recent call last):
+        ...
+        edgellm.errors.EdgeLLMError: input 'hidden' parameter 'scale' is 'abc', not a number (a scale is a finite number > 0: absmax / 127 of its row)
+    """
+    hint = "a scale is a finite number > 0: absmax / 127 of its row"
+    arr = None
+    if not isinstance(scales, str | bytes | bool | dict) and scales is not None:
+        try:
+            arr = np.asarray(scales)
+        except (TypeError, ValueError):  # ragged lists
+            arr = None
+    if arr is None or arr.dtype.kind not in "fiu":
+        raise EdgeLLMError(f"{what} is {_short(scales)}, not a number", hint)
+    with np.errstate(over="ignore"):
+        arr = arr.astype(np.float32)  # past float32's range: inf, refused below
+    bad = ~(np.isfinite(arr) & (arr > 0))
+    if bad.any():
+        at = [int(i) for i in np.argwhere(bad)[0]] if arr.ndim else []
+        where = f" at {at}" if arr.ndim else ""
+        many = f" ({int(bad.sum())} of {arr.size})" if arr.size > 1 else ""
+        raise EdgeLLMError(
+            f"{what} {float(arr[tuple(at)])!r}{where} is not finite and > 0{many}",
+            hint,
+        )
+    return arr
+
+
+def _short(v: Any) -> str:
+    r = repr(v)
+    return r if len(r) <= 60 else r[:57] + "..."
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int | np.integer) and not isinstance(v, bool)
+
+
+def _shape(shape: Any) -> tuple[int, ...]:
+    """An activation's shape from a peer's metadata: a list of integers >= 0, or ``EdgeLLMError``."""
+    if not isinstance(shape, list | tuple) or not all(_is_int(d) for d in shape):
+        raise EdgeLLMError(
+            f"activation shape {shape!r} is not a list of integers",
+            "the metadata's 'shape' is the codes' shape, e.g. [1, 5, 384]",
+        )
+    neg = [d for d in shape if d < 0]
+    if neg:
+        raise EdgeLLMError(
+            f"activation shape {list(shape)} has the dimension {neg[0]}; dimensions are >= 0",
+            "the metadata's 'shape' is the codes' shape, e.g. [1, 5, 384]",
+        )
+    return tuple(int(d) for d in shape)

@@ -5,7 +5,8 @@ Protocol (REST, under ``/v2/generate/{model}``, served by ``edgellm serve`` next
 
 - ``POST .../sessions`` with ``{"temperature": 0, "top_k": 0, "seed": 0}`` opens a session:
   ``201 {"session", "max_length", "idle_timeout_s"}``; ``429`` when the server holds its maximum of
-  sessions (its cache memory bound).
+  sessions (its cache memory bound). An optional ``"max_length"`` (1 up to the server's) caps this
+  session's cache below the server's limit.
 - ``POST .../sessions/{id}/steps`` carries one step: the body is the hidden states of the new positions
   encoded by the codec (``fp16`` / ``int8``), the ``Edgellm-Activation`` header the codec's metadata
   and ``Edgellm-Step`` the step number (the names in :mod:`edgellm.partition.wire`) (0: the prompt's prefill, then 1, 2... one token each). The answer
@@ -16,7 +17,11 @@ Protocol (REST, under ``/v2/generate/{model}``, served by ``edgellm serve`` next
 
 Errors: an unknown or expired session (404), a step out of order or a second step while one runs (409),
 a cache longer than ``max_length`` or a decode step of more than one token (400), the session limit
-(429), the decode queue full (503, ``Retry-After``).
+(429), the decode queue full (503, ``Retry-After``). Nothing a client sends reaches the runtime unchecked
+(400, naming the field, the bad value and what is allowed): session options (:class:`Sampling`, integer
+``max_length``), the activation's metadata and size (:meth:`Codec.decode`), its shape ``[1, new, hidden]``
+with ``new >= 1``, finite values and int8 scales finite and > 0; hidden states that are finite but so
+large that the server half's logits or cache overflow are refused too, and the session stays as it was.
 
 The server runs prefills one session at a time and decode steps in a continuous batch: every pass takes
 whatever sessions have a step waiting (up to ``max_batch_size``), left-pads their caches to the longest with
@@ -39,7 +44,9 @@ import numpy as np
 from edgellm.errors import EdgeLLMError
 from edgellm.partition.wire import GenerationError
 from edgellm.serve.config import GenerationConfig
-from edgellm.serve.sampling import pick
+from edgellm.serve.sampling import Sampling, pick
+
+OPTIONS = ("temperature", "top_k", "seed", "max_length")
 
 
 @dataclass
@@ -49,6 +56,7 @@ class Session:
     temperature: float
     top_k: int
     rng: np.random.Generator
+    max_length: int  # positions this session's cache may hold (the server's limit or the session's own)
     length: int = 0
     step: int = 0
     busy: bool = False
@@ -70,6 +78,8 @@ class GenerationService:
         self.present_names: list[str] = gen["present_outputs"]
         self.kv_heads, self.head_dim = int(gen["kv_heads"]), int(gen["head_dim"])
         self.codecs = {c: Codec(c) for c in ("fp32", "fp16", "int8")}
+        # the largest |hidden| whose RMS norm (a sum of squares in fp32) cannot overflow
+        self.peak = float(np.sqrt(np.finfo(np.float32).max / int(gen["hidden_size"])))
         self.sessions: dict[str, Session] = {}
         self.queue: asyncio.Queue | None = None
         self.metrics = metrics
@@ -120,25 +130,28 @@ class GenerationService:
                 f"the server holds {len(self.sessions)} sessions, its limit (cache memory bound); close one or retry later",
                 429,
             )
-        unknown = set(options) - {"temperature", "top_k", "seed"}
+        unknown = set(options) - set(OPTIONS)
         if unknown:
-            raise GenerationError(
-                f"unknown session options {sorted(unknown)}; use temperature, top_k, seed", 400
-            )
+            raise GenerationError(f"unknown session options {sorted(unknown)}; use {', '.join(OPTIONS)}", 400)
         try:
-            temperature, top_k = float(options.get("temperature", 0.0)), int(options.get("top_k", 0))
-            seed = int(options.get("seed", 0))
-        except (TypeError, ValueError) as exc:
-            raise GenerationError(f"bad session options: {exc}", 400) from exc
-        if temperature < 0 or top_k < 0:
-            raise GenerationError("temperature and top_k must be >= 0", 400)
+            sampling = Sampling(**{k: options[k] for k in ("temperature", "top_k", "seed") if k in options})
+        except ValueError as exc:
+            raise GenerationError(str(exc), 400) from exc
+        limit = self.config.max_length
+        max_length = options.get("max_length", limit)
+        if isinstance(max_length, bool) or not isinstance(max_length, int) or not 1 <= max_length <= limit:
+            raise GenerationError(
+                f"session option 'max_length' is {max_length!r}; use an integer in 1..{limit} (this server's limit)",
+                400,
+            )
         empty = np.zeros((1, self.kv_heads, 0, self.head_dim), np.float32)
         s = Session(
             secrets.token_hex(8),
             [empty] * len(self.past_names),
-            temperature,
-            top_k,
-            np.random.default_rng(seed),
+            sampling.temperature,
+            sampling.top_k,
+            np.random.default_rng(sampling.seed),
+            max_length,
         )
         self.sessions[s.id] = s
         return s
@@ -170,31 +183,7 @@ class GenerationService:
             raise GenerationError(f"session '{sid}' already has a step running; send one step at a time", 409)
         if step != s.step:
             raise GenerationError(f"step {step} is out of order: session '{sid}' expects step {s.step}", 409)
-        codec = self.codecs.get(str(meta.get("codec")))
-        if codec is None:
-            raise GenerationError(
-                f"unknown activation codec '{meta.get('codec')}'; use fp32, fp16 or int8", 400
-            )
-        try:
-            hidden = codec.decode(payload, meta).astype(np.float32)
-        except (EdgeLLMError, KeyError, ValueError, TypeError) as exc:  # a malformed payload or header
-            raise GenerationError(
-                f"the activation does not decode: {type(exc).__name__}: {exc}", 400
-            ) from exc
-        if hidden.ndim != 3 or hidden.shape[0] != 1 or hidden.shape[2] != int(self.info["hidden_size"]):
-            raise GenerationError(
-                f"hidden states of shape {list(hidden.shape)}; one session sends [1, new, {self.info['hidden_size']}]",
-                400,
-            )
-        new = hidden.shape[1]
-        if step > 0 and new != 1:
-            raise GenerationError(f"a decode step carries one token, this one {new}", 400)
-        if s.length + new > self.config.max_length:
-            raise GenerationError(
-                f"the cache would hold {s.length + new} positions, over the limit of {self.config.max_length}; "
-                "close the session and start a shorter one",
-                400,
-            )
+        hidden = self._hidden(s, step, payload, meta)
         s.busy = True
         try:
             if step == 0:
@@ -219,6 +208,71 @@ class GenerationService:
             "server_ms": round((time.perf_counter() - t0) * 1000, 3),
         }
 
+    def _hidden(self, s: Session, step: int, payload: bytes, meta: dict[str, Any]) -> np.ndarray:
+        """The step's hidden states ``[1, new, hidden]`` (fp32), or a 400 naming what is wrong with them."""
+        codec = self.codecs.get(str(meta.get("codec")))
+        if codec is None:
+            raise GenerationError(
+                f"unknown activation codec {meta.get('codec')!r}; use fp32, fp16 or int8", 400
+            )
+        try:
+            hidden = codec.decode(payload, meta).astype(np.float32)
+        except (EdgeLLMError, KeyError, ValueError, TypeError) as exc:  # a malformed payload or header
+            raise GenerationError(f"the activation does not decode: {exc}", 400) from exc
+        width = int(self.info["hidden_size"])
+        if hidden.ndim != 3 or hidden.shape[0] != 1 or hidden.shape[2] != width:
+            raise GenerationError(
+                f"hidden states of shape {list(hidden.shape)}; one session sends [1, new, {width}]", 400
+            )
+        new = hidden.shape[1]
+        if new == 0:
+            raise GenerationError(
+                f"hidden states of shape {list(hidden.shape)} carry no position; a step sends at least one "
+                f"position: [1, new, {width}] with new >= 1",
+                400,
+            )
+        if step > 0 and new != 1:
+            raise GenerationError(f"a decode step carries one token, this one {new}", 400)
+        if s.length + new > s.max_length:
+            raise GenerationError(
+                f"the cache would hold {s.length + new} positions, over the limit of {s.max_length}; "
+                "close the session and start a shorter one",
+                400,
+            )
+        bad = ~np.isfinite(hidden)
+        if bad.any():
+            at = [int(i) for i in np.argwhere(bad)[0]]
+            raise GenerationError(
+                f"hidden states are not finite: {float(hidden[tuple(at)])!r} at {at} ({int(bad.sum())} of "
+                f"{hidden.size} values); send finite activations (fp16 overflows past 65504: use fp32 or int8)",
+                400,
+            )
+        peak = float(np.abs(hidden).max())
+        if peak >= self.peak:
+            raise GenerationError(
+                f"hidden states reach |x| = {peak:.3g}; the server half normalizes each position in fp32 and "
+                f"its sum of squares overflows from |x| = {self.peak:.3g} ({width} values a position): send the "
+                "device half's activations as they are",
+                400,
+            )
+        return hidden
+
+    def _overflow(
+        self, out: dict[str, np.ndarray], r: int, new: int, hidden: np.ndarray
+    ) -> GenerationError | None:
+        """A 400 when row ``r``'s logits or new cache positions are not finite (finite hidden states too
+        large for the server half), else ``None``."""
+        if np.isfinite(out["logits"][r, -1]).all() and all(
+            np.isfinite(out[n][r, :, -new:]).all() for n in self.present_names
+        ):
+            return None
+        peak = float(np.abs(hidden).max())
+        return GenerationError(
+            f"the server half gives non-finite logits or cache from these hidden states (max |x| = {peak:.3g}); "
+            "send the device half's activations as they are: their values are out of the model's range",
+            400,
+        )
+
     def _prefill(self, s: Session, hidden: np.ndarray) -> int:
         new = hidden.shape[1]
         feeds = {
@@ -228,6 +282,9 @@ class GenerationService:
             **dict(zip(self.past_names, s.cache)),
         }
         out = self.runner.run(feeds)
+        err = self._overflow(out, 0, new, hidden)
+        if err is not None:
+            raise err  # the session keeps its empty cache: a corrected prefill may follow
         s.cache = [out[n] for n in self.present_names]
         s.length = new
         return pick(out["logits"][0, -1], s.temperature, s.top_k, s.rng)
@@ -253,10 +310,14 @@ class GenerationService:
                 continue
             for (_, _, fut), tok in zip(live, tokens):
                 if not fut.done():
-                    fut.set_result(tok)
+                    if isinstance(tok, GenerationError):
+                        fut.set_exception(tok)
+                    else:
+                        fut.set_result(tok)
 
-    def _decode(self, items: list[tuple[Session, np.ndarray]]) -> list[int]:
-        """One pass for ``items`` (one new token each): caches left-padded to the longest, masked."""
+    def _decode(self, items: list[tuple[Session, np.ndarray]]) -> list[int | GenerationError]:
+        """One pass for ``items`` (one new token each): caches left-padded to the longest, masked. A row
+        whose outputs overflow gets its error and keeps its cache; the other rows are unaffected."""
         b = len(items)
         longest = max(s.length for s, _ in items)
         mask = np.zeros((b, longest + 1), np.int64)
@@ -273,7 +334,11 @@ class GenerationService:
         }
         out = self.runner.run(feeds)
         tokens = []
-        for r, (s, _) in enumerate(items):
+        for r, (s, h) in enumerate(items):
+            err = self._overflow(out, r, 1, h)
+            if err is not None:
+                tokens.append(err)
+                continue
             s.cache = [out[n][r : r + 1, :, longest - s.length :] for n in self.present_names]
             s.length += 1
             tokens.append(pick(out["logits"][r, -1], s.temperature, s.top_k, s.rng))
