@@ -170,3 +170,45 @@ def test_connections_beyond_the_cap_get_503(server):
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     c.request("GET", "/v2/health/ready")
     assert c.getresponse().status == 200  # below the cap again: served
+
+
+def test_sequence_and_element_limits_over_rest_and_grpc(minilm_artifact, minilm, run_server):
+    from edgellm.serve import ModelConfig
+
+    tg = pytest.importorskip("tritonclient.grpc", reason="pip install 'edgellm[serve]'")
+    cfg = dict(max_batch_size=4, max_request_seq=32, max_request_elements=300)
+    with run_server([ModelConfig(minilm_artifact.path)], **cfg) as srv:
+        port = srv.config.port
+        assert srv.models["minilm"].limits == {"rows": 32, "seq": 32, "elements": 300}
+        status, body = post(port, *binary_body(minilm.example_inputs(batch=1, seq=64, seed=0)))
+        assert (
+            status == 413
+            and "sequence length is 64" in body["error"]
+            and "--max-request-seq" in body["error"]
+        )
+        status, body = post(port, *binary_body(minilm.example_inputs(batch=4, seq=30, seed=0)))
+        assert status == 413 and "360 elements" in body["error"] and "at most 300" in body["error"]
+        assert post(port, *binary_body(minilm.example_inputs(batch=3, seq=30, seed=0)))[0] == 200
+        g = tg.InferenceServerClient(f"127.0.0.1:{srv.config.grpc_port}")
+        ins = []
+        for k, v in minilm.example_inputs(batch=1, seq=64, seed=0).items():
+            i = tg.InferInput(k, list(v.shape), "INT64")
+            i.set_data_from_numpy(v)
+            ins.append(i)
+        with pytest.raises(Exception, match="RESOURCE_EXHAUSTED|--max-request-seq"):
+            g.infer("minilm", ins)
+
+
+def test_limit_and_listener_settings_are_validated():
+    from edgellm.errors import EdgeLLMError
+    from edgellm.serve import HttpConfig, LimitsConfig, ServerConfig
+
+    with pytest.raises(EdgeLLMError, match="max_request_rows 0 < 1"):
+        LimitsConfig(max_request_rows=0)
+    with pytest.raises(EdgeLLMError, match="header_timeout_s 0 <= 0"):
+        HttpConfig(header_timeout_s=0)
+    with pytest.raises(EdgeLLMError, match="max_connections 0 < 1"):
+        HttpConfig(max_connections=0)
+    cfg = ServerConfig.from_flat(max_batch_size=4, max_request_seq=128, body_timeout_s=2.0)
+    assert cfg.limits.rows(cfg.batching.max_batch_size) == 32 and cfg.limits.max_request_seq == 128
+    assert cfg.http.body_timeout_s == 2.0
