@@ -37,6 +37,36 @@ def serve(
     max_body_mb: float = typer.Option(
         64.0, "--max-body-mb", min=0.001, help="Largest request body accepted."
     ),
+    max_request_rows: Optional[int] = typer.Option(
+        None,
+        "--max-request-rows",
+        min=1,
+        help="Rows one request may hold (default: 8 x --max-batch-size; it runs in batches of that size); more: 413.",
+    ),
+    max_request_seq: Optional[int] = typer.Option(
+        None, "--max-request-seq", min=1, help="Longest sequence one request may hold (default: the model's)."
+    ),
+    max_request_elements: Optional[int] = typer.Option(
+        None,
+        "--max-request-elements",
+        min=1,
+        help="Elements one request may hold over all inputs (default: rows x sequence limits).",
+    ),
+    header_timeout: float = typer.Option(
+        10.0, "--header-timeout", min=0.001, help="Seconds a client has to send a request's headers."
+    ),
+    body_timeout: float = typer.Option(
+        30.0, "--body-timeout", min=0.001, help="Seconds a client has to send a request's body (then 408)."
+    ),
+    keepalive_timeout: float = typer.Option(
+        75.0, "--keepalive-timeout", min=0.001, help="Seconds an idle kept-alive connection stays open."
+    ),
+    max_connections: int = typer.Option(
+        512, "--max-connections", min=1, help="Open REST connections at most (a new one beyond: 503)."
+    ),
+    drain_timeout: float = typer.Option(
+        30.0, "--drain-timeout", min=0.001, help="On SIGTERM, seconds to finish the requests received."
+    ),
     api_key_file: Optional[Path] = typer.Option(
         None, "--api-key-file", help="File holding a bearer token every request must carry."
     ),
@@ -94,6 +124,8 @@ def serve(
         BatchingConfig,
         CanaryConfig,
         GenerationConfig,
+        HttpConfig,
+        LimitsConfig,
         ModelConfig,
         Server,
         ServerConfig,
@@ -145,6 +177,18 @@ def serve(
             idle_timeout_s=idle_timeout,
             max_batch_size=max_batch_size,  # --max-batch-size and --max-queue-size bound the decode batch too
             max_queue_size=max_queue_size,
+        ),
+        limits=LimitsConfig(
+            max_request_rows=max_request_rows,
+            max_request_seq=max_request_seq,
+            max_request_elements=max_request_elements,
+        ),
+        http=HttpConfig(
+            header_timeout_s=header_timeout,
+            body_timeout_s=body_timeout,
+            keepalive_timeout_s=keepalive_timeout,
+            max_connections=max_connections,
+            drain_timeout_s=drain_timeout,
         ),
         canary=CanaryConfig(
             traffic=splits,

@@ -42,6 +42,9 @@ class OrtRunner(Runner):
         providers: execution providers, default CPU.
         session_options: extra ``SessionOptions`` attributes or config entries
             (keys containing ``.``, e.g. ``session.intra_op.allow_spinning``).
+        shrink_arena_above: after a run whose inputs hold more elements than this, the CPU memory arena
+            gives back what it grew for that run (a server keeps its memory after one large batch);
+            None never shrinks.
 
     Example:
         >>> r = OrtRunner("model.onnx", intra_op_threads=2)          # doctest: +SKIP
@@ -58,6 +61,7 @@ class OrtRunner(Runner):
         parallel: bool = False,
         providers: list[str] | None = None,
         session_options: dict[str, Any] | None = None,
+        shrink_arena_above: int | None = None,
     ) -> None:
         ort = require("onnxruntime", "onnx", "the ONNX Runtime runner")
         path = Path(getattr(model, "model_path", model))
@@ -92,13 +96,17 @@ class OrtRunner(Runner):
             self.inputs = [_spec(i) for i in self.session.get_inputs()]
             self.outputs = [_spec(o) for o in self.session.get_outputs()]
         self._output_names = [o.name for o in self.outputs]
+        self._shrink_above = shrink_arena_above
+        self._shrink = ort.RunOptions()
+        self._shrink.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
 
     @property
     def session_options(self) -> Any:
         return self.session.get_session_options()
 
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        res = self.session.run(self._output_names, feeds)
+        big = self._shrink_above is not None and sum(a.size for a in feeds.values()) > self._shrink_above
+        res = self.session.run(self._output_names, feeds, self._shrink if big else None)
         return dict(zip(self._output_names, res))
 
 

@@ -5,13 +5,23 @@ Example:
     >>> asyncio.run(Server([ModelConfig("edgellm-out/minilm-x86-server")]).serve_forever())  # doctest: +SKIP
 """
 
-from edgellm.serve.config import BatchingConfig, CanaryConfig, GenerationConfig, ModelConfig, ServerConfig
+from edgellm.serve.config import (
+    BatchingConfig,
+    CanaryConfig,
+    GenerationConfig,
+    HttpConfig,
+    LimitsConfig,
+    ModelConfig,
+    ServerConfig,
+)
 from edgellm.serve.server import Server, serve_in_background
 
 __all__ = [
     "BatchingConfig",
     "CanaryConfig",
     "GenerationConfig",
+    "HttpConfig",
+    "LimitsConfig",
     "ModelConfig",
     "Server",
     "ServerConfig",

@@ -4,7 +4,9 @@
 Requests with different sequence lengths share a batch: shorter ones are right-padded (token inputs
 with 0, ``attention_mask`` with 0, so padded positions are masked) and each caller gets its own rows
 and its own length back. Inputs without a sequence axis batch only with requests of the same shape.
-The queue is bounded: a full queue raises :class:`Overloaded` (503 / ``RESOURCE_EXHAUSTED``) instead of
+A request of more rows than ``max_batch_size`` is split into parts of at most that many rows, queued
+one after another (they batch like any request) and joined again, so no batch is ever larger than the
+cap, whatever one client sends. The queue is bounded: a full queue raises :class:`Overloaded` (503 / ``RESOURCE_EXHAUSTED``) instead of
 growing; a caller that goes away (timeout, disconnect) is skipped when its turn comes.
 """
 
@@ -104,24 +106,35 @@ class Batcher:
 
     # -- submitting ---------------------------------------------------------------------------------
     async def submit(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Queue one request; returns its outputs. Cancel the awaiting task to withdraw it."""
+        """Queue one request; returns its outputs. Cancel the awaiting task to withdraw it.
+
+        A request of more rows than ``max_batch_size`` goes in as several parts (one queue slot lets it
+        in), each at most ``max_batch_size`` rows; its outputs are the parts' outputs joined."""
         if self.draining:
             raise Draining(self.name)
         if len(self.queue) >= self.max_queue:
             raise Overloaded(self.name)
-        spec0 = self.inputs[0]
-        rows = int(feeds[spec0.name].shape[0])
+        rows = int(feeds[self.inputs[0].name].shape[0])
         seq = max((feeds[s.name].shape[s.shape.index(SEQ)] for s in self.inputs if SEQ in s.shape), default=0)
         key = tuple(
             tuple(d for i, d in enumerate(feeds[s.name].shape[1:], 1) if s.shape[i] != SEQ)
             for s in self.inputs
         )
-        fut = asyncio.get_running_loop().create_future()
-        self.queue.append(_Item(feeds, fut, time.perf_counter(), rows, seq, key))
+        loop = asyncio.get_running_loop()
+        step = self.max_batch_size
+        futs = []
+        for lo in range(0, rows, step):
+            part = feeds if rows <= step else {k: v[lo : lo + step] for k, v in feeds.items()}
+            fut = loop.create_future()
+            self.queue.append(_Item(part, fut, time.perf_counter(), min(step, rows - lo), seq, key))
+            futs.append(fut)
         if self.metrics:
             self.metrics.pending.labels(self.name, self.version).set(len(self.queue))
         self._wakeup.set()
-        return await fut
+        if len(futs) == 1:
+            return await futs[0]
+        parts = await asyncio.gather(*futs)  # cancelling it withdraws every part still queued
+        return {name: np.concatenate([p[name] for p in parts], axis=0) for name in parts[0]}
 
     # -- forming and running batches ------------------------------------------------------------
     def _take(self) -> list[_Item]:

@@ -6,6 +6,9 @@ reads it (``config.batching.max_batch_size``).
 - ``generation`` (:class:`GenerationConfig`): split-generation sessions and their continuous decode batch.
 - ``canary`` (:class:`CanaryConfig`): traffic splits over the versions of a model and the watch that
   rolls a canary back or promotes it.
+- ``limits`` (:class:`LimitsConfig`): what one KServe v2 request may ask (rows, sequence length, elements).
+- ``http`` (:class:`HttpConfig`): the REST listener's timeouts for slow clients, its connection cap and
+  the SIGTERM drain.
 
 Every section validates itself when built, so a wrong value fails where it is written.
 
@@ -118,7 +121,57 @@ class CanaryConfig:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "traffic"}
 
 
-SECTIONS = {"batching": BatchingConfig, "generation": GenerationConfig, "canary": CanaryConfig}
+@dataclass
+class LimitsConfig:
+    """What one KServe v2 request may ask of a model; over a limit the answer is 413 naming it. A request of
+    more rows than ``batching.max_batch_size`` runs as several batches of at most that many rows, so memory
+    follows the batch size, not the request. None derives the limit per model:
+
+    - ``max_request_rows``: 8 x ``max_batch_size`` (a request is at most 8 batches);
+    - ``max_request_seq``: the model's positions (the manifest's ``max_sequence``), else unbounded;
+    - ``max_request_elements``: the elements of a request at both limits (binding only when set lower)."""
+
+    max_request_rows: int | None = None
+    max_request_seq: int | None = None
+    max_request_elements: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("max_request_rows", "max_request_seq", "max_request_elements"):
+            v = getattr(self, name)
+            _check(v is None or v >= 1, f"{name} {v} < 1", "use >= 1, or None for the model's default")
+
+    def rows(self, max_batch_size: int) -> int:
+        return self.max_request_rows or 8 * max_batch_size
+
+
+@dataclass
+class HttpConfig:
+    """The REST listener against slow, stalled or too many clients, and its drain on SIGTERM: a request's
+    headers must arrive within ``header_timeout_s`` of its first byte (or of the connection), its body
+    within ``body_timeout_s`` of its headers (else 408); an idle kept-alive connection is closed after
+    ``keepalive_timeout_s``; beyond ``max_connections`` open connections a new one gets 503 and is closed.
+    On SIGTERM the listener stops accepting and waits up to ``drain_timeout_s`` for the requests it holds."""
+
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    keepalive_timeout_s: float = 75.0
+    max_connections: int = 512
+    drain_timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        for name in ("header_timeout_s", "body_timeout_s", "keepalive_timeout_s", "drain_timeout_s"):
+            v = getattr(self, name)
+            _check(v > 0, f"{name} {v} <= 0", "use > 0 seconds")
+        _check(self.max_connections >= 1, f"max_connections {self.max_connections} < 1", "use >= 1")
+
+
+SECTIONS = {
+    "batching": BatchingConfig,
+    "generation": GenerationConfig,
+    "canary": CanaryConfig,
+    "limits": LimitsConfig,
+    "http": HttpConfig,
+}
 
 
 @dataclass
@@ -139,6 +192,8 @@ class ServerConfig:
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     canary: CanaryConfig = field(default_factory=CanaryConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
 
     def __post_init__(self) -> None:
         _check(0 <= self.port <= 65535, f"port {self.port} is outside 0..65535", "0 picks a free port")

@@ -15,6 +15,7 @@ from typing import Any
 from edgellm._version import __version__
 from edgellm.partition.wire import ACT_HEADER, STEP_HEADER, GenerationError
 from edgellm.serve.auth import bearer_ok
+from edgellm.serve.listener import Listener
 from edgellm.serve.protocol import EXTENSIONS, ProtocolError, encode_rest, parse_rest
 
 access_log = logging.getLogger("edgellm.serve.access")
@@ -27,7 +28,8 @@ class RestApi:
         self.s = server
 
     async def start(self) -> Any:
-        """Bind the REST listener; returns the running ``web.AppRunner`` (cleaned up at shutdown)."""
+        """Bind the REST listener; returns the running :class:`~edgellm.serve.listener.Listener` (drained
+        and closed at shutdown)."""
         from aiohttp import web
 
         mws = [web.middleware(_bind(f)) for f in (self._errors, self._auth, self._access)]
@@ -48,14 +50,11 @@ class RestApi:
         r.add_post("/v2/generate/{model}/sessions", self._gen_open)
         r.add_post("/v2/generate/{model}/sessions/{session}/steps", self._gen_step)
         r.add_delete("/v2/generate/{model}/sessions/{session}", self._gen_close)
+        listener = Listener(self.s, app)  # timeouts, connection cap, early 413, the SIGTERM drain
         # handler_cancellation: a client that disconnects cancels its handler, which withdraws its request
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=30.0, handler_cancellation=True)
         await runner.setup()
-        site = web.TCPSite(runner, self.s.config.host, self.s.config.port)
-        await site.start()
-        if self.s.config.port == 0:  # an ephemeral port was asked for: record the one we got
-            self.s.config.port = site._server.sockets[0].getsockname()[1]
-        return runner
+        return await listener.start(runner)
 
     @staticmethod
     def _json(data: Any, status: int = 200, headers: dict | None = None):

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from edgellm.errors import EdgeLLMError
-from edgellm.serve.batcher import Batcher, Draining, Overloaded
+from edgellm.serve.batcher import SEQ, Batcher, Draining, Overloaded
 from edgellm.serve.config import ModelConfig, ServerConfig
 from edgellm.serve.grpc import start_grpc
 from edgellm.serve.metrics import Metrics
@@ -40,6 +40,7 @@ class Model:
     batcher: Batcher
     ready: bool = False
     warmup: dict[str, Any] = field(default_factory=dict)
+    limits: dict[str, int | None] = field(default_factory=dict)  # per request: rows, seq, elements
 
     @property
     def inputs(self):
@@ -104,6 +105,8 @@ class Server:
             if art.manifest.get("generation", {}).get("role") == "server":
                 self._add_generator(name, art, make_runner(art, **opts))
                 continue
+            if runtime in ("onnxruntime", "onnxruntime-mobile"):  # give back what a batch of long rows grew
+                opts["shrink_arena_above"] = cfg.batching.max_batch_size * 128 * len(art.manifest["inputs"])
             runners = [make_runner(art, **opts) for _ in range(max(1, cfg.instances))]
             batcher = Batcher(
                 name,
@@ -114,12 +117,14 @@ class Server:
                 metrics=self.metrics,
                 version=mc.version,
             )
-            m = Model(name, mc.version, art, batcher)
+            m = Model(
+                name, mc.version, art, batcher, limits=request_limits(art.manifest, batcher.inputs, cfg)
+            )
             self.versions.setdefault(name, {})[mc.version] = m
             self.models.setdefault(name, m)  # the first version answers metadata and unpinned requests
         self._setup_releases()
         self._stop: asyncio.Event | None = None
-        self._rest_runner: Any = None
+        self._listener: Any = None
         self._grpc: Any = None
 
     def _setup_releases(self) -> None:
@@ -159,7 +164,7 @@ class Server:
             m.batcher.start()
         for g in self.generators.values():
             g.start()
-        self._rest_runner = await RestApi(self).start()
+        self._listener = await RestApi(self).start()
         if self.config.grpc_port is not None:
             self._grpc = await start_grpc(self)
         for m in self._all_models():
@@ -187,14 +192,17 @@ class Server:
         return {"batch_sizes": sizes, "seconds": round(time.perf_counter() - t0, 3)}
 
     async def shutdown(self) -> None:
-        """Stop accepting, answer every accepted request, then close the listeners."""
+        """Drain: stop accepting connections, answer every request received (those that arrive meanwhile
+        get 503 with ``Retry-After``), then close the listeners and the models."""
         self.draining = True
+        if self._listener is not None:
+            await self._listener.stop_accepting()
         for m in self._all_models():
             await m.batcher.drain()
         if self._grpc is not None:
             await self._grpc.stop(grace=5)
-        if self._rest_runner is not None:
-            await self._rest_runner.cleanup()
+        if self._listener is not None:
+            await self._listener.close()
         for m in self._all_models():
             await m.batcher.stop()
         for g in self.generators.values():
@@ -271,6 +279,7 @@ class Server:
     ) -> tuple[dict[str, np.ndarray], float | None]:
         if self.draining:
             raise ProtocolError("the server is shutting down; retry on another replica", 503)
+        check_limits(m, feeds)
         t0 = time.perf_counter()
         try:
             out = await asyncio.wait_for(m.batcher.submit(feeds), self.config.request_timeout_s)
@@ -295,6 +304,54 @@ class Server:
             raise ProtocolError(f"model '{m.name}' failed to run: {type(exc).__name__}: {exc}", 500) from exc
         self.metrics.request(m.name, m.version, True, time.perf_counter() - t0)
         return out
+
+
+def request_limits(manifest: dict[str, Any], inputs: list[Any], cfg: ServerConfig) -> dict[str, int | None]:
+    """One request's limits on a model (:class:`~edgellm.serve.config.LimitsConfig`, defaults filled in):
+    rows from the batch size, the sequence from the model's positions, elements from both."""
+    lim = cfg.limits
+    rows = lim.rows(cfg.batching.max_batch_size)
+    positions = manifest.get("max_sequence")
+    seq = lim.max_request_seq or (positions if isinstance(positions, int) and positions > 0 else None)
+    if not any(SEQ in s.shape for s in inputs):
+        seq = None
+    elements = lim.max_request_elements
+    if elements is None:  # a request at the rows and sequence limits: per row, each input's other dims
+        per_row: int | None = 0
+        for s in inputs:
+            dims = [d if isinstance(d, int) else seq if d == SEQ else None for d in s.shape[1:]]
+            if per_row is None or None in dims:
+                per_row = None
+                break
+            per_row += int(np.prod(dims)) if dims else 1
+        elements = rows * per_row if per_row else None
+    return {"rows": rows, "seq": seq, "elements": elements}
+
+
+def check_limits(m: Model, feeds: dict[str, np.ndarray]) -> None:
+    """413 when a request is over one of ``m.limits``, naming the limit and the flag that sets it."""
+    lim = m.limits
+    rows = int(next(iter(feeds.values())).shape[0]) if feeds else 0
+    if lim.get("rows") and rows > lim["rows"]:
+        raise ProtocolError(
+            f"the request has {rows} rows; model '{m.name}' takes at most {lim['rows']} rows per request "
+            "(--max-request-rows): send them in several requests",
+            413,
+        )
+    seq = max((feeds[s.name].shape[s.shape.index(SEQ)] for s in m.inputs if SEQ in s.shape), default=0)
+    if lim.get("seq") and seq > lim["seq"]:
+        raise ProtocolError(
+            f"the request's sequence length is {seq}; model '{m.name}' takes at most {lim['seq']} "
+            "(--max-request-seq): truncate or split the text",
+            413,
+        )
+    elements = sum(int(a.size) for a in feeds.values())
+    if lim.get("elements") and elements > lim["elements"]:
+        raise ProtocolError(
+            f"the request has {elements} elements; model '{m.name}' takes at most {lim['elements']} per "
+            "request (--max-request-elements): send fewer rows or shorter sequences",
+            413,
+        )
 
 
 @contextlib.contextmanager
