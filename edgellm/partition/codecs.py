@@ -59,7 +59,10 @@ def decompress(data: bytes, method: str, expected: int) -> bytes:
         else:
             import lz4.frame
 
-            out = lz4.frame.decompress(data)
+            d = lz4.frame.LZ4FrameDecompressor()
+            out = d.decompress(data, max_length=expected + 1)  # one byte more tells a bomb from a fit
+            if len(out) == expected and not d.eof:
+                out += b"?"  # the frame goes on past what the shape needs: refused below
     except Exception as exc:  # both libraries raise their own error types for corrupt frames
         raise EdgeLLMError(
             f"the {method} payload does not decompress: {exc}", "the payload was truncated or corrupted"

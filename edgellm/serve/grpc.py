@@ -113,16 +113,27 @@ class _GrpcService:
             if raw and len(raw) != len(request.inputs):
                 raise ProtocolError(f"{len(raw)} raw_input_contents for {len(request.inputs)} inputs")
             for i, t in enumerate(request.inputs):
+                if not t.name:
+                    raise ProtocolError(f"inputs[{i}] has no name")
                 if t.name in feeds:
                     raise ProtocolError(f"input '{t.name}' is given twice")
                 p = {k: _param(v) for k, v in t.parameters.items()}
+                contents = _contents(t)
+                if raw and contents is not None:
+                    raise ProtocolError(
+                        f"input '{t.name}' has both contents and raw_input_contents; send one of them"
+                    )
                 if raw:
                     arr = decode_tensor(t.name, t.datatype, list(t.shape), raw=raw[i])
                 else:
-                    arr = decode_tensor(t.name, t.datatype, list(t.shape), data=_contents(t))
+                    arr = decode_tensor(t.name, t.datatype, list(t.shape), data=contents)
                 feeds[t.name], params[t.name] = arr, p
+            names = [o.name for o in m.outputs]
+            unknown = [o.name for o in request.outputs if o.name not in names]
+            if unknown:
+                raise ProtocolError(f"unknown output '{unknown[0]}'; the model has {', '.join(names)}")
             try:
-                feeds = validate(feeds, m.inputs, params)
+                feeds = validate(feeds, m.inputs, params, m.bounds)
             except ProtocolError:
                 self.s.metrics.request(m.name, m.version, False, 0.0, "invalid")
                 raise
@@ -131,9 +142,6 @@ class _GrpcService:
             code = _overload() if "overloaded" in str(exc) else _grpc_status(exc.status)
             await context.abort(code, str(exc))
         wanted = [o.name for o in request.outputs] or [o.name for o in m.outputs]
-        unknown = [n for n in wanted if n not in out]
-        if unknown:
-            await context.abort(_grpc_status(400), f"unknown output '{unknown[0]}'")
         resp = pb.ModelInferResponse(model_name=m.name, model_version=m.version, id=request.id)
         for n in wanted:
             arr = np.ascontiguousarray(out[n])
@@ -157,18 +165,38 @@ def _param(v) -> Any:
     return getattr(v, which) if which else None
 
 
-def _contents(t) -> list:
+# the one ``InferTensorContents`` field each datatype's values go in (FP16 and BF16 travel as raw bytes only)
+CONTENTS_FIELD = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+}
+
+
+def _contents(t) -> list | None:
+    """The values of ``t`` from the contents field of its datatype; None when it has no contents at all.
+    Values in another type's field (``fp32_contents`` for an INT64 input) are refused, not converted."""
     c = t.contents
-    for f in (
-        "fp32_contents",
-        "int64_contents",
-        "int_contents",
-        "fp64_contents",
-        "uint_contents",
-        "uint64_contents",
-        "bool_contents",
-    ):
-        vals = list(getattr(c, f))
-        if vals:
-            return vals
-    return []
+    given = [f.name for f, _ in c.ListFields()]
+    if not given:
+        return None
+    want = CONTENTS_FIELD.get(t.datatype)
+    if want is None:
+        raise ProtocolError(
+            f"input '{t.name}': {t.datatype or 'no datatype'} values cannot travel in contents "
+            "(send them as raw_input_contents)"
+        )
+    wrong = [f for f in given if f != want]
+    if wrong:
+        raise ProtocolError(
+            f"input '{t.name}' is {t.datatype} but its values are in {wrong[0]}; put them in {want}"
+        )
+    return list(getattr(c, want))

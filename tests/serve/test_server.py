@@ -145,7 +145,7 @@ def test_malformed_requests_get_4xx_and_no_crash(served, minilm):
         "unknown model": (b"{}", {}, 404, "unknown model"),
     }
     binhead = json.dumps(
-        {"inputs": [dict(t, parameters={"binary_data_size": 64}) for t in tensors()]}
+        {"inputs": [dict(t, data=None, parameters={"binary_data_size": 64}) for t in tensors()]}
     ).encode()
     trunc = binhead + b"\0" * 100  # three inputs of 64 bytes announced, 100 given
     cases["truncated binary"] = (
