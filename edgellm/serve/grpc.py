@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from edgellm._version import __version__
+from edgellm.partition.wire import V2_TO_NP
 from edgellm.serve.auth import bearer_ok
 from edgellm.serve.protocol import EXTENSIONS, ProtocolError, decode_tensor, v2_datatype, validate
 
@@ -40,6 +41,7 @@ def _grpc_status(status: int):
         401: grpc.StatusCode.UNAUTHENTICATED,
         404: grpc.StatusCode.NOT_FOUND,
         413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+        422: grpc.StatusCode.INVALID_ARGUMENT,
         503: grpc.StatusCode.UNAVAILABLE,
         504: grpc.StatusCode.DEADLINE_EXCEEDED,
     }.get(status, grpc.StatusCode.INTERNAL)
@@ -108,26 +110,7 @@ class _GrpcService:
             m = self.s.model(request.model_name, request.model_version)
             if not m.ready:
                 raise ProtocolError(f"model '{m.name}' is not ready yet", 503)
-            feeds, params = {}, {}
-            raw = list(request.raw_input_contents)
-            if raw and len(raw) != len(request.inputs):
-                raise ProtocolError(f"{len(raw)} raw_input_contents for {len(request.inputs)} inputs")
-            for i, t in enumerate(request.inputs):
-                if not t.name:
-                    raise ProtocolError(f"inputs[{i}] has no name")
-                if t.name in feeds:
-                    raise ProtocolError(f"input '{t.name}' is given twice")
-                p = {k: _param(v) for k, v in t.parameters.items()}
-                contents = _contents(t)
-                if raw and contents is not None:
-                    raise ProtocolError(
-                        f"input '{t.name}' has both contents and raw_input_contents; send one of them"
-                    )
-                if raw:
-                    arr = decode_tensor(t.name, t.datatype, list(t.shape), raw=raw[i])
-                else:
-                    arr = decode_tensor(t.name, t.datatype, list(t.shape), data=contents)
-                feeds[t.name], params[t.name] = arr, p
+            feeds, params = decode_inputs(request)
             names = [o.name for o in m.outputs]
             unknown = [o.name for o in request.outputs if o.name not in names]
             if unknown:
@@ -152,6 +135,33 @@ class _GrpcService:
             )
             resp.raw_output_contents.append(arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes())
         return resp
+
+
+def decode_inputs(request) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
+    """The tensors and parameters of a ``ModelInferRequest``, each checked as REST's are (:func:`decode_tensor`):
+    values in their datatype's contents field, or one raw blob per input."""
+    feeds: dict[str, np.ndarray] = {}
+    params: dict[str, dict] = {}
+    raw = list(request.raw_input_contents)
+    if raw and len(raw) != len(request.inputs):
+        raise ProtocolError(f"{len(raw)} raw_input_contents for {len(request.inputs)} inputs")
+    for i, t in enumerate(request.inputs):
+        if not t.name:
+            raise ProtocolError(f"inputs[{i}] has no name")
+        if t.name in feeds:
+            raise ProtocolError(f"input '{t.name}' is given twice")
+        contents = _contents(t)
+        if raw and contents is not None:
+            raise ProtocolError(
+                f"input '{t.name}' has both contents and raw_input_contents; send one of them"
+            )
+        if raw:
+            arr = decode_tensor(t.name, t.datatype, list(t.shape), raw=raw[i])
+        else:
+            arr = decode_tensor(t.name, t.datatype, list(t.shape), data=contents)
+        feeds[t.name] = arr
+        params[t.name] = {k: _param(v) for k, v in t.parameters.items()}
+    return feeds, params
 
 
 def _overload():
@@ -189,10 +199,13 @@ def _contents(t) -> list | None:
     if not given:
         return None
     want = CONTENTS_FIELD.get(t.datatype)
+    if want is None and t.datatype in V2_TO_NP:
+        raise ProtocolError(
+            f"input '{t.name}': {t.datatype} values cannot travel in contents (send them as raw_input_contents)"
+        )
     if want is None:
         raise ProtocolError(
-            f"input '{t.name}': {t.datatype or 'no datatype'} values cannot travel in contents "
-            "(send them as raw_input_contents)"
+            f"input '{t.name}': datatype {t.datatype!r} is not supported (use one of {', '.join(V2_TO_NP)})"
         )
     wrong = [f for f in given if f != want]
     if wrong:
