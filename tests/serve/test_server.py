@@ -216,7 +216,6 @@ def test_huge_http_header_is_refused_and_the_server_lives(served):
 
 def test_access_log_is_one_json_line_per_request(served, caplog):
     import logging
-
     import time
 
     def found():
