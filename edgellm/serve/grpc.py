@@ -4,6 +4,7 @@ batchers and canary routing as REST; a refusal aborts the call with the status c
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -12,6 +13,8 @@ from edgellm._version import __version__
 from edgellm.partition.wire import V2_TO_NP
 from edgellm.serve.auth import bearer_ok
 from edgellm.serve.protocol import EXTENSIONS, ProtocolError, decode_tensor, v2_datatype, validate
+
+log = logging.getLogger("edgellm.serve")
 
 
 async def start_grpc(server: Any) -> Any:
@@ -124,6 +127,11 @@ class _GrpcService:
         except ProtocolError as exc:
             code = _overload() if "overloaded" in str(exc) else _grpc_status(exc.status)
             await context.abort(code, str(exc))
+        except Exception as exc:  # a bug: still a status with the reason (and a traceback in the log)
+            log.exception("ModelInfer failed")
+            await context.abort(
+                _grpc_status(500), f"internal error: {type(exc).__name__}: {exc} (please report it)"
+            )
         wanted = [o.name for o in request.outputs] or [o.name for o in m.outputs]
         resp = pb.ModelInferResponse(model_name=m.name, model_version=m.version, id=request.id)
         for n in wanted:
