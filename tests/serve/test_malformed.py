@@ -153,6 +153,7 @@ def rest_cases(feeds):
         return meta, ids_bin
 
     full = binary([ids_part(), *others])
+    # fmt: off
     c = [
         # structure of the body (item 1)
         ("not JSON", MINILM, b"{not json", {}, 400, "not valid JSON"),
@@ -163,451 +164,85 @@ def rest_cases(feeds):
         ("inputs a number", MINILM, b'{"inputs": 5}', {}, 400, "non-empty 'inputs' list"),
         ("input a number", MINILM, b'{"inputs": [5]}', {}, 400, "inputs[0] must be an object"),
         ("input without name", MINILM, b'{"inputs": [{"datatype": "INT64"}]}', {}, 400, "'name'"),
-        (
-            "request parameters a string",
-            MINILM,
-            req(feeds, {"parameters": "x"}),
-            {},
-            400,
-            "'parameters' must be a JSON object",
-        ),
+        ("request parameters a string", MINILM, req(feeds, {"parameters": "x"}), {}, 400, "'parameters' must be a JSON object"),
         ("outputs a number", MINILM, req(feeds, {"outputs": 5}), {}, 400, "'outputs' must be a list"),
         ("output a string", MINILM, req(feeds, {"outputs": ["x"]}), {}, 400, "unknown output 'x'"),
-        (
-            "unknown output",
-            MINILM,
-            req(feeds, {"outputs": [{"name": "logits"}]}),
-            {},
-            400,
-            "unknown output 'logits'",
-        ),
-        (
-            "output parameters a number",
-            MINILM,
-            req(feeds, {"outputs": [{"name": "sentence_embedding", "parameters": 5}]}),
-            {},
-            400,
-            "output 'sentence_embedding': 'parameters' must be a JSON object",
-        ),
-        (
-            "input parameters a number",
-            MINILM,
-            req(feeds, input_ids={"parameters": 5}),
-            {},
-            400,
-            "input 'input_ids': 'parameters'",
-        ),
-        (
-            "binary_data_output a string",
-            MINILM,
-            req(feeds, {"parameters": {"binary_data_output": "yes"}}),
-            {},
-            400,
-            "'binary_data_output' must be true or false",
-        ),
+        ("unknown output", MINILM, req(feeds, {"outputs": [{"name": "logits"}]}), {}, 400, "unknown output 'logits'"),
+        ("output parameters a number", MINILM, req(feeds, {"outputs": [{"name": "sentence_embedding", "parameters": 5}]}), {}, 400, "output 'sentence_embedding': 'parameters' must be a JSON object"),
+        ("input parameters a number", MINILM, req(feeds, input_ids={"parameters": 5}), {}, 400, "input 'input_ids': 'parameters'"),
+        ("binary_data_output a string", MINILM, req(feeds, {"parameters": {"binary_data_output": "yes"}}), {}, 400, "'binary_data_output' must be true or false"),
         ("id a number", MINILM, req(feeds, {"id": 5}), {}, 400, "'id' must be a string"),
-        (
-            "huge shape, empty data",
-            MINILM,
-            req(feeds, input_ids={"shape": [4294967296, 4294967296], "data": []}),
-            {},
-            400,
-            "shape must be a list of integers",
-        ),
+        ("huge shape, empty data", MINILM, req(feeds, input_ids={"shape": [4294967296, 4294967296], "data": []}), {}, 400, "shape must be a list of integers"),
         ("negative dimension", MINILM, req(feeds, input_ids={"shape": [-1, SEQ]}), {}, 400, "shape must be"),
         ("shape a string", MINILM, req(feeds, input_ids={"shape": "1x8"}), {}, 400, "shape must be"),
         ("fractional dimension", MINILM, req(feeds, input_ids={"shape": [1, 8.0]}), {}, 400, "shape must be"),
         ("boolean dimension", MINILM, req(feeds, input_ids={"shape": [True, SEQ]}), {}, 400, "shape must be"),
         ("nine dimensions", MINILM, req(feeds, input_ids={"shape": [1] * 9}), {}, 400, "9 dimensions"),
         ("100,000 nested [", MINILM, nested, {}, 400, "nests"),
-        (
-            "data nested past numpy's dimensions",
-            MINILM,
-            req(feeds, input_ids={"data": json.loads(deep)}),
-            {},
-            400,
-            "not a rectangular list",
-        ),
-        (
-            "ragged data",
-            MINILM,
-            req(feeds, input_ids={"data": [[1, 2], [3]]}),
-            {},
-            400,
-            "not a rectangular list",
-        ),
-        (
-            "data a string",
-            MINILM,
-            req(feeds, input_ids={"data": "1 2 3"}),
-            {},
-            400,
-            "'data' must be a list of INT64",
-        ),
-        (
-            "data of strings",
-            MINILM,
-            req(feeds, input_ids={"data": ["1"] * SEQ}),
-            {},
-            400,
-            "must be numbers, got strings",
-        ),
+        ("data nested past numpy's dimensions", MINILM, req(feeds, input_ids={"data": json.loads(deep)}), {}, 400, "not a rectangular list"),
+        ("ragged data", MINILM, req(feeds, input_ids={"data": [[1, 2], [3]]}), {}, 400, "not a rectangular list"),
+        ("data a string", MINILM, req(feeds, input_ids={"data": "1 2 3"}), {}, 400, "'data' must be a list of INT64"),
+        ("data of strings", MINILM, req(feeds, input_ids={"data": ["1"] * SEQ}), {}, 400, "must be numbers, got strings"),
         ("data with null", MINILM, req(feeds, input_ids={"data": [None] * SEQ}), {}, 400, "must be numbers"),
         ("data with objects", MINILM, req(feeds, input_ids={"data": [{}] * SEQ}), {}, 400, "must be numbers"),
         ("no data", MINILM, req(feeds, input_ids={"data": None}), {}, 400, "neither 'data' nor binary data"),
-        (
-            "datatype a list",
-            MINILM,
-            req(feeds, input_ids={"datatype": ["INT64"]}),
-            {},
-            400,
-            "is not supported",
-        ),
-        (
-            "unknown datatype",
-            MINILM,
-            req(feeds, input_ids={"datatype": "BF17"}),
-            {},
-            400,
-            "'BF17' is not supported",
-        ),
-        (
-            "wrong datatype",
-            MINILM,
-            req(feeds, input_ids={"datatype": "FP32"}),
-            {},
-            400,
-            "FP32; the model takes INT64",
-        ),
+        ("datatype a list", MINILM, req(feeds, input_ids={"datatype": ["INT64"]}), {}, 400, "is not supported"),
+        ("unknown datatype", MINILM, req(feeds, input_ids={"datatype": "BF17"}), {}, 400, "'BF17' is not supported"),
+        ("wrong datatype", MINILM, req(feeds, input_ids={"datatype": "FP32"}), {}, 400, "FP32; the model takes INT64"),
         ("wrong rank", MINILM, req(feeds, input_ids={"shape": [SEQ]}), {}, 400, "has 1 dimensions"),
-        (
-            "count mismatch",
-            MINILM,
-            req(feeds, input_ids={"shape": [1, SEQ + 1]}),
-            {},
-            400,
-            f"needs {SEQ + 1}",
-        ),
+        ("count mismatch", MINILM, req(feeds, input_ids={"shape": [1, SEQ + 1]}), {}, 400, f"needs {SEQ + 1}"),
         ("unknown input", MINILM, req(feeds, input_ids={"name": "ids"}), {}, 400, "unknown input 'ids'"),
-        (
-            "missing input",
-            MINILM,
-            json.dumps({"inputs": tensors(feeds)[:2]}),
-            {},
-            400,
-            "'token_type_ids' is missing",
-        ),
-        (
-            "input twice",
-            MINILM,
-            json.dumps({"inputs": tensors(feeds) + tensors(feeds)[:1]}),
-            {},
-            400,
-            "given twice",
-        ),
-        (
-            "batch mismatch",
-            MINILM,
-            req(feeds, attention_mask={"shape": [2, SEQ // 2]}),
-            {},
-            400,
-            "has batch 2",
-        ),
-        (
-            "sequence mismatch",
-            MINILM,
-            req(feeds, attention_mask={"shape": [1, 4], "data": [1] * 4}),
-            {},
-            400,
-            "disagree on the sequence",
-        ),
-        (
-            "empty batch",
-            MINILM,
-            req(feeds, input_ids={"shape": [0, SEQ], "data": []}),
-            {},
-            400,
-            "empty batch",
-        ),
-        (
-            "NaN literal",
-            TAIL,
-            tail_json("NAN").replace('"NAN"', "[NaN]"),
-            {},
-            400,
-            "NaN is not a JSON number",
-        ),
-        (
-            "Infinity literal",
-            TAIL,
-            tail_json("INF").replace('"INF"', "[Infinity]"),
-            {},
-            400,
-            "Infinity is not a JSON number",
-        ),
+        ("missing input", MINILM, json.dumps({"inputs": tensors(feeds)[:2]}), {}, 400, "'token_type_ids' is missing"),
+        ("input twice", MINILM, json.dumps({"inputs": tensors(feeds) + tensors(feeds)[:1]}), {}, 400, "given twice"),
+        ("batch mismatch", MINILM, req(feeds, attention_mask={"shape": [2, SEQ // 2]}), {}, 400, "has batch 2"),
+        ("sequence mismatch", MINILM, req(feeds, attention_mask={"shape": [1, 4], "data": [1] * 4}), {}, 400, "disagree on the sequence"),
+        ("empty batch", MINILM, req(feeds, input_ids={"shape": [0, SEQ], "data": []}), {}, 400, "empty batch"),
+        ("NaN literal", TAIL, tail_json("NAN").replace('"NAN"', "[NaN]"), {}, 400, "NaN is not a JSON number"),
+        ("Infinity literal", TAIL, tail_json("INF").replace('"INF"', "[Infinity]"), {}, 400, "Infinity is not a JSON number"),
         # values against the model (items 2 and 12)
-        (
-            "input_ids 10**9",
-            MINILM,
-            req(feeds, input_ids={"data": [10**9] * SEQ}),
-            {},
-            400,
-            "value 1000000000 at [0, 0], outside the model's range 0..30521",
-        ),
-        (
-            "input_ids -5",
-            MINILM,
-            req(feeds, input_ids={"data": [-5] * SEQ}),
-            {},
-            400,
-            "value -5 at [0, 0], outside the model's range 0..30521",
-        ),
-        (
-            "token_type_ids 5",
-            MINILM,
-            req(feeds, token_type_ids={"data": [5] * SEQ}),
-            {},
-            400,
-            "'token_type_ids' has value 5 at [0, 0], outside the model's range 0..1",
-        ),
-        (
-            "2,000 tokens",
-            MINILM,
-            json.dumps({"inputs": tensors(f2k)}),
-            {},
-            400,
-            "sequence of 2000 tokens; the model takes at most 512",
-        ),
-        (
-            "INT64 101.5",
-            MINILM,
-            req(feeds, input_ids={"data": [101.5] * SEQ}),
-            {},
-            400,
-            "'input_ids' is INT64: value 101.5 is not an integer",
-        ),
+        ("input_ids 10**9", MINILM, req(feeds, input_ids={"data": [10**9] * SEQ}), {}, 400, "value 1000000000 at [0, 0], outside the model's range 0..30521"),
+        ("input_ids -5", MINILM, req(feeds, input_ids={"data": [-5] * SEQ}), {}, 400, "value -5 at [0, 0], outside the model's range 0..30521"),
+        ("token_type_ids 5", MINILM, req(feeds, token_type_ids={"data": [5] * SEQ}), {}, 400, "'token_type_ids' has value 5 at [0, 0], outside the model's range 0..1"),
+        ("2,000 tokens", MINILM, json.dumps({"inputs": tensors(f2k)}), {}, 400, "sequence of 2000 tokens; the model takes at most 512"),
+        ("INT64 101.5", MINILM, req(feeds, input_ids={"data": [101.5] * SEQ}), {}, 400, "'input_ids' is INT64: value 101.5 is not an integer"),
         ("INT64 past int64", MINILM, req(feeds, input_ids={"data": [2**70] * SEQ}), {}, 400, "'input_ids'"),
         ("INT64 booleans", MINILM, req(feeds, input_ids={"data": [True] * SEQ}), {}, 400, "got booleans"),
         ("BOOL from numbers", TAIL, tail_json([1] * 32, datatype="BOOL"), {}, 400, "must be true/false"),
         ("FP32 booleans", TAIL, tail_json([True] * 32), {}, 400, "FP32 data must be numbers, got booleans"),
         # the binary tensor extension
         ("truncated binary", MINILM, full[0][:-10], full[1], 400, "runs past the end"),
-        (
-            "header length zero",
-            MINILM,
-            full[0],
-            {"Inference-Header-Content-Length": "0"},
-            400,
-            "outside the body",
-        ),
-        (
-            "header past the body",
-            MINILM,
-            binary([ids_part(), *others])[0],
-            {"Inference-Header-Content-Length": "99999"},
-            400,
-            "outside the body",
-        ),
-        (
-            "header length not a number",
-            MINILM,
-            binary([ids_part(), *others])[0],
-            {"Inference-Header-Content-Length": "ten"},
-            400,
-            "not an integer",
-        ),
-        (
-            "binary size past the end",
-            MINILM,
-            *binary([ids_part(binary_data_size=10**6), *others]),
-            400,
-            "runs past the end",
-        ),
-        (
-            "binary size a string",
-            MINILM,
-            *binary([ids_part(binary_data_size="64"), *others]),
-            400,
-            "binary_data_size '64'",
-        ),
-        (
-            "binary size negative",
-            MINILM,
-            *binary([ids_part(binary_data_size=-8), *others]),
-            400,
-            "runs past the end",
-        ),
-        (
-            "bytes no input claims",
-            MINILM,
-            *binary([ids_part(), *others], extra=b"\0" * 8),
-            400,
-            "no input claims",
-        ),
-        (
-            "bytes not the shape's",
-            MINILM,
-            *binary([({**ids_part()[0], "shape": [1, SEQ + 1]}, ids_bin), *others]),
-            400,
-            "needs 72",
-        ),
-        (
-            "both data and binary",
-            MINILM,
-            *binary([({**ids_part()[0], "data": [1] * SEQ}, ids_bin), *others]),
-            400,
-            "both 'data' and binary data",
-        ),
-        (
-            "unknown compression",
-            MINILM,
-            *binary([ids_part(compression="gzip"), *others]),
-            400,
-            "compression 'gzip' is not supported",
-        ),
-        (
-            "compression a list",
-            MINILM,
-            *binary([ids_part(compression=["zstd"]), *others]),
-            400,
-            "is not supported",
-        ),
-        (
-            "corrupt zstd",
-            MINILM,
-            *binary([ids_part(compression="zstd"), *others]),
-            400,
-            "does not decompress",
-        ),
-        (
-            "zstd bomb",
-            TAIL,
-            *binary(
-                [
-                    (
-                        {
-                            "name": "input",
-                            "datatype": "FP32",
-                            "shape": [2, 16],
-                            "parameters": {"binary_data_size": len(bomb), "compression": "zstd"},
-                        },
-                        bomb,
-                    )
-                ]
-            ),
-            400,
-            "input 'input'",
-        ),
-        (
-            "decompresses past any limit",
-            TAIL,
-            *binary(
-                [
-                    (
-                        {
-                            "name": "input",
-                            "datatype": "FP32",
-                            "shape": [2**20, 2**20],
-                            "parameters": {"binary_data_size": len(bomb), "compression": "lz4"},
-                        },
-                        bomb,
-                    )
-                ]
-            ),
-            413,
-            "more than the 1024 MiB",
-        ),
+        ("header length zero", MINILM, full[0], {"Inference-Header-Content-Length": "0"}, 400, "outside the body"),
+        ("header past the body", MINILM, binary([ids_part(), *others])[0], {"Inference-Header-Content-Length": "99999"}, 400, "outside the body"),
+        ("header length not a number", MINILM, binary([ids_part(), *others])[0], {"Inference-Header-Content-Length": "ten"}, 400, "not an integer"),
+        ("binary size past the end", MINILM, *binary([ids_part(binary_data_size=10**6), *others]), 400, "runs past the end"),
+        ("binary size a string", MINILM, *binary([ids_part(binary_data_size="64"), *others]), 400, "binary_data_size '64'"),
+        ("binary size negative", MINILM, *binary([ids_part(binary_data_size=-8), *others]), 400, "runs past the end"),
+        ("bytes no input claims", MINILM, *binary([ids_part(), *others], extra=b"\0" * 8), 400, "no input claims"),
+        ("bytes not the shape's", MINILM, *binary([({**ids_part()[0], "shape": [1, SEQ + 1]}, ids_bin), *others]), 400, "needs 72"),
+        ("both data and binary", MINILM, *binary([({**ids_part()[0], "data": [1] * SEQ}, ids_bin), *others]), 400, "both 'data' and binary data"),
+        ("unknown compression", MINILM, *binary([ids_part(compression="gzip"), *others]), 400, "compression 'gzip' is not supported"),
+        ("compression a list", MINILM, *binary([ids_part(compression=["zstd"]), *others]), 400, "is not supported"),
+        ("corrupt zstd", MINILM, *binary([ids_part(compression="zstd"), *others]), 400, "does not decompress"),
+        ("zstd bomb", TAIL, *binary([({"name": "input", "datatype": "FP32", "shape": [2, 16], "parameters": {"binary_data_size": len(bomb), "compression": "zstd"}}, bomb)]), 400, "input 'input'"),
+        ("decompresses past any limit", TAIL, *binary([({"name": "input", "datatype": "FP32", "shape": [2**20, 2**20], "parameters": {"binary_data_size": len(bomb), "compression": "lz4"}}, bomb)]), 413, "more than the 1024 MiB"),
         # float activations (items 1 and 7)
-        (
-            "FP32 NaN, binary",
-            TAIL,
-            *tail_bin(nan),
-            400,
-            "not finite in FP32 (NaN, infinity, or past the type's range), the first at [1, 3]",
-        ),
+        ("FP32 NaN, binary", TAIL, *tail_bin(nan), 400, "not finite in FP32 (NaN, infinity, or past the type's range), the first at [1, 3]"),
         ("FP32 inf, binary", TAIL, *tail_bin(inf), 400, "not finite"),
         ("FP16 inf, binary", TAIL, *tail_bin(inf.astype(np.float16), "FP16"), 400, "not finite in FP16"),
         ("FP32 1e39, JSON", TAIL, tail_json([1e39] * 32), {}, 400, "not finite in FP32"),
-        (
-            "INT8 scale 'abc'",
-            TAIL,
-            tail_json(q.ravel().tolist(), datatype="INT8", parameters={"scale": "abc"}),
-            {},
-            400,
-            "parameter 'scale' must be a finite number, got 'abc'",
-        ),
-        (
-            "INT8 zero_point a list",
-            TAIL,
-            tail_json(q.ravel().tolist(), datatype="INT8", parameters={"scale": 0.1, "zero_point": [1]}),
-            {},
-            400,
-            "'zero_point' must be a finite number",
-        ),
-        (
-            "INT8 without scales",
-            TAIL,
-            tail_json(q.ravel().tolist(), datatype="INT8"),
-            {},
-            400,
-            "without scales",
-        ),
-        (
-            "INT8 value 300",
-            TAIL,
-            tail_json([300] * 32, datatype="INT8", parameters={"scale": 0.1}),
-            {},
-            400,
-            "does not fit INT8 (-128..127)",
-        ),
-        (
-            "INT8 scales of NaN",
-            TAIL,
-            *tail_bin(
-                q,
-                "INT8",
-                more=[
-                    (
-                        {
-                            "name": "input:scales",
-                            "datatype": "FP32",
-                            "shape": [2, 1],
-                            "parameters": {"binary_data_size": 8},
-                        },
-                        scales_nan.tobytes(),
-                    )
-                ],
-            ),
-            400,
-            "input 'input:scales' has 2 value(s) that are not finite",
-        ),
-        (
-            "INT8 scales that grow the input",
-            TAIL,
-            *tail_bin(
-                q,
-                "INT8",
-                more=[
-                    (
-                        {
-                            "name": "input:scales",
-                            "datatype": "FP32",
-                            "shape": [2, 16, 16],
-                            "parameters": {"binary_data_size": big_scales.nbytes},
-                        },
-                        big_scales.tobytes(),
-                    )
-                ],
-            ),
-            400,
-            "does not fit 'input' of shape [2, 16]: give one scale per row (shape [2, 1])",
-        ),
+        ("INT8 scale 'abc'", TAIL, tail_json(q.ravel().tolist(), datatype="INT8", parameters={"scale": "abc"}), {}, 400, "parameter 'scale' must be a finite number, got 'abc'"),
+        ("INT8 zero_point a list", TAIL, tail_json(q.ravel().tolist(), datatype="INT8", parameters={"scale": 0.1, "zero_point": [1]}), {}, 400, "'zero_point' must be a finite number"),
+        ("INT8 without scales", TAIL, tail_json(q.ravel().tolist(), datatype="INT8"), {}, 400, "without scales"),
+        ("INT8 value 300", TAIL, tail_json([300] * 32, datatype="INT8", parameters={"scale": 0.1}), {}, 400, "does not fit INT8 (-128..127)"),
+        ("INT8 scales of NaN", TAIL, *tail_bin(q, "INT8", more=[({"name": "input:scales", "datatype": "FP32", "shape": [2, 1], "parameters": {"binary_data_size": 8}}, scales_nan.tobytes())]), 400, "input 'input:scales' has 2 value(s) that are not finite"),
+        ("INT8 scales that grow the input", TAIL, *tail_bin(q, "INT8", more=[({"name": "input:scales", "datatype": "FP32", "shape": [2, 16, 16], "parameters": {"binary_data_size": big_scales.nbytes}}, big_scales.tobytes())]), 400, "does not fit 'input' of shape [2, 16]: give one scale per row (shape [2, 1])"),
         ("output overflows, JSON", TAIL, tail_json(OVERFLOW), {}, 422, "output 'output' has"),
         # routing and size
         ("unknown model", "/v2/models/nope/infer", req(feeds), {}, 404, "unknown model 'nope'"),
         ("unknown version", "/v2/models/minilm/versions/9/infer", req(feeds), {}, 404, "no version '9'"),
         ("body past the limit", MINILM, b"x" * (70 * 2**20), {}, 413, "larger than"),
     ]
+    # fmt: on
     return c
 
 
@@ -669,7 +304,7 @@ def tensor(name, datatype, shape, **contents):
     return t
 
 
-def grpc_req(model, tensors, raw=(), outputs=(), **params):
+def grpc_req(model, tensors, raw=(), outputs=()):
     r = pb.ModelInferRequest(model_name=model, inputs=tensors)
     r.raw_input_contents.extend(raw)
     for o in outputs:
@@ -678,12 +313,17 @@ def grpc_req(model, tensors, raw=(), outputs=(), **params):
 
 
 def minilm_tensors(feeds, **over):
+    """MiniLM's three inputs as int64_contents; ``over[input]`` replaces its name, datatype, shape or contents."""
     out = []
     for k, v in feeds.items():
-        kw = {"int64_contents": v.ravel().tolist()}
-        spec = {"datatype": "INT64", "shape": list(v.shape), **over.get(k, {})}
-        contents = spec.pop("contents", kw)
-        out.append(tensor(spec.pop("name", k), spec["datatype"], spec["shape"], **contents))
+        t = {
+            "name": k,
+            "datatype": "INT64",
+            "shape": list(v.shape),
+            "contents": {"int64_contents": v.ravel().tolist()},
+        }
+        t.update(over.get(k, {}))
+        out.append(tensor(t["name"], t["datatype"], t["shape"], **t["contents"]))
     return out
 
 
@@ -702,214 +342,39 @@ def grpc_cases(feeds):
     names3 = [tensor(k, "INT64", v.shape) for k, v in feeds.items()]
     f2k = {k: np.ones((1, 2000), np.int64) for k in feeds}
     INV, NF = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND
+    # fmt: off
     return [
-        (
-            "fp32_contents for INT64",
-            grpc_req(
-                "minilm", minilm_tensors(feeds, input_ids={"contents": {"fp32_contents": [101.5] * SEQ}})
-            ),
-            INV,
-            "'input_ids' is INT64 but its values are in fp32_contents; put them in int64_contents",
-        ),
-        (
-            "two contents fields",
-            grpc_req(
-                "minilm",
-                minilm_tensors(
-                    feeds,
-                    input_ids={"contents": {"int64_contents": ids.ravel().tolist(), "fp32_contents": [1.0]}},
-                ),
-            ),
-            INV,
-            "fp32_contents",
-        ),
-        (
-            "input_ids 10**9",
-            grpc_req(
-                "minilm", minilm_tensors(feeds, input_ids={"contents": {"int64_contents": [10**9] * SEQ}})
-            ),
-            INV,
-            "value 1000000000 at [0, 0], outside the model's range 0..30521",
-        ),
-        (
-            "input_ids -5",
-            grpc_req("minilm", minilm_tensors(feeds, input_ids={"contents": {"int64_contents": [-5] * SEQ}})),
-            INV,
-            "value -5",
-        ),
-        (
-            "token_type_ids 5",
-            grpc_req(
-                "minilm", minilm_tensors(feeds, token_type_ids={"contents": {"int64_contents": [5] * SEQ}})
-            ),
-            INV,
-            "'token_type_ids' has value 5",
-        ),
-        (
-            "2,000 tokens",
-            grpc_req("minilm", minilm_tensors(f2k)),
-            INV,
-            "sequence of 2000 tokens; the model takes at most 512",
-        ),
-        (
-            "raw count mismatch",
-            grpc_req("minilm", names3, raw=raw3[:2]),
-            INV,
-            "2 raw_input_contents for 3 inputs",
-        ),
-        (
-            "raw bytes not the shape's",
-            grpc_req("minilm", names3, raw=[raw3[0][:-8], *raw3[1:]]),
-            INV,
-            "56 bytes of binary data",
-        ),
-        (
-            "contents and raw",
-            grpc_req("minilm", minilm_tensors(feeds), raw=raw3),
-            INV,
-            "both contents and raw_input_contents",
-        ),
-        (
-            "unknown datatype",
-            grpc_req("minilm", minilm_tensors(feeds, input_ids={"datatype": "BF17"})),
-            INV,
-            "'BF17' is not supported",
-        ),
-        (
-            "no datatype",
-            grpc_req("minilm", minilm_tensors(feeds, input_ids={"datatype": ""})),
-            INV,
-            "datatype '' is not supported",
-        ),
-        (
-            "negative dimension",
-            grpc_req("minilm", minilm_tensors(feeds, input_ids={"shape": [-1, SEQ]})),
-            INV,
-            "shape must be",
-        ),
-        (
-            "huge shape",
-            grpc_req("minilm", minilm_tensors(feeds, input_ids={"shape": [2**32, 2**32], "contents": {}})),
-            INV,
-            "shape must be",
-        ),
-        (
-            "count mismatch",
-            grpc_req("minilm", minilm_tensors(feeds, input_ids={"shape": [1, SEQ + 1]})),
-            INV,
-            f"needs {SEQ + 1}",
-        ),
-        (
-            "no values",
-            grpc_req("minilm", minilm_tensors(feeds, input_ids={"contents": {}})),
-            INV,
-            "neither 'data' nor binary data",
-        ),
-        (
-            "no name",
-            grpc_req("minilm", minilm_tensors(feeds, input_ids={"name": ""})),
-            INV,
-            "inputs[0] has no name",
-        ),
-        (
-            "unknown input",
-            grpc_req("minilm", minilm_tensors(feeds, input_ids={"name": "ids"})),
-            INV,
-            "unknown input 'ids'",
-        ),
+        ("fp32_contents for INT64", grpc_req("minilm", minilm_tensors(feeds, input_ids={"contents": {"fp32_contents": [101.5] * SEQ}})), INV, "'input_ids' is INT64 but its values are in fp32_contents; put them in int64_contents"),
+        ("two contents fields", grpc_req("minilm", minilm_tensors(feeds, input_ids={"contents": {"int64_contents": ids.ravel().tolist(), "fp32_contents": [1.0]}})), INV, "fp32_contents"),
+        ("input_ids 10**9", grpc_req("minilm", minilm_tensors(feeds, input_ids={"contents": {"int64_contents": [10**9] * SEQ}})), INV, "value 1000000000 at [0, 0], outside the model's range 0..30521"),
+        ("input_ids -5", grpc_req("minilm", minilm_tensors(feeds, input_ids={"contents": {"int64_contents": [-5] * SEQ}})), INV, "value -5"),
+        ("token_type_ids 5", grpc_req("minilm", minilm_tensors(feeds, token_type_ids={"contents": {"int64_contents": [5] * SEQ}})), INV, "'token_type_ids' has value 5"),
+        ("2,000 tokens", grpc_req("minilm", minilm_tensors(f2k)), INV, "sequence of 2000 tokens; the model takes at most 512"),
+        ("raw count mismatch", grpc_req("minilm", names3, raw=raw3[:2]), INV, "2 raw_input_contents for 3 inputs"),
+        ("raw bytes not the shape's", grpc_req("minilm", names3, raw=[raw3[0][:-8], *raw3[1:]]), INV, "56 bytes of binary data"),
+        ("contents and raw", grpc_req("minilm", minilm_tensors(feeds), raw=raw3), INV, "both contents and raw_input_contents"),
+        ("unknown datatype", grpc_req("minilm", minilm_tensors(feeds, input_ids={"datatype": "BF17"})), INV, "'BF17' is not supported"),
+        ("no datatype", grpc_req("minilm", minilm_tensors(feeds, input_ids={"datatype": ""})), INV, "datatype '' is not supported"),
+        ("negative dimension", grpc_req("minilm", minilm_tensors(feeds, input_ids={"shape": [-1, SEQ]})), INV, "shape must be"),
+        ("huge shape", grpc_req("minilm", minilm_tensors(feeds, input_ids={"shape": [2**32, 2**32], "contents": {}})), INV, "shape must be"),
+        ("count mismatch", grpc_req("minilm", minilm_tensors(feeds, input_ids={"shape": [1, SEQ + 1]})), INV, f"needs {SEQ + 1}"),
+        ("no values", grpc_req("minilm", minilm_tensors(feeds, input_ids={"contents": {}})), INV, "neither 'data' nor binary data"),
+        ("no name", grpc_req("minilm", minilm_tensors(feeds, input_ids={"name": ""})), INV, "inputs[0] has no name"),
+        ("unknown input", grpc_req("minilm", minilm_tensors(feeds, input_ids={"name": "ids"})), INV, "unknown input 'ids'"),
         ("missing input", grpc_req("minilm", minilm_tensors(feeds)[:2]), INV, "'token_type_ids' is missing"),
-        (
-            "input twice",
-            grpc_req("minilm", minilm_tensors(feeds) + minilm_tensors(feeds)[:1]),
-            INV,
-            "given twice",
-        ),
-        (
-            "unknown output",
-            grpc_req("minilm", minilm_tensors(feeds), outputs=["logits"]),
-            INV,
-            "unknown output 'logits'",
-        ),
-        (
-            "wrong datatype",
-            grpc_req(
-                "minilm",
-                minilm_tensors(
-                    feeds, input_ids={"datatype": "INT32", "contents": {"int_contents": [1] * SEQ}}
-                ),
-            ),
-            INV,
-            "INT32; the model takes INT64",
-        ),
+        ("input twice", grpc_req("minilm", minilm_tensors(feeds) + minilm_tensors(feeds)[:1]), INV, "given twice"),
+        ("unknown output", grpc_req("minilm", minilm_tensors(feeds), outputs=["logits"]), INV, "unknown output 'logits'"),
+        ("wrong datatype", grpc_req("minilm", minilm_tensors(feeds, input_ids={"datatype": "INT32", "contents": {"int_contents": [1] * SEQ}})), INV, "INT32; the model takes INT64"),
         ("unknown model", grpc_req("nope", minilm_tensors(feeds)), NF, "unknown model 'nope'"),
-        (
-            "FP16 in contents",
-            grpc_req("tail", [tensor("input", "FP16", [2, 16], fp32_contents=x.ravel().tolist())]),
-            INV,
-            "FP16 values cannot travel in contents",
-        ),
-        (
-            "FP32 NaN, raw",
-            grpc_req("tail", [tensor("input", "FP32", [2, 16])], raw=[nan.tobytes()]),
-            INV,
-            "not finite in FP32",
-        ),
-        (
-            "FP32 inf, contents",
-            grpc_req("tail", [tensor("input", "FP32", [2, 16], fp32_contents=[float("inf")] * 32)]),
-            INV,
-            "not finite in FP32",
-        ),
-        (
-            "INT8 scale 'abc'",
-            grpc_req(
-                "tail",
-                [
-                    with_param(
-                        tensor("input", "INT8", [2, 16], int_contents=q.ravel().tolist()),
-                        "scale",
-                        string_param="abc",
-                    )
-                ],
-            ),
-            INV,
-            "parameter 'scale' must be a finite number",
-        ),
-        (
-            "INT8 scale NaN",
-            grpc_req(
-                "tail",
-                [
-                    with_param(
-                        tensor("input", "INT8", [2, 16], int_contents=q.ravel().tolist()),
-                        "scale",
-                        double_param=float("nan"),
-                    )
-                ],
-            ),
-            INV,
-            "parameter 'scale' must be a finite number",
-        ),
-        (
-            "INT8 value 300",
-            grpc_req(
-                "tail",
-                [
-                    with_param(
-                        tensor("input", "INT8", [2, 16], int_contents=[300] * 32), "scale", double_param=0.1
-                    )
-                ],
-            ),
-            INV,
-            "does not fit INT8",
-        ),
-        (
-            "INT8 without scales",
-            grpc_req("tail", [tensor("input", "INT8", [2, 16], int_contents=q.ravel().tolist())]),
-            INV,
-            "without scales",
-        ),
+        ("FP16 in contents", grpc_req("tail", [tensor("input", "FP16", [2, 16], fp32_contents=x.ravel().tolist())]), INV, "FP16 values cannot travel in contents"),
+        ("FP32 NaN, raw", grpc_req("tail", [tensor("input", "FP32", [2, 16])], raw=[nan.tobytes()]), INV, "not finite in FP32"),
+        ("FP32 inf, contents", grpc_req("tail", [tensor("input", "FP32", [2, 16], fp32_contents=[float("inf")] * 32)]), INV, "not finite in FP32"),
+        ("INT8 scale 'abc'", grpc_req("tail", [with_param(tensor("input", "INT8", [2, 16], int_contents=q.ravel().tolist()), "scale", string_param="abc")]), INV, "parameter 'scale' must be a finite number"),
+        ("INT8 scale NaN", grpc_req("tail", [with_param(tensor("input", "INT8", [2, 16], int_contents=q.ravel().tolist()), "scale", double_param=float("nan"))]), INV, "parameter 'scale' must be a finite number"),
+        ("INT8 value 300", grpc_req("tail", [with_param(tensor("input", "INT8", [2, 16], int_contents=[300] * 32), "scale", double_param=0.1)]), INV, "does not fit INT8"),
+        ("INT8 without scales", grpc_req("tail", [tensor("input", "INT8", [2, 16], int_contents=q.ravel().tolist())]), INV, "without scales"),
     ]
+    # fmt: on
 
 
 def test_grpc_malformed_matrix(srv, feeds, minilm):
