@@ -1,9 +1,12 @@
 """The KServe v2 / Open Inference Protocol: tensors in and out of JSON, Triton's binary tensor
 extension, and strict validation of a request against a model's input specs.
 
-Everything that reaches the runtime has been checked here: names, datatypes, ranks, fixed dimensions,
-one batch size across inputs, and element counts against the bytes or values given. Nothing is ever
-unpickled; binary tensors are raw little-endian arrays as the protocol defines them.
+Everything that reaches the runtime has been checked here: the type of every JSON field, names, datatypes,
+ranks, fixed dimensions, one batch size across inputs, element counts against the bytes or values given,
+values against their datatype (integers for ``INT*``, finite numbers for floats), and the model's
+:class:`InputBounds` (token ids inside the vocabulary, sequences within its positions). A refusal is a
+:class:`ProtocolError` with a 4xx status that names the field. Nothing is ever unpickled; binary tensors are
+raw little-endian arrays as the protocol defines them.
 
 Split models: a server half may take an activation the phone sent as ``FP16`` (cast to the model's
 float type) or as ``INT8``/``UINT8`` with its scales, given either as the input's parameters
@@ -275,7 +278,8 @@ def _decode_codec(name: str, arr: np.ndarray, spec: TensorSpec, scales: Any, p: 
     if want.kind == "f" and arr.dtype in (np.int8, np.uint8):
         zero = _number(name, p, "zero_point", 0)
         if scales is not None:
-            s = np.asarray(scales, dtype=np.float32)
+            with np.errstate(over="ignore"):
+                s = np.asarray(scales, dtype=np.float32)
             _check_finite(f"input '{name}{SCALES_SUFFIX}'", s, "FP32")
             try:
                 fits = np.broadcast_shapes(arr.shape, s.shape) == arr.shape
@@ -286,9 +290,10 @@ def _decode_codec(name: str, arr: np.ndarray, spec: TensorSpec, scales: Any, p: 
                     f"input '{name}{SCALES_SUFFIX}' of shape {list(s.shape)} does not fit '{name}' of shape "
                     f"{list(arr.shape)}: give one scale per row (shape {[*arr.shape[:-1], 1]})"
                 )
-            out = ((arr.astype(np.float32) - zero) * s).astype(want)
+            with np.errstate(over="ignore", invalid="ignore"):  # inf/NaN: refused below
+                out = ((arr.astype(np.float32) - zero) * s).astype(want)
         elif "scale" in p:
-            with np.errstate(over="ignore"):
+            with np.errstate(over="ignore", invalid="ignore"):
                 out = ((arr.astype(np.float32) - zero) * _number(name, p, "scale", 1.0)).astype(want)
         else:
             raise ProtocolError(
