@@ -447,3 +447,18 @@ def test_bearer_scheme_is_case_insensitive_and_401s_are_logged(minilm_artifact, 
                 grpc_req("minilm", minilm_tensors(feeds)), metadata=[("authorization", "Basic s3cret")]
             )
         assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_bounds_come_from_the_manifest_and_not_from_a_plain_modules_example():
+    from edgellm.serve.protocol import InputBounds
+
+    hf = InputBounds.from_manifest(
+        {"task": "embedding", "value_ranges": {"input_ids": 30522}, "max_sequence": 512}
+    )
+    assert hf == InputBounds({"input_ids": 30522}, 512)
+    # a plain module's ranges are its example's maxima: they bound nothing a client may send
+    plain = InputBounds.from_manifest({"task": "custom", "value_ranges": {"ids": 7}})
+    assert plain == InputBounds({}, None)
+    assert InputBounds.from_manifest({"value_ranges": {"ids": "x"}, "max_sequence": -1}) == InputBounds(
+        {}, None
+    )
