@@ -45,6 +45,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/train_throughput.py
 	$(PY) benchmarks/demo_wall_time.py
 	$(PY) benchmarks/bench_prune.py
+	$(PY) benchmarks/fuzz_kserve.py
 	$(PY) benchmarks/split_netem.py   # root on Linux; skipped with the reason otherwise
 
 # style, then the architecture: the import-linter contracts in pyproject.toml (docs/architecture.md)

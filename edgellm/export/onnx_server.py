@@ -20,6 +20,7 @@ from typing import Any
 from edgellm.errors import ExportError, require
 from edgellm.export.artifact import model_fields
 from edgellm.export.base import Exporter, SkipVariant, register_exporter
+from edgellm.export.validate import max_positions
 from edgellm.models.families import FAMILIES
 
 MODEL_FILE = "model.onnx"
@@ -160,6 +161,9 @@ class OnnxServerExporter(Exporter):
         names = {s.name for s in runner.inputs}  # the graph may drop an input it never reads
         fields["inputs"] = [s.to_dict() for s in runner.inputs]
         fields["value_ranges"] = {k: v for k, v in model.int_high.items() if k in names}
+        positions = max_positions(model)
+        if positions < 1 << 30 and any("sequence" in s.shape for s in runner.inputs):
+            fields["max_sequence"] = positions  # the longest request its position embeddings take
         return {}
 
     def _raw_export(self, model: Any, scratch: Path) -> tuple[Path, str, list[dict[str, str]], bool]:

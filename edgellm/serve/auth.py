@@ -6,6 +6,9 @@ import hmac
 
 
 def bearer_ok(header: str, key: str) -> bool:
-    """``Authorization: Bearer <key>`` with the right key (constant-time compare)."""
-    token = header[7:] if header.startswith("Bearer ") else ""
-    return hmac.compare_digest(token.encode(), key.encode())
+    """``Authorization: Bearer <key>`` with the right key (constant-time compare). The scheme is
+    case-insensitive (``bearer``, ``BEARER``), as HTTP auth schemes are (RFC 9110 §11.1)."""
+    scheme, _, token = (header or "").strip().partition(" ")
+    if scheme.lower() != "bearer":
+        token = ""
+    return hmac.compare_digest(token.strip().encode(), key.encode())

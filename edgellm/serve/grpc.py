@@ -4,13 +4,17 @@ batchers and canary routing as REST; a refusal aborts the call with the status c
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
 
 from edgellm._version import __version__
+from edgellm.partition.wire import V2_TO_NP
 from edgellm.serve.auth import bearer_ok
 from edgellm.serve.protocol import EXTENSIONS, ProtocolError, decode_tensor, v2_datatype, validate
+
+log = logging.getLogger("edgellm.serve")
 
 
 async def start_grpc(server: Any) -> Any:
@@ -40,6 +44,7 @@ def _grpc_status(status: int):
         401: grpc.StatusCode.UNAUTHENTICATED,
         404: grpc.StatusCode.NOT_FOUND,
         413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+        422: grpc.StatusCode.INVALID_ARGUMENT,
         503: grpc.StatusCode.UNAVAILABLE,
         504: grpc.StatusCode.DEADLINE_EXCEEDED,
     }.get(status, grpc.StatusCode.INTERNAL)
@@ -108,21 +113,13 @@ class _GrpcService:
             m = self.s.model(request.model_name, request.model_version)
             if not m.ready:
                 raise ProtocolError(f"model '{m.name}' is not ready yet", 503)
-            feeds, params = {}, {}
-            raw = list(request.raw_input_contents)
-            if raw and len(raw) != len(request.inputs):
-                raise ProtocolError(f"{len(raw)} raw_input_contents for {len(request.inputs)} inputs")
-            for i, t in enumerate(request.inputs):
-                if t.name in feeds:
-                    raise ProtocolError(f"input '{t.name}' is given twice")
-                p = {k: _param(v) for k, v in t.parameters.items()}
-                if raw:
-                    arr = decode_tensor(t.name, t.datatype, list(t.shape), raw=raw[i])
-                else:
-                    arr = decode_tensor(t.name, t.datatype, list(t.shape), data=_contents(t))
-                feeds[t.name], params[t.name] = arr, p
+            feeds, params = decode_inputs(request)
+            names = [o.name for o in m.outputs]
+            unknown = [o.name for o in request.outputs if o.name not in names]
+            if unknown:
+                raise ProtocolError(f"unknown output '{unknown[0]}'; the model has {', '.join(names)}")
             try:
-                feeds = validate(feeds, m.inputs, params)
+                feeds = validate(feeds, m.inputs, params, m.bounds)
             except ProtocolError:
                 self.s.metrics.request(m.name, m.version, False, 0.0, "invalid")
                 raise
@@ -130,10 +127,12 @@ class _GrpcService:
         except ProtocolError as exc:
             code = _overload() if "overloaded" in str(exc) else _grpc_status(exc.status)
             await context.abort(code, str(exc))
+        except Exception as exc:  # a bug: still a status with the reason (and a traceback in the log)
+            log.exception("ModelInfer failed")
+            await context.abort(
+                _grpc_status(500), f"internal error: {type(exc).__name__}: {exc} (please report it)"
+            )
         wanted = [o.name for o in request.outputs] or [o.name for o in m.outputs]
-        unknown = [n for n in wanted if n not in out]
-        if unknown:
-            await context.abort(_grpc_status(400), f"unknown output '{unknown[0]}'")
         resp = pb.ModelInferResponse(model_name=m.name, model_version=m.version, id=request.id)
         for n in wanted:
             arr = np.ascontiguousarray(out[n])
@@ -144,6 +143,33 @@ class _GrpcService:
             )
             resp.raw_output_contents.append(arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes())
         return resp
+
+
+def decode_inputs(request) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
+    """The tensors and parameters of a ``ModelInferRequest``, each checked as REST's are (:func:`decode_tensor`):
+    values in their datatype's contents field, or one raw blob per input."""
+    feeds: dict[str, np.ndarray] = {}
+    params: dict[str, dict] = {}
+    raw = list(request.raw_input_contents)
+    if raw and len(raw) != len(request.inputs):
+        raise ProtocolError(f"{len(raw)} raw_input_contents for {len(request.inputs)} inputs")
+    for i, t in enumerate(request.inputs):
+        if not t.name:
+            raise ProtocolError(f"inputs[{i}] has no name")
+        if t.name in feeds:
+            raise ProtocolError(f"input '{t.name}' is given twice")
+        contents = _contents(t)
+        if raw and contents is not None:
+            raise ProtocolError(
+                f"input '{t.name}' has both contents and raw_input_contents; send one of them"
+            )
+        if raw:
+            arr = decode_tensor(t.name, t.datatype, list(t.shape), raw=raw[i])
+        else:
+            arr = decode_tensor(t.name, t.datatype, list(t.shape), data=contents)
+        feeds[t.name] = arr
+        params[t.name] = {k: _param(v) for k, v in t.parameters.items()}
+    return feeds, params
 
 
 def _overload():
@@ -157,18 +183,41 @@ def _param(v) -> Any:
     return getattr(v, which) if which else None
 
 
-def _contents(t) -> list:
+# the one ``InferTensorContents`` field each datatype's values go in (FP16 and BF16 travel as raw bytes only)
+CONTENTS_FIELD = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+}
+
+
+def _contents(t) -> list | None:
+    """The values of ``t`` from the contents field of its datatype; None when it has no contents at all.
+    Values in another type's field (``fp32_contents`` for an INT64 input) are refused, not converted."""
     c = t.contents
-    for f in (
-        "fp32_contents",
-        "int64_contents",
-        "int_contents",
-        "fp64_contents",
-        "uint_contents",
-        "uint64_contents",
-        "bool_contents",
-    ):
-        vals = list(getattr(c, f))
-        if vals:
-            return vals
-    return []
+    given = [f.name for f, _ in c.ListFields()]
+    if not given:
+        return None
+    want = CONTENTS_FIELD.get(t.datatype)
+    if want is None and t.datatype in V2_TO_NP:
+        raise ProtocolError(
+            f"input '{t.name}': {t.datatype} values cannot travel in contents (send them as raw_input_contents)"
+        )
+    if want is None:
+        raise ProtocolError(
+            f"input '{t.name}': datatype {t.datatype!r} is not supported (use one of {', '.join(V2_TO_NP)})"
+        )
+    wrong = [f for f in given if f != want]
+    if wrong:
+        raise ProtocolError(
+            f"input '{t.name}' is {t.datatype} but its values are in {wrong[0]}; put them in {want}"
+        )
+    return list(getattr(c, want))

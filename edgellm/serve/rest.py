@@ -1,12 +1,14 @@
 """KServe v2 over REST (aiohttp) on a :class:`~edgellm.serve.server.Server`: health, metadata, infer,
 release and ``/metrics``, plus the split-generation sessions under ``/v2/generate/{model}``
 (:mod:`edgellm.serve.generation`). Middlewares turn every refusal into ``{"error": ...}`` with its status
-(503 adds ``Retry-After``), check the bearer token (probes stay open) and write JSON access-log lines.
+(503 adds ``Retry-After``) and check the bearer token (probes stay open); the access log is aiohttp's, the
+outermost layer, so every answered request (a 401, a 413, a malformed HTTP request too) is one JSON line.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -19,6 +21,7 @@ from edgellm.serve.listener import Listener
 from edgellm.serve.protocol import EXTENSIONS, ProtocolError, encode_rest, parse_rest
 
 access_log = logging.getLogger("edgellm.serve.access")
+log = logging.getLogger("edgellm.serve")
 
 
 class RestApi:
@@ -32,7 +35,7 @@ class RestApi:
         and closed at shutdown)."""
         from aiohttp import web
 
-        mws = [web.middleware(_bind(f)) for f in (self._errors, self._auth, self._access)]
+        mws = [web.middleware(_bind(f)) for f in (self._errors, self._auth)]
         app = web.Application(client_max_size=int(self.s.config.max_body_mb * 2**20), middlewares=mws)
         r = app.router
         r.add_get("/v2/health/live", self._live)
@@ -52,7 +55,13 @@ class RestApi:
         r.add_delete("/v2/generate/{model}/sessions/{session}", self._gen_close)
         listener = Listener(self.s, app)  # timeouts, connection cap, early 413, the SIGTERM drain
         # handler_cancellation: a client that disconnects cancels its handler, which withdraws its request
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=30.0, handler_cancellation=True)
+        runner = web.AppRunner(
+            app,
+            access_log=access_log,
+            access_log_class=json_access_logger(),
+            shutdown_timeout=30.0,
+            handler_cancellation=True,
+        )
         await runner.setup()
         return await listener.start(runner)
 
@@ -74,6 +83,13 @@ class RestApi:
             return self._json({"error": f"request body is larger than {self.s.config.max_body_mb:g} MB"}, 413)
         except web.HTTPException as exc:
             return self._json({"error": exc.reason or str(exc)}, exc.status)
+        except (asyncio.CancelledError, ConnectionError):
+            raise  # the client went away: nobody to answer
+        except Exception as exc:  # a bug: still one JSON answer (and a traceback in the server's log)
+            log.exception("%s %s failed", request.method, request.path)
+            return self._json(
+                {"error": f"internal error: {type(exc).__name__}: {exc} (please report it)"}, 500
+            )
 
     async def _auth(self, request, handler):
         key = self.s.config.api_key
@@ -81,24 +97,6 @@ class RestApi:
         if key and not open_path and not bearer_ok(request.headers.get("Authorization", ""), key):
             return self._json({"error": "missing or wrong bearer token (Authorization: Bearer <key>)"}, 401)
         return await handler(request)
-
-    async def _access(self, request, handler):
-        if not access_log.isEnabledFor(logging.INFO):
-            return await handler(request)
-        t0 = time.perf_counter()
-        resp = await handler(request)
-        access_log.info(
-            json.dumps(
-                {
-                    "method": request.method,
-                    "path": request.path,
-                    "status": resp.status,
-                    "ms": round((time.perf_counter() - t0) * 1000, 3),
-                    "remote": request.remote,
-                }
-            )
-        )
-        return resp
 
     async def _live(self, request):
         return self._json({"live": self.s.live}, 200 if self.s.live else 503)
@@ -145,6 +143,7 @@ class RestApi:
                 request.headers.get("Inference-Header-Content-Length"),
                 m.inputs,
                 [o.name for o in m.outputs],
+                m.bounds,
             )
         except ProtocolError:
             self.s.metrics.request(m.name, m.version, False, 0.0, "invalid")
@@ -192,7 +191,7 @@ class RestApi:
         g = self._generator(request)
         try:
             options = json.loads(await request.read() or b"{}")
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise ProtocolError(f"session options are not JSON: {exc}", 400) from exc
         if not isinstance(options, dict):
             raise ProtocolError("session options must be a JSON object", 400)
@@ -205,7 +204,7 @@ class RestApi:
         try:
             step = int(request.headers.get(STEP_HEADER, ""))
             meta = json.loads(request.headers.get(ACT_HEADER, ""))
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise ProtocolError(
                 f"a step needs the {STEP_HEADER} and {ACT_HEADER} headers ({exc})", 400
             ) from exc
@@ -219,6 +218,32 @@ class RestApi:
         g = self._generator(request)
         await self._gen_call(g.close, request.match_info["session"])
         return self._json({"closed": request.match_info["session"]})
+
+
+@functools.cache
+def json_access_logger() -> type:
+    """aiohttp's access-logger class writing one JSON line per answered request (``edgellm.serve.access``
+    at INFO: method, path, status, ms, remote); made on first use, so importing this module needs no aiohttp."""
+    from aiohttp.abc import AbstractAccessLogger
+
+    class JsonAccessLogger(AbstractAccessLogger):
+        @property
+        def enabled(self) -> bool:  # aiohttp asks once per connection; the level is checked per line
+            return True
+
+        def log(self, request, response, time: float) -> None:
+            if not self.logger.isEnabledFor(logging.INFO):
+                return
+            line = {
+                "method": request.method,
+                "path": request.path,
+                "status": response.status,
+                "ms": round(time * 1000, 3),
+                "remote": request.remote,
+            }
+            self.logger.info(json.dumps(line))
+
+    return JsonAccessLogger
 
 
 def _bind(method):

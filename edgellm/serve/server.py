@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -26,7 +27,7 @@ from edgellm.serve.batcher import SEQ, Batcher, Draining, Overloaded
 from edgellm.serve.config import ModelConfig, ServerConfig
 from edgellm.serve.grpc import start_grpc
 from edgellm.serve.metrics import Metrics
-from edgellm.serve.protocol import ProtocolError, v2_datatype
+from edgellm.serve.protocol import InputBounds, ProtocolError, v2_datatype
 from edgellm.serve.rest import RestApi
 
 log = logging.getLogger("edgellm.serve")
@@ -45,6 +46,11 @@ class Model:
     @property
     def inputs(self):
         return self.batcher.inputs
+
+    @functools.cached_property
+    def bounds(self) -> InputBounds:
+        """The token-id ranges and longest sequence of its manifest: requests are checked against them."""
+        return InputBounds.from_manifest(self.artifact.manifest)
 
     @property
     def outputs(self):
