@@ -196,7 +196,7 @@ class RestApi:
         if not isinstance(options, dict):
             raise ProtocolError("session options must be a JSON object", 400)
         s = await self._gen_call(g.open, options)
-        body = {"session": s.id, "max_length": g.config.max_length, "idle_timeout_s": g.config.idle_timeout_s}
+        body = {"session": s.id, "max_length": s.max_length, "idle_timeout_s": g.config.idle_timeout_s}
         return self._json(body, 201)
 
     async def _gen_step(self, request):
