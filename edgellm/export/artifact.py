@@ -91,7 +91,24 @@ class Artifact:
         art = cls(path, manifest)
         if verify:
             art.verify()
+            art._check_external_data()
         return art
+
+    def _check_external_data(self) -> None:
+        """An ONNX model's external data files (ONNX Runtime opens them by the names the model holds)
+        are files of the artifact listed with their hashes; the model file itself was just verified."""
+        model = self.model_path
+        if model.suffix != ".onnx":
+            return
+        for loc in external_data(model):
+            bad = relpath_problem(loc)
+            rel = (Path(self.manifest["model_file"]).parent / loc).as_posix() if not bad else loc
+            if bad or rel not in self.manifest["files"]:
+                raise ArtifactError(
+                    f"{model.name} reads external data from {loc[:200]!r}, which is not a file the manifest "
+                    f"lists with its hash{f' ({bad})' if bad else ''}; refused",
+                    _REEXPORT,
+                )
 
     def verify(self) -> None:
         """Raise :class:`ArtifactError` if a listed file is missing or its sha256 differs."""
@@ -124,6 +141,27 @@ class Artifact:
     def size_bytes(self) -> int:
         """Bytes of the model files (manifest and tokenizer excluded)."""
         return sum(m["bytes"] for r, m in self.manifest["files"].items() if not r.startswith("tokenizer/"))
+
+
+def external_data(model: Path) -> list[str]:
+    """The external data locations an ONNX file's initializers name ([] for a file onnx cannot parse:
+    the runner then says why it cannot load it)."""
+    try:
+        import onnx
+    except ImportError:  # pragma: no cover - onnx is installed wherever ONNX artifacts are made
+        return []
+    try:
+        m = onnx.load_model(str(model), load_external_data=False)
+    except Exception:  # not a protobuf: ONNX Runtime refuses it with its own message
+        return []
+    locs = {
+        e.value
+        for t in m.graph.initializer
+        if t.data_location == onnx.TensorProto.EXTERNAL
+        for e in t.external_data
+        if e.key == "location"
+    }
+    return sorted(locs)
 
 
 def manifest_problem(manifest: dict[str, Any]) -> str | None:

@@ -118,3 +118,41 @@ def test_an_intact_copy_still_loads(mlp_art, tmp_path, capsys):
     assert Artifact.load(art).model_path == art / "model.onnx"
     assert main(["bench", str(art), "--runs", "1", "--warmup", "0", "--batch", "1", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["results"][0]["runs"] == 1
+
+
+def external(location_in_model="model.onnx.data", listed=True):
+    """Move the weights to an external data file (ONNX Runtime opens it by the name the model holds)."""
+
+    def change(m, d):
+        import onnx
+
+        model = onnx.load(d / "model.onnx")
+        onnx.save_model(
+            model, d / "model.onnx", save_as_external_data=True, location="model.onnx.data", size_threshold=0
+        )
+        if location_in_model != "model.onnx.data":
+            model = onnx.load(d / "model.onnx", load_external_data=False)
+            for t in model.graph.initializer:
+                for e in t.external_data:
+                    if e.key == "location":
+                        e.value = location_in_model
+            onnx.save_model(model, d / "model.onnx")
+        for rel in ("model.onnx", "model.onnx.data") if listed else ("model.onnx",):
+            m["files"][rel] = {"sha256": sha256_file(d / rel), "bytes": (d / rel).stat().st_size}
+
+    return change
+
+
+def test_external_data_must_be_listed(mlp_art, tmp_path, capsys):
+    ok = edit(mlp_art.path, tmp_path / "ok", external())
+    assert Artifact.load(ok) and main(["bench", str(ok), "--runs", "1", "--warmup", "0", "--batch", "1"]) == 0
+    capsys.readouterr()
+    unlisted = edit(mlp_art.path, tmp_path / "unlisted", external(listed=False))
+    flip(unlisted / "model.onnx.data")
+    with pytest.raises(ArtifactError, match="'model.onnx.data', which is not a file the manifest lists"):
+        Artifact.load(unlisted)
+    out = edit(mlp_art.path, tmp_path / "out", external("../elsewhere.data"))
+    with pytest.raises(ArtifactError, match="climbs out of its folder"):
+        Artifact.load(out)
+    rc = main(["serve", str(unlisted), "--port", "0", "--grpc-port", "-1"])
+    assert rc == 2 and "not a file the manifest lists" in capsys.readouterr().err
