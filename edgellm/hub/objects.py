@@ -44,7 +44,10 @@ class UnsafeEntry(EdgeLLMError):
     """A record (hub entry, data commit) names a file outside its folder, or an object by a bad digest."""
 
     def __init__(self, rel: object, problem: str) -> None:
-        super().__init__(f"file {rel!r}: {problem}")
+        super().__init__(
+            f"file {rel!r}: {problem}; refused before anything was written",
+            "the record was edited or comes from an untrusted copy: restore it, or push/commit again",
+        )
         self.rel, self.problem = rel, problem
 
 

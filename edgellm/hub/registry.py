@@ -102,7 +102,7 @@ class Hub:
                     {rel: m.get("sha256") if isinstance(m, dict) else None for rel, m in e["files"].items()}
                 )
             except UnsafeEntry as exc:
-                problem = str(exc)
+                problem = f"file {exc.rel!r}: {exc.problem}"
             else:
                 sizes = [m.get("bytes") for m in e["files"].values()]
                 if not all(type(b) is int and b >= 0 for b in sizes):
