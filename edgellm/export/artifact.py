@@ -92,7 +92,21 @@ class Artifact:
         if verify:
             art.verify()
             art._check_external_data()
+            art._check_folders()
         return art
+
+    def _check_folders(self) -> None:
+        """A sub-folder a loader reads whole (``tokenizer/``) holds only listed files: one added or
+        swapped in unlisted would be read unchecked."""
+        files = self.manifest["files"]
+        for folder in sorted({Path(rel).parent for rel in files} - {Path(".")}):
+            for f in (self.path / folder).iterdir():
+                rel = (folder / f.name).as_posix()
+                if f.is_file() and rel not in files and not f.name.startswith("."):
+                    raise ArtifactError(
+                        f"artifact file '{rel}' is not listed in {MANIFEST} (it would be read unchecked); refused",
+                        "remove it, or re-export the artifact",
+                    )
 
     def _check_external_data(self) -> None:
         """An ONNX model's external data files (ONNX Runtime opens them by the names the model holds)

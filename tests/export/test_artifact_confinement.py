@@ -156,3 +156,16 @@ def test_external_data_must_be_listed(mlp_art, tmp_path, capsys):
         Artifact.load(out)
     rc = main(["serve", str(unlisted), "--port", "0", "--grpc-port", "-1"])
     assert rc == 2 and "not a file the manifest lists" in capsys.readouterr().err
+
+
+def test_a_folder_read_whole_holds_only_listed_files(mlp_art, tmp_path):
+    def with_tokenizer(m, d):
+        (d / "tokenizer").mkdir()
+        (d / "tokenizer" / "vocab.txt").write_text("a\nb\n")
+        m["files"]["tokenizer/vocab.txt"] = {"sha256": sha256_file(d / "tokenizer" / "vocab.txt"), "bytes": 4}
+
+    art = edit(mlp_art.path, tmp_path / "art", with_tokenizer)
+    assert Artifact.load(art)
+    (art / "tokenizer" / "tokenizer.json").write_text("{}")  # swapped in beside the listed files
+    with pytest.raises(ArtifactError, match="'tokenizer/tokenizer.json' is not listed"):
+        Artifact.load(art)
