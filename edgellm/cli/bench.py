@@ -72,23 +72,79 @@ def bench(
         )
         title = f"bench {artifact} on {remote} ({rep['config']['tool_flavor']})"
         return _emit(rep, output, json_out, lambda r: print_table(r, title=title))
+    from edgellm.export import Artifact
+
+    art = Artifact.load(artifact)  # refused here, before any runtime opens a file, if it is not intact
+    _check_seqs(art, seqs)
     if estimate:
         from edgellm.bench.estimate import estimate_latency
 
-        rows = [estimate_latency(artifact, target, batch=b, seq=s) for b in batches for s in seqs]
+        rows = [estimate_latency(art, target, batch=b, seq=s) for b in batches for s in seqs]
         rep = {"schema_version": 1, "estimate": True, "results": rows}
         return _emit(rep, output, json_out, lambda r: _estimate_table(r["results"]))
-    rep = bench_artifact(
-        artifact,
-        batches=batches,
-        seqs=seqs,
-        runs=runs,
-        warmup=warmup,
-        threads=threads,
-        reference=reference,
-        progress=not json_out,
-    ).to_dict()
+    try:
+        rep = bench_artifact(
+            art,
+            batches=batches,
+            seqs=seqs,
+            runs=runs,
+            warmup=warmup,
+            threads=threads,
+            reference=reference,
+            progress=not json_out,
+        ).to_dict()
+    except Exception as exc:
+        if not type(exc).__module__.startswith("onnxruntime"):
+            raise
+        first = (str(exc).splitlines() or [""])[0][:300]  # e.g. an allocation past the machine's memory
+        raise EdgeLLMError(
+            f"ONNX Runtime failed to run '{artifact}' ({type(exc).__name__}: {first})",
+            "try smaller --batch / --seq values, or re-export the artifact",
+        ) from None
     _emit(rep, output, json_out, lambda r: print_table(r, title=f"bench {artifact}"))
+
+
+def _check_seqs(art, seqs: list[int]) -> None:
+    """Refuse a sequence length past the positions the artifact's model has (the runtime would index
+    past its position table, or take memory quadratic in it)."""
+    from edgellm.errors import EdgeLLMError
+
+    if not any("sequence" in s.shape for s in art.inputs):
+        return
+    limit = max_positions(art.manifest)
+    over = [s for s in seqs if limit is not None and s > limit]
+    if over:
+        raise EdgeLLMError(
+            f"--seq {over[0]} is past the positions the model of '{art.path}' has ({limit})",
+            f"give sequence lengths of at most {limit}",
+        )
+
+
+def max_positions(manifest: dict) -> Optional[int]:
+    """Positions the artifact's model takes: the manifest's own figure, else its source model's config
+    (``max_position_embeddings`` / ``n_positions``); None where neither says."""
+    import json
+
+    from edgellm.models import bundled_path
+
+    for key in ("max_sequence_length", "max_positions"):
+        v = manifest.get(key)
+        if type(v) is int and v > 0:
+            return v
+    src = (manifest.get("model") or {}).get("source") or {}
+    folder = src.get("path") or (bundled_path(src["name"]) if isinstance(src.get("name"), str) else None)
+    cfg = Path(folder) / "config.json" if folder else None
+    if cfg is None or not cfg.is_file():
+        return None
+    try:
+        config = json.loads(cfg.read_text())
+    except (OSError, ValueError):
+        return None
+    for key in ("max_position_embeddings", "n_positions"):
+        v = config.get(key) if isinstance(config, dict) else None
+        if type(v) is int and v > 0:
+            return v
+    return None
 
 
 def _emit(rep: dict, output: Optional[Path], json_out: bool, show) -> None:

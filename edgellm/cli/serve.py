@@ -201,7 +201,14 @@ def serve(
     server = Server(models, cfg)
 
     async def main() -> None:
-        await server.start()
+        try:
+            await server.start()
+        except (OSError, RuntimeError) as exc:  # a port in use (aiohttp: OSError; grpc: RuntimeError)
+            err = _bind_error(exc, cfg)
+            if err is exc:
+                raise
+            await server.shutdown()  # the batchers (and a REST listener) that did start
+            raise err from None
         print(
             f"serving {', '.join([*server.models, *server.generators])} on http://{cfg.host}:{cfg.port}"
             + (f" and grpc {cfg.host}:{cfg.grpc_port}" if cfg.grpc_port is not None else ""),
@@ -210,3 +217,23 @@ def serve(
         await server.wait_and_drain()
 
     asyncio.run(main())
+
+
+def _bind_error(exc: Exception, cfg) -> Exception:
+    """A listener that could not bind, as one line naming the port; anything else as it was."""
+    import errno
+    import os
+
+    from edgellm.errors import EdgeLLMError
+
+    if isinstance(exc, OSError) and exc.errno in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
+        what, port, flag = "REST", cfg.port, "--port"
+    elif isinstance(exc, RuntimeError) and "bind" in str(exc).lower():
+        what, port, flag = "gRPC", cfg.grpc_port, "--grpc-port"
+    else:
+        return exc
+    reason = os.strerror(exc.errno) if isinstance(exc, OSError) and exc.errno else "address already in use"
+    return EdgeLLMError(
+        f"cannot listen for {what} on {cfg.host}:{port}: {reason.lower()}",
+        f"stop what listens there, or give another {flag}; 0 takes any free port",
+    )

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping
@@ -26,6 +27,9 @@ from pathlib import Path
 
 from edgellm.errors import EdgeLLMError
 from edgellm.utils.fs import sha256_file
+from edgellm.utils.paths import inside, prefix_clash, relpath_problem
+
+DIGEST_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
 class ObjectMissing(EdgeLLMError):
@@ -34,6 +38,17 @@ class ObjectMissing(EdgeLLMError):
     def __init__(self, rel: str, digest: str, path: Path) -> None:
         super().__init__(f"object {digest[:12]} of '{rel}' is missing ({path})")
         self.rel, self.digest, self.path = rel, digest, path
+
+
+class UnsafeEntry(EdgeLLMError):
+    """A record (hub entry, data commit) names a file outside its folder, or an object by a bad digest."""
+
+    def __init__(self, rel: object, problem: str) -> None:
+        super().__init__(
+            f"file {rel!r}: {problem}; refused before anything was written",
+            "the record was edited or comes from an untrusted copy: restore it, or push/commit again",
+        )
+        self.rel, self.problem = rel, problem
 
 
 class ObjectCorrupt(EdgeLLMError):
@@ -110,13 +125,17 @@ class ObjectStore:
 
     def checkout(self, files: Mapping[str, str], into: Path) -> None:
         """Copy each object of ``files`` (relative path -> digest) to ``into / path``, verifying every
-        copy; raises ``ObjectMissing`` / ``ObjectCorrupt``. ``into`` is meant to be a temporary
-        directory (``utils.fs.atomic_dir``) so that a refused checkout leaves nothing behind."""
+        copy; raises ``UnsafeEntry`` (before anything is written: a path that leaves ``into``, a bad
+        digest), ``ObjectMissing`` / ``ObjectCorrupt``. ``into`` is meant to be a temporary directory
+        (``utils.fs.atomic_dir``) so that a refused checkout leaves nothing behind."""
+        check_files(files)
         for rel, digest in files.items():
             obj = self.path(digest)
             if not obj.is_file():
                 raise ObjectMissing(rel, digest, obj)
             target = into / rel
+            if not inside(into, target.parent):  # belt and braces: check_files already refused it
+                raise UnsafeEntry(rel, "it leaves the folder it is checked out into")
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(obj, target)
             got = sha256_file(target)
@@ -141,4 +160,21 @@ class ObjectStore:
         return count, freed
 
 
-__all__ = ["ObjectCorrupt", "ObjectMissing", "ObjectStore", "write_atomic"]
+def check_files(files: object) -> None:
+    """Refuse (``UnsafeEntry``) a file table (relative path -> sha256) that could write outside its folder:
+    a path that is absolute, climbs with ``..``, holds a NUL, a backslash or an empty component, is both a
+    file and a folder of another; or a digest that is not 64 lowercase hex digits."""
+    if not isinstance(files, Mapping):
+        raise UnsafeEntry("*", "the file table is not a mapping of path -> sha256")
+    for rel, digest in files.items():
+        problem = relpath_problem(rel)
+        if problem:
+            raise UnsafeEntry(rel, problem)
+        if not isinstance(digest, str) or not DIGEST_RE.match(digest):
+            raise UnsafeEntry(rel, f"its sha256 {str(digest)[:80]!r} is not 64 hex digits")
+    clash = prefix_clash(list(files))
+    if clash:
+        raise UnsafeEntry(clash, "it is both a file and a folder of another file")
+
+
+__all__ = ["ObjectCorrupt", "ObjectMissing", "ObjectStore", "UnsafeEntry", "check_files", "write_atomic"]

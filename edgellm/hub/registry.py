@@ -20,7 +20,14 @@ from typing import Any
 
 from edgellm.errors import EdgeLLMError
 from edgellm.hub.lineage import gather_lineage
-from edgellm.hub.objects import ObjectCorrupt, ObjectMissing, ObjectStore, write_atomic
+from edgellm.hub.objects import (
+    ObjectCorrupt,
+    ObjectMissing,
+    ObjectStore,
+    UnsafeEntry,
+    check_files,
+    write_atomic,
+)
 from edgellm.hub.refs import check_name, check_tag, default_root, parse_ref, slug, unslug
 
 
@@ -65,14 +72,47 @@ class Hub:
 
     def versions(self, name: str) -> list[int]:
         d = self._entries(name)
-        return sorted(int(p.stem) for p in d.glob("*.json")) if d.is_dir() else []
+        return sorted(int(p.stem) for p in d.glob("*.json") if p.stem.isdigit()) if d.is_dir() else []
 
     def tags(self, name: str) -> dict[str, int]:
         f = self._tags_file(name)
-        return json.loads(f.read_text()) if f.is_file() else {}
+        tags = _load_json(f, f"the tags of '{name}'") if f.is_file() else {}
+        if not isinstance(tags, dict) or not all(
+            isinstance(t, str) and type(v) is int and v > 0 for t, v in tags.items()
+        ):
+            raise EdgeLLMError(
+                f"the hub's tag file {f} is malformed (it must map tag -> version number)",
+                "fix or delete it, then tag again: edgellm hub tag NAME@VERSION TAG",
+            )
+        return tags
 
     def _read(self, name: str, version: int) -> dict[str, Any]:
-        return json.loads(self._entry_file(name, version).read_text())
+        """The entry ``name@version``, checked before anything uses it: its name and version are the ones
+        asked for and every file it lists stays inside the folder it is pulled into."""
+        f = self._entry_file(name, version)
+        e = _load_json(f, f"hub entry {name}@{version}")
+        problem = None
+        if not isinstance(e, dict) or not isinstance(e.get("files"), dict) or not e["files"]:
+            problem = "it has no table of files"
+        elif e.get("name") != name or e.get("version") != version:
+            problem = f"it says it is {e.get('name')!r}@{e.get('version')!r}"
+        else:
+            try:
+                check_files(
+                    {rel: m.get("sha256") if isinstance(m, dict) else None for rel, m in e["files"].items()}
+                )
+            except UnsafeEntry as exc:
+                problem = f"file {exc.rel!r}: {exc.problem}"
+            else:
+                sizes = [m.get("bytes") for m in e["files"].values()]
+                if not all(type(b) is int and b >= 0 for b in sizes):
+                    problem = "a file's size is not a non-negative integer"
+        if problem:
+            raise EdgeLLMError(
+                f"hub entry {name}@{version} ({f}) is malformed or unsafe: {problem}; refused, nothing written",
+                "push the model again from its source; never edit entries by hand",
+            )
+        return e
 
     def entry(self, ref: str) -> dict[str, Any]:
         """The entry a reference names (its JSON record)."""
@@ -244,10 +284,27 @@ class Hub:
         return {"removed_entries": removed_entries, "removed_objects": count, "freed_bytes": freed}
 
 
+def _load_json(f: Path, what: str) -> Any:
+    try:
+        return json.loads(f.read_text())
+    except (OSError, ValueError) as exc:
+        raise EdgeLLMError(
+            f"{what} ({f}) cannot be read: {exc}", "restore the hub directory, or push the model again"
+        ) from None
+
+
 def resolve_path(spec: str | Path, hub: str | Path | None = None) -> Path:
     """``spec`` as a directory: an existing path as is, else a hub reference checked out (verified)."""
     p = Path(spec)
-    if p.exists():
+    try:
+        exists = p.exists()
+    except OSError as exc:  # a name too long for the file system
+        raise EdgeLLMError(
+            f"'{str(spec)[:60]}...' ({len(str(spec))} characters) is neither a directory nor a hub reference: "
+            f"{exc.strerror}",
+            "give a shorter path, or NAME[@VERSION|@TAG]",
+        ) from None
+    if exists:
         return p
     if "/" in str(spec) or str(spec).startswith("."):  # meant as a path
         raise EdgeLLMError(

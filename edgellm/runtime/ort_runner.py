@@ -85,13 +85,21 @@ class OrtRunner(Runner):
             else:
                 setattr(so, key, value)
         self.path = path
-        self.session = ort.InferenceSession(
-            str(path), sess_options=so, providers=providers or ["CPUExecutionProvider"]
-        )
+        try:
+            self.session = ort.InferenceSession(
+                str(path), sess_options=so, providers=providers or ["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # InvalidProtobuf, InvalidGraph, Fail, NoSuchFile: ORT's pybind errors
+            first = (str(exc).splitlines() or [""])[0][:300]
+            raise EdgeLLMError(
+                f"ONNX Runtime cannot load '{path}' ({type(exc).__name__}: {first})",
+                "the file is not a valid ONNX model for this runtime: re-export the artifact",
+            ) from None
         manifest = getattr(model, "manifest", None)
         if manifest:
             self.inputs = [TensorSpec(**d) for d in manifest["inputs"]]
             self.outputs = [TensorSpec(**d) for d in manifest["outputs"]]
+            _check_manifest(path, self.inputs, self.session.get_inputs())
         else:
             self.inputs = [_spec(i) for i in self.session.get_inputs()]
             self.outputs = [_spec(o) for o in self.session.get_outputs()]
@@ -113,6 +121,27 @@ class OrtRunner(Runner):
 @register_runner("onnxruntime-mobile")
 class OrtMobileRunner(OrtRunner):
     """ONNX Runtime on an ``.ort`` (mobile format) artifact: on a host, the same engine as the server runner."""
+
+
+def _check_manifest(path: Path, declared: list[TensorSpec], graph: list[Any]) -> None:
+    """The manifest's inputs are the graph's, with its dtypes and ranks (a manifest is not hashed: an
+    edited one must not feed the graph what it cannot take)."""
+    by_name = {a.name: _spec(a) for a in graph}
+    known = {a.name for a in graph if a.type in _ORT_DTYPES}
+    for spec in declared:
+        g = by_name.get(spec.name)
+        if g is None:
+            raise EdgeLLMError(
+                f"the manifest of '{path.parent}' declares input '{spec.name}', which {path.name} does not have "
+                f"(it has {', '.join(by_name)})",
+                "the manifest was edited or belongs to another model: re-export the artifact",
+            )
+        if (spec.name in known and g.dtype != spec.dtype) or len(g.shape) != len(spec.shape):
+            raise EdgeLLMError(
+                f"the manifest of '{path.parent}' declares input '{spec.name}' as {spec.dtype} {spec.shape}, "
+                f"but {path.name} takes {g.dtype} {g.shape}",
+                "the manifest was edited or belongs to another model: re-export the artifact",
+            )
 
 
 def _spec(arg: Any) -> TensorSpec:

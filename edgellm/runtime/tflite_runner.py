@@ -26,14 +26,21 @@ def _interpreter(path: Path, num_threads: int, xnnpack: bool, preserve: bool = F
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     resolver = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    with quiet_litert():
-        it = Interpreter(
-            model_path=str(path),
-            num_threads=num_threads,
-            experimental_op_resolver_type=resolver,
-            experimental_preserve_all_tensors=preserve,
-        )
-        it.allocate_tensors()
+    try:
+        with quiet_litert():
+            it = Interpreter(
+                model_path=str(path),
+                num_threads=num_threads,
+                experimental_op_resolver_type=resolver,
+                experimental_preserve_all_tensors=preserve,
+            )
+            it.allocate_tensors()
+    except (ValueError, RuntimeError) as exc:  # not a FlatBuffer model, or ops it cannot prepare
+        first = (str(exc).splitlines() or [""])[0][:300]
+        raise EdgeLLMError(
+            f"LiteRT cannot load '{path}' ({first})",
+            "the file is not a valid TFLite model for this runtime: re-export the artifact",
+        ) from None
     return it
 
 
