@@ -127,7 +127,7 @@ def max_positions(manifest: dict) -> Optional[int]:
 
     from edgellm.models import bundled_path
 
-    for key in ("max_sequence_length", "max_positions"):
+    for key in ("max_sequence", "max_sequence_length", "max_positions"):
         v = manifest.get(key)
         if type(v) is int and v > 0:
             return v

@@ -27,6 +27,7 @@ async def start_grpc(server: Any) -> Any:
         options=[
             ("grpc.max_receive_message_length", int(cfg.max_body_mb * 2**20)),
             ("grpc.max_send_message_length", int(cfg.max_body_mb * 2**20)),
+            ("grpc.so_reuseport", 0),  # a port another server holds is an error, not a silent share
         ]
     )
     service = type("GrpcService", (_GrpcService, service_pb2_grpc.GRPCInferenceServiceServicer), {})
