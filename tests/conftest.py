@@ -159,6 +159,23 @@ def mlp():
 
 
 @pytest.fixture(scope="session")
+def mlp_art(tmp_path_factory):
+    """The plain MLP exported for the server (read-only: tests that tamper with it work on a copy)."""
+    import torch
+
+    from edgellm import models
+    from edgellm.export import export
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.GELU(), torch.nn.Linear(32, 4))
+    return export(
+        models.load(net, example_inputs=torch.randn(2, 16)),
+        "x86-server",
+        tmp_path_factory.mktemp("a") / "mlp",
+    )
+
+
+@pytest.fixture(scope="session")
 def tiny_llama():
     from edgellm import models
 

@@ -8,24 +8,11 @@ import os
 import shutil
 
 import pytest
-import torch
 
-from edgellm import models
 from edgellm.cli import main
 from edgellm.errors import ArtifactError
-from edgellm.export import Artifact, export
+from edgellm.export import Artifact
 from edgellm.utils.fs import sha256_file
-
-
-@pytest.fixture(scope="module")
-def mlp_art(tmp_path_factory):
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.GELU(), torch.nn.Linear(32, 4))
-    return export(
-        models.load(net, example_inputs=torch.randn(2, 16)),
-        "x86-server",
-        tmp_path_factory.mktemp("a") / "mlp",
-    )
 
 
 def edit(src, dst, change):
