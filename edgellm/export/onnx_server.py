@@ -327,12 +327,7 @@ def _torchscript(model: Any, raw: Path, opts: OnnxOptions) -> None:
 def _dynamo(model: Any, raw: Path, opts: OnnxOptions) -> None:
     import torch
 
-    limit = 1 << 20
-    cfg = model.config
-    for key in ("max_position_embeddings", "n_positions"):
-        if isinstance(getattr(cfg, key, None), int):
-            limit = getattr(cfg, key)
-            break
+    limit = max_positions(model, default=1 << 20)
     dims: dict[str, Any] = {}
 
     def dim(name: str) -> Any:

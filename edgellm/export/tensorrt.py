@@ -19,6 +19,7 @@ from typing import Any
 from edgellm.errors import ExportError, MissingDependencyError
 from edgellm.export.base import register_exporter
 from edgellm.export.onnx_server import OnnxBased, OnnxServerExporter
+from edgellm.export.validate import max_positions
 from edgellm.runtime.tensorrt_runner import PLAN_FILE
 
 SCRIPT = "build_engine.sh"
@@ -26,12 +27,7 @@ SCRIPT = "build_engine.sh"
 
 def profiles(model: Any, max_batch: int = 32) -> dict[str, dict[str, list[int]]]:
     """min/opt/max shapes per input: batch 1/8/max_batch, sequence 1/128/model limit."""
-    limit = 512
-    for key in ("max_position_embeddings", "n_positions"):
-        v = getattr(model.config, key, None)
-        if isinstance(v, int):
-            limit = v
-            break
+    limit = max_positions(model, default=512)
     out: dict[str, dict[str, list[int]]] = {}
     for spec in model.inputs:
         shp = {"min": [], "opt": [], "max": []}

@@ -120,13 +120,14 @@ def check_parity(model: Any, runner: Any, *, seed: int = 0) -> dict[str, Any]:
     return {"fixed": fixed, "random": merge(runs), "random_shapes": used}
 
 
-def max_positions(model: Any) -> int:
+def max_positions(model: Any, default: int = 1 << 30) -> int:
+    """The positions the model's config takes (``max_position_embeddings`` / ``n_positions``), or ``default``."""
     cfg = getattr(model, "config", None)
     for key in ("max_position_embeddings", "n_positions"):
         v = getattr(cfg, key, None)
         if isinstance(v, int) and v > 0:
             return v
-    return 1 << 30
+    return default
 
 
 def _subset(feeds: Mapping[str, np.ndarray], runner: Any) -> dict[str, np.ndarray]:
