@@ -12,6 +12,7 @@ from edgellm.cli import compress as _compress
 from edgellm.cli import data as _data
 from edgellm.cli import deploy as _deploy
 from edgellm.cli import export as _export
+from edgellm.cli import generate as _generate
 from edgellm.cli import hub as _hub
 from edgellm.cli import info as _info
 from edgellm.cli import init as _init
@@ -36,6 +37,7 @@ app = typer.Typer(
 app.command("info")(_info.info)
 app.add_typer(_targets.app, name="targets")
 app.command("export")(_export.export)
+app.command("generate")(_generate.generate)
 app.command("bench")(_bench.bench)
 app.command("compress")(_compress.compress)
 app.command("demo")(_run.demo)

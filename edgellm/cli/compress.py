@@ -73,12 +73,21 @@ def compress(
         0, "--recover-steps", min=0, help="Distillation steps from the unpruned model after pruning."
     ),
     recover_lr: float = typer.Option(2e-4, "--recover-lr", help="Learning rate of the recovery."),
+    generate: bool = typer.Option(
+        False, "--generate", help="Write a key/value-cache generation artifact (edgellm generate runs it)."
+    ),
+    fmt: Optional[str] = typer.Option(None, "--format", "-f", help="--generate: onnx, ort, tflite or tensorrt."),
+    context: Optional[int] = typer.Option(
+        None, "--context", min=2, help="--generate: positions the cache holds (default: the model's)."
+    ),
 ) -> None:
     """Quantize MODEL once (INT8 or INT4), lower it for the target, and report accuracy and speed vs fp32.
 
     Example: edgellm compress minilm --recipe int8-static --max-accuracy-drop cosine>=0.99 -o edgellm-out/minilm-int8
 
     Example: edgellm compress tiny-llama --recipe w4a16-gptq --group-size 128 --max-accuracy-drop ppl+5% -o out/tl-int4
+
+    Generation: edgellm compress tiny-llama --generate --recipe w4a16-gptq --group-size 32 -o out/tl-gen-gptq
 
     Pruning: edgellm compress minilm --prune heads=0.25,ffn=0.25 --prune-score wanda --recover-steps 100 -o out/minilm-p25
     (then quantize the pruned directory: edgellm compress out/minilm-p25 --recipe int8-static)
@@ -138,6 +147,9 @@ def compress(
     if auto_keep:
         opts["auto_keep"] = auto_keep
     config: Any = "auto" if recipe == "auto" else config_for(recipe, **opts)
+    if generate:
+        _generate(model, recipe, config, output, target, fmt, calib, eval_data, max_drop, context, force, json_out)
+        return
     if recipe == "auto" and opts:
         raise EdgeLLMError("--recipe auto takes no method options", "drop --group-size/--calibration/...")
     out = output or Path("edgellm-out") / f"{Path(model).name}-{recipe}"
@@ -160,6 +172,33 @@ def compress(
         return
     print_report(res.report)
     c.print(f"artifact: {res.artifact.path}  report: {res.report_path}")
+
+
+def _generate(
+    model: str, recipe: str, config: Any, output: Optional[Path], target: str, fmt: Optional[str],
+    calib: Optional[str], eval_data: Optional[str], max_drop: Optional[str], context: Optional[int],
+    force: bool, json_out: bool,
+) -> None:
+    from edgellm.cli.generate import print_generation
+    from edgellm.errors import EdgeLLMError
+    from edgellm.pipeline.compress_generate import compress_generate
+
+    if recipe == "auto":
+        raise EdgeLLMError("--generate needs one --recipe", "e.g. --recipe w4a16-gptq or int8-dynamic")
+    out = output or Path("edgellm-out") / f"{Path(model).name}-gen-{recipe}"
+    c = console()
+    rep = compress_generate(
+        model, config, out, target=target, format=fmt, calib=calib, eval_data=eval_data,
+        max_accuracy_drop=max_drop, context=context, force=force,
+        log=None if json_out else lambda m: c.print(m, markup=False),
+    )
+    if json_out:
+        emit_json(rep)
+        return
+    from edgellm.runtime.artifact import Artifact
+
+    print_generation(out, Artifact.load(out).manifest, tries=rep["tries"])
+    c.print(f"artifact: {out}  report: {out}.report.json", markup=False)
 
 
 def _prune(

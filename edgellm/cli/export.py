@@ -64,6 +64,15 @@ def export(
         0.9999, "--min-cosine", min=-1.0, max=1.0, help="Parity: smallest cosine allowed."
     ),
     json_out: bool = typer.Option(False, "--json", help="Print the manifest (or the rows) as JSON."),
+    generate: bool = typer.Option(
+        False, "--generate", help="A decoder as a key/value-cache generation artifact (edgellm generate runs it)."
+    ),
+    context: Optional[int] = typer.Option(
+        None, "--context", min=2, help="--generate: positions the cache holds (default: the model's; TFLite 256)."
+    ),
+    check_tokens: int = typer.Option(
+        64, "--check-tokens", min=1, help="--generate: greedy tokens checked against the reference per prompt."
+    ),
 ) -> None:
     """Export MODEL for a target, validate it against torch, and write an artifact with manifest.json.
 
@@ -74,6 +83,8 @@ def export(
     Example: edgellm export tiny-llama --target snapdragon-865 --format ort --precision int8
 
     Example: edgellm export minilm --target all --precision int8 -o edgellm-out/all
+
+    Example: edgellm export tiny-llama --generate --precision int4 -o edgellm-out/tl-gen-int4
     """
     from edgellm.errors import EdgeLLMError
     from edgellm.export import Tolerance
@@ -81,6 +92,36 @@ def export(
     from edgellm.pipeline.export_many import check_precision, export_at, export_many
     from edgellm.targets import list_targets
 
+    if generate:
+        from edgellm.cli.generate import print_generation
+        from edgellm.pipeline.generate_export import export_generate
+
+        if model is None:
+            raise EdgeLLMError("no model given", "pass MODEL, e.g. edgellm export tiny-llama --generate")
+        if target == "all":
+            raise EdgeLLMError("--generate exports one target at a time", "give --target NAME")
+        if precision not in ("fp32", "fp16", "int8", "int4"):
+            raise EdgeLLMError(
+                f"--generate takes precision fp32, fp16, int8 or int4, not '{precision}'",
+                "for calibrated methods use: edgellm compress MODEL --generate --recipe w4a16-gptq",
+            )
+        out = output or Path("edgellm-out") / f"{Path(model).name}-gen-{precision}"
+        m = export_generate(
+            load(model, task=task),
+            out,
+            target=target,
+            format=fmt,
+            precision=precision,
+            keep=tuple(keep),
+            context=context,
+            check_tokens=check_tokens,
+            force=force,
+        )
+        if json_out:
+            emit_json(m)
+        else:
+            print_generation(out, m)
+        return
     check_precision(precision)
     targets: list[str] | None = None
     if recipe is not None:

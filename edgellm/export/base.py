@@ -12,7 +12,7 @@ from typing import Any
 
 from edgellm import plugins
 from edgellm.errors import ExportError, ParityError
-from edgellm.export.artifact import Artifact, write_manifest
+from edgellm.runtime.artifact import Artifact, write_manifest
 from edgellm.export.validate import Tolerance, check_parity, passes, summary
 from edgellm.utils.fs import atomic_dir
 

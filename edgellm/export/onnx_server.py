@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from edgellm.errors import ExportError, require
-from edgellm.export.artifact import model_fields
+from edgellm.runtime.artifact import model_fields
 from edgellm.export.base import Exporter, SkipVariant, register_exporter
 from edgellm.export.validate import max_positions
 from edgellm.models.families import FAMILIES

@@ -162,7 +162,7 @@ def build_engine(artifact_dir: str | Path, *, workspace_gb: float = 4.0) -> Path
         import tensorrt as trt
     except ImportError as exc:
         raise MissingDependencyError("tensorrt", "tensorrt", "building a TensorRT engine") from exc
-    from edgellm.export.artifact import Artifact
+    from edgellm.runtime.artifact import Artifact
 
     art = Artifact.load(artifact_dir)
     trt_rec = art.manifest["recipe"]["tensorrt"]

@@ -8,7 +8,9 @@ positions' ids, and the past keys and values of the half's layers (``[batch, kv_
 each); its outputs are the new positions' hidden states (device) or logits (server) and the present keys
 and values (past + new). Prefill is a step with a past of length 0, a decode step has one new token.
 
-The halves reuse the model's own decoder layers (Llama family: Llama, Mistral, Qwen2, Qwen3): the layers
+The same graph over all layers (:func:`whole_step`: token ids in, logits out) is a generation artifact of
+the unsplit model. The steps reuse the model's own decoder layers (Llama family: Llama, Mistral, Qwen2,
+Qwen3; and GPT-2, whose positions are learned embeddings added to the token embeddings): the layers
 see an explicit cache object whose ``update`` concatenates past and new keys/values, so the arithmetic is
 Hugging Face's and the graph exports with the cache as plain tensors. :func:`step_adapter` makes either
 half an adapter for the exporters with dynamic ``batch`` / ``new`` / ``past`` / ``total`` axes: ONNX
@@ -34,7 +36,7 @@ from torch import nn
 
 from edgellm.errors import EdgeLLMError
 
-CACHE_FAMILIES = ("llama", "mistral", "qwen2", "qwen3")
+CACHE_FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gpt2")
 HIDDEN = "hidden"
 
 
@@ -63,34 +65,71 @@ def step_mask(attention_mask: torch.Tensor, new: int, dtype: torch.dtype) -> tor
     return torch.where(allowed, zero, torch.full((), torch.finfo(dtype).min, dtype=dtype))
 
 
+@dataclass
+class DecoderParts:
+    """Where a causal LM keeps what a step graph needs (the family's layout)."""
+
+    embed: nn.Module
+    pos_embed: nn.Module | None  # GPT-2's learned positions; None for rotary families
+    layers: list[nn.Module]
+    rotary: nn.Module | None
+    norm: nn.Module
+    lm_head: nn.Module
+
+
+def decoder_parts(lm: nn.Module) -> DecoderParts:
+    """The step-graph parts of a Hugging Face causal LM of a :data:`CACHE_FAMILIES` family."""
+    if hasattr(lm, "transformer") and hasattr(lm.transformer, "wpe"):  # GPT-2
+        t = lm.transformer
+        return DecoderParts(t.wte, t.wpe, list(t.h), None, t.ln_f, lm.lm_head)
+    base = lm.model
+    return DecoderParts(base.embed_tokens, None, list(base.layers), base.rotary_emb, base.norm, lm.lm_head)
+
+
+def _layer_idx(layer: nn.Module) -> int:
+    attn = getattr(layer, "self_attn", None) or layer.attn
+    return int(attn.layer_idx)
+
+
 class DecoderStep(nn.Module):
-    """Layers ``[start, end)`` of a Llama-family causal LM as one cached step; the device half embeds
-    token ids, the server half ends with the final norm and the LM head."""
+    """Layers ``[start, end)`` of a causal LM as one cached step; with ``embed`` it embeds token ids
+    (and their learned positions), with ``head`` it ends with the final norm and the LM head."""
 
     def __init__(self, lm: nn.Module, start: int, end: int, *, embed: bool, head: bool) -> None:
         super().__init__()
-        base = lm.model
-        self.embed = base.embed_tokens if embed else None
-        self.layers = nn.ModuleList(list(base.layers)[start:end])
-        self.rotary = base.rotary_emb
-        self.norm = base.norm if head else None
-        self.lm_head = lm.lm_head if head else None
-        self.ids = [int(layer.self_attn.layer_idx) for layer in self.layers]
+        parts = decoder_parts(lm)
+        self.embed = parts.embed if embed else None
+        self.pos_embed = parts.pos_embed if embed else None
+        self.layers = nn.ModuleList(parts.layers[start:end])
+        self.rotary = parts.rotary
+        self.norm = parts.norm if head else None
+        self.lm_head = parts.lm_head if head else None
+        self.ids = [_layer_idx(layer) for layer in self.layers]
 
     def forward(
         self, x: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor, *past: torch.Tensor
     ):
-        h = self.embed(x) if self.embed is not None else x
+        h = self.embed_ids(x, position_ids) if self.embed is not None else x
         cache = _StepCache({i: (past[2 * n], past[2 * n + 1]) for n, i in enumerate(self.ids)})
         h = self.run_layers(h, step_mask(attention_mask, h.shape[1], h.dtype), position_ids, cache)
-        if self.lm_head is not None:
-            h = self.lm_head(self.norm(h))
-        return (h, *[t for i in self.ids for t in cache.present[i]])
+        return (self.head(h), *[t for i in self.ids for t in cache.present[i]])
+
+    def embed_ids(self, x: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+        h = self.embed(x)
+        return h if self.pos_embed is None else h + self.pos_embed(position_ids)
+
+    def head(self, h: torch.Tensor) -> torch.Tensor:
+        return h if self.lm_head is None else self.lm_head(self.norm(h))
 
     def run_layers(
         self, h: torch.Tensor, mask: torch.Tensor, position_ids: torch.Tensor, cache: Any
     ) -> torch.Tensor:
-        """The half's decoder layers over ``h`` with an additive ``mask`` and a cache object."""
+        """The step's decoder layers over ``h`` with an additive ``mask`` and a cache object."""
+        if self.rotary is None:  # GPT-2: positions were added to the embeddings
+            for layer in self.layers:
+                out = layer(h, past_key_values=cache, attention_mask=mask)
+                h = out[0] if isinstance(out, tuple) else out
+            return h
         rope = self.rotary(h, position_ids)
         for layer in self.layers:
             out = layer(
@@ -132,14 +171,38 @@ class DecoderSlotStep(nn.Module):
 
     def forward(self, x, position_ids, cache_mask, write, *past):
         st = self.step
-        h = st.embed(x)
+        h = st.embed_ids(x, position_ids)
         cache = _SlotCache({i: (past[2 * n], past[2 * n + 1]) for n, i in enumerate(st.ids)}, write)
         zero = torch.zeros((), dtype=h.dtype)
         mask = torch.where(
             cache_mask[:, None, None, :].bool(), zero, torch.full((), torch.finfo(h.dtype).min, dtype=h.dtype)
         )
         h = st.run_layers(h, mask, position_ids, cache)
-        return (h, *[t for i in st.ids for t in cache.present[i]])
+        return (st.head(h), *[t for i in st.ids for t in cache.present[i]])
+
+
+@dataclass
+class StepDims:
+    """The sizes a step graph's inputs and caches have."""
+
+    kv_heads: int
+    head_dim: int
+    hidden_size: int
+    vocab: int
+    context: int  # positions the model was trained for (max_position_embeddings)
+
+    @classmethod
+    def of(cls, lm: nn.Module) -> StepDims:
+        cfg = lm.config
+        heads = int(getattr(cfg, "num_attention_heads", None) or cfg.n_head)
+        hidden = int(cfg.hidden_size)
+        return cls(
+            int(getattr(cfg, "num_key_value_heads", None) or heads),
+            int(getattr(cfg, "head_dim", None) or hidden // heads),
+            hidden,
+            int(cfg.vocab_size),
+            int(getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", 2048)),
+        )
 
 
 @dataclass
@@ -154,53 +217,77 @@ class CacheHalves:
     hidden_size: int
     vocab: int
 
+    @property
+    def dims(self) -> StepDims:
+        return StepDims(self.kv_heads, self.head_dim, self.hidden_size, self.vocab, 0)
+
     def empty_past(self, half: str, batch: int = 1) -> list[np.ndarray]:
         n = len((self.device if half == "device" else self.server).ids)
         z = np.zeros((batch, self.kv_heads, 0, self.head_dim), np.float32)
         return [z] * (2 * n)
 
 
-def cache_halves(adapter: Any, layers: int) -> CacheHalves:
-    """Cut a Llama-family causal LM after ``layers`` decoder layers (0..L: 0 sends the embeddings, L
-    leaves only the final norm and the LM head on the server)."""
+def check_cache_family(adapter: Any, what: str = "generation") -> None:
+    """A causal LM of a family with a cache graph, or an error naming the supported families."""
     if adapter.task != "causal-lm" or adapter.family not in CACHE_FAMILIES:
         raise EdgeLLMError(
-            f"split generation needs a causal LM of the Llama family, not '{adapter.family}' ({adapter.task})",
-            f"use a {', '.join(CACHE_FAMILIES)} model",
+            f"{what} needs a causal LM with a key/value-cache graph; '{adapter.name}' is "
+            f"'{adapter.family}' ({adapter.task})",
+            f"supported families: {', '.join(CACHE_FAMILIES)}",
         )
+
+
+def whole_step(adapter: Any) -> tuple[DecoderStep, StepDims]:
+    """All layers of a causal LM as one cached step graph (token ids in, logits out), and its sizes."""
+    check_cache_family(adapter)
     lm = adapter.module.lm
-    n = len(lm.model.layers)
+    n = len(decoder_parts(lm).layers)
+    return DecoderStep(lm, 0, n, embed=True, head=True).eval(), StepDims.of(lm)
+
+
+def cache_halves(adapter: Any, layers: int) -> CacheHalves:
+    """Cut a causal LM after ``layers`` decoder layers (0..L: 0 sends the embeddings, L leaves only the
+    final norm and the LM head on the server)."""
+    check_cache_family(adapter, "split generation")
+    lm = adapter.module.lm
+    n = len(decoder_parts(lm).layers)
     if not 0 <= layers <= n:
         raise EdgeLLMError(f"cut after {layers} layers is outside 0..{n}", f"'{adapter.name}' has {n} layers")
-    cfg = lm.config
-    heads = int(cfg.num_attention_heads)
+    d = StepDims.of(lm)
     return CacheHalves(
         layers,
         DecoderStep(lm, 0, layers, embed=True, head=False).eval(),
         DecoderStep(lm, layers, n, embed=False, head=True).eval(),
-        int(getattr(cfg, "num_key_value_heads", None) or heads),
-        int(getattr(cfg, "head_dim", None) or cfg.hidden_size // heads),
-        int(cfg.hidden_size),
-        int(cfg.vocab_size),
+        d.kv_heads,
+        d.head_dim,
+        d.hidden_size,
+        d.vocab,
     )
 
 
 def step_names(half: DecoderStep, role: str) -> tuple[list[str], list[str]]:
-    """Input and output names of a half's step graph."""
-    first = "input_ids" if role == "device" else HIDDEN
+    """Input and output names of a step graph; ``role`` is ``device`` (ids in, hidden states out),
+    ``server`` (hidden states in, logits out) or ``decoder`` (the whole model: ids in, logits out)."""
+    first = "input_ids" if role in ("device", "decoder") else HIDDEN
     past = [f"past_{kind}_{i}" for i in half.ids for kind in ("key", "value")]
     present = [f"present_{kind}_{i}" for i in half.ids for kind in ("key", "value")]
     out = HIDDEN if role == "device" else "logits"
     return [first, "attention_mask", "position_ids", *past], [out, *present]
 
 
-def slot_adapter(halves: CacheHalves, name: str, slots: int) -> Any:
-    """The device half as a slot graph (:class:`DecoderSlotStep`) for static-shape exporters (TFLite):
-    every shape fixed, batch 1, a cache of ``slots`` positions."""
+def _half(halves: CacheHalves, role: str) -> DecoderStep:
+    return halves.device if role == "device" else halves.server
+
+
+def slot_adapter(halves: Any, name: str, slots: int, *, role: str = "device") -> Any:
+    """A step (the device half of ``halves``, or a whole-model ``(step, dims)`` with ``role="decoder"``)
+    as a slot graph (:class:`DecoderSlotStep`) for static-shape exporters (TFLite): every shape fixed,
+    batch 1, a cache of ``slots`` positions."""
     from edgellm.models import load
     from edgellm.models.adapter import TensorSpec
 
-    ins, outs = step_names(halves.device, "device")
+    step, dims = (_half(halves, role), halves.dims) if isinstance(halves, CacheHalves) else halves
+    ins, outs = step_names(step, role)
     rng = np.random.default_rng(0)
     filled = max(1, min(slots - 1, 5))
     write = np.zeros((1, slots), np.float32)
@@ -208,49 +295,51 @@ def slot_adapter(halves: CacheHalves, name: str, slots: int) -> Any:
     mask = np.zeros((1, slots), np.int64)
     mask[0, : filled + 1] = 1
     example = {
-        "input_ids": rng.integers(0, halves.vocab, size=(1, 1)).astype(np.int64),
+        "input_ids": rng.integers(0, dims.vocab, size=(1, 1)).astype(np.int64),
         "position_ids": np.asarray([[filled]], np.int64),
         "cache_mask": mask,
         "write": write,
         **{
-            n: rng.standard_normal((1, halves.kv_heads, slots, halves.head_dim)).astype(np.float32)
+            n: rng.standard_normal((1, dims.kv_heads, slots, dims.head_dim)).astype(np.float32)
             for n in ins[3:]
         },
     }
     axes = {n: {} for n in example}  # every shape static
     adapter = load(
-        DecoderSlotStep(halves.device).eval(),
+        DecoderSlotStep(step).eval(),
         example_inputs=example,
         output_names=outs,
         dynamic_axes=axes,
         name=name,
     )
-    adapter.outputs = [TensorSpec(outs[0], "float32", [1, 1, halves.hidden_size])] + [
-        TensorSpec(n, "float32", [1, halves.kv_heads, slots, halves.head_dim]) for n in outs[1:]
+    last = dims.hidden_size if role == "device" else dims.vocab
+    adapter.outputs = [TensorSpec(outs[0], "float32", [1, 1, last])] + [
+        TensorSpec(n, "float32", [1, dims.kv_heads, slots, dims.head_dim]) for n in outs[1:]
     ]
-    adapter.int_high = {"input_ids": halves.vocab, "position_ids": filled + 1, "cache_mask": 2}
+    adapter.int_high = {"input_ids": dims.vocab, "position_ids": filled + 1, "cache_mask": 2}
     return adapter
 
 
-def step_adapter(halves: CacheHalves, role: str, name: str, *, past: int = 3, new: int = 4) -> Any:
-    """A half as a :class:`~edgellm.models.ModelAdapter` for the exporters: example inputs with a past of
-    ``past`` positions and ``new`` new ones; axes ``batch``, ``new``, ``past``, ``total`` are dynamic."""
+def step_adapter(halves: Any, role: str, name: str, *, past: int = 3, new: int = 4) -> Any:
+    """A step (a half of ``halves``, or a whole-model ``(step, dims)`` with ``role="decoder"``) as a
+    :class:`~edgellm.models.ModelAdapter` for the exporters: example inputs with a past of ``past``
+    positions and ``new`` new ones; axes ``batch``, ``new``, ``past``, ``total`` are dynamic."""
     from edgellm.models import load
     from edgellm.models.adapter import TensorSpec
 
-    half = halves.device if role == "device" else halves.server
+    half, dims = (_half(halves, role), halves.dims) if isinstance(halves, CacheHalves) else halves
     ins, outs = step_names(half, role)
     rng = np.random.default_rng(0)
     b = 2
     first = (
-        rng.integers(0, halves.vocab, size=(b, new)).astype(np.int64)
-        if role == "device"
-        else rng.standard_normal((b, new, halves.hidden_size)).astype(np.float32)
+        rng.integers(0, dims.vocab, size=(b, new)).astype(np.int64)
+        if role != "server"
+        else rng.standard_normal((b, new, dims.hidden_size)).astype(np.float32)
     )
     mask = np.ones((b, past + new), np.int64)
     pos = np.tile(np.arange(past, past + new, dtype=np.int64), (b, 1))
     cache = {
-        n: rng.standard_normal((b, halves.kv_heads, past, halves.head_dim)).astype(np.float32)
+        n: rng.standard_normal((b, dims.kv_heads, past, dims.head_dim)).astype(np.float32)
         for n in ins[3:]
     }
     example = {ins[0]: first, "attention_mask": mask, "position_ids": pos, **cache}
@@ -261,11 +350,11 @@ def step_adapter(halves: CacheHalves, role: str, name: str, *, past: int = 3, ne
     }
     axes.update({n: {0: "batch", 2: "past"} for n in ins[3:]})
     adapter = load(half, example_inputs=example, output_names=outs, dynamic_axes=axes, name=name)
-    last = halves.hidden_size if role == "device" else halves.vocab
+    last = dims.hidden_size if role == "device" else dims.vocab
     adapter.outputs = [TensorSpec(outs[0], "float32", ["batch", "new", last])] + [
-        TensorSpec(n, "float32", ["batch", halves.kv_heads, "total", halves.head_dim]) for n in outs[1:]
+        TensorSpec(n, "float32", ["batch", dims.kv_heads, "total", dims.head_dim]) for n in outs[1:]
     ]
-    adapter.int_high = {"input_ids": halves.vocab, "position_ids": past + new}
+    adapter.int_high = {"input_ids": dims.vocab, "position_ids": past + new}
     return adapter
 
 

@@ -7,7 +7,7 @@ The verb: :func:`plan` (model, device, server, :class:`Network`) -> :class:`Spli
   activation at every cut and what each codec makes of it.
 - :mod:`~edgellm.partition.cost`: the cost model over target profiles (the roofline of
   :mod:`edgellm.targets.roofline`, calibrated on this host).
-- :class:`~edgellm.partition.codecs.Codec`: fp32 / fp16 / int8 (per token or channel), +zstd / +lz4.
+- :class:`~edgellm.runtime.codecs.Codec`: fp32 / fp16 / int8 (per token or channel), +zstd / +lz4.
 - :class:`Network` (:mod:`~edgellm.partition.network`): the link, from strings or a named profile.
 - :func:`~edgellm.partition.planner.make_plan`: every cut x codec under the constraints -> ``SplitPlan``.
 - :func:`~edgellm.partition.report.write_plan`: ``plan.json`` and ``plan.png``.

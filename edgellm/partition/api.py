@@ -26,7 +26,7 @@ DEFAULT_NETWORK = Network.parse("10mbit", "50ms")  # the CLI's default: a good 4
 
 def parse_codecs(codecs: str | Sequence[str]) -> tuple[str, ...]:
     """A list of codec names, a comma-separated string, or ``"all"`` -> the checked codec names."""
-    from edgellm.partition.codecs import ALL_CODECS, Codec
+    from edgellm.runtime.codecs import ALL_CODECS, Codec
 
     if isinstance(codecs, str):
         chosen = (

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from edgellm.errors import EdgeLLMError
-from edgellm.partition.codecs import CODECS, Codec
+from edgellm.runtime.codecs import CODECS, Codec
 from edgellm.partition.network import Network
 
 

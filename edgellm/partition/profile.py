@@ -54,7 +54,7 @@ def _first_tensor(out: Any) -> Any:
 
 def codec_stats(x: np.ndarray, codecs: tuple[str, ...], reps: int = 3) -> dict[str, dict[str, float]]:
     """Bytes on the wire and encode / decode time (ms, best of ``reps``) of each codec on ``x``."""
-    from edgellm.partition.codecs import Codec
+    from edgellm.runtime.codecs import Codec
 
     out = {}
     for name in codecs:
@@ -85,7 +85,7 @@ def profile_blocks(
     With ``codecs`` (default: every codec), each cut's real activation is encoded to measure the bytes
     on the wire (compression depends on the data) and the encode/decode time on this host.
     """
-    from edgellm.partition.codecs import ALL_CODECS
+    from edgellm.runtime.codecs import ALL_CODECS
 
     codecs = ALL_CODECS if codecs is None else codecs
     feeds = model.example_inputs(batch=batch, seq=seq, seed=0, padded=False)

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from edgellm.errors import ArtifactError, EdgeLLMError, ParityError
-from edgellm.export.artifact import MANIFEST, Artifact
+from edgellm.runtime.artifact import MANIFEST, Artifact
 from edgellm.export.validate import compare, merge
 from edgellm.utils.fs import atomic_dir, sha256_file
 
@@ -124,7 +124,7 @@ def export_split(
     """
     from edgellm.export.base import choose_format, export
     from edgellm.models import ModelAdapter, load
-    from edgellm.partition.codecs import Codec
+    from edgellm.runtime.codecs import Codec
     from edgellm.partition.cut import split_model
     from edgellm.targets import load_target
 
@@ -216,7 +216,7 @@ def run_chain(
     device: Any, server: Any, codec: str, side_inputs: list[str], feeds: dict[str, np.ndarray]
 ) -> dict[str, np.ndarray]:
     """Device runner -> codec -> server runner on ``feeds`` (either runner may be None)."""
-    from edgellm.partition.codecs import Codec
+    from edgellm.runtime.codecs import Codec
 
     if device is None:
         return server.run({s.name: feeds[s.name] for s in server.inputs})

@@ -7,7 +7,7 @@
 - :class:`GenerationError`: a refused generation request with its HTTP status, raised by the server's
   sessions and by the phone's client when the server answers with it.
 
-The activation's number format and compression are :mod:`edgellm.partition.codecs`.
+The activation's number format and compression are :mod:`edgellm.runtime.codecs`.
 """
 
 from __future__ import annotations

@@ -7,6 +7,8 @@ runs one row at a time when the file's batch is 1, and cuts the outputs back to 
 
 from __future__ import annotations
 
+import re
+
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -87,7 +89,8 @@ class TFLiteRunner(Runner):
             for n, d in details.items()
             if d["quantization"][0] and np.dtype(d["dtype"]).kind in "iu"
         }
-        out_details = self.sig.get_output_details()
+        # the signature's outputs are output_0, output_1...: in numeric order (output_10 after output_9)
+        out_details = dict(sorted(self.sig.get_output_details().items(), key=lambda kv: _natural(kv[0])))
         if inputs is None:
             inputs = [
                 TensorSpec(n, self.file_dtypes[n].name, list(self.static[n])) for n in sorted(self.static)
@@ -240,6 +243,11 @@ def _fallback(it: Any) -> dict[str, Any]:
         "fallback": fb,
         "delegate_partitions": len(delegates),
     }
+
+
+def _natural(name: str) -> tuple[str, int]:
+    m = re.match(r"(.*?)(\d+)$", name)
+    return (m.group(1), int(m.group(2))) if m else (name, -1)
 
 
 def _layer_name(tensor_name: str | bytes) -> str:

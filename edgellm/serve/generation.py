@@ -69,7 +69,7 @@ class GenerationService:
     def __init__(
         self, name: str, artifact: Any, runner: Any, config: GenerationConfig, metrics: Any = None
     ) -> None:
-        from edgellm.partition.codecs import Codec
+        from edgellm.runtime.codecs import Codec
 
         self.name, self.artifact, self.runner, self.config = name, artifact, runner, config
         gen = artifact.manifest["generation"]

@@ -421,7 +421,7 @@ def _flag(p: dict, key: str, default: bool, what: str) -> bool:
 
 def _decompress(name: str, raw: bytes, method: Any, datatype: Any, shape: Any) -> bytes:
     from edgellm.errors import EdgeLLMError
-    from edgellm.partition.codecs import COMPRESSORS, decompress
+    from edgellm.runtime.codecs import COMPRESSORS, decompress
 
     if not isinstance(method, str) or method not in COMPRESSORS:
         raise ProtocolError(

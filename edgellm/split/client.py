@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from edgellm.errors import EdgeLLMError
-from edgellm.partition.codecs import Codec, scale_shape
+from edgellm.runtime.codecs import Codec, scale_shape
 from edgellm.partition.wire import V2_TO_NP, v2_datatype
 
 RETRY_STATUS = (502, 503, 504)

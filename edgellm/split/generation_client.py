@@ -46,7 +46,7 @@ class GenerationClient:
 
         from edgellm.export import Artifact
         from edgellm.hub import resolve_path
-        from edgellm.partition.codecs import Codec
+        from edgellm.runtime.codecs import Codec
         from edgellm.runtime import make_runner
 
         folder = resolve_path(folder)  # a directory, or a hub reference
