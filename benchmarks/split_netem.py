@@ -46,7 +46,7 @@ def log(msg: str) -> None:
 def worker(root: Path, url: str, feeds_path: Path, slowdown: float) -> None:
     import numpy as np
 
-    from edgellm.partition.codecs import Codec
+    from edgellm.runtime.codecs import Codec
     from edgellm.split.client import SplitClient
 
     feeds = dict(np.load(feeds_path))
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from edgellm.models import load
     from edgellm.partition import Network
-    from edgellm.partition.codecs import ALL_CODECS
+    from edgellm.runtime.codecs import ALL_CODECS
     from edgellm.partition.planner import make_plan
     from edgellm.partition.split_export import export_split
 

@@ -76,7 +76,9 @@ def compress(
     generate: bool = typer.Option(
         False, "--generate", help="Write a key/value-cache generation artifact (edgellm generate runs it)."
     ),
-    fmt: Optional[str] = typer.Option(None, "--format", "-f", help="--generate: onnx, ort, tflite or tensorrt."),
+    fmt: Optional[str] = typer.Option(
+        None, "--format", "-f", help="--generate: onnx, ort, tflite or tensorrt."
+    ),
     context: Optional[int] = typer.Option(
         None, "--context", min=2, help="--generate: positions the cache holds (default: the model's)."
     ),
@@ -148,7 +150,9 @@ def compress(
         opts["auto_keep"] = auto_keep
     config: Any = "auto" if recipe == "auto" else config_for(recipe, **opts)
     if generate:
-        _generate(model, recipe, config, output, target, fmt, calib, eval_data, max_drop, context, force, json_out)
+        _generate(
+            model, recipe, config, output, target, fmt, calib, eval_data, max_drop, context, force, json_out
+        )
         return
     if recipe == "auto" and opts:
         raise EdgeLLMError("--recipe auto takes no method options", "drop --group-size/--calibration/...")
@@ -175,9 +179,18 @@ def compress(
 
 
 def _generate(
-    model: str, recipe: str, config: Any, output: Optional[Path], target: str, fmt: Optional[str],
-    calib: Optional[str], eval_data: Optional[str], max_drop: Optional[str], context: Optional[int],
-    force: bool, json_out: bool,
+    model: str,
+    recipe: str,
+    config: Any,
+    output: Optional[Path],
+    target: str,
+    fmt: Optional[str],
+    calib: Optional[str],
+    eval_data: Optional[str],
+    max_drop: Optional[str],
+    context: Optional[int],
+    force: bool,
+    json_out: bool,
 ) -> None:
     from edgellm.cli.generate import print_generation
     from edgellm.errors import EdgeLLMError
@@ -188,8 +201,16 @@ def _generate(
     out = output or Path("edgellm-out") / f"{Path(model).name}-gen-{recipe}"
     c = console()
     rep = compress_generate(
-        model, config, out, target=target, format=fmt, calib=calib, eval_data=eval_data,
-        max_accuracy_drop=max_drop, context=context, force=force,
+        model,
+        config,
+        out,
+        target=target,
+        format=fmt,
+        calib=calib,
+        eval_data=eval_data,
+        max_accuracy_drop=max_drop,
+        context=context,
+        force=force,
         log=None if json_out else lambda m: c.print(m, markup=False),
     )
     if json_out:

@@ -65,13 +65,21 @@ def export(
     ),
     json_out: bool = typer.Option(False, "--json", help="Print the manifest (or the rows) as JSON."),
     generate: bool = typer.Option(
-        False, "--generate", help="A decoder as a key/value-cache generation artifact (edgellm generate runs it)."
+        False,
+        "--generate",
+        help="A decoder as a key/value-cache generation artifact (edgellm generate runs it).",
     ),
     context: Optional[int] = typer.Option(
-        None, "--context", min=2, help="--generate: positions the cache holds (default: the model's; TFLite 256)."
+        None,
+        "--context",
+        min=2,
+        help="--generate: positions the cache holds (default: the model's; TFLite 256).",
     ),
     check_tokens: int = typer.Option(
-        64, "--check-tokens", min=1, help="--generate: greedy tokens checked against the reference per prompt."
+        64,
+        "--check-tokens",
+        min=1,
+        help="--generate: greedy tokens checked against the reference per prompt.",
     ),
 ) -> None:
     """Export MODEL for a target, validate it against torch, and write an artifact with manifest.json.

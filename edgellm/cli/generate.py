@@ -13,7 +13,8 @@ from edgellm.cli._common import console, emit_json, kv_table
 
 def generate(
     artifact: Path = typer.Argument(
-        ..., help="A generation artifact (export/compress --generate) or a split pair (split export --generate)."
+        ...,
+        help="A generation artifact (export/compress --generate) or a split pair (split export --generate).",
     ),
     prompt: str = typer.Option(..., "--prompt", "-p", help="The prompt text."),
     max_new_tokens: int = typer.Option(64, "--max-new-tokens", "-n", help="Tokens to generate at most."),
@@ -73,24 +74,48 @@ def print_generation(path: Path, m: dict[str, Any], tries: list[dict[str, Any]] 
     size = sum(v["bytes"] for r, v in m["files"].items() if not r.startswith("tokenizer/"))
     rows = [
         ("artifact", path),
-        ("target", f"{m['target']['name']} ({m['target']['runtime']}, {m['target']['format']}, {g['precision']})"),
+        (
+            "target",
+            f"{m['target']['name']} ({m['target']['runtime']}, {m['target']['format']}, {g['precision']})",
+        ),
         ("model", f"{m['model']['name']} [{g['family']}], {g['layers']} layers, vocab {g['vocab']}"),
-        ("cache", f"{g['cache']['layout']}, context {g['context']} positions, {g['kv_heads']} kv heads x {g['head_dim']}"),
-        ("variant", f"{g.get('variant')}" + "".join(f"; rejected {r['variant']}: {r['reason'][:80]}" for r in g.get("rejected_variants", []))),
+        (
+            "cache",
+            f"{g['cache']['layout']}, context {g['context']} positions, {g['kv_heads']} kv heads x {g['head_dim']}",
+        ),
+        (
+            "variant",
+            f"{g.get('variant')}"
+            + "".join(
+                f"; rejected {r['variant']}: {r['reason'][:80]}" for r in g.get("rejected_variants", [])
+            ),
+        ),
         ("size", f"{size / 2**20:.1f} MB"),
     ]
     if w:
         head = w["lm_head"]
         rows.append(
-            ("lm_head / embeddings", f"{head['precision']} {head['bytes'] / 2**20:.1f} MB (fp32 {head['fp32_bytes'] / 2**20:.1f} MB); "
-             f"embeddings fp32 {w['embeddings']['bytes'] / 2**20:.1f} MB" + (" (tied)" if w["embeddings"]["tied_to_lm_head"] else ""))
+            (
+                "lm_head / embeddings",
+                f"{head['precision']} {head['bytes'] / 2**20:.1f} MB (fp32 {head['fp32_bytes'] / 2**20:.1f} MB); "
+                f"embeddings fp32 {w['embeddings']['bytes'] / 2**20:.1f} MB"
+                + (" (tied)" if w["embeddings"]["tied_to_lm_head"] else ""),
+            )
         )
     rows.append(
-        ("parity", f"{p['tokens']} greedy tokens x {p['prompts']} prompts vs {p['reference']}: "
-         f"agreement {p['agreement']:.0%}, logits cosine min {p['logits_cosine_min']:.5f}")
+        (
+            "parity",
+            f"{p['tokens']} greedy tokens x {p['prompts']} prompts vs {p['reference']}: "
+            f"agreement {p['agreement']:.0%}, logits cosine min {p['logits_cosine_min']:.5f}",
+        )
     )
     if "vs_fp32" in p:
-        rows.append(("vs fp32", f"agreement {p['vs_fp32']['agreement']:.0%}, logits cosine min {p['vs_fp32']['logits_cosine_min']:.5f}"))
+        rows.append(
+            (
+                "vs fp32",
+                f"agreement {p['vs_fp32']['agreement']:.0%}, logits cosine min {p['vs_fp32']['logits_cosine_min']:.5f}",
+            )
+        )
     for t in tries or []:
         if "verdict" in t:
             rows.append((f"try {t['label']}", f"{t['recipe']}: {t['verdict']} ({t['quantize_s']} s)"))

@@ -6,9 +6,9 @@ Example:
     >>> Artifact.load("out/minilm").manifest["target"]                     # doctest: +SKIP
 """
 
-from edgellm.runtime.artifact import SCHEMA_VERSION, Artifact
 from edgellm.export.base import EXPORTERS, Exporter, export, parity_reference, register_exporter
 from edgellm.export.validate import Tolerance
+from edgellm.runtime.artifact import SCHEMA_VERSION, Artifact
 
 __all__ = [
     "EXPORTERS",

@@ -12,8 +12,8 @@ from typing import Any
 
 from edgellm import plugins
 from edgellm.errors import ExportError, ParityError
-from edgellm.runtime.artifact import Artifact, write_manifest
 from edgellm.export.validate import Tolerance, check_parity, passes, summary
+from edgellm.runtime.artifact import Artifact, write_manifest
 from edgellm.utils.fs import atomic_dir
 
 

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from edgellm.errors import ExportError, require
-from edgellm.runtime.artifact import model_fields
 from edgellm.export.base import Exporter, SkipVariant, register_exporter
 from edgellm.export.validate import max_positions
 from edgellm.models.families import FAMILIES
+from edgellm.runtime.artifact import model_fields
 
 MODEL_FILE = "model.onnx"
 DATA_FILE = "model.onnx.data"

@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from edgellm.errors import ExportError
-from edgellm.runtime.artifact import model_fields
 from edgellm.export.base import Exporter, register_exporter
 from edgellm.export.validate import check_parity, max_positions
+from edgellm.runtime.artifact import model_fields
 from edgellm.runtime.litert import quiet_litert, require_litert
 
 TFLITE_FILE = "model.tflite"

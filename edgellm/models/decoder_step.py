@@ -339,8 +339,7 @@ def step_adapter(halves: Any, role: str, name: str, *, past: int = 3, new: int =
     mask = np.ones((b, past + new), np.int64)
     pos = np.tile(np.arange(past, past + new, dtype=np.int64), (b, 1))
     cache = {
-        n: rng.standard_normal((b, dims.kv_heads, past, dims.head_dim)).astype(np.float32)
-        for n in ins[3:]
+        n: rng.standard_normal((b, dims.kv_heads, past, dims.head_dim)).astype(np.float32) for n in ins[3:]
     }
     example = {ins[0]: first, "attention_mask": mask, "position_ids": pos, **cache}
     axes = {

@@ -106,9 +106,7 @@ def preset_config(preset: str, **overrides: Any) -> dict[str, Any]:
     """The config of ``preset`` with ``overrides`` (e.g. ``num_hidden_layers=2``); unknown presets name
     the known ones."""
     if preset not in PRESETS:
-        raise EdgeLLMError(
-            f"unknown model shape '{preset}'", f"use one of: {', '.join(PRESETS)}"
-        )
+        raise EdgeLLMError(f"unknown model shape '{preset}'", f"use one of: {', '.join(PRESETS)}")
     cfg = dict(PRESETS[preset])
     cfg.update({k: v for k, v in overrides.items() if v is not None})
     return cfg
@@ -159,6 +157,7 @@ def synthesize(
                 shutil.copy2(tok_dir / f, tmp / f)
         n = sum(p.numel() for p in model.parameters())
         (tmp / "synthetic.json").write_text(
-            json.dumps({"preset": preset, "seed": seed, "parameters": n, "weights": "random"}, indent=2) + "\n"
+            json.dumps({"preset": preset, "seed": seed, "parameters": n, "weights": "random"}, indent=2)
+            + "\n"
         )
     return Path(output)

@@ -21,8 +21,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from edgellm.errors import EdgeLLMError
-from edgellm.runtime.codecs import CODECS, Codec
 from edgellm.partition.network import Network
+from edgellm.runtime.codecs import CODECS, Codec
 
 
 @dataclass

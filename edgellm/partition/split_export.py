@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 
 from edgellm.errors import ArtifactError, EdgeLLMError, ParityError
-from edgellm.runtime.artifact import MANIFEST, Artifact
 from edgellm.export.validate import compare, merge
+from edgellm.runtime.artifact import MANIFEST, Artifact
 from edgellm.utils.fs import atomic_dir, sha256_file
 
 SPLIT_FILE = "split.json"
@@ -124,8 +124,8 @@ def export_split(
     """
     from edgellm.export.base import choose_format, export
     from edgellm.models import ModelAdapter, load
-    from edgellm.runtime.codecs import Codec
     from edgellm.partition.cut import split_model
+    from edgellm.runtime.codecs import Codec
     from edgellm.targets import load_target
 
     adapter = model if isinstance(model, ModelAdapter) else load(model)

@@ -73,10 +73,16 @@ def compress_generate(
     for label, cfg in plan:
         say(f"quantizing with {cfg.recipe} ({label})")
         t0 = time.perf_counter()
-        spec = quantize(adapter, cfg, calib_b.feeds if cfg.needs_calibration else None,
-                        calib_info=calib_b.describe())
-        row: dict[str, Any] = {"label": label, "recipe": cfg.recipe, "config": cfg.to_dict(),
-                               "quantize_s": round(time.perf_counter() - t0, 2), "kept": sorted(spec.kept)}
+        spec = quantize(
+            adapter, cfg, calib_b.feeds if cfg.needs_calibration else None, calib_info=calib_b.describe()
+        )
+        row: dict[str, Any] = {
+            "label": label,
+            "recipe": cfg.recipe,
+            "config": cfg.to_dict(),
+            "quantize_s": round(time.perf_counter() - t0, 2),
+            "kept": sorted(spec.kept),
+        }
         if guard is not None:
             fake = make_runner(apply_quant(adapter, spec), "torch")
             acc = evaluate(reference, fake, adapter, eval_b.feeds)
@@ -90,8 +96,13 @@ def compress_generate(
         chosen = (cfg, spec)
         break
     report_path = output.with_name(output.name + ".report.json")
-    report: dict[str, Any] = {"model": adapter.name, "requested": config.recipe, "guard": max_accuracy_drop,
-                              "calibration": calib_b.describe(), "tries": tries}
+    report: dict[str, Any] = {
+        "model": adapter.name,
+        "requested": config.recipe,
+        "guard": max_accuracy_drop,
+        "calibration": calib_b.describe(),
+        "tries": tries,
+    }
     if chosen is None:
         report_path.parent.mkdir(parents=True, exist_ok=True)
         report_path.write_text(json.dumps(report, indent=2, default=str) + "\n")

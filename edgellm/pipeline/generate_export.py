@@ -111,7 +111,9 @@ def reference_tokens(lm: Any, prompts: list[list[int]], n: int) -> list[list[int
     return out
 
 
-def artifact_greedy(engine: Any, prompts: list[list[int]], n: int) -> tuple[list[list[int]], list[np.ndarray]]:
+def artifact_greedy(
+    engine: Any, prompts: list[list[int]], n: int
+) -> tuple[list[list[int]], list[np.ndarray]]:
     """Greedy tokens through a step engine, and the logits at every generated position."""
     toks, logits = [], []
     for p in prompts:
@@ -276,7 +278,9 @@ def export_generate(
             work = tmp / f".{variant}"
             try:
                 say(f"lowering variant {variant}")
-                art, layout, extra = _lower(variant, adapter, step, dims, spec, tgt, fmt, ctx, work, precision)
+                art, layout, extra = _lower(
+                    variant, adapter, step, dims, spec, tgt, fmt, ctx, work, precision
+                )
             except _Skip as skip:
                 rejected.append({"variant": variant, "reason": str(skip)})
                 continue
@@ -291,7 +295,9 @@ def export_generate(
             parity = {
                 "tokens": n,
                 "prompts": len(prompts),
-                "reference": "huggingface generate (fp32)" if spec is None else f"torch fake-quantized ({spec.recipe})",
+                "reference": "huggingface generate (fp32)"
+                if spec is None
+                else f"torch fake-quantized ({spec.recipe})",
                 "greedy_equal": got == ref_tokens,
                 "agreement": round(agree, 4),
                 "logits_cosine_min": round(logits_cosine(ref_lm, prompts, got, logits), 6),
@@ -309,7 +315,13 @@ def export_generate(
             if agree >= need or parity["equal_up_to_ties"]:
                 chosen = (variant, work, {**gen, "parity": {**parity, "min_agreement": need}})
                 break
-            rejected.append({"variant": variant, "reason": f"greedy agreement {agree:.0%} < {need:.0%}; first divergences {div}", **parity})
+            rejected.append(
+                {
+                    "variant": variant,
+                    "reason": f"greedy agreement {agree:.0%} < {need:.0%}; first divergences {div}",
+                    **parity,
+                }
+            )
             shutil.rmtree(work, ignore_errors=True)
         if chosen is None:
             raise ParityError(
@@ -355,7 +367,15 @@ def _quantize(adapter: Any, cfg: Any, calib: Any) -> Any:
 
 
 def _lower(
-    variant: str, adapter: Any, step: Any, dims: Any, spec: Any, tgt: Any, fmt: str, ctx: int, work: Path,
+    variant: str,
+    adapter: Any,
+    step: Any,
+    dims: Any,
+    spec: Any,
+    tgt: Any,
+    fmt: str,
+    ctx: int,
+    work: Path,
     precision: str,
 ) -> tuple[Any, str, dict[str, Any]]:
     """Write one variant into ``work``; returns the artifact, its cache layout and manifest fields."""

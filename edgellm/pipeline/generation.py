@@ -51,8 +51,8 @@ def export_generation(
         step_adapter,
         step_names,
     )
-    from edgellm.runtime.codecs import Codec
     from edgellm.runtime import make_runner
+    from edgellm.runtime.codecs import Codec
     from edgellm.split.stepper import greedy_split
     from edgellm.utils.fs import atomic_dir
 

@@ -531,9 +531,9 @@ class Pipeline:
         return {"model": m, "host": host, "matrix": [r.to_dict() for r in rows]}
 
     def _split(self) -> dict[str, Any]:
-        from edgellm.runtime.codecs import Codec
         from edgellm.partition.split_export import MIN_COSINE, export_split
         from edgellm.pipeline.split_check import split_check
+        from edgellm.runtime.codecs import Codec
 
         s, p = self.recipe.split, self.recipe.partition
         assert s is not None and p is not None

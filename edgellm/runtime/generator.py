@@ -189,7 +189,9 @@ class Generator:
             stop_reason=reason,
             ttft_ms=step_ms[0],
             prefill_tok_s=len(ids) / max(prefill_s, 1e-9),
-            decode_tok_s=(len(step_ms) - 1) / (decode_ms / 1000.0) if len(step_ms) > 1 and decode_ms else None,
+            decode_tok_s=(len(step_ms) - 1) / (decode_ms / 1000.0)
+            if len(step_ms) > 1 and decode_ms
+            else None,
             step_ms=step_ms,
         )
 

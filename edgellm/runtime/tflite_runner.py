@@ -8,7 +8,6 @@ runs one row at a time when the file's batch is 1, and cuts the outputs back to 
 from __future__ import annotations
 
 import re
-
 from collections import Counter
 from pathlib import Path
 from typing import Any

@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 
 from edgellm.errors import EdgeLLMError
-from edgellm.runtime.codecs import Codec, scale_shape
 from edgellm.partition.wire import V2_TO_NP, v2_datatype
+from edgellm.runtime.codecs import Codec, scale_shape
 
 RETRY_STATUS = (502, 503, 504)
 

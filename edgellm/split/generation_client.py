@@ -46,8 +46,8 @@ class GenerationClient:
 
         from edgellm.export import Artifact
         from edgellm.hub import resolve_path
-        from edgellm.runtime.codecs import Codec
         from edgellm.runtime import make_runner
+        from edgellm.runtime.codecs import Codec
 
         folder = resolve_path(folder)  # a directory, or a hub reference
         device_dir = folder / "device" if (folder / "device").is_dir() else folder

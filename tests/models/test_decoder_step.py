@@ -53,7 +53,7 @@ def test_greedy_generation_through_onnx_runtime_halves_equals_the_unsplit_model(
     server half for the server (ONNX Runtime), parity checked by the exporter; 64 greedy tokens with the
     fp16 codec between them, token for token the unsplit model's; the int8 codec's agreement is measured."""
     from edgellm.export import export
-    from edgellm.partition.codecs import Codec
+    from edgellm.runtime.codecs import Codec
     from edgellm.runtime import make_runner
 
     halves = cache_halves(tiny_llama, 1)
@@ -79,7 +79,7 @@ def test_greedy_generation_through_onnx_runtime_halves_equals_the_unsplit_model(
 
 
 def test_split_generation_refuses_what_it_cannot_cut(minilm, small_llm):
-    with pytest.raises(EdgeLLMError, match="needs a causal LM of the Llama family"):
+    with pytest.raises(EdgeLLMError, match="needs a causal LM with a key/value-cache graph"):
         cache_halves(minilm, 1)
     with pytest.raises(EdgeLLMError, match="outside 0..2"):
         cache_halves(small_llm, 3)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edgellm.errors import EdgeLLMError
-from edgellm.partition.codecs import Codec, check_scales, compress, decompress
+from edgellm.runtime.codecs import Codec, check_scales, compress, decompress
 
 
 @pytest.mark.parametrize(

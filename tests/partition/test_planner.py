@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from edgellm.errors import EdgeLLMError
-from edgellm.partition.codecs import Codec
+from edgellm.runtime.codecs import Codec
 from edgellm.partition.network import Network, parse_size
 from edgellm.partition.planner import CostTable, make_generation_plan, make_plan
 from edgellm.partition.profile import profile_blocks

@@ -15,7 +15,7 @@ import torch
 from edgellm.errors import ArtifactError, EdgeLLMError
 from edgellm.export.validate import compare
 from edgellm.models import load
-from edgellm.partition.codecs import ALL_CODECS, Codec, scale_shape
+from edgellm.runtime.codecs import ALL_CODECS, Codec, scale_shape
 from edgellm.partition.cut import split_model
 from edgellm.partition.network import Network
 from edgellm.partition.planner import CostTable, make_plan

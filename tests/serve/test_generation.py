@@ -55,7 +55,7 @@ def call(url, method, path, body=b"", headers=None):
 def test_sessions_are_limited_ordered_and_expire(gen_dir):
     import time
 
-    from edgellm.partition.codecs import Codec
+    from edgellm.runtime.codecs import Codec
 
     with serve_in_background(
         [ModelConfig(gen_dir / "server")], max_sessions=2, max_length=12, idle_timeout_s=0.4

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from generation_helpers import PROMPTS, tokens
 
-from edgellm.partition.codecs import Codec
+from edgellm.runtime.codecs import Codec
 from edgellm.split.generation_client import GenerationClient
 
 BASE = "/v2/generate/tiny-llama-gen-server/sessions"
