@@ -35,7 +35,18 @@ def export_cmd(
     device_format: Optional[str] = typer.Option(
         None, "--device-format", help="tflite or ort (default: the target's first)."
     ),
-    device_precision: str = typer.Option("fp32", "--device-precision", help="fp32, or fp16 for TFLite."),
+    device_precision: str = typer.Option(
+        "fp32", "--device-precision", help="fp32, or fp16 for TFLite; --generate: fp32, int8 or int4."
+    ),
+    server_precision: str = typer.Option(
+        "fp32", "--server-precision", help="--generate: the server half's fp32, int8 or int4."
+    ),
+    recipe: Optional[str] = typer.Option(
+        None,
+        "--recipe",
+        help="--generate: method of the quantized halves (w4a16-gptq, w4a16-awq, int8-dynamic...).",
+    ),
+    group_size: Optional[int] = typer.Option(None, "--group-size", help="--generate: INT4 group size."),
     seq_len: Optional[int] = typer.Option(
         None, "--seq-len", min=1, help="Static sequence length of a TFLite half."
     ),
@@ -60,6 +71,8 @@ def export_cmd(
 
     Example: edgellm split export minilm --cut 4 --codec int8 -o out/minilm-split
 
+    Compressed halves: edgellm split export tiny-llama --generate --cut 2 --device-precision int4 -o out/tl-gen-q4
+
     Generation: edgellm split export tiny-llama --generate --cut 2 -o out/tl-gen (then edgellm serve
     out/tl-gen/server and edgellm split chat --device-artifact out/tl-gen --server http://127.0.0.1:8000)
     """
@@ -79,6 +92,10 @@ def export_cmd(
             server=server,
             device_format=device_format or "ort",
             device_cache=device_cache,
+            device_precision=device_precision,
+            server_precision=server_precision,
+            recipe=recipe,
+            group_size=group_size,
             force=force,
         )
         if json_out:

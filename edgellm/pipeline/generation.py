@@ -33,13 +33,22 @@ def export_generation(
     device_format: str = "ort",
     device_cache: int = 256,
     check_tokens: int = 16,
+    device_precision: str = "fp32",
+    server_precision: str = "fp32",
+    recipe: str | None = None,
+    group_size: int | None = None,
     force: bool = False,
 ) -> dict[str, Any]:
     """Export a decoder cut after ``layers`` layers for split generation: ``OUT/device`` (the phone's
     format: ORT-mobile by default, prefill and decode from one file; ``tflite``: a slot graph with a
     fixed cache of ``device_cache`` positions), ``OUT/server`` (ONNX Runtime) and ``OUT/tokenizer``. The
     chain is checked: ``check_tokens`` greedy tokens through both artifacts with the codec must equal the
-    unsplit model's, else nothing is written."""
+    unsplit model's, else nothing is written.
+
+    Each half has its own precision (``device_precision`` / ``server_precision``: fp32, int8 or int4;
+    ``recipe`` names the method of the quantized halves, e.g. ``w4a16-gptq``): the model is quantized once
+    per method, each half lowers its own layers, and the chain is then checked against the torch model
+    with exactly those layers fake-quantized."""
     import hashlib
 
     from edgellm.export import export
@@ -65,6 +74,9 @@ def export_generation(
         )
     halves = cache_halves(adapter, layers)
     slots = device_cache if device_format == "tflite" else None
+    specs = _half_specs(
+        adapter, halves, {"device": device_precision, "server": server_precision}, recipe, group_size
+    )
     plan_id = hashlib.sha256(json.dumps([adapter.source.get("sha256"), layers, codec]).encode()).hexdigest()[
         :16
     ]
@@ -79,6 +91,10 @@ def export_generation(
         "eos_token_id": getattr(adapter.tokenizer, "eos_token_id", None),
         "server_model": f"{adapter.name}-gen-server",
         "device_cache": {"kind": "slots", "slots": slots} if slots else {"kind": "dynamic"},
+        "context": halves.dims.context
+        or int(getattr(adapter.config, "max_position_embeddings", 0) or 0)
+        or None,
+        "precision": {r: (f"int{sp.bits}" if sp is not None else "fp32") for r, sp in specs.items()},
         "parent": {"name": adapter.name, "sha256": adapter.source.get("sha256")},
     }
     with atomic_dir(output, force=force) as tmp:
@@ -95,14 +111,24 @@ def export_generation(
                 if role == "device" and slots
                 else step_adapter(halves, role, name)
             )
-            arts[role] = export(
-                half_adapter, target, tmp / role, manifest_extra=extra, **({"format": fmt} if fmt else {})
-            )
+            opts: dict[str, Any] = {"format": fmt} if fmt else {}
+            if specs[role] is not None:
+                from edgellm.pipeline.generate_export import rename_spec
+
+                opts["quant"] = rename_spec(specs[role], adapter, half_adapter.module)
+            arts[role] = export(half_adapter, target, tmp / role, manifest_extra=extra, **opts)
         if adapter.tokenizer is not None:
             adapter.tokenizer.save_pretrained(tmp / "tokenizer")
         runners = {r: make_runner(a) for r, a in arts.items()}
         prompt = list(adapter.fixed_inputs()["input_ids"][0][:8])
-        want = reference_greedy(adapter, [int(t) for t in prompt], check_tokens)
+        ref = adapter
+        if any(sp is not None for sp in specs.values()):
+            from edgellm.compress.quant import apply_quant
+
+            for sp in specs.values():
+                if sp is not None:
+                    ref = apply_quant(ref, sp)
+        want = reference_greedy(ref, [int(t) for t in prompt], check_tokens)
         got = greedy_split(
             runners["device"].run,
             runners["server"].run,
@@ -113,14 +139,67 @@ def export_generation(
             slots=slots,
         )
         agree = float(np.mean([a == b for a, b in zip(got, want)]))
-        check = {"tokens": check_tokens, "agreement": agree, "codec": codec}
-        if codec != "int8" and got != want:
+        check = {
+            "tokens": check_tokens,
+            "agreement": agree,
+            "codec": codec,
+            "reference": "unsplit model"
+            + (" with the halves' layers fake-quantized" if ref is not adapter else ""),
+        }
+        if got != want and codec != "int8":
+            from edgellm.pipeline.generate_export import (
+                TIE,
+                TIE_INT8_ACTIVATIONS,
+                _int8_activations,
+                divergences,
+            )
+
+            div = divergences(ref.module.lm, [[int(t) for t in prompt]], [got], [want])
+            tie = TIE_INT8_ACTIVATIONS if any(_int8_activations(sp) for sp in specs.values()) else TIE
+            check["first_divergences"] = div
+            check["equal_up_to_ties"] = all(abs(d["margin"]) <= tie * max(1.0, d["scale"]) for d in div)
+        if got != want and codec != "int8" and not check.get("equal_up_to_ties"):
             raise EdgeLLMError(
                 f"greedy tokens through the exported halves agree {agree:.0%} with the unsplit model's",
                 "report it with the model; try codec fp32 to rule out the codec",
             )
         (tmp / "generation.json").write_text(json.dumps({**common, "check": check}, indent=2) + "\n")
     return {**common, "check": check, "output": str(output)}
+
+
+def _half_specs(
+    adapter: Any, halves: Any, precision: dict[str, str], recipe: str | None, group_size: int | None
+) -> dict[str, Any]:
+    """Per half, a QuantSpec of only that half's layers (None for fp32); one quantization per method."""
+    from edgellm.pipeline.generate_export import _quantize, quant_config
+
+    for role, p in precision.items():
+        if p not in ("fp32", "int8", "int4"):
+            raise EdgeLLMError(
+                f"--{role}-precision '{p}' is not one a generation half takes", "use fp32, int8 or int4"
+            )
+    cache: dict[str, Any] = {}
+    out: dict[str, Any] = {}
+    for role, p in precision.items():
+        if p == "fp32":
+            out[role] = None
+            continue
+        cfg = quant_config(p, recipe if recipe and _bits(recipe) == p else None, group_size, ())
+        key = repr(cfg)
+        if key not in cache:
+            cache[key] = _quantize(adapter, cfg, None)
+        spec = cache[key]
+        half = halves.device if role == "device" else halves.server
+        mine = {id(m) for m in half.modules()}
+        layers = {n: lq for n, lq in spec.layers.items() if id(adapter.submodule(n)) in mine}
+        import dataclasses
+
+        out[role] = dataclasses.replace(spec, layers=layers) if layers else None
+    return out
+
+
+def _bits(recipe: str) -> str:
+    return "int4" if recipe.startswith("w4") else "int8"
 
 
 def bench_generation(

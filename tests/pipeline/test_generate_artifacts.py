@@ -30,7 +30,9 @@ def test_fp32_artifact_generates_hugging_faces_tokens(small_llm, fp32_art):
     assert g["context"] == small_llm.config.max_position_embeddings
     assert g["parity"]["greedy_equal"] and g["parity"]["tokens"] == 64 and g["parity"]["agreement"] == 1.0
     assert g["weights"]["embeddings"]["tied_to_lm_head"] is False
-    prompt = small_llm.tokenizer("Quantization maps floating-point weights", add_special_tokens=False)["input_ids"]
+    prompt = small_llm.tokenizer("Quantization maps floating-point weights", add_special_tokens=False)[
+        "input_ids"
+    ]
     want = reference_tokens(small_llm.module.lm, [prompt], 64)[0]
     got = Generator(fp32_art).generate(prompt, max_new_tokens=64, stop_token_ids=()).token_ids
     assert got == want
@@ -45,9 +47,13 @@ def test_fp32_artifact_generates_hugging_faces_tokens(small_llm, fp32_art):
         ("nvidia-a100", "tensorrt", "int4", "concat"),
     ],
 )
-def test_quantized_artifacts_generate_the_fake_quantized_tokens(small_llm, tmp_path, target, fmt, precision, layout):
+def test_quantized_artifacts_generate_the_fake_quantized_tokens(
+    small_llm, tmp_path, target, fmt, precision, layout
+):
     out = tmp_path / fmt
-    m = export_generate(small_llm, out, target=target, format=fmt, precision=precision, check_tokens=24, context=64)
+    m = export_generate(
+        small_llm, out, target=target, format=fmt, precision=precision, check_tokens=24, context=64
+    )
     g = m["generation"]
     p = g["parity"]
     assert g["precision"] == precision and g["recipe"] in ("w4a16-rtn", "int8-dynamic")
@@ -60,7 +66,11 @@ def test_quantized_artifacts_generate_the_fake_quantized_tokens(small_llm, tmp_p
     if fmt in ("onnx", "tensorrt"):
         graph = onnx.load(str(out / m["model_file"]), load_external_data=False).graph
         ops = {n.op_type for n in graph.node}
-        assert ("MatMulNBits" in ops) if fmt == "onnx" else ("DequantizeLinear" in ops and not any(n.domain == "com.microsoft" for n in graph.node))
+        assert (
+            ("MatMulNBits" in ops)
+            if fmt == "onnx"
+            else ("DequantizeLinear" in ops and not any(n.domain == "com.microsoft" for n in graph.node))
+        )
     gen = Generator(out)
     c = gen.generate(prompt_ids(small_llm)[0], max_new_tokens=8, stop_token_ids=())
     assert len(c.token_ids) == 8 and c.ttft_ms > 0 and c.decode_tok_s > 0
@@ -77,7 +87,9 @@ def test_gpt2_learned_positions_generate_like_hugging_face(decoder_dir, tmp_path
 def test_a_failing_check_writes_nothing(small_llm, tmp_path, monkeypatch):
     """The reference's tokens shifted by one: no variant passes, the error says so, no folder is left."""
     real = ge.reference_tokens
-    monkeypatch.setattr(ge, "reference_tokens", lambda lm, p, n: [[(t + 1) % 300 for t in r] for r in real(lm, p, n)])
+    monkeypatch.setattr(
+        ge, "reference_tokens", lambda lm, p, n: [[(t + 1) % 300 for t in r] for r in real(lm, p, n)]
+    )
     out = tmp_path / "bad"
     with pytest.raises(ParityError, match="greedy"):
         export_generate(small_llm, out, check_tokens=8)
@@ -105,7 +117,10 @@ def test_sampling_options(fp32_art, small_llm):
     gen = Generator(fp32_art)
     prompt = prompt_ids(small_llm)[0]
     greedy = gen.generate(prompt, max_new_tokens=16, stop_token_ids=()).token_ids
-    assert gen.generate(prompt, max_new_tokens=16, temperature=1.0, top_k=1, stop_token_ids=()).token_ids == greedy
+    assert (
+        gen.generate(prompt, max_new_tokens=16, temperature=1.0, top_k=1, stop_token_ids=()).token_ids
+        == greedy
+    )
     a = gen.generate(prompt, max_new_tokens=16, temperature=1.5, seed=3, stop_token_ids=()).token_ids
     b = gen.generate(prompt, max_new_tokens=16, temperature=1.5, seed=3, stop_token_ids=()).token_ids
     c = gen.generate(prompt, max_new_tokens=16, temperature=1.5, seed=4, stop_token_ids=()).token_ids

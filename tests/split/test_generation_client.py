@@ -115,3 +115,33 @@ def test_a_tflite_phone_half_with_a_fixed_cache_generates_the_same_tokens(tiny_l
         assert tokens(c, prompt, 64) == hf_greedy(tiny_llama, prompt, 64)
         with pytest.raises(EdgeLLMError, match="cache holds 96 positions and is full"):
             tokens(c, list(range(5, 100)), 4)
+
+
+def test_compressed_halves_through_the_real_server(small_llm, tmp_path):
+    """An INT4 phone half beside an INT8 server half (each lowered from its own QuantSpec): the export's
+    chain check passes against the model with those layers fake-quantized, the quantized server half is
+    served unchanged with continuous batching, and the phone's tokens through it equal the local pair's."""
+    from edgellm.runtime.generator import Generator
+
+    out = tmp_path / "q"
+    info = export_generation(
+        small_llm,
+        1,
+        out,
+        device="snapdragon-8-gen-3",
+        device_precision="int4",
+        server_precision="int8",
+        check_tokens=16,
+    )
+    assert info["precision"] == {"device": "int4", "server": "int8"}
+    assert info["check"]["reference"].endswith("fake-quantized")
+    dev = json.loads((out / "device" / "manifest.json").read_text())
+    srv_m = json.loads((out / "server" / "manifest.json").read_text())
+    assert dev["precision"] == "int4" and srv_m["precision"] == "int8"
+    prompt = [0, 17, 94, 120, 33]
+    local = Generator(out).generate(prompt, max_new_tokens=12, stop_token_ids=()).token_ids
+    with serve_in_background([ModelConfig(out / "server")], max_length=128, max_batch_size=4) as srv:
+        c = GenerationClient(out, f"http://127.0.0.1:{srv.config.port}")
+        remote = [t["token"] for t in c.generate(prompt, 12, stop_at_eos=False)]
+        c.close()
+    assert remote == local
