@@ -40,6 +40,12 @@ def bench(
     ),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the JSON report here."),
     json_out: bool = typer.Option(False, "--json", help="Print the JSON report to stdout."),
+    generate: bool = typer.Option(
+        False, "--generate", help="Token rate of a generation artifact: TTFT, prefill and decode tokens/s."
+    ),
+    prompt: str = typer.Option("128", "--prompt", help="--generate: comma-separated prompt lengths."),
+    new: int = typer.Option(128, "--new", min=1, help="--generate: tokens decoded per run."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="--generate: write a PNG plot here."),
 ) -> None:
     """Measure p50/p90/p99 latency, throughput, peak memory and model size of ARTIFACT.
 
@@ -48,11 +54,24 @@ def bench(
     Example: edgellm bench edgellm-out/minilm-snapdragon-865 --remote adb:R58M123 --tool /data/local/tmp/benchmark_model
 
     Example: edgellm bench edgellm-out/minilm-snapdragon-865 --estimate --batch 1 --seq 128
+
+    Example: edgellm bench edgellm-out/tl-gen-int4 --generate --prompt 128,512 --new 128 --plot tl.png
     """
     from edgellm.bench import bench_artifact, parse_int_list
     from edgellm.bench.report import print_table
     from edgellm.errors import EdgeLLMError
 
+    if generate:
+        return _bench_generate(
+            artifact,
+            parse_int_list(prompt, "--prompt"),
+            new,
+            runs if runs != 50 else 1,
+            threads,
+            output,
+            json_out,
+            plot,
+        )
     batches = parse_int_list(batch, "--batch")
     seqs = parse_int_list(seq, "--seq")
     if remote and estimate:
@@ -102,6 +121,45 @@ def bench(
             "try smaller --batch / --seq values, or re-export the artifact",
         ) from None
     _emit(rep, output, json_out, lambda r: print_table(r, title=f"bench {artifact}"))
+
+
+def _bench_generate(artifact, prompts, new, runs, threads, output, json_out, plot) -> None:
+    from edgellm.bench.generation import bench_generate, plot_generate
+    from edgellm.targets.host import memory_bandwidth_gbs
+
+    rep = bench_generate(
+        artifact, prompts=prompts, new=new, runs=runs, threads=threads, bandwidth_gbs=memory_bandwidth_gbs()
+    )
+    if plot is not None:
+        rep["plot"] = str(plot_generate([rep], plot))
+    _emit(rep, output, json_out, _generate_table)
+
+
+def _generate_table(rep: dict) -> None:
+    from rich.table import Table
+
+    from edgellm.cli._common import console
+
+    t = Table(title=f"bench --generate {rep['artifact']} ({rep['precision']}, cache {rep['cache_layout']})")
+    for col in ("prompt", "new", "TTFT ms", "prefill tok/s", "decode tok/s", "weights GB/s", "of bandwidth"):
+        t.add_column(col)
+    for r in rep["rows"]:
+        frac = r.get("bandwidth_fraction")
+        t.add_row(
+            str(r["prompt"]),
+            str(r["new"]),
+            f"{r['ttft_ms']:.1f}",
+            f"{r['prefill_tok_s']:.0f}",
+            f"{r['decode_tok_s']:.1f}",
+            f"{r['weight_gb_per_s']:.1f}",
+            f"{frac:.0%}" if frac else "-",
+        )
+    console().print(t)
+    console().print(
+        f"size {rep['size_bytes'] / 2**20:.1f} MB, {rep['decode_weight_bytes'] / 2**20:.1f} MB read per "
+        f"decoded token, peak RSS {rep['peak_rss_mb']:.0f} MB"
+        + (f"; plot {rep['plot']}" if rep.get("plot") else "")
+    )
 
 
 def _check_seqs(art, seqs: list[int]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -44,3 +45,20 @@ def host_peak_gflops() -> float:
     except OSError:
         pass
     return (os.cpu_count() or 1) * mhz * 1e6 * lanes * 2 * 2 / 1e9  # 2 FMA ports, 2 FLOPs per FMA
+
+
+@functools.cache
+def memory_bandwidth_gbs(mb: int = 256, rounds: int = 3) -> float:
+    """This machine's read bandwidth from one thread, GB/s: the best of ``rounds`` numpy sums over an
+    ``mb`` MB array (far larger than the caches). Measured once per process (~0.2 s)."""
+    import time
+
+    import numpy as np
+
+    a = np.ones(mb * (1 << 20) // 8, dtype=np.float64)
+    best = float("inf")
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        a.sum()
+        best = min(best, time.perf_counter() - t0)
+    return round(a.nbytes / best / 1e9, 2)

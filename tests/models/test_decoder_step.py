@@ -53,8 +53,8 @@ def test_greedy_generation_through_onnx_runtime_halves_equals_the_unsplit_model(
     server half for the server (ONNX Runtime), parity checked by the exporter; 64 greedy tokens with the
     fp16 codec between them, token for token the unsplit model's; the int8 codec's agreement is measured."""
     from edgellm.export import export
-    from edgellm.runtime.codecs import Codec
     from edgellm.runtime import make_runner
+    from edgellm.runtime.codecs import Codec
 
     halves = cache_halves(tiny_llama, 1)
     arts = {

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 from edgellm.errors import EdgeLLMError
-from edgellm.runtime.codecs import Codec
 from edgellm.partition.network import Network, parse_size
 from edgellm.partition.planner import CostTable, make_generation_plan, make_plan
 from edgellm.partition.profile import profile_blocks
+from edgellm.runtime.codecs import Codec
 
 
 def cnn_like(**over):

@@ -15,10 +15,10 @@ import torch
 from edgellm.errors import ArtifactError, EdgeLLMError
 from edgellm.export.validate import compare
 from edgellm.models import load
-from edgellm.runtime.codecs import ALL_CODECS, Codec, scale_shape
 from edgellm.partition.cut import split_model
 from edgellm.partition.network import Network
 from edgellm.partition.planner import CostTable, make_plan
+from edgellm.runtime.codecs import ALL_CODECS, Codec, scale_shape
 
 pytest.importorskip("onnxruntime")
 

@@ -14,11 +14,9 @@ from edgellm.pipeline.generate_export import export_generate, prompt_ids, refere
 from edgellm.runtime.generator import Generator
 
 
-@pytest.fixture(scope="module")
-def fp32_art(small_llm, tmp_path_factory):
-    out = tmp_path_factory.mktemp("g") / "fp32"
-    export_generate(small_llm, out, check_tokens=64)
-    return out
+@pytest.fixture()
+def fp32_art(gen_artifact):
+    return gen_artifact
 
 
 def test_fp32_artifact_generates_hugging_faces_tokens(small_llm, fp32_art):
