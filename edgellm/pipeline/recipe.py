@@ -154,6 +154,35 @@ class SplitStage(Strict):
     seq_len: int | None = Field(None, ge=1, description="static sequence length of a TFLite half")
 
 
+class GenerateItem(Strict):
+    """One generation artifact: a decoder with a key/value cache for a target, optionally quantized."""
+
+    model: str = Field("tiny-llama", description="bundled name, directory, train or pruned")
+    target: str = Field("x86-server", description="the target profile")
+    format: str | None = Field(
+        None, description="onnx, ort, tflite or tensorrt (default: the target's first)"
+    )
+    precision: Literal["fp32", "fp16", "int8", "int4"] = Field("int4", description="the weights' precision")
+    recipe: str | None = Field(
+        None, description="quantization method, e.g. w4a16-gptq (default: RTN / dynamic)"
+    )
+    group_size: int | None = Field(None, ge=16, description="INT4 group size")
+    keep: list[str] = Field(default_factory=list, description="layer patterns left in fp32, e.g. lm_head")
+    context: int | None = Field(None, ge=2, description="positions the cache holds")
+    label: str | None = Field(None, description="folder and table name")
+
+
+class GenerateStage(Strict):
+    """Generation artifacts, each checked by its greedy tokens, then run on a fixed prompt and timed."""
+
+    artifacts: list[GenerateItem] = Field(default_factory=list, description="one generation artifact each")
+    prompt: str = Field("The with statement is used to", description="the fixed prompt every artifact runs")
+    max_new_tokens: int = Field(32, ge=1, description="tokens generated from the prompt")
+    check_tokens: int = Field(64, ge=1, description="greedy tokens checked against the reference")
+    bench_prompt: list[int] = Field(default_factory=lambda: [128], description="prompt lengths timed")
+    bench_new: int = Field(64, ge=1, description="tokens decoded per timing")
+
+
 class Recipe(Strict):
     name: str = Field(..., description="the run's name (titles the report)")
     output: str = Field("edgellm-out", description="folder for everything (relative to the working dir)")
@@ -170,6 +199,9 @@ class Recipe(Strict):
     export: ExportStage | None = Field(None, description="every target's artifacts, checked for parity")
     bench: BenchStage | None = Field(None, description="latency of every exported artifact")
     split: SplitStage | None = Field(None, description="the split model through the real server on loopback")
+    generate: GenerateStage | None = Field(
+        None, description="LLM generation artifacts (INT4/INT8, server and phone formats) with token rates"
+    )
     report: bool = Field(True, description="write report.md with tables and plots")
 
     @model_validator(mode="after")
@@ -178,6 +210,7 @@ class Recipe(Strict):
         uses += [("partition", self.partition.model)] if self.partition else []
         uses += [("export", m) for m in (self.export.models if self.export else [])]
         uses += [("prune", self.prune.model)] if self.prune else []
+        uses += [("generate", i.model) for i in (self.generate.artifacts if self.generate else [])]
         for where, m in uses:
             if m == "train" and self.train is None:
                 raise ValueError(f"{where} uses model 'train' but the recipe has no train section")

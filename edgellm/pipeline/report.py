@@ -225,6 +225,10 @@ def print_summary(summary: dict[str, Any]) -> None:
             f"{c['upload_bytes']} B up",
             markup=False,
         )
+    from edgellm.pipeline.run_generate import generation_rows, print_generation
+
+    if gen := generation_rows(res):
+        print_generation(gen)
     t = Table(title=f"edgellm run {summary['recipe']['name']}: stages")
     for col in ("stage", "status", "seconds", "when it last ran"):
         t.add_column(col)
@@ -263,6 +267,14 @@ def write_report(summary: dict[str, Any], out: Path) -> Path:
         plots["plan"] = str(Path(res["partition"]["plot"]).resolve().relative_to(out.resolve()))
     if "split" in res:
         plots["split"] = plot_split(res["split"]["check"], res["split"]["predicted"], out / "split.png").name
+    from edgellm.pipeline.run_generate import generation_rows
+
+    if gen := generation_rows(res):
+        from edgellm.bench.generation import plot_generate
+
+        plots["generation"] = plot_generate(
+            [{**r["rate"], "artifact": r["label"]} for r in gen], out / "generation.png"
+        ).name
     summary = {**summary, "plots": plots}
     atomic_write_text(out / "report.json", json.dumps(summary, indent=2, default=str) + "\n")
     atomic_write_text(out / "report.md", render_markdown(summary))
@@ -432,6 +444,10 @@ def render_markdown(s: dict[str, Any]) -> str:
             for k in SPLIT_PARTS
         ]
         lines += ["", f"![split]({plots['split']})", ""]
+    from edgellm.pipeline.run_generate import generation_markdown, generation_rows
+
+    if gen := generation_rows(res):
+        lines += generation_markdown(gen, plots.get("generation"))
     lines += ["## Stages", "", "| stage | status | seconds | seconds when it last ran |", "|---|---|---|---|"]
     lines += [
         f"| {t['stage']} | {t['status']} | {t['seconds']:.1f} | {t.get('ran_s', t['seconds']):.1f} |"

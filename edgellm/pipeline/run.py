@@ -234,6 +234,10 @@ class Pipeline:
                 {"cfg": r.split.model_dump(mode="json"), "partition": self.keys["partition"]},
                 self._split,
             )
+        if r.generate is not None:
+            from edgellm.pipeline.run_generate import run_generate_stage
+
+            run_generate_stage(self, r.generate)
         summary: dict[str, Any] = {
             "recipe": self.lineage_base["recipe"],
             "output": str(self.out),
