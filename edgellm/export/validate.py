@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from edgellm.models.adapter import TensorSpec
+from edgellm.utils.specs import TensorSpec
 
 
 @dataclass(frozen=True)

@@ -284,7 +284,7 @@ def slot_adapter(halves: Any, name: str, slots: int, *, role: str = "device") ->
     as a slot graph (:class:`DecoderSlotStep`) for static-shape exporters (TFLite): every shape fixed,
     batch 1, a cache of ``slots`` positions."""
     from edgellm.models import load
-    from edgellm.models.adapter import TensorSpec
+    from edgellm.utils.specs import TensorSpec
 
     step, dims = (_half(halves, role), halves.dims) if isinstance(halves, CacheHalves) else halves
     ins, outs = step_names(step, role)
@@ -325,7 +325,7 @@ def step_adapter(halves: Any, role: str, name: str, *, past: int = 3, new: int =
     :class:`~edgellm.models.ModelAdapter` for the exporters: example inputs with a past of ``past``
     positions and ``new`` new ones; axes ``batch``, ``new``, ``past``, ``total`` are dynamic."""
     from edgellm.models import load
-    from edgellm.models.adapter import TensorSpec
+    from edgellm.utils.specs import TensorSpec
 
     half, dims = (_half(halves, role), halves.dims) if isinstance(halves, CacheHalves) else halves
     ins, outs = step_names(half, role)

@@ -37,10 +37,8 @@ def make_runner(model: Any, runtime: str | None = None, **options: Any) -> Runne
         runtime: runner name; default: ``torch`` for adapters, the artifact's runtime otherwise.
         **options: passed to the runner (thread counts, session options).
     """
-    from edgellm.models.adapter import ModelAdapter
-
     if runtime is None:
-        if isinstance(model, ModelAdapter):
+        if _is_adapter(model):
             runtime = "torch"
         elif hasattr(model, "manifest"):
             runtime = model.manifest["target"]["runtime"]
@@ -52,6 +50,15 @@ def make_runner(model: Any, runtime: str | None = None, **options: Any) -> Runne
     if runtime not in RUNNERS:
         raise EdgeLLMError(f"unknown runtime '{runtime}'", f"available: {', '.join(sorted(RUNNERS))}")
     return RUNNERS[runtime](model, **options)
+
+
+def _is_adapter(model: Any) -> bool:
+    """A :class:`~edgellm.models.ModelAdapter` (checked without importing torch when it is not one: a
+    runtime that runs an artifact never needs torch)."""
+    import sys
+
+    mod = sys.modules.get("edgellm.models.adapter")
+    return mod is not None and isinstance(model, mod.ModelAdapter)
 
 
 __all__ = ["RUNNERS", "Runner", "discover_runners", "make_runner", "register_runner"]

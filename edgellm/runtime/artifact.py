@@ -17,9 +17,9 @@ from typing import Any
 
 from edgellm._version import __version__
 from edgellm.errors import ArtifactError
-from edgellm.models.adapter import TensorSpec
 from edgellm.utils.fs import sha256_file
 from edgellm.utils.paths import inside, relpath_problem
+from edgellm.utils.specs import TensorSpec
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"

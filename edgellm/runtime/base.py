@@ -9,7 +9,7 @@ import numpy as np
 
 from edgellm import plugins
 from edgellm.errors import EdgeLLMError
-from edgellm.models.adapter import TensorSpec
+from edgellm.utils.specs import TensorSpec
 
 
 class Runner(ABC):

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 
 from edgellm.errors import EdgeLLMError, require
-from edgellm.models.adapter import TensorSpec
 from edgellm.runtime.base import Runner, register_runner
+from edgellm.utils.specs import TensorSpec
 
 _OPT_LEVELS = {
     "disable": "ORT_DISABLE_ALL",

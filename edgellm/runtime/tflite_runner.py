@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 
 from edgellm.errors import EdgeLLMError
-from edgellm.models.adapter import TensorSpec
 from edgellm.runtime.base import Runner, register_runner
 from edgellm.runtime.litert import quiet_litert, require_litert
+from edgellm.utils.specs import TensorSpec
 
 _SEQ = "sequence"
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from edgellm.models.adapter import ModelAdapter
 from edgellm.runtime.base import Runner, register_runner
+
+if TYPE_CHECKING:  # torch is imported only when a torch runner is made
+    from edgellm.models.adapter import ModelAdapter
 
 
 @register_runner("torch")

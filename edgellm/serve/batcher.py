@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from edgellm.models.adapter import TensorSpec
 from edgellm.serve.config import BatchingConfig
+from edgellm.utils.specs import TensorSpec
 
 SEQ = "sequence"
 

@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from edgellm.models.adapter import TensorSpec
 from edgellm.partition import wire
 from edgellm.partition.wire import V2_TO_NP
+from edgellm.utils.specs import TensorSpec
 
 # the KServe v2 extensions this server implements (REST and gRPC server metadata)
 EXTENSIONS = ["binary_tensor_data", "statistics"]
