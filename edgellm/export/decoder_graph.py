@@ -70,13 +70,17 @@ class _Builder:
     def const(self, base: str, values: Any, dtype: Any = np.int64) -> str:
         return self.add_init(base, np.asarray(values, dtype=dtype))
 
-    def op(self, op_type: str, ins: list[str], n_out: int = 1, *, domain: str = "", **attrs: Any) -> list[str]:
+    def op(
+        self, op_type: str, ins: list[str], n_out: int = 1, *, domain: str = "", **attrs: Any
+    ) -> list[str]:
         outs = [self.name(f"{op_type}_out") for _ in range(n_out)]
         self.node(op_type, ins, outs, domain=domain, **attrs)
         return outs
 
     def node(self, op_type: str, ins: list[str], outs: list[str], *, domain: str = "", **attrs: Any) -> None:
-        self.nodes.append(helper.make_node(op_type, ins, outs, name=self.name(op_type), domain=domain, **attrs))
+        self.nodes.append(
+            helper.make_node(op_type, ins, outs, name=self.name(op_type), domain=domain, **attrs)
+        )
         key = op_type if domain != MS else f"{MS}.{op_type}"
         self.ops[key] = self.ops.get(key, 0) + 1
 
@@ -134,8 +138,17 @@ def _nbits8(x: str, out: str, lq: Any, b: _Builder, accuracy_level: int) -> str:
     codes[:, k:] = 128
     scale = np.repeat(lq.scale[:, :1].numpy().astype(np.float32), blocks, axis=1).reshape(-1)
     ins = [x, b.add_init("w_nbits8", codes.reshape(n_out, blocks, bs)), b.add_init("w_scales", scale)]
-    b.node("MatMulNBits", ins, [out], domain=MS, K=k, N=n_out, bits=8, block_size=bs,
-           accuracy_level=accuracy_level)
+    b.node(
+        "MatMulNBits",
+        ins,
+        [out],
+        domain=MS,
+        K=k,
+        N=n_out,
+        bits=8,
+        block_size=bs,
+        accuracy_level=accuracy_level,
+    )
     return out
 
 
@@ -155,8 +168,9 @@ class _Lowering:
         """``x @ W^T + bias`` for the layers ``names`` stacked along their outputs (one op)."""
         mods = [self.adapter.submodule(n) for n in names]
         lqs = [self.quant(n) for n in names]
-        if len(names) > 1 and not (all(q is None for q in lqs) or (all(q is not None for q in lqs)
-                                                                    and _packable(lqs))):
+        if len(names) > 1 and not (
+            all(q is None for q in lqs) or (all(q is not None for q in lqs) and _packable(lqs))
+        ):
             parts = [self.linear(x, [n], f"{tag}.{i}") for i, n in enumerate(names)]
             return self.b.op("Concat", parts, axis=-1)[0]
         b = self.b
@@ -164,10 +178,12 @@ class _Lowering:
         biases = [m.bias for m in mods]
         bias = None
         if any(t is not None for t in biases):
-            bias = np.concatenate([
-                (t.detach().float().numpy() if t is not None else np.zeros(m.out_features, np.float32))
-                for t, m in zip(biases, mods)
-            ])
+            bias = np.concatenate(
+                [
+                    (t.detach().float().numpy() if t is not None else np.zeros(m.out_features, np.float32))
+                    for t, m in zip(biases, mods)
+                ]
+            )
         if lqs[0] is None:
             w = np.concatenate([m.weight.detach().float().numpy() for m in mods], axis=0).T
             mm = out if bias is None else b.name(f"{tag}.mm")
@@ -186,8 +202,12 @@ class _Lowering:
             elif lq.bits == 8 and lq.group_size is None and lq.act_scale is None:
                 if self.opt.int8 == "dynamic":
                     q, s = _int8_weight_t(lq)
-                    ins = [x, b.add_init(f"{tag}.w_int8", q), b.add_init(f"{tag}.w_scale", s),
-                           b.add_init(f"{tag}.w_zp", np.zeros(s.shape, np.int8))]
+                    ins = [
+                        x,
+                        b.add_init(f"{tag}.w_int8", q),
+                        b.add_init(f"{tag}.w_scale", s),
+                        b.add_init(f"{tag}.w_zp", np.zeros(s.shape, np.int8)),
+                    ]
                     b.node("DynamicQuantizeMatMul", ins, [mm], domain=MS)
                     kind = "int8 dynamic"
                 else:
@@ -293,8 +313,7 @@ def build_decoder_graph(
     def norm(x: str, res: str | None, weight: torch.Tensor, tag: str) -> tuple[str, str]:
         w = b.add_init(f"{tag}.weight", weight.detach().float().numpy())
         if res is None:
-            return b.op("SimplifiedLayerNormalization", [x, w], axis=-1, epsilon=eps,
-                        stash_type=1)[0], x
+            return b.op("SimplifiedLayerNormalization", [x, w], axis=-1, epsilon=eps, stash_type=1)[0], x
         outs = b.op("SkipSimplifiedLayerNormalization", [x, res, w], 4, domain=MS, epsilon=eps)
         return outs[0], outs[3]
 
@@ -351,7 +370,8 @@ def build_decoder_graph(
 
     graph = helper.make_graph(b.nodes, "edgellm_decoder", inputs, outputs, b.inits)
     model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(MS, 1)],
+        graph,
+        opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(MS, 1)],
         producer_name="edgellm.export.decoder_graph",
     )
     model.ir_version = 8
@@ -391,6 +411,12 @@ def save_decoder_graph(model: onnx.ModelProto, path: str | Path) -> list[Path]:
         onnx.save_model(model, str(path))
         return [path]
     data = path.with_suffix(path.suffix + ".data")
-    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location=data.name, size_threshold=1024)
+    onnx.save_model(
+        model,
+        str(path),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=data.name,
+        size_threshold=1024,
+    )
     return [path, data]

@@ -35,13 +35,16 @@ class SharedCacheEngine:
         context: positions the cache holds. length: positions now in the cache.
     """
 
-    def __init__(self, model_path: str | Path, *, threads: int | None = None,
-                 providers: list[str] | None = None) -> None:
+    def __init__(
+        self, model_path: str | Path, *, threads: int | None = None, providers: list[str] | None = None
+    ) -> None:
         ort = require("onnxruntime", "onnx", "the ONNX Runtime generation engine")
         path = Path(model_path)
         if not path.is_file():
-            raise EdgeLLMError(f"generation graph '{path}' does not exist",
-                               "build one with edgellm.export.decoder_graph.build_decoder_graph")
+            raise EdgeLLMError(
+                f"generation graph '{path}' does not exist",
+                "build one with edgellm.export.decoder_graph.build_decoder_graph",
+            )
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
@@ -50,11 +53,15 @@ class SharedCacheEngine:
         names = {i.name: i for i in self.session.get_inputs()}
         past = sorted((n for n in names if n.startswith("past_key_")), key=lambda n: int(n.rsplit("_", 1)[1]))
         if "input_ids" not in names or "attention_mask" not in names or not past:
-            raise EdgeLLMError(f"'{path}' is not a shared-cache generation graph",
-                               "build one with edgellm.export.decoder_graph.build_decoder_graph")
+            raise EdgeLLMError(
+                f"'{path}' is not a shared-cache generation graph",
+                "build one with edgellm.export.decoder_graph.build_decoder_graph",
+            )
         shape = names[past[0]].shape
         if not all(isinstance(d, int) for d in shape[1:]):
-            raise EdgeLLMError(f"'{path}' has a dynamic cache length {shape}", "build it with a fixed context")
+            raise EdgeLLMError(
+                f"'{path}' has a dynamic cache length {shape}", "build it with a fixed context"
+            )
         _, kv_heads, self.context, head_dim = shape
         self.vocab = int(self.session.get_outputs()[0].shape[-1])
         self.last_only = self.session.get_outputs()[0].shape[1] == 1
@@ -66,7 +73,9 @@ class SharedCacheEngine:
         for n in past:
             i = n.rsplit("_", 1)[1]
             for kind in ("key", "value"):
-                buf = ov.ortvalue_from_shape_and_type([1, kv_heads, self.context, head_dim], np.float32, "cpu", 0)
+                buf = ov.ortvalue_from_shape_and_type(
+                    [1, kv_heads, self.context, head_dim], np.float32, "cpu", 0
+                )
                 self.binding.bind_ortvalue_input(f"past_{kind}_{i}", buf)
                 self.binding.bind_ortvalue_output(f"present_{kind}_{i}", buf)
                 self.caches.append(buf)

@@ -1,0 +1,205 @@
+"""Token rates of edgellm's generation graph (export.decoder_graph + runtime.ort_generation) on a
+Qwen2.5-0.5B-shaped decoder (24 layers, 0.36 B parameters, 4,096-token vocabulary, seeded random weights).
+
+Every variant is built from the same weights, then all run in this one process, one session at a time,
+in ``--rounds`` interleaved rounds (best round reported): fp32, INT8 (MatMulNBits bits=8 and
+DynamicQuantizeMatMul), INT4 RTN g32 / g128 at accuracy_level 4 and 0, packed vs separate Q/K/V and
+gate/up, and the last-position LM head. Per variant: time to first token (prefill of the prompt),
+prefill tokens/s, decode tokens/s, the weight bytes one decode step reads, and the fraction of the
+measured memory bandwidth (one thread and two) that the decode rate reaches.
+
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_decoder_graph.py --threads 2
+
+Goal (issue 20): INT4 decode >= 1.1x onnxruntime-genai's 95 tokens/s on this shape (2 threads).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import logging
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+MODEL_DIR = Path("/work/models/qwen05")
+
+
+def bandwidth(threads: int, mb: int = 512, reps: int = 5) -> float:
+    """GB/s read by ``threads`` threads summing their own ``mb`` MB float32 arrays (numpy drops the GIL)."""
+    arrs = [np.ones(mb * 2**20 // 4, np.float32) for _ in range(threads)]
+    best = 0.0
+    for _ in range(reps):
+        ts = [threading.Thread(target=np.add.reduce, args=(a,)) for a in arrs]
+        t = time.perf_counter()
+        for th in ts:
+            th.start()
+        for th in ts:
+            th.join()
+        best = max(best, threads * mb * 2**20 / (time.perf_counter() - t) / 1e9)
+    return best
+
+
+def decode_bytes(path: Path) -> int:
+    """Bytes of the initializers one decode step reads: all weights, of the embedding one row."""
+    import onnx
+
+    m = onnx.load(str(path), load_external_data=False)
+    total = 0
+    for t in m.graph.initializer:
+        n = len(t.raw_data) if t.raw_data else int(np.prod(t.dims)) * 4
+        if t.name.startswith(("embed_tokens", "cos_cache", "sin_cache")):
+            n = n // max(1, t.dims[0])  # one row
+        total += n
+    return total
+
+
+def run_variant(path: Path, prompt: list[int], new: int, threads: int) -> dict:
+    from edgellm.runtime.ort_generation import SharedCacheEngine
+
+    eng = SharedCacheEngine(path, threads=threads)
+    eng.step(prompt[:16])  # warm up both paths
+    for _ in range(4):
+        eng.step([1])
+    eng.reset()
+    t0 = time.perf_counter()
+    logits = eng.step(prompt)
+    ttft = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    for _ in range(new):
+        logits = eng.step([int(np.argmax(logits))])
+    dec = time.perf_counter() - t1
+    del eng
+    gc.collect()
+    return {"ttft_ms": ttft * 1e3, "prefill_tok_s": len(prompt) / ttft, "decode_tok_s": new / dec}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=str(MODEL_DIR))
+    ap.add_argument("--prompt", type=int, default=128)
+    ap.add_argument("--new", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--variants", default="all", help="comma list of variant names, or all")
+    ap.add_argument("--output", default="edgellm-out/bench_decoder_graph.json")
+    args = ap.parse_args()
+    logging.disable(logging.WARNING)
+
+    import resource
+
+    import edgellm.models
+    from edgellm.compress.quant import Int4WeightOnly, Int8Dynamic, quantize
+    from edgellm.export.decoder_graph import build_decoder_graph, save_decoder_graph
+    from edgellm.models.synthetic import synthesize
+
+    model_dir = Path(args.model)
+    if not (model_dir / "config.json").is_file():
+        synthesize("qwen2.5-0.5b", model_dir)
+    adapter = edgellm.models.load(str(model_dir))
+    context = args.prompt + args.new + 32
+    g32 = quantize(adapter, Int4WeightOnly(method="rtn", group_size=32))
+    specs = {"fp32": None, "int4-g32": g32}
+    # name -> (spec key, build options)
+    plan = {
+        "fp32": ("fp32", {}),
+        "fp32-unpacked": ("fp32", {"pack_qkv": False, "pack_gate_up": False}),
+        "int8-nbits-al4": ("int8", {"int8": "nbits", "accuracy_level": 4}),
+        "int8-dynamic": ("int8", {"int8": "dynamic"}),
+        "int4-g32-al4": ("int4-g32", {"accuracy_level": 4}),
+        "int4-g32-al0": ("int4-g32", {"accuracy_level": 0}),
+        "int4-g32-al4-unpacked": (
+            "int4-g32",
+            {"accuracy_level": 4, "pack_qkv": False, "pack_gate_up": False},
+        ),
+        "int4-g32-al4-last": ("int4-g32", {"accuracy_level": 4, "logits": "last"}),
+        "int4-g32-al4-keep-lm_head": ("int4-g32", {"accuracy_level": 4, "keep": ("lm_head",)}),
+        "int4-g128-al4": ("int4-g128", {"accuracy_level": 4}),
+        "int4-g128-al4-last": ("int4-g128", {"accuracy_level": 4, "logits": "last"}),
+    }
+    if args.variants != "all":
+        plan = {k: v for k, v in plan.items() if k in args.variants.split(",")}
+    if any(v[0] == "int8" for v in plan.values()):
+        specs["int8"] = quantize(adapter, Int8Dynamic())
+    if any(v[0] == "int4-g128" for v in plan.values()):
+        specs["int4-g128"] = quantize(adapter, Int4WeightOnly(method="rtn", group_size=128))
+    tmp = Path(tempfile.mkdtemp(prefix="bench_decoder_graph_"))
+    paths, build_s = {}, {}
+    for name, (key, opts) in plan.items():
+        t = time.perf_counter()
+        m = build_decoder_graph(adapter, specs[key], context=context, **opts)
+        paths[name] = save_decoder_graph(m, tmp / f"{name}.onnx")[0]
+        build_s[name] = time.perf_counter() - t
+        del m
+        gc.collect()
+    peak_build_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # bytes (Linux: KB)
+    del adapter, specs, g32
+    gc.collect()
+    bw1, bw2 = bandwidth(1), bandwidth(2)
+    rng = np.random.default_rng(0)
+    prompt = rng.integers(3, 4096, size=args.prompt).tolist()
+    best: dict[str, dict] = {}
+    for _ in range(args.rounds):
+        for name, path in paths.items():
+            r = run_variant(path, prompt, args.new, args.threads)
+            if name not in best or r["decode_tok_s"] > best[name]["decode_tok_s"]:
+                best[name] = {**best.get(name, {}), "decode_tok_s": r["decode_tok_s"]}
+            if r["ttft_ms"] < best[name].get("ttft_ms", 1e30):
+                best[name].update(ttft_ms=r["ttft_ms"], prefill_tok_s=r["prefill_tok_s"])
+    rows = {}
+    for name, r in best.items():
+        nbytes = decode_bytes(paths[name])
+        gbs = nbytes * r["decode_tok_s"] / 1e9
+        rows[name] = {
+            "ttft_ms": round(r["ttft_ms"], 1),
+            "prefill_tok_s": round(r["prefill_tok_s"], 1),
+            "decode_tok_s": round(r["decode_tok_s"], 1),
+            "weight_mb_per_token": round(nbytes / 1e6, 1),
+            "decode_gb_s": round(gbs, 2),
+            "fraction_of_26gb_s": round(gbs / 26.0, 3),
+            "fraction_of_measured_1t": round(gbs / bw1, 3),
+            "fraction_of_measured_2t": round(gbs / bw2, 3),
+            "file_mb": round(
+                sum(p.stat().st_size for p in paths[name].parent.glob(f"{name}.onnx*")) / 1e6, 1
+            ),
+            "build_s": round(build_s[name], 1),
+        }
+    report = {
+        "model": str(model_dir),
+        "prompt": args.prompt,
+        "new": args.new,
+        "threads": args.threads,
+        "rounds": args.rounds,
+        "context": context,
+        "bandwidth_gb_s": {"1_thread": round(bw1, 1), "2_threads": round(bw2, 1)},
+        "peak_rss_build_gb": round(peak_build_rss / 1e9, 2),
+        "genai_int4_decode_tok_s": 95.0,
+        "variants": rows,
+    }
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+    print(
+        f"{'variant':28} {'TTFT ms':>8} {'prefill/s':>9} {'decode/s':>8} {'MB/tok':>7} {'of 26GB/s':>9}",
+        file=sys.stderr,
+    )
+    for n, r in rows.items():
+        print(
+            f"{n:28} {r['ttft_ms']:8.1f} {r['prefill_tok_s']:9.1f} {r['decode_tok_s']:8.1f} "
+            f"{r['weight_mb_per_token']:7.1f} {r['fraction_of_26gb_s']:9.3f}",
+            file=sys.stderr,
+        )
+    for p in tmp.glob("*"):
+        p.unlink()
+    tmp.rmdir()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
