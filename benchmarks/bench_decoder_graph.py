@@ -52,7 +52,8 @@ def decode_bytes(path: Path) -> int:
     m = onnx.load(str(path), load_external_data=False)
     total = 0
     for t in m.graph.initializer:
-        n = len(t.raw_data) if t.raw_data else int(np.prod(t.dims)) * 4
+        ext = {e.key: e.value for e in t.external_data}
+        n = int(ext["length"]) if "length" in ext else len(t.raw_data) or int(np.prod(t.dims)) * 4
         if t.name.startswith(("embed_tokens", "cos_cache", "sin_cache")):
             n = n // max(1, t.dims[0])  # one row
         total += n
@@ -132,7 +133,9 @@ def main() -> int:
     paths, build_s = {}, {}
     for name, (key, opts) in plan.items():
         t = time.perf_counter()
-        m = build_decoder_graph(adapter, specs[key], context=context, **opts)
+        m = build_decoder_graph(
+            adapter, specs[key], context=context, weights_file=tmp / f"{name}.onnx.weights", **opts
+        )
         paths[name] = save_decoder_graph(m, tmp / f"{name}.onnx")[0]
         build_s[name] = time.perf_counter() - t
         del m

@@ -33,7 +33,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import onnx
@@ -52,11 +52,21 @@ TWO_GB = 2**31
 class _Builder:
     """Nodes and initializers of the graph being written; ``add_init``/``name`` as ``onnx_quant`` expects."""
 
-    def __init__(self) -> None:
+    def __init__(self, weights_file: str | Path | None = None) -> None:
         self.nodes: list[onnx.NodeProto] = []
         self.inits: list[onnx.TensorProto] = []
         self._n = 0
         self.ops: dict[str, int] = {}
+        self.weights: BinaryIO | None = None  # large initializers stream into this file
+        self.location = ""
+        if weights_file is not None:
+            path = Path(weights_file)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.weights, self.location = open(path, "wb"), path.name  # noqa: SIM115 (closed by finish)
+
+    def finish(self) -> None:
+        if self.weights is not None:
+            self.weights.close()
 
     def name(self, base: str) -> str:
         self._n += 1
@@ -64,7 +74,20 @@ class _Builder:
 
     def add_init(self, base: str, arr: np.ndarray) -> str:
         name = self.name(base)
-        self.inits.append(numpy_helper.from_array(np.ascontiguousarray(arr), name))
+        arr = np.ascontiguousarray(arr)
+        if self.weights is None or arr.nbytes < 1024:
+            self.inits.append(numpy_helper.from_array(arr, name))
+            return name
+        f = self.weights
+        offset = -(-f.tell() // 4096) * 4096  # page-aligned, so ONNX Runtime can map it
+        f.seek(offset)
+        f.write(memoryview(arr).cast("B"))
+        t = onnx.TensorProto(name=name, data_type=helper.np_dtype_to_tensor_dtype(arr.dtype))
+        t.dims.extend(arr.shape)
+        t.data_location = onnx.TensorProto.EXTERNAL
+        for k, v in (("location", self.location), ("offset", str(offset)), ("length", str(arr.nbytes))):
+            t.external_data.add(key=k, value=v)
+        self.inits.append(t)
         return name
 
     def const(self, base: str, values: Any, dtype: Any = np.int64) -> str:
@@ -246,6 +269,7 @@ def build_decoder_graph(
     pack_gate_up: bool = True,
     logits: str = "all",
     int8: str = "nbits",
+    weights_file: str | Path | None = None,
 ) -> onnx.ModelProto:
     """The generation graph of a Llama-family causal LM (see the module docstring for its IO).
 
@@ -260,6 +284,9 @@ def build_decoder_graph(
         logits: ``"all"`` positions or only the ``"last"`` one (prefill skips the LM head elsewhere).
         int8: INT8 weight-only-dynamic layers as ``"nbits"`` (MatMulNBits bits=8) or ``"dynamic"``
             (DynamicQuantizeMatMul, which reproduces the spec's per-tensor dynamic activations exactly).
+        weights_file: stream every large initializer into this file while building (the model then
+            holds only references to it: build memory stays near the model's own size, and any size
+            passes protobuf's 2 GB limit); save the graph beside it with :func:`save_decoder_graph`.
 
     Returns:
         The model; ``model.metadata_props`` records the context, heads and what each layer became.
@@ -286,7 +313,7 @@ def build_decoder_graph(
     eps = float(cfg.rms_norm_eps)
     n_layers = int(cfg.num_hidden_layers)
     vocab = int(cfg.vocab_size)
-    b = _Builder()
+    b = _Builder(weights_file)
     low = _Lowering(adapter, spec, b, _Options(accuracy_level, tuple(keep), pack_qkv, pack_gate_up, int8))
 
     # attention mask -> GroupQueryAttention's seqlens_k (last filled index) and total length
@@ -368,6 +395,7 @@ def build_decoder_graph(
     new_dim = 1 if logits == "last" else "new"
     outputs.insert(0, helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", new_dim, vocab]))
 
+    b.finish()
     graph = helper.make_graph(b.nodes, "edgellm_decoder", inputs, outputs, b.inits)
     model = helper.make_model(
         graph,
@@ -402,14 +430,28 @@ def _head_norm(b: _Builder, x: str, weight: torch.Tensor, n: int, d: int, eps: f
 
 
 def save_decoder_graph(model: onnx.ModelProto, path: str | Path) -> list[Path]:
-    """Write ``model`` to ``path``; its weights go to ``<name>.data`` beside it when the file would pass
-    protobuf's 2 GB limit. Returns the files written."""
+    """Write ``model`` to ``path``. Weights already streamed to a file (``weights_file``) must lie in
+    ``path``'s folder; in-memory weights go to ``<name>.data`` beside it when the file would pass
+    protobuf's 2 GB limit. Returns the files the model consists of."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    streamed = {
+        e.value
+        for t in model.graph.initializer
+        if t.data_location == onnx.TensorProto.EXTERNAL
+        for e in t.external_data
+        if e.key == "location"
+    }
+    missing = [n for n in streamed if not (path.parent / n).is_file()]
+    if missing:
+        raise EdgeLLMError(
+            f"the graph's weights file {missing[0]} is not in {path.parent}",
+            "save the graph in the folder of its weights_file",
+        )
     size = sum(len(t.raw_data) for t in model.graph.initializer)
     if size < TWO_GB - 2**26:
         onnx.save_model(model, str(path))
-        return [path]
+        return [path, *(path.parent / n for n in sorted(streamed))]
     data = path.with_suffix(path.suffix + ".data")
     onnx.save_model(
         model,
@@ -419,4 +461,4 @@ def save_decoder_graph(model: onnx.ModelProto, path: str | Path) -> list[Path]:
         location=data.name,
         size_threshold=1024,
     )
-    return [path, data]
+    return [path, data, *(path.parent / n for n in sorted(streamed))]
