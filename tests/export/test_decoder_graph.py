@@ -108,3 +108,17 @@ def test_context_overflow_and_bad_family(models, tmp_path):
     assert eng.length == 0 and eng.step([3]).shape == (4096,)
     with pytest.raises(EdgeLLMError, match="supported families"):
         build_decoder_graph(edgellm.models.load("minilm"), context=8)
+
+
+def test_streamed_weights_match_in_memory(models, tmp_path):
+    """Weights streamed to a file while building (big models) give the same graph as in-memory ones."""
+    adapter = models["qwen3"]
+    mem = _engine(adapter, tmp_path / "mem")
+    model = build_decoder_graph(adapter, context=CONTEXT, weights_file=tmp_path / "s" / "w.bin")
+    assert model.ByteSize() < 200_000  # the weights live in the file, not in the proto
+    files = save_decoder_graph(model, tmp_path / "s" / "decoder.onnx")
+    assert [f.name for f in files] == ["decoder.onnx", "w.bin"]
+    streamed = SharedCacheEngine(files[0], threads=1)
+    assert np.array_equal(mem.step(PROMPT), streamed.step(PROMPT))
+    with pytest.raises(EdgeLLMError, match="weights file"):
+        save_decoder_graph(model, tmp_path / "elsewhere" / "decoder.onnx")
