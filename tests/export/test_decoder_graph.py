@@ -9,7 +9,7 @@ import torch
 pytest.importorskip("onnxruntime")
 
 import edgellm.models
-from edgellm.compress.quant import Int4WeightOnly, Int8Dynamic, apply_quant, quantize
+from edgellm.compress.quant import Int4WeightOnly, Int8Dynamic, QuantLinear, apply_quant, quantize
 from edgellm.errors import EdgeLLMError
 from edgellm.export.decoder_graph import build_decoder_graph, save_decoder_graph
 from edgellm.models.decoder_step import reference_greedy
@@ -97,6 +97,19 @@ def test_int8_dynamic_and_keep_lm_head(models, tmp_path):
     toks, _ = _greedy(eng, PROMPT, 16)
     want = reference_greedy(apply_quant(adapter, spec), PROMPT, 16)
     assert np.mean(np.asarray(toks) == np.asarray(want)) > 0.5
+
+
+def test_int8_nbits_is_the_weight_only_model(models, tmp_path):
+    """INT8 as MatMulNBits bits=8 (accuracy_level 0) is the spec's weights with fp32 activations."""
+    adapter = models["qwen2"]
+    spec = quantize(adapter, Int8Dynamic())
+    weight_only = apply_quant(adapter, spec)
+    for m in weight_only.module.modules():
+        if isinstance(m, QuantLinear):
+            m.dynamic = False
+    toks, first = _greedy(_engine(adapter, tmp_path, spec, int8="nbits", accuracy_level=0), PROMPT, 16)
+    assert toks == reference_greedy(weight_only, PROMPT, 16)
+    assert np.abs(first - _hf_last_logits(weight_only, PROMPT)).max() < 1e-3
 
 
 def test_context_overflow_and_bad_family(models, tmp_path):
