@@ -6,7 +6,10 @@ in ``--rounds`` interleaved rounds (best round reported): fp32, INT8 (MatMulNBit
 DynamicQuantizeMatMul), INT4 RTN g32 / g128 at accuracy_level 4 and 0, packed vs separate Q/K/V and
 gate/up, and the last-position LM head. Per variant: time to first token (prefill of the prompt),
 prefill tokens/s, decode tokens/s, the weight bytes one decode step reads, and the fraction of the
-measured memory bandwidth (one thread and two) that the decode rate reaches.
+measured memory bandwidth (one thread and two) that the decode rate reaches. On a shared host the wall
+times swing with the other processes; each variant also runs on ONE thread, whose process CPU time per
+token is the step's own work (``one_thread_cpu_*``: the rate one idle core would reach, memory-stall
+time included, scheduling delays not).
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_decoder_graph.py --threads 2
 
@@ -69,16 +72,22 @@ def run_variant(path: Path, prompt: list[int], new: int, threads: int) -> dict:
     for _ in range(4):
         eng.step([1])
     eng.reset()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     logits = eng.step(prompt)
-    ttft = time.perf_counter() - t0
-    t1 = time.perf_counter()
+    ttft, cpu_prefill = time.perf_counter() - t0, time.process_time() - c0
+    t1, c1 = time.perf_counter(), time.process_time()
     for _ in range(new):
         logits = eng.step([int(np.argmax(logits))])
-    dec = time.perf_counter() - t1
+    dec, cpu_dec = time.perf_counter() - t1, time.process_time() - c1
     del eng
     gc.collect()
-    return {"ttft_ms": ttft * 1e3, "prefill_tok_s": len(prompt) / ttft, "decode_tok_s": new / dec}
+    return {
+        "ttft_ms": ttft * 1e3,
+        "prefill_tok_s": len(prompt) / ttft,
+        "decode_tok_s": new / dec,
+        "cpu_ms_prefill": cpu_prefill * 1e3,
+        "cpu_ms_per_decode_token": cpu_dec * 1e3 / new,
+    }
 
 
 def main() -> int:
@@ -155,6 +164,7 @@ def main() -> int:
     rng = np.random.default_rng(0)
     prompt = rng.integers(3, 4096, size=args.prompt).tolist()
     best: dict[str, dict] = {}
+    cpu: dict[str, dict] = {}
     for _ in range(args.rounds):
         for name, path in paths.items():
             r = run_variant(path, prompt, args.new, args.threads)
@@ -162,6 +172,11 @@ def main() -> int:
                 best[name] = {**best.get(name, {}), "decode_tok_s": r["decode_tok_s"]}
             if r["ttft_ms"] < best[name].get("ttft_ms", 1e30):
                 best[name].update(ttft_ms=r["ttft_ms"], prefill_tok_s=r["prefill_tok_s"])
+            # one thread: the CPU time of a step is its work, whatever else runs on the host
+            r1 = run_variant(path, prompt, args.new, 1)
+            c = cpu.setdefault(name, {"dec": 1e30, "pre": 1e30})
+            c["dec"] = min(c["dec"], r1["cpu_ms_per_decode_token"])
+            c["pre"] = min(c["pre"], r1["cpu_ms_prefill"])
     rows = {}
     for name, r in best.items():
         nbytes = decode_bytes(paths[name])
@@ -179,6 +194,10 @@ def main() -> int:
                 sum(p.stat().st_size for p in paths[name].parent.glob(f"{name}.onnx*")) / 1e6, 1
             ),
             "build_s": round(build_s[name], 1),
+            "one_thread_cpu_ms_per_decode_token": round(cpu[name]["dec"], 2),
+            "one_thread_cpu_decode_tok_s": round(1e3 / cpu[name]["dec"], 1),
+            "one_thread_cpu_prefill_tok_s": round(args.prompt * 1e3 / cpu[name]["pre"], 1),
+            "one_thread_cpu_decode_gb_s": round(nbytes / cpu[name]["dec"] / 1e6, 2),
         }
     report = {
         "model": str(model_dir),
@@ -198,13 +217,15 @@ def main() -> int:
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
     print(
-        f"{'variant':28} {'TTFT ms':>8} {'prefill/s':>9} {'decode/s':>8} {'MB/tok':>7} {'of 26GB/s':>9}",
+        f"{'variant':28} {'TTFT ms':>8} {'prefill/s':>9} {'decode/s':>8} {'MB/tok':>7} {'of 26GB/s':>9}"
+        f" {'1t-cpu dec/s':>12} {'1t-cpu pre/s':>12}",
         file=sys.stderr,
     )
     for n, r in rows.items():
         print(
             f"{n:28} {r['ttft_ms']:8.1f} {r['prefill_tok_s']:9.1f} {r['decode_tok_s']:8.1f} "
-            f"{r['weight_mb_per_token']:7.1f} {r['fraction_of_26gb_s']:9.3f}",
+            f"{r['weight_mb_per_token']:7.1f} {r['fraction_of_26gb_s']:9.3f}"
+            f" {r['one_thread_cpu_decode_tok_s']:12.1f} {r['one_thread_cpu_prefill_tok_s']:12.1f}",
             file=sys.stderr,
         )
     for p in tmp.glob("*"):

@@ -22,10 +22,13 @@ There is no ``position_ids`` input: GroupQueryAttention derives each new positio
 (left padding is not supported). ``context`` is fixed in the graph (cache and rotary tables) and stored
 in the model's metadata (``edgellm.context``).
 
+Building holds the model once more in memory, unless ``weights_file`` streams the initializers to disk
+as they are made (then the graph proto is a few hundred kB and any size passes protobuf's 2 GB limit).
+
 Example:
     >>> adapter = edgellm.models.load("tiny-llama")                                 # doctest: +SKIP
-    >>> model = build_decoder_graph(adapter, spec, context=512)                     # doctest: +SKIP
-    >>> save_decoder_graph(model, "out/decoder.onnx")                               # doctest: +SKIP
+    >>> model = build_decoder_graph(adapter, spec, context=512, weights_file="out/decoder.weights")  # doctest: +SKIP
+    >>> save_decoder_graph(model, "out/decoder.onnx")   # beside its weights       # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -112,8 +115,6 @@ class _Builder:
 class _Options:
     accuracy_level: int
     keep: tuple[str, ...]
-    pack_qkv: bool
-    pack_gate_up: bool
     int8: str  # "nbits" (MatMulNBits bits=8) or "dynamic" (DynamicQuantizeMatMul)
 
 
@@ -314,7 +315,7 @@ def build_decoder_graph(
     n_layers = int(cfg.num_hidden_layers)
     vocab = int(cfg.vocab_size)
     b = _Builder(weights_file)
-    low = _Lowering(adapter, spec, b, _Options(accuracy_level, tuple(keep), pack_qkv, pack_gate_up, int8))
+    low = _Lowering(adapter, spec, b, _Options(accuracy_level, tuple(keep), int8))
 
     # attention mask -> GroupQueryAttention's seqlens_k (last filled index) and total length
     s = b.op("ReduceSum", ["attention_mask", b.const("axis1", [1])], keepdims=0)[0]
