@@ -58,15 +58,32 @@ def build(label: str, hf: Path, root: Path, context: int, int4_method: str) -> t
     if (out / "manifest.json").is_file():
         return out, {"built_s": None, "cached": True}
     t0 = time.perf_counter()
-    export_generate(str(hf), out, context=context, force=True, log=lambda m: print(f"  [{label}] {m}", file=sys.stderr), **opts)
+    export_generate(
+        str(hf),
+        out,
+        context=context,
+        force=True,
+        log=lambda m: print(f"  [{label}] {m}", file=sys.stderr),
+        **opts,
+    )
     m = Artifact.load(out).manifest
     return out, {"built_s": round(time.perf_counter() - t0, 1), "timings_s": m["generation"].get("timings_s")}
 
 
 def time_one(art: Path, prompts: list[int], new: int, threads: int) -> dict[str, Any]:
     """``bench_generate`` in a fresh process (its peak RSS is the artifact's own)."""
-    cmd = [sys.executable, __file__, "--one", str(art), "--prompt", ",".join(map(str, prompts)),
-           "--new", str(new), "--threads", str(threads)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--one",
+        str(art),
+        "--prompt",
+        ",".join(map(str, prompts)),
+        "--new",
+        str(new),
+        "--threads",
+        str(threads),
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if res.returncode:
         raise RuntimeError(f"timing {art} failed: {res.stderr.strip().splitlines()[-1:]}")
@@ -82,8 +99,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--variants", default=",".join(VARIANTS))
-    ap.add_argument("--int4-method", choices=("gptq", "rtn"), default="gptq",
-                    help="rtn: the same INT4 layout without calibration (speed only)")
+    ap.add_argument(
+        "--int4-method",
+        choices=("gptq", "rtn"),
+        default="gptq",
+        help="rtn: the same INT4 layout without calibration (speed only)",
+    )
     ap.add_argument("--no-peers", action="store_true")
     ap.add_argument("--work", type=Path, default=ROOT / ".peers" / "bench-generate")
     ap.add_argument("--out", type=Path, default=ROOT / "edgellm-out" / "bench_generate.json")
@@ -122,19 +143,34 @@ def main(argv: list[str] | None = None) -> int:
         k = (row["runtime"], row["precision"], row["prompt"])
         best = rows.get(k)
         if best is None or row["decode_tok_s"] > best["decode_tok_s"]:
-            rows[k] = {**row, "prefill_tok_s": max(row["prefill_tok_s"], (best or row)["prefill_tok_s"]),
-                       "ttft_ms": min(row["ttft_ms"], (best or row)["ttft_ms"])}
+            rows[k] = {
+                **row,
+                "prefill_tok_s": max(row["prefill_tok_s"], (best or row)["prefill_tok_s"]),
+                "ttft_ms": min(row["ttft_ms"], (best or row)["ttft_ms"]),
+            }
 
     for r in range(a.rounds):
         print(f"round {r + 1}/{a.rounds}", file=sys.stderr)
         for label, (art, info) in arts.items():
             rep = time_one(art, prompts, a.new, a.threads)
             for x in rep["rows"]:
-                keep({"runtime": "edgellm", "precision": label, "prompt": x["prompt"], "new": x["new"],
-                      "threads": a.threads, "ttft_ms": x["ttft_ms"], "prefill_tok_s": x["prefill_tok_s"],
-                      "decode_tok_s": x["decode_tok_s"], "size_bytes": rep["size_bytes"],
-                      "bytes_per_token": rep["decode_weight_bytes"], "peak_rss_mb": rep["peak_rss_mb"],
-                      "cache": rep["cache_layout"], "build": info})
+                keep(
+                    {
+                        "runtime": "edgellm",
+                        "precision": label,
+                        "prompt": x["prompt"],
+                        "new": x["new"],
+                        "threads": a.threads,
+                        "ttft_ms": x["ttft_ms"],
+                        "prefill_tok_s": x["prefill_tok_s"],
+                        "decode_tok_s": x["decode_tok_s"],
+                        "size_bytes": rep["size_bytes"],
+                        "bytes_per_token": rep["decode_weight_bytes"],
+                        "peak_rss_mb": rep["peak_rss_mb"],
+                        "cache": rep["cache_layout"],
+                        "build": info,
+                    }
+                )
         if peers is not None:
             for x in peers.bench_llama_cpp(hf, prompts=prompts, new=a.new, threads=a.threads, reps=1):
                 keep(x)
@@ -146,11 +182,21 @@ def main(argv: list[str] | None = None) -> int:
         if x.get("bytes_per_token") and bw:
             x["bandwidth_fraction"] = round(x["bytes_per_token"] * x["decode_tok_s"] / 1e9 / bw, 3)
     report = {
-        "model": {"preset": a.preset, "layers": cfg.get("num_hidden_layers"), "parameters": params,
-                  "vocab": cfg.get("vocab_size"), "weights": "random (seeded)"},
+        "model": {
+            "preset": a.preset,
+            "layers": cfg.get("num_hidden_layers"),
+            "parameters": params,
+            "vocab": cfg.get("vocab_size"),
+            "weights": "random (seeded)",
+        },
         "host": {"cpu": cpu_model(), "threads": a.threads, "bandwidth_gb_s": bandwidth},
-        "settings": {"prompts": prompts, "new": a.new, "rounds": a.rounds, "batch": 1,
-                     "int4_method": a.int4_method},
+        "settings": {
+            "prompts": prompts,
+            "new": a.new,
+            "rounds": a.rounds,
+            "batch": 1,
+            "int4_method": a.int4_method,
+        },
         "rows": sorted(out, key=lambda x: (x["prompt"], x["runtime"], x["precision"])),
         "ratios": ratios(out, prompts),
     }
@@ -164,26 +210,46 @@ def main(argv: list[str] | None = None) -> int:
 def ratios(rows: list[dict[str, Any]], prompts: list[int]) -> dict[str, Any]:
     """The goals' ratios per prompt: edgellm INT4 decode vs the faster of llama.cpp Q4_0 and genai INT4,
     prefill vs the faster peer's, INT8 vs Q8_0, fp32 vs F32."""
+
     def get(rt: str, prec: str, p: int) -> dict[str, Any] | None:
-        return next((x for x in rows if x["runtime"] == rt and x["precision"] == prec and x["prompt"] == p), None)
+        return next(
+            (x for x in rows if x["runtime"] == rt and x["precision"] == prec and x["prompt"] == p), None
+        )
 
     out: dict[str, Any] = {}
     for p in prompts:
-        mine4 = [x for x in rows if x["runtime"] == "edgellm" and x["precision"].startswith("int4") and x["prompt"] == p]
+        mine4 = [
+            x
+            for x in rows
+            if x["runtime"] == "edgellm" and x["precision"].startswith("int4") and x["prompt"] == p
+        ]
         peers4 = [x for x in (get("llama.cpp", "q4_0", p), get("onnxruntime-genai", "int4", p)) if x]
         r: dict[str, Any] = {}
         if mine4 and peers4:
-            best, peer = max(mine4, key=lambda x: x["decode_tok_s"]), max(peers4, key=lambda x: x["decode_tok_s"])
+            best, peer = (
+                max(mine4, key=lambda x: x["decode_tok_s"]),
+                max(peers4, key=lambda x: x["decode_tok_s"]),
+            )
             pre = max(peers4, key=lambda x: x["prefill_tok_s"])
-            r["int4_decode_vs_best_peer"] = {"edgellm": best["precision"], "peer": f"{peer['runtime']} {peer['precision']}",
-                                             "ratio": round(best["decode_tok_s"] / peer["decode_tok_s"], 3), "goal": 1.1}
+            r["int4_decode_vs_best_peer"] = {
+                "edgellm": best["precision"],
+                "peer": f"{peer['runtime']} {peer['precision']}",
+                "ratio": round(best["decode_tok_s"] / peer["decode_tok_s"], 3),
+                "goal": 1.1,
+            }
             mine_pre = max(mine4, key=lambda x: x["prefill_tok_s"])
-            r["int4_prefill_vs_best_peer"] = {"peer": f"{pre['runtime']} {pre['precision']}",
-                                              "ratio": round(mine_pre["prefill_tok_s"] / pre["prefill_tok_s"], 3), "goal": 1.0}
+            r["int4_prefill_vs_best_peer"] = {
+                "peer": f"{pre['runtime']} {pre['precision']}",
+                "ratio": round(mine_pre["prefill_tok_s"] / pre["prefill_tok_s"], 3),
+                "goal": 1.0,
+            }
         for mine, peer in (("int8", "q8_0"), ("fp32", "f32")):
             m, q = get("edgellm", mine, p), get("llama.cpp", peer, p)
             if m and q:
-                r[f"{mine}_decode_vs_llama_cpp_{peer}"] = {"ratio": round(m["decode_tok_s"] / q["decode_tok_s"], 3), "goal": 1.0}
+                r[f"{mine}_decode_vs_llama_cpp_{peer}"] = {
+                    "ratio": round(m["decode_tok_s"] / q["decode_tok_s"], 3),
+                    "goal": 1.0,
+                }
         out[str(p)] = r
     return out
 

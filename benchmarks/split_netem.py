@@ -150,9 +150,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from edgellm.models import load
     from edgellm.partition import Network
-    from edgellm.runtime.codecs import ALL_CODECS
     from edgellm.partition.planner import make_plan
     from edgellm.partition.split_export import export_split
+    from edgellm.runtime.codecs import ALL_CODECS
 
     out = Path(args.output).absolute()
     out.mkdir(parents=True, exist_ok=True)

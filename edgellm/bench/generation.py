@@ -26,9 +26,10 @@ def peak_rss_mb() -> float:
     """This process's peak resident memory so far, in MB: Linux's ``VmHWM`` (of this program only;
     ``ru_maxrss`` would carry over the high-water mark of the process that forked it)."""
     try:
-        for line in open("/proc/self/status"):
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

@@ -125,7 +125,7 @@ def artifact_greedy(
         row, lg = [], []
         x = engine.step(list(p))
         for _ in range(n):
-            lg.append(x)
+            lg.append(np.array(x, dtype=np.float32))  # an engine may reuse its logits buffer
             t = int(np.argmax(x))
             row.append(t)
             if len(row) < n:
@@ -278,7 +278,7 @@ def export_generate(
     with atomic_dir(output, force=force) as tmp:
         rejected: list[dict[str, Any]] = []
         chosen = None
-        for variant in _variants(fmt, adapter, fused):
+        for variant in _variants(fmt, spec, fused):
             work = tmp / f".{variant}"
             try:
                 say(f"lowering variant {variant}")
@@ -312,7 +312,7 @@ def export_generate(
                     "logits_cosine_min": round(logits_cosine(adapter.module.lm, prompts, got, logits), 6),
                 }
             div = divergences(ref_lm, prompts, got, ref_tokens)
-            tie = TIE_INT8_ACTIVATIONS if _int8_activations(spec) else TIE
+            tie = TIE_INT8_ACTIVATIONS if _int8_activations(spec) or variant == "fused-al4" else TIE
             ties = [d for d in div if abs(d["margin"]) <= tie * max(1.0, d["scale"])]
             parity["tie_tolerance"] = tie
             parity["first_divergences"] = div
@@ -359,10 +359,15 @@ class _Skip(Exception):
     pass
 
 
-def _variants(fmt: str, adapter: Any, fused: bool) -> list[str]:
-    if fmt == "onnx" and fused:
-        return ["fused", "step"]
-    return ["step"]
+def _variants(fmt: str, spec: Any, fused: bool) -> list[str]:
+    """Fastest first: the fused graph with int8-activation MatMulNBits (accuracy level 4) where the spec
+    has INT4/INT8 weight-only layers, then with float compute, then the exported step graph."""
+    if fmt != "onnx" or not fused:
+        return ["step"]
+    weight_only = spec is not None and any(
+        not lq.dynamic_activation and lq.act_scale is None for lq in spec.layers.values()
+    )
+    return (["fused-al4"] if weight_only else []) + ["fused", "step"]
 
 
 def _quantize(adapter: Any, cfg: Any, calib: Any) -> Any:
@@ -396,8 +401,9 @@ def _lower(
 
     ins, outs = step_names(step, "decoder")
     cache = {"past_inputs": ins[3:], "present_outputs": outs[1:], "dtype": "float32"}
-    if variant == "fused":
-        return _lower_fused(adapter, step, spec, tgt, ctx, work, cache)
+    if variant.startswith("fused"):
+        level = 4 if variant == "fused-al4" else 0
+        return _lower_fused(adapter, step, dims, spec, tgt, ctx, work, cache, level)
     name = f"{adapter.name}-gen"
     if fmt == "tflite":
         half = slot_adapter((step, dims), name, ctx, role="decoder")
@@ -420,33 +426,59 @@ def _lower(
 
 
 def _lower_fused(
-    adapter: Any, step: Any, spec: Any, tgt: Any, ctx: int, work: Path, cache: dict[str, Any]
+    adapter: Any,
+    step: Any,
+    dims: Any,
+    spec: Any,
+    tgt: Any,
+    ctx: int,
+    work: Path,
+    cache: dict[str, Any],
+    accuracy_level: int,
 ) -> tuple[Any, str, dict[str, Any]]:
-    try:
-        from edgellm.export.decoder_graph import save_decoder_graph
-    except ImportError as exc:
-        raise _Skip("the fused decoder graph builder is not available") from exc
+    """The fused ONNX Runtime graph (:mod:`edgellm.export.decoder_graph`) with a shared cache buffer."""
+    from edgellm.export.decoder_graph import FAMILIES, build_decoder_graph, save_decoder_graph
     from edgellm.runtime.artifact import Artifact, model_fields, write_manifest
+    from edgellm.utils.specs import TensorSpec
 
+    if adapter.family not in FAMILIES:
+        raise _Skip(f"no fused graph for the {adapter.family} family")
     work.mkdir(parents=True)
     try:
-        info = save_decoder_graph(adapter, spec, work / "model.onnx", context=ctx)
+        model = build_decoder_graph(
+            adapter, spec, context=ctx, accuracy_level=accuracy_level, weights_file=work / "model.weights"
+        )
+        save_decoder_graph(model, work / "model.onnx")
     except EdgeLLMError as exc:
         raise _Skip(str(exc)) from exc
     if adapter.tokenizer is not None:
         adapter.tokenizer.save_pretrained(work / "tokenizer")
+    kv = [1, dims.kv_heads, ctx, dims.head_dim]
+    inputs = [
+        TensorSpec("input_ids", "int64", ["batch", "new"]),
+        TensorSpec("attention_mask", "int64", ["batch", "total"]),
+    ]
+    inputs += [TensorSpec(n, "float32", kv) for n in cache["past_inputs"]]
+    outputs = [TensorSpec("logits", "float32", ["batch", "new", dims.vocab])]
+    outputs += [TensorSpec(n, "float32", kv) for n in cache["present_outputs"]]
+    meta = {p.key: p.value for p in model.metadata_props}
+    graph = {"builder": "edgellm.export.decoder_graph", "accuracy_level": accuracy_level, **meta}
     fields = {
         "model_file": "model.onnx",
+        "task": adapter.task,
         "model": model_fields(adapter),
         "target": {"name": tgt.name, "runtime": "onnxruntime", "format": "onnx", "kind": tgt.kind},
         "precision": f"int{spec.bits}" if spec is not None else "fp32",
-        "inputs": info["inputs"],
-        "outputs": info["outputs"],
-        "recipe": {"quantization": spec.config if spec is not None else None, "graph": info.get("graph")},
+        "inputs": [t.to_dict() for t in inputs],
+        "outputs": [t.to_dict() for t in outputs],
+        "recipe": {"quantization": spec.config if spec is not None else None, "graph": graph},
     }
     write_manifest(work, fields)
-    cache = {**cache, "buffer": "past and present share one [1, kv_heads, context, head_dim] buffer"}
-    return Artifact.load(work), "shared", {"cache": cache, "graph": info.get("graph")}
+    cache = {
+        **cache,
+        "buffer": "past and present share one [1, kv_heads, context, head_dim] buffer per layer",
+    }
+    return Artifact.load(work), "shared", {"cache": cache, "graph": graph}
 
 
 def _set_generation(art: Any, gen: dict[str, Any]) -> None:

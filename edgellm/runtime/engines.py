@@ -223,7 +223,9 @@ def open_engine(source: Any, *, threads: int | None = None) -> Any:
     if layout == "shared":
         from edgellm.runtime.ort_generation import SharedCacheEngine
 
-        return SharedCacheEngine(art.model_path, threads=threads, context=int(gen["context"]))
+        eng = SharedCacheEngine(art.model_path, threads=threads)
+        eng.gen = gen
+        return eng
     runner = _runner(art, threads)
     if layout == "concat":
         return ConcatEngine(runner, gen)
