@@ -47,6 +47,7 @@ class Observer:
         self.transform: dict[str, torch.Tensor] = {}  # name -> per-channel factor applied before recording
         self._first: dict[str, torch.Tensor] = {}  # name -> the input tensor of batch 0 (shared-input groups)
         self._batch = 0
+        self._last: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None  # (input, x, x^T x)
 
     def __enter__(self) -> Observer:
         for name, mod in self.layers.items():
@@ -71,17 +72,25 @@ class Observer:
         for h in self._handles:
             h.remove()
         self._handles.clear()
+        self._last = None
 
     def _hook(self, name: str):
         def hook(_mod: nn.Module, args: tuple) -> None:
-            x = args[0].detach()
             if self._batch == 0 and name not in self._first:
                 self._first[name] = args[0]  # held (not its id: ids are reused once a tensor is freed)
-            if self.mask is not None and x.dim() == 3 and x.shape[:2] == self.mask.shape:
-                x = x[self.mask]
-            x = x.reshape(-1, x.shape[-1]).float()
-            if name in self.transform:
-                x = x * self.transform[name]
+            shared = name not in self.transform and self._last is not None and self._last[0] is args[0]
+            if shared:  # q/k/v (or gate/up) read the same tensor: reuse its rows and its x^T x
+                x, h = self._last[1], self._last[2]
+            else:
+                x = args[0].detach()
+                if self.mask is not None and x.dim() == 3 and x.shape[:2] == self.mask.shape:
+                    x = x[self.mask]
+                x = x.reshape(-1, x.shape[-1]).float()
+                if name in self.transform:
+                    x = x * self.transform[name]
+                h = x.T @ x if self.hessian else None
+                if name not in self.transform:
+                    self._last = (args[0], x, h)
             s = self.stats[name]
             s.lo, s.hi = min(s.lo, x.min().item()), max(s.hi, x.max().item())
             amax, asum = x.abs().amax(0), x.abs().sum(0)
@@ -93,8 +102,7 @@ class Observer:
                 idx = torch.randperm(x.shape[0], generator=self._gen)[:take]
                 s.sample.append(x[idx].clone())
                 s.sampled += take
-            if self.hessian:
-                h = x.T @ x
+            if h is not None:
                 s.hessian = h if s.hessian is None else s.hessian + h
 
         return hook
