@@ -27,14 +27,17 @@ def inverse_hessian_factor(hessian: torch.Tensor, damp: float) -> tuple[torch.Te
     of dead inputs (zero diagonal: they get a unit diagonal; the caller zeroes their weights).
 
     With ``J`` the reversal permutation and ``J H J = L L^T``, ``U = J L^-1 J``: one Cholesky and one
-    triangular inverse (in float64), instead of inverting ``H`` and factoring the inverse.
+    triangular inverse instead of inverting ``H`` and factoring the inverse. In float32 (as AutoGPTQ),
+    float64 when float32's Cholesky fails.
     """
     in_f = hessian.shape[0]
-    h = hessian.double().clone()
+    h = hessian.float().clone()
     dead = torch.diag(h) == 0
     h[dead, dead] = 1.0
     h += torch.eye(in_f, dtype=h.dtype) * damp * torch.diag(h).mean()
-    lower = torch.linalg.cholesky(h.flip(0, 1))
+    lower, info = torch.linalg.cholesky_ex(h.flip(0, 1))
+    if int(info):  # not positive definite at float32's precision
+        lower = torch.linalg.cholesky(h.double().flip(0, 1))
     return _lower_triangular_inverse(lower).flip(0, 1).float(), dead
 
 

@@ -35,10 +35,17 @@ class Observer:
     """Attach to ``layers`` (name -> Linear); use as a context manager around calibration forwards."""
 
     def __init__(
-        self, layers: dict[str, nn.Linear], *, hessian: bool = False, max_rows: int = 1024, seed: int = 0
+        self,
+        layers: dict[str, nn.Linear],
+        *,
+        hessian: bool = False,
+        max_rows: int = 1024,
+        seed: int = 0,
+        ranges: bool = True,
     ) -> None:
         self.layers = layers
         self.hessian = hessian
+        self.ranges = ranges  # input/output ranges and per-channel abs statistics (GPTQ needs none)
         self.max_rows = max_rows
         self.stats = {n: Stats() for n in layers}
         self._handles: list = []
@@ -52,7 +59,8 @@ class Observer:
     def __enter__(self) -> Observer:
         for name, mod in self.layers.items():
             self._handles.append(mod.register_forward_pre_hook(self._hook(name)))
-            self._handles.append(mod.register_forward_hook(self._out_hook(name)))
+            if self.ranges:
+                self._handles.append(mod.register_forward_hook(self._out_hook(name)))
         return self
 
     def groups(self) -> list[list[str]]:
@@ -92,10 +100,11 @@ class Observer:
                 if name not in self.transform:
                     self._last = (args[0], x, h)
             s = self.stats[name]
-            s.lo, s.hi = min(s.lo, x.min().item()), max(s.hi, x.max().item())
-            amax, asum = x.abs().amax(0), x.abs().sum(0)
-            s.absmax = amax if s.absmax is None else torch.maximum(s.absmax, amax)
-            s.abssum = asum if s.abssum is None else s.abssum + asum
+            if self.ranges:
+                s.lo, s.hi = min(s.lo, x.min().item()), max(s.hi, x.max().item())
+                amax, asum = x.abs().amax(0), x.abs().sum(0)
+                s.absmax = amax if s.absmax is None else torch.maximum(s.absmax, amax)
+                s.abssum = asum if s.abssum is None else s.abssum + asum
             s.rows += x.shape[0]
             take = min(x.shape[0], max(0, self.max_rows - s.sampled))
             if take:
