@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -143,10 +144,8 @@ class _swapped:
 def _release_memory() -> None:
     """Hand the allocator's free heap memory back to the OS (glibc keeps freed tensors of a few MB in
     its arenas; over 24 blocks of temporaries that adds up to gigabytes of resident memory)."""
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
 
 
 def _under(name: str, path: str) -> bool:
