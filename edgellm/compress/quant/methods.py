@@ -18,13 +18,14 @@ from torch import nn
 from edgellm.compress.quant.awq import awq_clip, awq_quantize, awq_search
 from edgellm.compress.quant.config import Int4WeightOnly, Int8Dynamic, Int8Static, QuantConfig
 from edgellm.compress.quant.gptq import gptq_quantize
-from edgellm.compress.quant.observers import Observer, activation_range, run_calibration
+from edgellm.compress.quant.observers import Observer, Stats, activation_range, run_calibration
 from edgellm.compress.quant.primitives import (
     activation_qparams,
     quantize_weight,
     symmetric_activation_scale,
     weight_grid,
 )
+from edgellm.compress.quant.sequential import calibrate_blockwise
 from edgellm.compress.quant.spec import LayerQuant
 from edgellm.errors import EdgeLLMError
 
@@ -147,32 +148,40 @@ def _int4(
                 f"group size {cfg.group_size} does not divide layer '{n}' ({m.in_features} inputs)",
                 f"use a group size that divides {m.in_features}, or keep the layer with --keep '{n}'",
             )
+
+    def quantize_layers(layers: dict[str, nn.Linear], stats: dict[str, Stats]) -> dict[str, LayerQuant]:
+        return {n: _int4_layer(n, m, cfg, stats.get(n)) for n, m in layers.items()}
+
+    if cfg.method not in ("gptq", "awq"):
+        return quantize_layers(targets, {})
+    # block by block: one block's Hessians (or AWQ's input samples) at a time
+    return calibrate_blockwise(
+        model,
+        targets,
+        calib,
+        quantize_layers,
+        hessian=cfg.method == "gptq",
+        max_rows=1024 if cfg.method == "awq" else 0,
+    )
+
+
+def _int4_layer(n: str, m: nn.Linear, cfg: Int4WeightOnly, st: Stats | None) -> LayerQuant:
+    """One layer's INT4 codes by ``cfg.method`` (``st``: its calibration statistics, for GPTQ and AWQ)."""
     g, sym = cfg.group_size, cfg.symmetric
-    stats = None
-    if cfg.method in ("gptq", "awq"):
-        obs = Observer(targets, hessian=cfg.method == "gptq", max_rows=1024 if cfg.method == "awq" else 0)
-        run_calibration(model, calib, obs)
-        stats = obs.stats
-    out = {}
-    for n, m in targets.items():
-        w = m.weight.detach().float()
-        input_scale = None
-        if cfg.method == "gptq":
-            q, scale, zero = gptq_quantize(
-                w, stats[n].hessian, bits=4, group_size=g, symmetric=sym, damp=cfg.damp
-            )
-        elif cfg.method == "awq":
-            st = stats[n]
-            rows = st.sample_rows()
-            s, _alpha = awq_search(
-                w, st.abssum / max(st.rows, 1), rows, bits=4, group_size=g, symmetric=sym, grid=cfg.awq_grid
-            )
-            # then AWQ's clipping search on the scaled weights, against the scaled inputs
-            clipped = awq_clip(w * s, rows / s, bits=4, group_size=g, symmetric=sym)
-            q, scale, zero = awq_quantize(clipped, torch.ones_like(s), bits=4, group_size=g, symmetric=sym)
-            input_scale = None if bool(torch.all(s == 1)) else 1.0 / s
-        else:
-            scale, zero = weight_grid(w, 4, g, sym)
-            q = quantize_weight(w, scale, zero, 4)
-        out[n] = LayerQuant(n, 4, g, sym, q, scale, zero, input_scale=input_scale)
-    return out
+    w = m.weight.detach().float()
+    input_scale = None
+    if cfg.method == "gptq":
+        q, scale, zero = gptq_quantize(w, st.hessian, bits=4, group_size=g, symmetric=sym, damp=cfg.damp)
+    elif cfg.method == "awq":
+        rows = st.sample_rows()
+        s, _alpha = awq_search(
+            w, st.abssum / max(st.rows, 1), rows, bits=4, group_size=g, symmetric=sym, grid=cfg.awq_grid
+        )
+        # then AWQ's clipping search on the scaled weights, against the scaled inputs
+        clipped = awq_clip(w * s, rows / s, bits=4, group_size=g, symmetric=sym)
+        q, scale, zero = awq_quantize(clipped, torch.ones_like(s), bits=4, group_size=g, symmetric=sym)
+        input_scale = None if bool(torch.all(s == 1)) else 1.0 / s
+    else:
+        scale, zero = weight_grid(w, 4, g, sym)
+        q = quantize_weight(w, scale, zero, 4)
+    return LayerQuant(n, 4, g, sym, q, scale, zero, input_scale=input_scale)

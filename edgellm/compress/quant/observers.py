@@ -35,10 +35,17 @@ class Observer:
     """Attach to ``layers`` (name -> Linear); use as a context manager around calibration forwards."""
 
     def __init__(
-        self, layers: dict[str, nn.Linear], *, hessian: bool = False, max_rows: int = 1024, seed: int = 0
+        self,
+        layers: dict[str, nn.Linear],
+        *,
+        hessian: bool = False,
+        max_rows: int = 1024,
+        seed: int = 0,
+        ranges: bool = True,
     ) -> None:
         self.layers = layers
         self.hessian = hessian
+        self.ranges = ranges  # input/output ranges and per-channel abs statistics (GPTQ needs none)
         self.max_rows = max_rows
         self.stats = {n: Stats() for n in layers}
         self._handles: list = []
@@ -47,11 +54,13 @@ class Observer:
         self.transform: dict[str, torch.Tensor] = {}  # name -> per-channel factor applied before recording
         self._first: dict[str, torch.Tensor] = {}  # name -> the input tensor of batch 0 (shared-input groups)
         self._batch = 0
+        self._last: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None  # (input, x, x^T x)
 
     def __enter__(self) -> Observer:
         for name, mod in self.layers.items():
             self._handles.append(mod.register_forward_pre_hook(self._hook(name)))
-            self._handles.append(mod.register_forward_hook(self._out_hook(name)))
+            if self.ranges:
+                self._handles.append(mod.register_forward_hook(self._out_hook(name)))
         return self
 
     def groups(self) -> list[list[str]]:
@@ -71,30 +80,38 @@ class Observer:
         for h in self._handles:
             h.remove()
         self._handles.clear()
+        self._last = None
 
     def _hook(self, name: str):
         def hook(_mod: nn.Module, args: tuple) -> None:
-            x = args[0].detach()
             if self._batch == 0 and name not in self._first:
                 self._first[name] = args[0]  # held (not its id: ids are reused once a tensor is freed)
-            if self.mask is not None and x.dim() == 3 and x.shape[:2] == self.mask.shape:
-                x = x[self.mask]
-            x = x.reshape(-1, x.shape[-1]).float()
-            if name in self.transform:
-                x = x * self.transform[name]
+            shared = name not in self.transform and self._last is not None and self._last[0] is args[0]
+            if shared:  # q/k/v (or gate/up) read the same tensor: reuse its rows and its x^T x
+                x, h = self._last[1], self._last[2]
+            else:
+                x = args[0].detach()
+                if self.mask is not None and x.dim() == 3 and x.shape[:2] == self.mask.shape:
+                    x = x[self.mask]
+                x = x.reshape(-1, x.shape[-1]).float()
+                if name in self.transform:
+                    x = x * self.transform[name]
+                h = x.T @ x if self.hessian else None
+                if name not in self.transform:
+                    self._last = (args[0], x, h)
             s = self.stats[name]
-            s.lo, s.hi = min(s.lo, x.min().item()), max(s.hi, x.max().item())
-            amax, asum = x.abs().amax(0), x.abs().sum(0)
-            s.absmax = amax if s.absmax is None else torch.maximum(s.absmax, amax)
-            s.abssum = asum if s.abssum is None else s.abssum + asum
+            if self.ranges:
+                s.lo, s.hi = min(s.lo, x.min().item()), max(s.hi, x.max().item())
+                amax, asum = x.abs().amax(0), x.abs().sum(0)
+                s.absmax = amax if s.absmax is None else torch.maximum(s.absmax, amax)
+                s.abssum = asum if s.abssum is None else s.abssum + asum
             s.rows += x.shape[0]
             take = min(x.shape[0], max(0, self.max_rows - s.sampled))
             if take:
                 idx = torch.randperm(x.shape[0], generator=self._gen)[:take]
                 s.sample.append(x[idx].clone())
                 s.sampled += take
-            if self.hessian:
-                h = x.T @ x
+            if h is not None:
                 s.hessian = h if s.hessian is None else s.hessian + h
 
         return hook
