@@ -252,14 +252,19 @@ def export_generate(
     label = f"int{spec.bits}" if spec is not None else precision
     n = min(int(check_tokens), ctx // 2)  # a small context checks fewer tokens after shorter prompts
     prompts = [p[: ctx - n] for p in prompt_ids(adapter)]
-    say("reference tokens")
-    fp32_tokens = reference_tokens(adapter.module.lm, prompts, n)
     ref_lm = adapter.module.lm
     if spec is not None:
         from edgellm.compress.quant import apply_quant
 
         ref_lm = apply_quant(adapter, spec).module.lm
-    ref_tokens = fp32_tokens if spec is None else reference_tokens(ref_lm, prompts, n)
+    refs: dict[str, list[list[int]]] = {}
+
+    def tokens_of(kind: str) -> list[list[int]]:  # computed once, after the first variant is lowered
+        if kind not in refs:
+            say(f"reference tokens ({kind})")
+            refs[kind] = reference_tokens(adapter.module.lm if kind == "fp32" else ref_lm, prompts, n)
+        return refs[kind]
+
     gen_common = {
         "kind": "decoder",
         "family": adapter.family,
@@ -295,6 +300,7 @@ def export_generate(
             engine = open_engine(art.path)
             say(f"checking {n} greedy tokens on {len(prompts)} prompts")
             got, logits = artifact_greedy(engine, prompts, n)
+            ref_tokens = tokens_of("fp32" if spec is None else "reference")
             agree = _agreement(got, ref_tokens)
             parity = {
                 "tokens": n,
@@ -308,7 +314,7 @@ def export_generate(
             }
             if spec is not None:
                 parity["vs_fp32"] = {
-                    "agreement": round(_agreement(got, fp32_tokens), 4),
+                    "agreement": round(_agreement(got, tokens_of("fp32")), 4),
                     "logits_cosine_min": round(logits_cosine(adapter.module.lm, prompts, got, logits), 6),
                 }
             div = divergences(ref_lm, prompts, got, ref_tokens)
@@ -329,6 +335,14 @@ def export_generate(
                 }
             )
             shutil.rmtree(work, ignore_errors=True)
+        if chosen is None and all("agreement" not in r for r in rejected):
+            from edgellm.errors import ExportError
+
+            raise ExportError(
+                f"no generation artifact of '{adapter.name}' can be built for {fmt} ({label}): "
+                + "; ".join(f"{r['variant']}: {r['reason']}" for r in rejected),
+                "pick another --precision or --format (int4 runs on onnx, ort and tensorrt; tflite takes int8)",
+            )
         if chosen is None:
             raise ParityError(
                 f"no generation artifact of '{adapter.name}' for {fmt} reproduces the reference's greedy tokens: "

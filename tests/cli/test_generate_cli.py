@@ -48,7 +48,10 @@ def test_export_and_compress_generate_refuse_what_they_cannot_build(tmp_path, ca
         == 2
     )
     assert "edgellm compress MODEL --generate" in capsys.readouterr().err
-    assert not (tmp_path / "m").exists() and not (tmp_path / "x").exists()
+    argv = ["export", "tiny-llama", "--generate", "--target", "snapdragon-8-gen-3", "--format", "tflite"]
+    assert main([*argv, "--precision", "int4", "-o", str(tmp_path / "t")]) == 2
+    assert "tflite takes int8" in capsys.readouterr().err
+    assert not any((tmp_path / d).exists() for d in ("m", "x", "t"))
 
 
 def test_compress_generate_gptq_and_bench(small_lm, tmp_path, capsys):
