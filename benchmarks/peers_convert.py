@@ -25,7 +25,9 @@ from pathlib import Path
 def main(argv: list[str] | None = None) -> int:
     """Patch the pre-tokenizer lookup and run ``convert_hf_to_gguf.py`` with the arguments after ``--``."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--llama-dir", type=Path, required=True, help="llama.cpp source tree (has convert_hf_to_gguf.py)")
+    ap.add_argument(
+        "--llama-dir", type=Path, required=True, help="llama.cpp source tree (has convert_hf_to_gguf.py)"
+    )
     ap.add_argument("--pre", default="gpt2", help="pre-tokenizer name written for an unknown BPE hash")
     ap.add_argument("convert_args", nargs=argparse.REMAINDER, help="-- then the converter's own arguments")
     args = ap.parse_args(argv)
