@@ -48,10 +48,12 @@ from peers_llama import (  # noqa: F401  (re-exported: the peers' one entry poin
     PeerError,
     bench_llama_cpp,
     check_model,
+    cpu_busy,
     gguf_models,
     llama_cpp,
     model_key,
     run_logged,
+    wait_for_quiet,
 )
 
 GENAI_PACKAGES = ("onnxruntime-genai==0.18.0", "transformers==5.24.0", "onnx==1.23.2", "onnx-ir==1.1.0")
@@ -173,6 +175,7 @@ def bench_genai(
     per_token = _onnx_bytes_per_token(model_dir)
     rows = []
     for prompt in prompts:
+        busy = cpu_busy()
         out, _ = run_logged(
             [
                 py,
@@ -208,6 +211,7 @@ def bench_genai(
                 "bytes_per_token": per_token,
                 "peak_rss_mb": r["peak_rss_mb"],
                 "reps": runs,
+                "cpu_busy_before": busy,
                 "build": {
                     **opts,
                     "file": str(model_dir),
@@ -291,6 +295,10 @@ def main(argv: list[str] | None = None) -> int:
         default=True,
         help="measure memory read bandwidth and state each decode's fraction of it",
     )
+    ap.add_argument("--max-busy", type=float, default=0.15, help="CPU busy fraction counted as quiet")
+    ap.add_argument(
+        "--wait-quiet", type=float, default=0.0, help="seconds to wait for a quiet CPU before timing"
+    )
     ap.add_argument("--build-only", action="store_true", help="build the peers' tools (and models) and stop")
     ap.add_argument("--json", action="store_true", help="print the JSON report to stdout")
     ap.add_argument("--output", type=Path, help="also write the JSON report here")
@@ -326,6 +334,9 @@ def main(argv: list[str] | None = None) -> int:
             gguf_models(args.model, precisions)
         if "genai" in peers:
             genai_model(args.model, block_size=args.block_size, accuracy_level=args.accuracy_level)
+        busy = wait_for_quiet(args.max_busy, args.wait_quiet)
+        if busy > args.max_busy:
+            print(f"warning: the CPU is {busy:.0%} busy with other work; rates will be low", file=sys.stderr)
         if "llama.cpp" in peers:
             rows += bench_llama_cpp(
                 args.model,
@@ -357,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         "new": args.new,
         "prompts": prompts,
         "bandwidth": bandwidth,
+        "cpu_busy_before": busy,
         "rows": rows,
     }
     if args.output:

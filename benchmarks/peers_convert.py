@@ -5,11 +5,11 @@ missing from its table (``TextModel.get_vocab_base_pre``). edgellm's synthetic d
 tiny-llama tokenizer (byte-level BPE with the GPT-2 split regex), which is in no such table. This
 wrapper leaves llama.cpp's code untouched: it imports the converter's own ``conversion`` package from
 the llama.cpp checkout, wraps ``get_vocab_base_pre`` so that an unknown hash yields ``--pre`` (default
-``gpt2``, the pre-tokenizer of a byte-level BPE with the GPT-2 regex) instead of raising, and then runs
+``gpt-2``, llama.cpp's name for byte-level BPE with the GPT-2 split regex) instead of raising, and then runs
 the unmodified script. A known hash still gets llama.cpp's own answer. Token speed does not depend on
 the pre-tokenizer name (llama-bench feeds token ids).
 
-    python benchmarks/peers_convert.py --llama-dir .peers/llama.cpp --pre gpt2 -- \\
+    python benchmarks/peers_convert.py --llama-dir .peers/llama.cpp --pre gpt-2 -- \\
         /work/models/qwen05 --outtype f32 --outfile qwen05-f32.gguf
 """
 
@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--llama-dir", type=Path, required=True, help="llama.cpp source tree (has convert_hf_to_gguf.py)"
     )
-    ap.add_argument("--pre", default="gpt2", help="pre-tokenizer name written for an unknown BPE hash")
+    ap.add_argument("--pre", default="gpt-2", help="pre-tokenizer name written for an unknown BPE hash")
     ap.add_argument("convert_args", nargs=argparse.REMAINDER, help="-- then the converter's own arguments")
     args = ap.parse_args(argv)
     rest = args.convert_args[1:] if args.convert_args[:1] == ["--"] else args.convert_args

@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,30 @@ def run_logged(
     return out, usage.ru_maxrss / 1024
 
 
+def cpu_busy(seconds: float = 1.0) -> float:
+    """Fraction of this machine's CPU time spent busy over ``seconds`` (from /proc/stat): other work on a
+    shared host skews every rate, llama.cpp's spinning threads most of all, so reports record it."""
+
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        return sum(v), v[3] + v[4]  # total, idle + iowait
+
+    t0, i0 = sample()
+    time.sleep(seconds)
+    t1, i1 = sample()
+    return round(1 - (i1 - i0) / max(1, t1 - t0), 3)
+
+
+def wait_for_quiet(max_busy: float = 0.15, timeout: float = 0.0) -> float:
+    """Wait up to ``timeout`` seconds until :func:`cpu_busy` is at most ``max_busy``; return the last value."""
+    deadline = time.monotonic() + timeout
+    busy = cpu_busy()
+    while busy > max_busy and time.monotonic() < deadline:
+        busy = cpu_busy(2.0)
+    return busy
+
+
 def model_key(hf_dir: Path) -> str:
     """A cache name for ``hf_dir``: folder name + hash of its path and weight files' sizes and times."""
     h = hashlib.sha256(str(hf_dir.resolve()).encode())
@@ -100,6 +125,40 @@ def check_model(hf_dir: str | Path) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------- llama.cpp
+def unpack_llama_cpp(root: Path, src: Path, *, hint: str = "") -> Path:
+    """``vendor/llama.cpp`` of the ``llama-cpp-python`` sdist (downloaded to ``root/dl`` once) into ``src``."""
+    dl = root / "dl"
+    sdist = dl / f"llama_cpp_python-{LLAMA_CPP_PYTHON}.tar.gz"
+    if not sdist.is_file():
+        run_logged(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                f"llama-cpp-python=={LLAMA_CPP_PYTHON}",
+                "--no-binary",
+                ":all:",
+                "--no-deps",
+                "-d",
+                dl,
+            ],
+            root / "logs" / "sdist.log",
+            what="downloading the llama-cpp-python sdist",
+            hint=hint or "see the log",
+        )
+    prefix = f"llama_cpp_python-{LLAMA_CPP_PYTHON}/vendor/llama.cpp/"
+    tmp = src.with_name(src.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    with tarfile.open(sdist) as tar:
+        members = [m for m in tar.getmembers() if m.name.startswith(prefix)]
+        for m in members:
+            m.name = m.name[len(prefix) :]
+        tar.extractall(tmp, members=members, filter="data")
+    tmp.rename(src)
+    return src
+
+
 def llama_cpp(root: Path = PEERS, *, build: bool = True) -> dict[str, Path]:
     """Find or build llama.cpp under ``root/llama.cpp``: the source tree and the two tools.
 
@@ -124,35 +183,7 @@ def llama_cpp(root: Path = PEERS, *, build: bool = True) -> dict[str, Path]:
                 f"llama.cpp needs '{tool}' to build, and it is not on PATH", "install cmake and gcc/g++"
             )
     if not (src / "CMakeLists.txt").is_file():
-        dl = root / "dl"
-        sdist = dl / f"llama_cpp_python-{LLAMA_CPP_PYTHON}.tar.gz"
-        if not sdist.is_file():
-            run_logged(
-                [
-                    sys.executable,
-                    "-m",
-                    "pip",
-                    "download",
-                    f"llama-cpp-python=={LLAMA_CPP_PYTHON}",
-                    "--no-binary",
-                    ":all:",
-                    "--no-deps",
-                    "-d",
-                    dl,
-                ],
-                root / "logs" / "sdist.log",
-                what="downloading the llama-cpp-python sdist",
-                hint=how,
-            )
-        prefix = f"llama_cpp_python-{LLAMA_CPP_PYTHON}/vendor/llama.cpp/"
-        tmp = src.with_name(src.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        with tarfile.open(sdist) as tar:
-            members = [m for m in tar.getmembers() if m.name.startswith(prefix)]
-            for m in members:
-                m.name = m.name[len(prefix) :]
-            tar.extractall(tmp, members=members, filter="data")
-        tmp.rename(src)
+        unpack_llama_cpp(root, src, hint=how)
     logs = root / "logs"
     if not (src / "build" / "CMakeCache.txt").is_file():
         gen = ["-G", "Ninja"] if shutil.which("ninja") else []
@@ -189,7 +220,7 @@ def gguf_models(
     precisions: Sequence[str] = ("f32", "q8_0", "q4_0"),
     *,
     root: Path = PEERS,
-    pre: str = "gpt2",
+    pre: str = "gpt-2",
 ) -> dict[str, Path]:
     """GGUF files of ``hf_dir`` per precision (cached under ``root/gguf/<model key>/``).
 
@@ -204,6 +235,11 @@ def gguf_models(
     out = root / "gguf" / model_key(path)
     out.mkdir(parents=True, exist_ok=True)
     f32 = out / "model-F32.gguf"
+    stamp = out / "convert.json"
+    recipe = json.dumps({"sdist": LLAMA_CPP_PYTHON, "pre": pre})
+    if not stamp.is_file() or stamp.read_text() != recipe:  # made another way: make all again
+        for old in out.glob("model-*.gguf"):
+            old.unlink()
     if not f32.is_file():
         tmp = out / "model-F32.gguf.tmp"
         run_logged(
@@ -226,6 +262,7 @@ def gguf_models(
             hint="see the log; the converter needs torch, numpy, transformers",
         )
         tmp.rename(f32)
+        stamp.write_text(recipe)
     files: dict[str, Path] = {}
     for p in precisions:
         target = out / f"model-{GGUF_TYPES[p]}.gguf"
@@ -288,6 +325,7 @@ def bench_llama_cpp(
         log_dir = gguf.parent
         common = [bench, "-m", gguf, "-t", str(threads), "-r", str(reps), "-o", "json"]
         plist = ",".join(map(str, prompts))
+        busy = cpu_busy()  # before the runs: did something else share the cores?
         out, rss_pp = run_logged(
             [*common, "-p", plist, "-n", "0"],
             log_dir / f"bench-pp-{p}.log",
@@ -322,6 +360,7 @@ def bench_llama_cpp(
                     "bytes_per_token": _bytes_per_token_gguf(tensors),
                     "peak_rss_mb": round(max(rss_pp, rss_tg), 1),
                     "reps": reps,
+                    "cpu_busy_before": busy,
                     "build": {
                         "file": str(gguf),
                         "llama_cpp_python_sdist": LLAMA_CPP_PYTHON,
