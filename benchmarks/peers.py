@@ -139,7 +139,7 @@ def genai_model(
 
 
 def _onnx_bytes_per_token(model_dir: Path) -> int | None:
-    """Initializer bytes of the genai model a decode step reads: all, less tables read only by Gather."""
+    """Initializer bytes of the genai model a decode step reads: all, less tables only looked up (Gather)."""
     try:
         import onnx
     except ImportError:
@@ -153,7 +153,8 @@ def _onnx_bytes_per_token(model_dir: Path) -> int | None:
     for node in m.graph.node:
         for name in node.input:
             users.setdefault(name, set()).add(node.op_type)
-    gathered = sum(s for n, s in sizes.items() if users.get(n) == {"Gather"})
+    lookups = {"Gather", "GatherBlockQuantized"}  # read one row per token
+    gathered = sum(s for n, s in sizes.items() if users.get(n) and users[n] <= lookups)
     return sum(sizes.values()) - gathered
 
 

@@ -316,7 +316,8 @@ def bench_llama_cpp(
     """Time llama.cpp (``llama-bench -o json``) per precision and prompt; builds what is missing.
 
     Prefill is ``llama-bench -p P -n 0`` (TTFT = P / prefill tokens/s); decode is ``-p 0 -n new -d P``,
-    ``new`` tokens generated after a P-token context, as in a real generation.
+    ``new`` tokens generated after a P-token context, as in a real generation (``decode_tok_s_depth0``:
+    the same from an empty context, llama-bench's usual ``tg`` figure).
     """
     files = gguf_models(hf_dir, precisions, root=root)
     bench = llama_cpp(root)["bench"]
@@ -334,7 +335,7 @@ def bench_llama_cpp(
         )
         pp = {r["n_prompt"]: r for r in json.loads(out)}
         out, rss_tg = run_logged(
-            [*common, "-p", "0", "-n", str(new), "-d", plist],
+            [*common, "-p", "0", "-n", str(new), "-d", ",".join(map(str, sorted({0, *prompts})))],
             log_dir / f"bench-tg-{p}.log",
             what="llama-bench (decode)",
             hint="see the log",
@@ -356,6 +357,7 @@ def bench_llama_cpp(
                     "prefill_tok_s_std": round(a["stddev_ts"], 2),
                     "decode_tok_s": round(b["avg_ts"], 2),
                     "decode_tok_s_std": round(b["stddev_ts"], 2),
+                    "decode_tok_s_depth0": round(tg[0]["avg_ts"], 2),  # llama-bench's plain tg figure
                     "size_bytes": gguf.stat().st_size,
                     "bytes_per_token": _bytes_per_token_gguf(tensors),
                     "peak_rss_mb": round(max(rss_pp, rss_tg), 1),
