@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -352,12 +353,15 @@ def bench_llama_cpp(
                     "new": new,
                     "threads": threads,
                     "batch": 1,
-                    "ttft_ms": round(1e3 * prompt / a["avg_ts"], 2),
-                    "prefill_tok_s": round(a["avg_ts"], 2),
-                    "prefill_tok_s_std": round(a["stddev_ts"], 2),
-                    "decode_tok_s": round(b["avg_ts"], 2),
-                    "decode_tok_s_std": round(b["stddev_ts"], 2),
-                    "decode_tok_s_depth0": round(tg[0]["avg_ts"], 2),  # llama-bench's plain tg figure
+                    "ttft_ms": round(1e3 * prompt / max(a["samples_ts"]), 2),
+                    "ttft_ms_median": round(1e3 * prompt / statistics.median(a["samples_ts"]), 2),
+                    "prefill_tok_s": round(max(a["samples_ts"]), 2),
+                    "prefill_tok_s_median": round(statistics.median(a["samples_ts"]), 2),
+                    "decode_tok_s": round(max(b["samples_ts"]), 2),
+                    "decode_tok_s_median": round(statistics.median(b["samples_ts"]), 2),
+                    "decode_tok_s_depth0": round(
+                        max(tg[0]["samples_ts"]), 2
+                    ),  # llama-bench's plain tg figure
                     "size_bytes": gguf.stat().st_size,
                     "bytes_per_token": _bytes_per_token_gguf(tensors),
                     "peak_rss_mb": round(max(rss_pp, rss_tg), 1),
@@ -369,6 +373,8 @@ def bench_llama_cpp(
                         "build_commit": a.get("build_commit"),
                         "cpu_info": a.get("cpu_info"),
                         "model_type": a.get("model_type"),
+                        "kv_type": a.get("type_k"),
+                        "flash_attn": a.get("flash_attn"),
                         "quantize": "llama-quantize default mixture"
                         if p != "f32"
                         else "convert_hf_to_gguf --outtype f32",
