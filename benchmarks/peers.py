@@ -47,10 +47,10 @@ from peers_llama import (  # noqa: F401  (re-exported: the peers' one entry poin
     HERE,
     LLAMA_CPP_PYTHON,
     PEERS,
+    QUIET,
     PeerError,
     bench_llama_cpp,
     check_model,
-    cpu_busy,
     gguf_models,
     llama_cpp,
     model_key,
@@ -178,7 +178,7 @@ def bench_genai(
     per_token = _onnx_bytes_per_token(model_dir)
     rows = []
     for prompt in prompts:
-        busy = cpu_busy()
+        busy = wait_for_quiet(**QUIET)
         out, _ = run_logged(
             [
                 py,
@@ -301,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--max-busy", type=float, default=0.15, help="CPU busy fraction counted as quiet")
     ap.add_argument(
-        "--wait-quiet", type=float, default=0.0, help="seconds to wait for a quiet CPU before timing"
+        "--wait-quiet", type=float, default=0.0, help="seconds to wait for a quiet CPU before each timed run"
     )
     ap.add_argument("--build-only", action="store_true", help="build the peers' tools (and models) and stop")
     ap.add_argument("--json", action="store_true", help="print the JSON report to stdout")
@@ -338,7 +338,8 @@ def main(argv: list[str] | None = None) -> int:
             gguf_models(args.model, precisions)
         if "genai" in peers:
             genai_model(args.model, block_size=args.block_size, accuracy_level=args.accuracy_level)
-        busy = wait_for_quiet(args.max_busy, args.wait_quiet)
+        QUIET.update(max_busy=args.max_busy, timeout=args.wait_quiet)
+        busy = wait_for_quiet(**QUIET)
         if busy > args.max_busy:
             print(f"warning: the CPU is {busy:.0%} busy with other work; rates will be low", file=sys.stderr)
         if "llama.cpp" in peers:

@@ -97,6 +97,9 @@ def cpu_busy(seconds: float = 1.0) -> float:
     return round(1 - (i1 - i0) / max(1, t1 - t0), 3)
 
 
+QUIET = {"max_busy": 0.15, "timeout": 0.0}  # before each timed run: wait_for_quiet(**QUIET); the CLI sets it
+
+
 def wait_for_quiet(max_busy: float = 0.15, timeout: float = 0.0) -> float:
     """Wait up to ``timeout`` seconds until :func:`cpu_busy` is at most ``max_busy``; return the last value."""
     deadline = time.monotonic() + timeout
@@ -327,7 +330,7 @@ def bench_llama_cpp(
         log_dir = gguf.parent
         common = [bench, "-m", gguf, "-t", str(threads), "-r", str(reps), "-o", "json"]
         plist = ",".join(map(str, prompts))
-        busy = cpu_busy()  # before the runs: did something else share the cores?
+        busy = wait_for_quiet(**QUIET)  # before the runs: does something else share the cores?
         out, rss_pp = run_logged(
             [*common, "-p", plist, "-n", "0"],
             log_dir / f"bench-pp-{p}.log",
