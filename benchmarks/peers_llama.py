@@ -337,6 +337,7 @@ def bench_llama_cpp(
             what="llama-bench (prefill)",
             hint="see the log",
         )
+        (log_dir / f"bench-pp-{p}.json").write_text(out)  # llama-bench's own report, kept
         pp = {r["n_prompt"]: r for r in json.loads(out)}
         out, rss_tg = run_logged(
             [*common, "-p", "0", "-n", str(new), "-d", ",".join(map(str, sorted({0, *prompts})))],
@@ -344,6 +345,7 @@ def bench_llama_cpp(
             what="llama-bench (decode)",
             hint="see the log",
         )
+        (log_dir / f"bench-tg-{p}.json").write_text(out)
         tg = {r["n_depth"]: r for r in json.loads(out)}
         tensors = gguf_tensor_bytes(gguf, root=root)
         for prompt in prompts:
