@@ -94,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="qwen2.5-0.5b")
     ap.add_argument("--layers", type=int, default=None, help="fewer layers than the preset (a quick look)")
+    ap.add_argument(
+        "--model", type=Path, default=None, help="an HF folder to use instead of synthesizing one"
+    )
     ap.add_argument("--prompt", default="128,512")
     ap.add_argument("--new", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
@@ -118,9 +121,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from edgellm.targets.host import cpu_model
 
-    hf = model_dir(a.preset, a.layers, a.work / "models")
+    hf = a.model or model_dir(a.preset, a.layers, a.work / "models")
     cfg = json.loads((hf / "config.json").read_text())
-    params = json.loads((hf / "synthetic.json").read_text())["parameters"]
+    syn = hf / "synthetic.json"
+    params = json.loads(syn.read_text())["parameters"] if syn.is_file() else None
     context = max(prompts) + a.new + 8
     arts = {}
     for label in a.variants.split(","):
@@ -223,7 +227,7 @@ def ratios(rows: list[dict[str, Any]], prompts: list[int]) -> dict[str, Any]:
             for x in rows
             if x["runtime"] == "edgellm" and x["precision"].startswith("int4") and x["prompt"] == p
         ]
-        peers4 = [x for x in (get("llama.cpp", "q4_0", p), get("onnxruntime-genai", "int4", p)) if x]
+        peers4 = [x for x in (get("llama.cpp", "Q4_0", p), get("onnxruntime-genai", "INT4", p)) if x]
         r: dict[str, Any] = {}
         if mine4 and peers4:
             best, peer = (
@@ -243,7 +247,7 @@ def ratios(rows: list[dict[str, Any]], prompts: list[int]) -> dict[str, Any]:
                 "ratio": round(mine_pre["prefill_tok_s"] / pre["prefill_tok_s"], 3),
                 "goal": 1.0,
             }
-        for mine, peer in (("int8", "q8_0"), ("fp32", "f32")):
+        for mine, peer in (("int8", "Q8_0"), ("fp32", "F32")):
             m, q = get("edgellm", mine, p), get("llama.cpp", peer, p)
             if m and q:
                 r[f"{mine}_decode_vs_llama_cpp_{peer}"] = {

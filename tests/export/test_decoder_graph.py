@@ -17,7 +17,7 @@ from edgellm.models.synthetic import synthesize
 from edgellm.runtime.ort_generation import SharedCacheEngine
 
 PROMPT = [5, 17, 99, 300, 1000, 42, 7, 8, 211, 3000]
-NEW = 64
+NEW = 32
 CONTEXT = 96
 
 

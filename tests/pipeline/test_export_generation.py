@@ -13,7 +13,7 @@ from edgellm.pipeline.generation import export_generation
 def test_the_export_writes_both_halves_and_the_check(gen_dir):
     info = json.loads((gen_dir / "generation.json").read_text())
     assert info["layers_on_device"] == 2 and info["codec"] == "fp16"
-    assert info["check"] == {"tokens": 16, "agreement": 1.0, "codec": "fp16"}
+    assert info["check"] == {"tokens": 16, "agreement": 1.0, "codec": "fp16", "reference": "unsplit model"}
     for role in ("device", "server"):
         man = json.loads((gen_dir / role / "manifest.json").read_text())
         assert man["generation"]["role"] == role and man["generation"]["plan_id"] == info["plan_id"]

@@ -163,6 +163,9 @@ def test_the_demo_recipe_reduced_runs_on_the_bundled_models(tmp_path, capsys):
     r["bench"] = {"runs": 2, "warmup": 0, "batch": [1], "seq": [16]}
     r["partition"].update(runs=2, seq=32)
     r["split"] = {"requests": 3, "device_format": "ort"}  # the TFLite half is covered in tests/partition
+    assert len(r["generate"]["artifacts"]) == 4  # server and phone, INT4 and INT8: one of them here
+    r["generate"].update(max_new_tokens=8, check_tokens=8, bench_prompt=[16], bench_new=8)
+    r["generate"]["artifacts"] = [{"model": "tiny-llama", "precision": "int4", "label": "tl-int4"}]
     rc = main(["run", str(write(tmp_path / "demo.yaml", r))])
     out, err = capsys.readouterr()
     assert rc == 0, err
@@ -174,6 +177,10 @@ def test_the_demo_recipe_reduced_runs_on_the_bundled_models(tmp_path, capsys):
     phone = tg[("snapdragon-865", "tflite")]
     assert phone["error"] is None and phone["host_p50_ms"] > 0 and phone["cosine_vs_fp32"] > 0.9999
     assert tg[("nvidia-a100", "tensorrt")]["engine"] == "pending"
+    gen = res["generate:tl-int4"]
+    assert gen["precision"] == "int4" and gen["rate"]["rows"][0]["decode_tok_s"] > 0 and gen["text"]
+    assert (tmp_path / "demo" / rep["plots"]["generation"]).is_file()
+    assert "Generation artifacts" in (tmp_path / "demo" / "report.md").read_text()
     row = res["compress:tiny-llama-w4a16-rtn"]
     assert row["accuracy_detail"]["metric"] == "perplexity" and row["size_mb"] < 0.5 * row["fp32_size_mb"]
     # calibrated and evaluated on the cleaned dataset version, not the raw text
