@@ -374,14 +374,12 @@ class _Skip(Exception):
 
 
 def _variants(fmt: str, spec: Any, fused: bool) -> list[str]:
-    """Fastest first: the fused graph with int8-activation MatMulNBits (accuracy level 4) where the spec
-    has INT4/INT8 weight-only layers, then with float compute, then the exported step graph."""
+    """Fastest first: the fused graph with int8-activation ``MatMulNBits`` (accuracy level 4) for a
+    QuantSpec (INT4, and INT8 weights), then with float compute, then the exported step graph. (At level
+    0, 8-bit ``MatMulNBits`` has no fast CPU kernel: it is the fallback, never the first choice.)"""
     if fmt != "onnx" or not fused:
         return ["step"]
-    weight_only = spec is not None and any(
-        not lq.dynamic_activation and lq.act_scale is None for lq in spec.layers.values()
-    )
-    return (["fused-al4"] if weight_only else []) + ["fused", "step"]
+    return (["fused-al4"] if spec is not None else []) + ["fused", "step"]
 
 
 def _quantize(adapter: Any, cfg: Any, calib: Any) -> Any:
