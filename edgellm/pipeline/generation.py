@@ -122,12 +122,14 @@ def export_generation(
         runners = {r: make_runner(a) for r, a in arts.items()}
         prompt = list(adapter.fixed_inputs()["input_ids"][0][:8])
         ref = adapter
-        if any(sp is not None for sp in specs.values()):
+        quantized = [sp for sp in specs.values() if sp is not None]
+        if quantized:
+            import dataclasses
+
             from edgellm.compress.quant import apply_quant
 
-            for sp in specs.values():
-                if sp is not None:
-                    ref = apply_quant(ref, sp)
+            both = {n: lq for sp in quantized for n, lq in sp.layers.items()}
+            ref = apply_quant(adapter, dataclasses.replace(quantized[0], layers=both))
         want = reference_greedy(ref, [int(t) for t in prompt], check_tokens)
         got = greedy_split(
             runners["device"].run,

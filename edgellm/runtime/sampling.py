@@ -12,7 +12,7 @@ Example:
     >>> GenerationConfig(top_p=0)
     Traceback (most recent call last):
     ...
-    edgellm.errors.EdgeLLMError: top_p is 0; use a number in (0, 1] (1: no nucleus cut)
+    edgellm.errors.EdgeLLMError: top_p is 0; use a number in (0, 1] (1: no nucleus cut) (see edgellm generate --help)
 """
 
 from __future__ import annotations
@@ -112,20 +112,27 @@ def next_token(
 ) -> int:
     """The next token from one position's logits ``[vocab]`` (``history``: prompt + generated ids)."""
     x = penalize(logits, history, config.repetition_penalty)
-    if config.greedy:
-        return int(np.argmax(x))
-    z = x.astype(np.float64)
+    return sample(x, config.temperature, config.top_k, config.top_p, rng)
+
+
+def sample(logits: np.ndarray, temperature: float, top_k: int, top_p: float, rng: np.random.Generator) -> int:
+    """The argmax at temperature 0, else a seeded sample from the softmax at ``temperature`` among the
+    ``top_k`` most likely tokens (0: all) and the nucleus reaching ``top_p`` (1: all). The logits are
+    shifted to a maximum of 0 first, so a tiny temperature gives the argmax, never an overflow."""
+    if temperature <= 0:
+        return int(np.argmax(logits))
+    z = logits.astype(np.float64)
     with np.errstate(over="ignore", under="ignore", divide="ignore"):
-        z = (z - z.max()) / config.temperature
-    if 0 < config.top_k < len(z):
-        cut = np.partition(z, -config.top_k)[-config.top_k]
+        z = (z - z.max()) / temperature
+    if 0 < top_k < len(z):
+        cut = np.partition(z, -top_k)[-top_k]
         z = np.where(z >= cut, z, -np.inf)
     p = np.exp(z)
     p /= p.sum()
-    if config.top_p < 1.0:
+    if top_p < 1.0:
         order = np.argsort(-p, kind="stable")
         cum = np.cumsum(p[order])
-        keep = order[: int(np.searchsorted(cum, config.top_p) + 1)]
+        keep = order[: int(np.searchsorted(cum, top_p) + 1)]
         q = np.zeros_like(p)
         q[keep] = p[keep]
         p = q / q.sum()

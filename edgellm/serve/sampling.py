@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from edgellm.runtime.sampling import sample
+
 SEED_MAX = 2**64 - 1  # numpy's generators take any integer >= 0; a seed is one 64-bit word
 
 
@@ -56,18 +58,6 @@ class Sampling:
 
 
 def pick(logits: np.ndarray, temperature: float, top_k: int, rng: np.random.Generator) -> int:
-    """The next token from one position's logits: argmax at temperature 0, else a seeded sample.
-
-    The logits are shifted to a maximum of 0 before they are divided by the temperature, so a tiny
-    temperature gives the argmax, never an overflow (``inf - inf`` would make the softmax NaN)."""
-    if temperature <= 0:
-        return int(np.argmax(logits))
-    x = logits.astype(np.float64)
-    with np.errstate(over="ignore", under="ignore", divide="ignore"):
-        z = (x - x.max()) / temperature
-    if 0 < top_k < len(z):
-        cut = np.partition(z, -top_k)[-top_k]
-        z = np.where(z >= cut, z, -np.inf)
-    p = np.exp(z)
-    p /= p.sum()
-    return int(rng.choice(len(p), p=p))
+    """The next token from one position's logits: argmax at temperature 0, else a seeded sample
+    (:func:`edgellm.runtime.sampling.sample`, the kernel every generation path shares)."""
+    return sample(logits, temperature, top_k, 1.0, rng)

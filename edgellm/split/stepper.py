@@ -21,7 +21,8 @@ from edgellm.models.decoder_step import HIDDEN, CacheHalves, step_names
 class DeviceStepper:
     """The phone half over a sequence, holding its cache: ``stepper(ids)`` returns the hidden states
     ``[1, len(ids), hidden]`` of the new tokens. A dynamic half (ORT) takes them in one call; a slot half
-    (TFLite, ``slots`` set) one token per call into its fixed-size cache."""
+    (TFLite, ``slots`` set) one token per call into its fixed-size cache. The stepping is the runtime's
+    (:class:`~edgellm.runtime.engines.ConcatEngine` / :class:`~edgellm.runtime.engines.SlotEngine`)."""
 
     def __init__(
         self,
@@ -32,49 +33,36 @@ class DeviceStepper:
         head_dim: int,
         slots: int | None = None,
     ) -> None:
-        self.run, self.past_names, self.present_names, self.slots = run, past, present, slots
-        n = 0 if slots is None else slots
-        self.past = {p: np.zeros((1, kv_heads, n, head_dim), np.float32) for p in past}
-        self.length = 0
+        from edgellm.runtime.engines import ConcatEngine, SlotEngine
+
+        gen = {
+            "cache": {"past_inputs": past, "present_outputs": present},
+            "context": slots or 1 << 30,
+            "kv_heads": kv_heads,
+            "head_dim": head_dim,
+        }
+        cls = SlotEngine if slots else ConcatEngine
+        self.slots = slots
+        self.engine = cls(_Runner(run), gen, first="input_ids", out=HIDDEN)
+
+    @property
+    def length(self) -> int:
+        return self.engine.length
 
     def __call__(self, ids: list[int]) -> np.ndarray:
-        if self.slots is None:
-            new = len(ids)
-            d = self.run(
-                {
-                    "input_ids": np.asarray([ids], np.int64),
-                    "attention_mask": np.ones((1, self.length + new), np.int64),
-                    "position_ids": np.arange(self.length, self.length + new, dtype=np.int64)[None],
-                    **self.past,
-                }
+        if self.slots is not None and self.length + len(ids) > self.slots:
+            raise EdgeLLMError(
+                f"the phone half's cache holds {self.slots} positions and is full",
+                "generate fewer tokens, or export with a larger --device-cache",
             )
-            self.past = {p: d[q] for p, q in zip(self.past_names, self.present_names)}
-            self.length += new
-            return d[HIDDEN]
-        hidden = []
-        for t in ids:
-            if self.length >= self.slots:
-                raise EdgeLLMError(
-                    f"the phone half's cache holds {self.slots} positions and is full",
-                    "generate fewer tokens, or export with a larger --device-cache",
-                )
-            write = np.zeros((1, self.slots), np.float32)
-            write[0, self.length] = 1.0
-            mask = np.zeros((1, self.slots), np.int64)
-            mask[0, : self.length + 1] = 1
-            d = self.run(
-                {
-                    "input_ids": np.asarray([[t]], np.int64),
-                    "position_ids": np.asarray([[self.length]], np.int64),
-                    "cache_mask": mask,
-                    "write": write,
-                    **self.past,
-                }
-            )
-            self.past = {p: d[q] for p, q in zip(self.past_names, self.present_names)}
-            self.length += 1
-            hidden.append(d[HIDDEN])
-        return np.concatenate(hidden, axis=1)
+        return self.engine.feed(np.asarray([ids], np.int64))
+
+
+class _Runner:
+    """A ``run(feeds) -> outputs`` callable as the runner an engine drives."""
+
+    def __init__(self, run: Any) -> None:
+        self.run = run
 
 
 def greedy_split(
