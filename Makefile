@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.edgellm-installed
-EXTRAS ?= onnx,bench,dev,tflite,serve,data,ray,train
+EXTRAS ?= onnx,openvino,bench,dev,tflite,serve,data,ray,train
 
 .PHONY: setup demo test test-all bench lint format clean tiny-llama docs
 

@@ -38,6 +38,7 @@ class Exporter(ABC):
 
     format: str = ""
     quant: Any = None  # the QuantSpec lowered, if any
+    validated_runner: Any = None  # the runner the kept variant passed parity in (set by lower_validated)
 
     def variants(self, model: Any) -> list[str]:
         """The variants to try, best first (e.g. ONNX: ``["fused", "plain"]``)."""
@@ -135,6 +136,9 @@ def export(
     force: bool = False,
     tolerance: Tolerance | None = None,
     manifest_extra: dict[str, Any] | None = None,
+    runtimes: str | list[str] | None = None,
+    select_runtime: bool = True,
+    threads: int | None = None,
     **options: Any,
 ) -> Artifact:
     """Export ``model`` for ``target`` into an artifact directory, validated against the reference.
@@ -151,6 +155,13 @@ def export(
         tolerance: parity tolerance; default :class:`Tolerance()` (max abs 1e-3, cosine 0.9999), or
             :meth:`Tolerance.quantized` when ``quant`` is given.
         manifest_extra: more manifest sections (e.g. ``split``: how this half links to its peer).
+        runtimes: validate the artifact in more runtimes than its format's own: ``"auto"`` (every runtime
+            the target lists for the format that is installed, at each inference precision it lists),
+            or names (``"openvino"``); the manifest's ``runtimes`` section records each one's parity
+            (:mod:`edgellm.export.runtimes`). None: the format's own runtime only.
+        select_runtime: time the candidates that pass (each in its own process, interleaved) and
+            record the fastest as the artifact's preferred runtime.
+        threads: threads for those timings (default: each runtime's own choice).
         **options: exporter options, e.g. ``opset=17``, ``optimize=False``, ``exporter="dynamo"``.
 
     Returns:
@@ -199,7 +210,25 @@ def export(
             tolerance = Tolerance() if spec is None else Tolerance.quantized()
         try:
             fields = lower_validated(exporter, adapter, tgt, tmp, tolerance)
+            if runtimes is not None:
+                from edgellm.export.runtimes import validate_runtimes
+
+                section = validate_runtimes(
+                    exporter,
+                    adapter,
+                    tgt,
+                    tmp,
+                    fields,
+                    exporter.validated_runner,
+                    tolerance,
+                    runtimes,
+                    threads=threads,
+                    select=select_runtime,
+                )
+                if section is not None:
+                    fields["runtimes"] = section
         finally:
+            exporter.validated_runner = None
             exporter.close()
         extra = dict(manifest_extra or {})
         if _LINEAGE.get() is not None:
@@ -246,6 +275,7 @@ def lower_validated(
             exporter.parity_hint(model),
         )
     extra = exporter.finish(model, fields, runner, variant, rejected)
+    exporter.validated_runner = runner
     fields["parity"] = {
         **parity,
         "tolerance": tolerance.to_dict(),

@@ -1,4 +1,4 @@
-"""Runtimes: one :class:`Runner` interface over torch, ONNX Runtime, LiteRT (TFLite) and TensorRT.
+"""Runtimes: one :class:`Runner` interface over torch, ONNX Runtime, OpenVINO, LiteRT (TFLite) and TensorRT.
 
 Example:
     >>> from edgellm.runtime import make_runner
@@ -37,19 +37,80 @@ def make_runner(model: Any, runtime: str | None = None, **options: Any) -> Runne
         runtime: runner name; default: ``torch`` for adapters, the artifact's runtime otherwise.
         **options: passed to the runner (thread counts, session options).
     """
+    manifest = getattr(model, "manifest", None) if not _is_adapter(model) else None
     if runtime is None:
         if _is_adapter(model):
             runtime = "torch"
-        elif hasattr(model, "manifest"):
-            runtime = model.manifest["target"]["runtime"]
+        elif manifest is not None:
+            runtime, recorded = preferred_runtime(manifest)
+            options = {**recorded, **options}
         else:
             runtime = "onnxruntime"
+    if manifest is not None:
+        check_validated(manifest, runtime, options)
     discover_runners()
     if runtime not in RUNNERS:
         plugins.load("edgellm.runners", runtime)  # a plugin package may provide it
     if runtime not in RUNNERS:
         raise EdgeLLMError(f"unknown runtime '{runtime}'", f"available: {', '.join(sorted(RUNNERS))}")
     return RUNNERS[runtime](model, **options)
+
+
+# Runtimes that run another format's file with kernels of their own (OpenVINO reads ONNX): an artifact
+# must have passed parity in them (manifest ``runtimes``, written by ``export(..., runtimes=...)``).
+VALIDATED_SEPARATELY = {"openvino"}
+
+
+def _sdk_installed(runtime: str) -> bool:
+    import importlib.util
+
+    mod = {"onnxruntime-mobile": "onnxruntime", "litert": "ai_edge_litert"}.get(runtime, runtime)
+    return importlib.util.find_spec(mod) is not None
+
+
+def recorded_candidates(manifest: dict[str, Any], runtime: str) -> list[dict[str, Any]]:
+    """The manifest's validation records of ``runtime`` (``runtimes.candidates``), best first."""
+    section = manifest.get("runtimes") or {}
+    cands = [c for c in section.get("candidates", []) if c.get("runtime") == runtime]
+    pref = section.get("preferred") or {}
+    return sorted(
+        cands, key=lambda c: pref.get("runtime") != runtime or c.get("options") != pref.get("options")
+    )
+
+
+def preferred_runtime(manifest: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """``(runtime, options)`` an artifact runs in by default: the one ``edgellm export`` measured fastest
+    among those that met parity (when its SDK is installed here), else its format's own runtime."""
+    pref = (manifest.get("runtimes") or {}).get("preferred") or {}
+    runtime = pref.get("runtime")
+    if runtime and _sdk_installed(runtime):
+        return runtime, {k: v for k, v in (pref.get("options") or {}).items() if v is not None}
+    return manifest["target"]["runtime"], {}
+
+
+def check_validated(manifest: dict[str, Any], runtime: str, options: dict[str, Any]) -> None:
+    """Refuse to run an artifact in a runtime of :data:`VALIDATED_SEPARATELY` that it did not pass parity
+    in (at the asked precision, if one was asked)."""
+    if runtime not in VALIDATED_SEPARATELY or manifest["target"]["runtime"] == runtime:
+        return
+    cands = recorded_candidates(manifest, runtime)
+    passed = [c for c in cands if c.get("passed")]
+    asked = options.get("precision")
+    if asked not in (None, "auto"):
+        failed = [c for c in cands if c.get("options", {}).get("precision") == asked and not c.get("passed")]
+        if failed:
+            raise EdgeLLMError(
+                f"this artifact failed validation in {runtime} at {asked}: {failed[0].get('error', 'parity')}",
+                f"run it at another precision ({', '.join(c['options'].get('precision', '?') for c in passed) or 'none passed'})"
+                f" or in {manifest['target']['runtime']}",
+            )
+    if not passed:
+        why = "; ".join(c.get("error", "failed") for c in cands) or "it was never validated there"
+        raise EdgeLLMError(
+            f"this artifact has not passed parity in {runtime} ({why})",
+            f"run it in {manifest['target']['runtime']}, or re-export it with --runtimes {runtime} "
+            "(export validates it in that runtime and records the result)",
+        )
 
 
 def _is_adapter(model: Any) -> bool:
@@ -61,4 +122,12 @@ def _is_adapter(model: Any) -> bool:
     return mod is not None and isinstance(model, mod.ModelAdapter)
 
 
-__all__ = ["RUNNERS", "Runner", "discover_runners", "make_runner", "register_runner"]
+__all__ = [
+    "RUNNERS",
+    "Runner",
+    "check_validated",
+    "discover_runners",
+    "make_runner",
+    "preferred_runtime",
+    "register_runner",
+]

@@ -45,6 +45,8 @@ class OrtRunner(Runner):
         shrink_arena_above: after a run whose inputs hold more elements than this, the CPU memory arena
             gives back what it grew for that run (a server keeps its memory after one large batch);
             None never shrinks.
+        inputs / outputs: specs to use instead of the artifact's or the graph's (checked against it).
+        threads: a synonym of ``intra_op_threads`` (the name every runner takes).
 
     Example:
         >>> r = OrtRunner("model.onnx", intra_op_threads=2)          # doctest: +SKIP
@@ -62,6 +64,9 @@ class OrtRunner(Runner):
         providers: list[str] | None = None,
         session_options: dict[str, Any] | None = None,
         shrink_arena_above: int | None = None,
+        inputs: list[TensorSpec] | None = None,
+        outputs: list[TensorSpec] | None = None,
+        threads: int | None = None,
     ) -> None:
         ort = require("onnxruntime", "onnx", "the ONNX Runtime runner")
         path = Path(getattr(model, "model_path", model))
@@ -71,6 +76,7 @@ class OrtRunner(Runner):
             raise EdgeLLMError(
                 f"unknown graph_optimization '{graph_optimization}'", f"use one of: {', '.join(_OPT_LEVELS)}"
             )
+        intra_op_threads = intra_op_threads or threads
         so = ort.SessionOptions()
         so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _OPT_LEVELS[graph_optimization])
         if intra_op_threads:
@@ -96,9 +102,13 @@ class OrtRunner(Runner):
                 "the file is not a valid ONNX model for this runtime: re-export the artifact",
             ) from None
         manifest = getattr(model, "manifest", None)
-        if manifest:
-            self.inputs = [TensorSpec(**d) for d in manifest["inputs"]]
-            self.outputs = [TensorSpec(**d) for d in manifest["outputs"]]
+        if inputs is not None or manifest:
+            self.inputs = (
+                list(inputs) if inputs is not None else [TensorSpec(**d) for d in manifest["inputs"]]
+            )
+            self.outputs = (
+                list(outputs) if outputs is not None else [TensorSpec(**d) for d in manifest["outputs"]]
+            )
             _check_manifest(path, self.inputs, self.session.get_inputs())
         else:
             self.inputs = [_spec(i) for i in self.session.get_inputs()]

@@ -39,6 +39,15 @@ class Target(BaseModel):
     memory_budget_mb: float = Field(gt=0)
     hardware: dict[str, Any] = Field(default_factory=dict)
     sources: list[str] = Field(min_length=1)
+    # format -> the runtimes that run it, its own runtime first (default: the profile's first runtime);
+    # ``edgellm export`` validates an artifact in each and records the fastest that meets parity
+    format_runtimes: dict[str, list[str]] = Field(default_factory=dict)
+    # runtime -> inference precisions to try where the host has them (OpenVINO: f32, bf16, f16)
+    runtime_precisions: dict[str, list[str]] = Field(default_factory=dict)
+
+    def runtimes_for(self, fmt: str) -> list[str]:
+        """The runtimes that run format ``fmt`` on this target, its own first."""
+        return list(self.format_runtimes.get(fmt) or self.runtimes[:1])
 
     @model_validator(mode="after")
     def _check(self) -> Target:
@@ -47,6 +56,12 @@ class Target(BaseModel):
             raise ValueError(f"peak_compute_tops names precisions not in 'precisions': {sorted(extra)}")
         if any(v <= 0 for v in self.peak_compute_tops.values()):
             raise ValueError("peak_compute_tops values must be > 0")
+        unknown = set(self.format_runtimes) - set(self.formats)
+        if unknown:
+            raise ValueError(f"format_runtimes names formats not in 'formats': {sorted(unknown)}")
+        listed = {r for rs in self.format_runtimes.values() for r in rs} | set(self.runtime_precisions)
+        if listed - set(self.runtimes):
+            raise ValueError(f"format_runtimes/runtime_precisions name runtimes not in 'runtimes': {sorted(listed - set(self.runtimes))}")
         return self
 
 

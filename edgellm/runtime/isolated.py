@@ -1,0 +1,207 @@
+"""A runner whose session lives in a process of its own, and runtimes timed side by side that way.
+
+Two runtimes in one process disturb each other (ONNX Runtime sessions run 10-50 % slower in a process
+that also holds OpenVINO models, measured on this project's x86 host), so runtimes are compared each in
+its own process: :class:`IsolatedRunner` is the :class:`~edgellm.runtime.Runner` interface over a child
+process (parity checks run through it unchanged), and :func:`time_interleaved` times several of them in
+rounds, one process at a time, rotating the order, so that drift on a noisy machine hits all alike.
+
+Example:
+    >>> with IsolatedRunner("openvino", "out/minilm/model.onnx", precision="bf16") as r:   # doctest: +SKIP
+    ...     r.run(feeds)["sentence_embedding"].shape
+    (8, 384)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import statistics
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from edgellm.errors import EdgeLLMError
+from edgellm.runtime.base import Runner
+from edgellm.utils.specs import TensorSpec
+
+START_TIMEOUT_S = 600.0  # compiling a large model in a runtime can take minutes
+
+
+def _child(conn: Any, runtime: str, model: Any, options: dict[str, Any]) -> None:
+    """The child's loop: open the runner, then answer ``run`` / ``time`` / ``stop``."""
+    import warnings
+
+    warnings.simplefilter("ignore")
+    try:
+        from edgellm.runtime import make_runner
+
+        runner = make_runner(model, runtime, **options)
+        about = runner.describe() if hasattr(runner, "describe") else {"runtime": runtime}
+        conn.send(
+            ("ok", ([s.to_dict() for s in runner.inputs], [s.to_dict() for s in runner.outputs], about))
+        )
+    except Exception as exc:
+        conn.send(("error", (getattr(exc, "message", str(exc)), getattr(exc, "hint", ""))))
+        return
+    while True:
+        try:
+            cmd, args = conn.recv()
+        except EOFError:
+            return
+        if cmd == "stop":
+            runner.close()
+            conn.send(("ok", None))
+            return
+        try:
+            if cmd == "run":
+                conn.send(("ok", runner.run(args)))
+            elif cmd == "time":
+                feeds, runs = args
+                times = []
+                for _ in range(runs):
+                    t0 = time.perf_counter()
+                    runner.run(feeds)
+                    times.append((time.perf_counter() - t0) * 1000.0)
+                conn.send(("ok", times))
+        except Exception as exc:
+            conn.send(("error", (getattr(exc, "message", str(exc)), getattr(exc, "hint", ""))))
+
+
+class IsolatedRunner(Runner):
+    """``make_runner(model, runtime, **options)`` in a child process (``spawn``: no state of this one).
+
+    Args:
+        runtime: runner name (``onnxruntime``, ``openvino``...).
+        model: artifact directory, model file, or anything the child's :func:`make_runner` takes and
+            that pickles (a loaded :class:`~edgellm.runtime.artifact.Artifact` does).
+        **options: the runner's options.
+    """
+
+    def __init__(self, runtime: str, model: Any, **options: Any) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self.runtime_name = runtime
+        self._proc = ctx.Process(target=_child, args=(child, runtime, model, options), daemon=True)
+        self._proc.start()
+        child.close()
+        self._started = False
+        self._pending = True
+
+    def _ready(self) -> None:
+        if not self._pending:
+            return
+        self._pending = False
+        if not self._conn.poll(START_TIMEOUT_S):
+            self.close()
+            raise EdgeLLMError(
+                f"the {self.runtime_name} process did not start", "check the runtime's install"
+            )
+        ins, outs, about = self._reply()
+        self._inputs = [TensorSpec(**d) for d in ins]
+        self._outputs = [TensorSpec(**d) for d in outs]
+        self.about = about
+        self._started = True
+
+    @property  # type: ignore[override]
+    def inputs(self) -> list[TensorSpec]:
+        self._ready()
+        return self._inputs
+
+    @property  # type: ignore[override]
+    def outputs(self) -> list[TensorSpec]:
+        self._ready()
+        return self._outputs
+
+    def start(self) -> IsolatedRunner:
+        """Wait for the child's runner (raises the child's error); returns ``self``."""
+        self._ready()
+        return self
+
+    def _reply(self) -> Any:
+        try:
+            status, payload = self._conn.recv()
+        except EOFError:
+            code = self._proc.exitcode
+            raise EdgeLLMError(
+                f"the {self.runtime_name} process ended unexpectedly (exit code {code})",
+                "the runtime crashed on this model: run it in another runtime",
+            ) from None
+        if status == "error":
+            message, hint = payload
+            raise EdgeLLMError(message, hint or "see the runtime's message")
+        return payload
+
+    def describe(self) -> dict[str, Any]:
+        self._ready()
+        return dict(self.about)
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self._ready()
+        return super().run(feeds)
+
+    def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self._conn.send(("run", feeds))
+        return self._reply()
+
+    def time(self, feeds: Mapping[str, np.ndarray], runs: int) -> list[float]:
+        """Milliseconds of ``runs`` calls on ``feeds``, timed inside the child."""
+        self._ready()
+        self._conn.send(("time", ({s.name: feeds[s.name] for s in self.inputs}, int(runs))))
+        return self._reply()
+
+    def close(self) -> None:
+        proc = getattr(self, "_proc", None)
+        if proc is None:
+            return
+        if proc.is_alive():
+            try:
+                self._conn.send(("stop", None))
+                self._conn.poll(10)
+            except (OSError, BrokenPipeError):
+                pass
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+        self._conn.close()
+        self._proc = None
+
+    def __del__(self) -> None:  # a forgotten runner must not leave its process behind
+        with contextlib.suppress(Exception):
+            self.close()
+
+
+def time_interleaved(
+    runners: Mapping[str, IsolatedRunner],
+    feeds: Mapping[str, np.ndarray],
+    *,
+    rounds: int = 5,
+    runs: int = 5,
+    warmup: int = 2,
+) -> dict[str, dict[str, Any]]:
+    """Time each runner (each in its own process) on ``feeds``: ``warmup`` calls each, then ``rounds``
+    rounds of ``runs`` calls, one runner at a time, the order rotating every round.
+
+    Returns:
+        ``{name: {"p50_ms", "mean_ms", "min_ms", "samples"}}``.
+    """
+    names = list(runners)
+    for n in names:
+        runners[n].time(feeds, warmup)
+    samples: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(rounds):
+        order = names[r % len(names) :] + names[: r % len(names)]
+        for n in order:
+            samples[n] += runners[n].time(feeds, runs)
+    return {
+        n: {
+            "p50_ms": round(statistics.median(s), 3),
+            "mean_ms": round(statistics.fmean(s), 3),
+            "min_ms": round(min(s), 3),
+            "samples": len(s),
+        }
+        for n, s in samples.items()
+    }
