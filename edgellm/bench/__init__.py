@@ -45,8 +45,9 @@ def bench_artifact(
     threads: int | None = None,
     reference: bool = False,
     progress: bool = True,
+    runtime: str | None = None,
 ) -> BenchReport:
-    """Benchmark an artifact in its runtime, optionally beside the torch model it came from.
+    """Benchmark an artifact in its runtime(s), optionally beside the torch model it came from.
 
     Args:
         artifact: an :class:`~edgellm.export.Artifact` or its directory (hashes are verified).
@@ -55,13 +56,14 @@ def bench_artifact(
         threads: intra-op threads for every runner (None: the runtime's default).
         reference: also time the torch fp32 source model (SDPA attention); ratios are against it.
         progress: show a progress bar.
+        runtime: ``None``/``"all"``: every runtime the artifact passed parity in (manifest ``runtimes``;
+            each in a process of its own when there are several), else one runtime by name.
     """
     from edgellm.export import Artifact
     from edgellm.models.adapter import make_inputs
     from edgellm.runtime import make_runner
 
     art = artifact if isinstance(artifact, Artifact) else Artifact.load(artifact)
-    runtime = art.manifest["target"]["runtime"]
     runners: dict[str, Any] = {}
     sizes: dict[str, float] = {}
     specs = art.inputs
@@ -72,27 +74,66 @@ def bench_artifact(
         runners["torch"] = make_runner(model, "torch", threads=threads)
         sizes["torch"] = sum(p.numel() * p.element_size() for p in model.module.parameters()) / 2**20
         specs, value_ranges, example = model.inputs, {**model.int_high, **value_ranges}, model.example
-    runners[runtime] = make_runner(art, runtime, intra_op_threads=threads)  # every artifact runner takes it
-    sizes[runtime] = art.size_bytes / 2**20
+    cands = bench_candidates(art, runtime)
+    for name, rt, opts in cands:
+        if len(cands) > 1:
+            from edgellm.runtime.isolated import IsolatedRunner
+
+            runners[name] = IsolatedRunner(rt, str(art.path), intra_op_threads=threads, **opts).start()
+        else:  # every artifact runner takes intra_op_threads
+            runners[name] = make_runner(art, rt, intra_op_threads=threads, **opts)
+        sizes[name] = art.size_bytes / 2**20
     if not any("sequence" in s.shape for s in specs):
         seqs = [0]
 
     def feeds(b: int, s: int):
         return make_inputs(specs, b, s, seed=0, int_high=value_ranges, example=example, padded=False)
 
-    rep = benchmark(
-        runners,
-        feeds,
-        batches=batches,
-        seqs=seqs,
-        runs=runs,
-        warmup=warmup,
-        sizes_mb=sizes,
-        baseline="torch" if reference else None,
-        progress=progress,
+    try:
+        rep = benchmark(
+            runners,
+            feeds,
+            batches=batches,
+            seqs=seqs,
+            runs=runs,
+            warmup=warmup,
+            sizes_mb=sizes,
+            baseline="torch" if reference else None,
+            progress=progress,
+        )
+    finally:
+        for r in runners.values():
+            r.close()
+    rep.config.update(
+        {
+            "artifact": str(art.path),
+            "threads": threads,
+            "model": art.manifest["model"]["name"],
+            "preferred_runtime": (art.manifest.get("runtimes") or {}).get("preferred"),
+        }
     )
-    rep.config.update({"artifact": str(art.path), "threads": threads, "model": art.manifest["model"]["name"]})
     return rep
+
+
+def bench_candidates(art: Any, runtime: str | None = None) -> list[tuple[str, str, dict[str, Any]]]:
+    """``(row name, runtime, options)`` to time: every runtime and precision the artifact passed parity
+    in (its manifest's ``runtimes``; the format's own runtime when it has none), or only ``runtime``."""
+    from edgellm.runtime import check_validated, discover_runners
+
+    own = art.manifest["target"]["runtime"]
+    recorded = [c for c in (art.manifest.get("runtimes") or {}).get("candidates", []) if c.get("passed")]
+    if runtime in (None, "all"):
+        rows = [(c["name"], c["runtime"], dict(c.get("options") or {})) for c in recorded]
+        return rows or [(own, own, {})]
+    if runtime not in discover_runners():
+        raise EdgeLLMError(
+            f"unknown runtime '{runtime}'", f"available: {', '.join(sorted(discover_runners()))}"
+        )
+    check_validated(art.manifest, runtime, {})
+    rows = [
+        (c["name"], c["runtime"], dict(c.get("options") or {})) for c in recorded if c["runtime"] == runtime
+    ]
+    return rows or [(runtime, runtime, {})]
 
 
 def reload_source(art: Any) -> Any:

@@ -129,7 +129,9 @@ def benchmark(
     """Time every runner on every (batch, seq), interleaved, and summarise.
 
     Args:
-        runners: name -> :class:`~edgellm.runtime.Runner` (anything with ``run(feeds)``).
+        runners: name -> :class:`~edgellm.runtime.Runner` (anything with ``run(feeds)``); one with
+            ``time(feeds, n)`` (:class:`~edgellm.runtime.isolated.IsolatedRunner`) is timed in its
+            own process, and its peak memory is that process's.
         make_feeds: ``(batch, seq) -> feeds`` shared by all runners (each takes the inputs it declares).
         batches, seqs: shapes to measure.
         runs, warmup: timed and untimed runs per runner per shape.
@@ -174,13 +176,17 @@ def benchmark(
                         n = names[(i + k) % len(names)]
                         if pause_s:
                             time.sleep(pause_s)
-                        t0 = time.perf_counter()
-                        runners[n].run(per[n])
-                        times[n].append((time.perf_counter() - t0) * 1e3)
+                        if hasattr(runners[n], "time"):  # a runner in its own process: timed there
+                            times[n] += runners[n].time(per[n], 1)
+                        else:
+                            t0 = time.perf_counter()
+                            runners[n].run(per[n])
+                            times[n].append((time.perf_counter() - t0) * 1e3)
                         bar.advance(task)
             for n in names:
                 t = np.asarray(times[n])
                 p50 = float(np.percentile(t, 50))
+                own = runners[n].peak_rss_mb() if hasattr(runners[n], "peak_rss_mb") else None
                 results.append(
                     BenchResult(
                         name=n,
@@ -195,7 +201,7 @@ def benchmark(
                         std_ms=float(t.std()),
                         min_ms=float(t.min()),
                         throughput_per_s=b * 1e3 / p50,
-                        peak_rss_mb=rss.peak / 2**20,
+                        peak_rss_mb=own if own is not None else rss.peak / 2**20,
                         model_size_mb=(sizes_mb or {}).get(n),
                     )
                 )

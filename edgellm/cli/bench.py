@@ -46,10 +46,18 @@ def bench(
     prompt: str = typer.Option("128", "--prompt", help="--generate: comma-separated prompt lengths."),
     new: int = typer.Option(128, "--new", min=1, help="--generate: tokens decoded per run."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="--generate: write a PNG plot here."),
+    runtime: str = typer.Option(
+        "all",
+        "--runtime",
+        help="'all': every runtime (and precision) the artifact passed parity in, each in its own process; "
+        "or one: onnxruntime, openvino...",
+    ),
 ) -> None:
     """Measure p50/p90/p99 latency, throughput, peak memory and model size of ARTIFACT.
 
     Example: edgellm bench edgellm-out/minilm-x86-server --batch 1,8 --seq 128 --runs 50 --warmup 5 --reference
+
+    Example: edgellm bench edgellm-out/minilm-x86-server --runtime openvino
 
     Example: edgellm bench edgellm-out/minilm-snapdragon-865 --remote adb:R58M123 --tool /data/local/tmp/benchmark_model
 
@@ -111,6 +119,7 @@ def bench(
             threads=threads,
             reference=reference,
             progress=not json_out,
+            runtime=runtime,
         ).to_dict()
     except Exception as exc:
         if not type(exc).__module__.startswith("onnxruntime"):

@@ -64,6 +64,21 @@ def export(
         0.9999, "--min-cosine", min=-1.0, max=1.0, help="Parity: smallest cosine allowed."
     ),
     json_out: bool = typer.Option(False, "--json", help="Print the manifest (or the rows) as JSON."),
+    runtimes: str = typer.Option(
+        "auto",
+        "--runtimes",
+        help="Runtimes to validate the artifact in besides its format's own: 'auto' (every one the target "
+        "lists for the format that is installed, e.g. OpenVINO for x86-server ONNX), a comma list, or 'none'.",
+    ),
+    select: bool = typer.Option(
+        True,
+        "--select/--no-select",
+        help="Time the runtimes that pass parity (each in its own process) and record the fastest as the "
+        "artifact's preferred runtime (serve and bench use it).",
+    ),
+    threads: Optional[int] = typer.Option(
+        None, "--threads", min=1, help="Threads for those timings (default: each runtime's own)."
+    ),
     generate: bool = typer.Option(
         False,
         "--generate",
@@ -85,6 +100,8 @@ def export(
     """Export MODEL for a target, validate it against torch, and write an artifact with manifest.json.
 
     Example: edgellm export minilm --target x86-server -o edgellm-out/minilm-onnx --force
+
+    Example: edgellm export minilm --target x86-server --format openvino --precision int8 -o edgellm-out/minilm-ov
 
     Example: edgellm export minilm --target snapdragon-865 --precision fp16 -o edgellm-out/minilm-tflite
 
@@ -142,6 +159,9 @@ def export(
         raise EdgeLLMError("no model given", "pass MODEL (e.g. minilm) or set 'model' in the --recipe YAML")
     tolerance = Tolerance(max_abs=atol, min_cosine=min_cosine)
     onnx_opts = {"exporter": exporter, "opset": opset, "optimize": optimize, "seq_len": seq_len}
+    onnx_opts.update(
+        runtimes=None if runtimes == "none" else runtimes, select_runtime=select, threads=threads
+    )
     if target == "all":
         rows = export_many(
             load(model, task=task),
@@ -215,7 +235,29 @@ def export(
             rows.append(
                 (f"parity {suite} {name}", f"max_abs={v['max_abs']:.2e} cosine_min={v['cosine_min']:.6f}")
             )
+    rows += runtime_rows(m)
     kv_table("export", rows)
+
+
+def runtime_rows(m: dict) -> list[tuple[str, str]]:
+    """One row per runtime candidate of the manifest's ``runtimes`` section, and the preferred one."""
+    sec = m.get("runtimes")
+    if not sec:
+        return []
+    rows = []
+    for c in sec["candidates"]:
+        if not c.get("passed"):
+            rows.append((f"runtime {c['name']}", f"[red]not used: {c.get('error', 'failed')}[/red]"))
+            continue
+        cos = min(v["cosine_min"] for s in c["parity"].values() for v in s.values())
+        lat = f", p50 {c['latency']['p50_ms']:.1f} ms" if "latency" in c else ""
+        rows.append((f"runtime {c['name']}", f"parity cosine_min={cos:.6f}{lat}"))
+    p = sec["preferred"]
+    how = f" ({p['speedup']:.2f}x {p['baseline']})" if "speedup" in p else ""
+    meas = sec.get("measured")
+    at = f" at batch {meas['batch']}, sequence {meas['sequence']}" if meas else ""
+    rows.append(("preferred runtime", f"{p['name']}{how}{at}"))
+    return rows
 
 
 def _rows_table(rows: list, json_out: bool) -> None:

@@ -76,6 +76,12 @@ def serve(
         help="Let ONNX Runtime's threads spin-wait for work: ~1 ms less latency unloaded, less throughput under load.",
     ),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
+    runtime: Optional[str] = typer.Option(
+        None,
+        "--runtime",
+        help="onnxruntime or openvino for every model (default: each artifact's preferred runtime, measured "
+        "by edgellm export; an artifact must have passed parity in the one named).",
+    ),
     max_sessions: int = typer.Option(
         64, "--max-sessions", min=1, help="Split generation: sessions held at once (each holds a cache)."
     ),
@@ -166,6 +172,7 @@ def serve(
         max_body_mb=max_body_mb,
         api_key=key,
         spin_wait=spin_wait,
+        runtime=runtime,
         batching=BatchingConfig(
             max_batch_size=max_batch_size,
             max_queue_delay_ms=max_queue_delay_ms,

@@ -49,11 +49,18 @@ def check_precision(precision: str) -> None:
         raise EdgeLLMError(f"unknown precision '{precision}'", f"use one of: {', '.join(PRECISIONS)}")
 
 
-def quant_config(precision: str, fmt: str, keep: tuple[str, ...] = ()) -> Any:
-    """The quantization a precision name stands for on a format (None for float precisions)."""
+def quant_config(precision: str, fmt: str, keep: tuple[str, ...] = (), *, openvino: bool = False) -> Any:
+    """The quantization a precision name stands for on a format (None for float precisions).
+
+    ``openvino``: the artifact will run (or be validated) in OpenVINO, which converts QDQ to its int8
+    kernels but not ONNX Runtime's fused ``QAttention`` and runs ``DynamicQuantizeMatMul`` outside
+    parity: INT8 is then static QDQ with SmoothQuant (:data:`OPENVINO_INT8`).
+    """
     from edgellm.compress.quant import Int4WeightOnly, Int8Dynamic, Int8Static
 
     check_precision(precision)
+    if precision == "int8" and (fmt == "openvino" or openvino):
+        return Int8Static(keep=keep, **OPENVINO_INT8)
     if precision == "int8" and fmt != "tensorrt":
         return Int8Dynamic(keep=keep)
     if precision.startswith("int8"):  # TensorRT's explicit quantization: static, symmetric activations
@@ -61,6 +68,24 @@ def quant_config(precision: str, fmt: str, keep: tuple[str, ...] = ()) -> Any:
     if precision == "int4":
         return Int4WeightOnly(group_size=128, keep=keep)
     return None
+
+
+# INT8 for OpenVINO: static QDQ, SmoothQuant migrating activation outliers into the weights
+OPENVINO_INT8: dict[str, Any] = {"smoothquant_alpha": 0.8}
+
+
+def runs_in_openvino(target: Any, fmt: str, runtimes: Any) -> bool:
+    """Whether an artifact of ``fmt`` for ``target`` is written for (or validated in) OpenVINO."""
+    if fmt == "openvino":
+        return True
+    if runtimes is None or "openvino" not in target.runtimes_for(fmt):
+        return False
+    if runtimes == "auto":
+        import importlib.util
+
+        return importlib.util.find_spec("openvino") is not None
+    names = runtimes.split(",") if isinstance(runtimes, str) else list(runtimes)
+    return "openvino" in [n.strip() for n in names]
 
 
 def export_at(
@@ -87,8 +112,11 @@ def export_at(
     from edgellm.targets import load_target
 
     cache = {} if cache is None else cache
-    chosen = choose_format(load_target(target), fmt)
-    cfg = quant_config(precision, chosen, keep)
+    profile = load_target(target)
+    chosen = choose_format(profile, fmt)
+    cfg = quant_config(
+        precision, chosen, keep, openvino=runs_in_openvino(profile, chosen, options.get("runtimes"))
+    )
     spec = None
     if cfg is not None:
         key = repr(cfg)

@@ -36,8 +36,14 @@ def _child(conn: Any, runtime: str, model: Any, options: dict[str, Any]) -> None
 
     warnings.simplefilter("ignore")
     try:
+        from pathlib import Path
+
         from edgellm.runtime import make_runner
 
+        if isinstance(model, (str, Path)) and (Path(model) / "manifest.json").is_file():
+            from edgellm.runtime.artifact import Artifact
+
+            model = Artifact.load(model)
         runner = make_runner(model, runtime, **options)
         about = runner.describe() if hasattr(runner, "describe") else {"runtime": runtime}
         conn.send(
@@ -58,6 +64,8 @@ def _child(conn: Any, runtime: str, model: Any, options: dict[str, Any]) -> None
         try:
             if cmd == "run":
                 conn.send(("ok", runner.run(args)))
+            elif cmd == "rss":
+                conn.send(("ok", _peak_rss_mb()))
             elif cmd == "time":
                 feeds, runs = args
                 times = []
@@ -70,20 +78,31 @@ def _child(conn: Any, runtime: str, model: Any, options: dict[str, Any]) -> None
             conn.send(("error", (getattr(exc, "message", str(exc)), getattr(exc, "hint", ""))))
 
 
+def _peak_rss_mb() -> float | None:
+    """This process's peak resident memory (VmHWM), MB; None where /proc is absent."""
+    try:
+        for line in open("/proc/self/status"):  # noqa: SIM115 - small, read once
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
 class IsolatedRunner(Runner):
     """``make_runner(model, runtime, **options)`` in a child process (``spawn``: no state of this one).
 
     Args:
         runtime: runner name (``onnxruntime``, ``openvino``...).
-        model: artifact directory, model file, or anything the child's :func:`make_runner` takes and
-            that pickles (a loaded :class:`~edgellm.runtime.artifact.Artifact` does).
+        model: artifact directory (loaded and verified in the child), model file, or anything else the
+            child's :func:`make_runner` takes that pickles.
         **options: the runner's options.
     """
 
     def __init__(self, runtime: str, model: Any, **options: Any) -> None:
         ctx = multiprocessing.get_context("spawn")
         self._conn, child = ctx.Pipe()
-        self.runtime_name = runtime
+        self.runtime_name = self.runtime = runtime
         self._proc = ctx.Process(target=_child, args=(child, runtime, model, options), daemon=True)
         self._proc.start()
         child.close()
@@ -150,6 +169,12 @@ class IsolatedRunner(Runner):
         """Milliseconds of ``runs`` calls on ``feeds``, timed inside the child."""
         self._ready()
         self._conn.send(("time", ({s.name: feeds[s.name] for s in self.inputs}, int(runs))))
+        return self._reply()
+
+    def peak_rss_mb(self) -> float | None:
+        """The child's peak resident memory so far (the model, the runtime and its buffers), MB."""
+        self._ready()
+        self._conn.send(("rss", None))
         return self._reply()
 
     def close(self) -> None:

@@ -189,6 +189,9 @@ class ServerConfig:
     # without (serve_load.py, MiniLM seq 16, concurrency 64: +1 % and +17 % throughput in two runs), at
     # ~1 ms more p50 at concurrency 1; --spin-wait turns it back on for latency-bound, unbatched serving
     spin_wait: bool = False
+    # the runtime every model runs in: None = each artifact's preferred one (measured by edgellm export),
+    # else "onnxruntime" or "openvino" (an artifact must have passed parity in it)
+    runtime: str | None = None
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     canary: CanaryConfig = field(default_factory=CanaryConfig)

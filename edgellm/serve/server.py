@@ -67,7 +67,8 @@ class Model:
         meta = {
             "name": self.name,
             "versions": [self.version],
-            "platform": self.artifact.manifest["target"]["runtime"],
+            "platform": getattr(self.batcher.runners[0], "runtime", "")
+            or self.artifact.manifest["target"]["runtime"],
             "inputs": [t(s) for s in self.inputs],
             "outputs": [t(s) for s in self.outputs],
         }
@@ -82,7 +83,7 @@ class Server:
 
     def __init__(self, models: list[ModelConfig], config: ServerConfig | None = None) -> None:
         from edgellm.export import Artifact
-        from edgellm.runtime import make_runner
+        from edgellm.runtime import make_runner, preferred_runtime
 
         self.config = cfg = config or ServerConfig()
         self.metrics = Metrics()
@@ -101,19 +102,19 @@ class Server:
                     f"two models are named '{name}' with version {mc.version}",
                     "rename one with NAME=ARTIFACT, or serve versions as NAME@VERSION=ARTIFACT",
                 )
-            runtime = art.manifest["target"]["runtime"]
-            opts: dict[str, Any] = {"intra_op_threads": threads}
+            runtime, opts = (cfg.runtime, {}) if cfg.runtime else preferred_runtime(art.manifest)
+            opts = {**opts, "intra_op_threads": threads}
             if runtime in ("onnxruntime", "onnxruntime-mobile") and not cfg.spin_wait:
                 opts["session_options"] = {
                     "session.intra_op.allow_spinning": "0",
                     "session.inter_op.allow_spinning": "0",
                 }
             if art.manifest.get("generation", {}).get("role") == "server":
-                self._add_generator(name, art, make_runner(art, **opts))
+                self._add_generator(name, art, make_runner(art, runtime, **opts))
                 continue
             if runtime in ("onnxruntime", "onnxruntime-mobile"):  # give back what a batch of long rows grew
                 opts["shrink_arena_above"] = cfg.batching.max_batch_size * 128 * len(art.manifest["inputs"])
-            runners = [make_runner(art, **opts) for _ in range(max(1, cfg.instances))]
+            runners = [make_runner(art, runtime, **opts) for _ in range(max(1, cfg.instances))]
             batcher = Batcher(
                 name,
                 runners,

@@ -61,7 +61,9 @@ class Target(BaseModel):
             raise ValueError(f"format_runtimes names formats not in 'formats': {sorted(unknown)}")
         listed = {r for rs in self.format_runtimes.values() for r in rs} | set(self.runtime_precisions)
         if listed - set(self.runtimes):
-            raise ValueError(f"format_runtimes/runtime_precisions name runtimes not in 'runtimes': {sorted(listed - set(self.runtimes))}")
+            raise ValueError(
+                f"format_runtimes/runtime_precisions name runtimes not in 'runtimes': {sorted(listed - set(self.runtimes))}"
+            )
         return self
 
 
