@@ -53,13 +53,15 @@ def bench_generate(
     threads: int | None = None,
     bandwidth_gbs: float | None = None,
     seed: int = 0,
+    runtime: str | None = None,
 ) -> dict[str, Any]:
-    """Time generation from ``source`` for each prompt length; returns ``{"artifact", "rows", ...}``."""
+    """Time generation from ``source`` for each prompt length; returns ``{"artifact", "rows", ...}``.
+    ``runtime``: ``onnxruntime`` or ``openvino`` (default: the artifact's own)."""
     from edgellm.errors import EdgeLLMError
     from edgellm.runtime.generator import Generator
     from edgellm.runtime.sampling import GenerationConfig
 
-    gen = Generator(source, threads=threads)
+    gen = Generator(source, threads=threads, runtime=runtime)
     info = gen.gen
     vocab = int(info.get("vocab") or 0)
     if not vocab:

@@ -79,6 +79,7 @@ def bench(
             output,
             json_out,
             plot,
+            None if runtime == "all" else runtime,
         )
     batches = parse_int_list(batch, "--batch")
     seqs = parse_int_list(seq, "--seq")
@@ -132,12 +133,18 @@ def bench(
     _emit(rep, output, json_out, lambda r: print_table(r, title=f"bench {artifact}"))
 
 
-def _bench_generate(artifact, prompts, new, runs, threads, output, json_out, plot) -> None:
+def _bench_generate(artifact, prompts, new, runs, threads, output, json_out, plot, runtime=None) -> None:
     from edgellm.bench.generation import bench_generate, plot_generate
     from edgellm.targets.host import memory_bandwidth_gbs
 
     rep = bench_generate(
-        artifact, prompts=prompts, new=new, runs=runs, threads=threads, bandwidth_gbs=memory_bandwidth_gbs()
+        artifact,
+        prompts=prompts,
+        new=new,
+        runs=runs,
+        threads=threads,
+        bandwidth_gbs=memory_bandwidth_gbs(),
+        runtime=runtime,
     )
     if plot is not None:
         rep["plot"] = str(plot_generate([rep], plot))

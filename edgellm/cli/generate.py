@@ -25,6 +25,9 @@ def generate(
     stop: list[str] = typer.Option([], "--stop", help="A string that ends generation (repeatable)."),
     seed: int = typer.Option(0, "--seed", help="Sampling seed."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Runtime threads."),
+    runtime: Optional[str] = typer.Option(
+        None, "--runtime", help="onnxruntime or openvino (default: the artifact's own runtime)."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print token ids, text and timings as JSON."),
 ) -> None:
     """Generate from ARTIFACT: streams the text, then time to first token and tokens/s.
@@ -32,6 +35,8 @@ def generate(
     Example: edgellm generate edgellm-out/tl-gen-int4 -p "The with statement" --max-new-tokens 32
 
     Example: edgellm generate out/tl-gen-int4 -p "def" --temperature 0.8 --top-p 0.9 --seed 7 --json
+
+    Example: edgellm generate out/tl-gen-ov -p "def" --runtime openvino   (from: export --generate --format openvino)
     """
     from edgellm.runtime.generator import Generator
     from edgellm.runtime.sampling import GenerationConfig
@@ -45,7 +50,7 @@ def generate(
         stop=tuple(stop),
         seed=seed,
     )
-    gen = Generator(artifact, threads=threads)
+    gen = Generator(artifact, threads=threads, runtime=runtime)
     stream = gen.stream(prompt, cfg)
     if json_out:
         for _ in stream:

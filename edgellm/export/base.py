@@ -61,6 +61,10 @@ class Exporter(ABC):
 
         return apply_quant(model, self.quant)
 
+    def default_tolerance(self) -> Tolerance | None:
+        """The parity tolerance when the caller gives none (None: fp32's, or the quantized one)."""
+        return None
+
     def reference_label(self, model: Any) -> str:
         return "torch fp32" if self.quant is None else f"torch fake-quantized ({self.quant.recipe})"
 
@@ -207,7 +211,9 @@ def export(
     output = Path(output) if output is not None else Path("edgellm-out") / f"{adapter.name}-{tgt.name}"
     with atomic_dir(output, force=force) as tmp:
         if tolerance is None:  # integer rounding amplifies float differences: compare direction only
-            tolerance = Tolerance() if spec is None else Tolerance.quantized()
+            tolerance = exporter.default_tolerance() or (
+                Tolerance() if spec is None else Tolerance.quantized()
+            )
         try:
             fields = lower_validated(exporter, adapter, tgt, tmp, tolerance)
             if runtimes is not None:

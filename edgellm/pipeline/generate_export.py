@@ -9,6 +9,9 @@ for a target, from the same :class:`~edgellm.compress.quant.QuantSpec` that ``co
   step graph (cache layout ``concat``);
 - ``ort`` (ORT-mobile) and ``tensorrt`` (Q/DQ ONNX): the exported step graph (``concat``);
 - ``tflite``: a static-shape slot graph with a cache of ``context`` positions (``slots``).
+- ``openvino``: the step graph as an OpenVINO IR (``concat``), run with its cache as OpenVINO state
+  (:class:`~edgellm.runtime.openvino_generation.StatefulEngine`) and checked at bf16 where the CPU has
+  it, else f32 (``generation.runtime`` records the precision that passed).
 
 Then the generation check: ``check_tokens`` greedy tokens through the artifact on fixed prompts must equal
 the reference's — Hugging Face ``generate()`` for fp32, the torch fake-quantized model's for a QuantSpec
@@ -297,43 +300,50 @@ def export_generate(
             _set_generation(art, gen)
             from edgellm.runtime.engines import open_engine
 
-            engine = open_engine(art.path)
-            say(f"checking {n} greedy tokens on {len(prompts)} prompts")
-            got, logits = artifact_greedy(engine, prompts, n)
-            ref_tokens = tokens_of("fp32" if spec is None else "reference")
-            agree = _agreement(got, ref_tokens)
-            parity = {
-                "tokens": n,
-                "prompts": len(prompts),
-                "reference": "huggingface generate (fp32)"
-                if spec is None
-                else f"torch fake-quantized ({spec.recipe})",
-                "greedy_equal": got == ref_tokens,
-                "agreement": round(agree, 4),
-                "logits_cosine_min": round(logits_cosine(ref_lm, prompts, got, logits), 6),
-            }
-            if spec is not None:
-                parity["vs_fp32"] = {
-                    "agreement": round(_agreement(got, tokens_of("fp32")), 4),
-                    "logits_cosine_min": round(logits_cosine(adapter.module.lm, prompts, got, logits), 6),
+            for prec in _engine_precisions(fmt):  # OpenVINO: bf16 where the CPU has it, then f32
+                engine = open_engine(art.path, precision=prec) if prec else open_engine(art.path)
+                label_v = f"{variant}@{prec}" if prec else variant
+                say(f"checking {n} greedy tokens on {len(prompts)} prompts ({label_v})")
+                got, logits = artifact_greedy(engine, prompts, n)
+                ref_tokens = tokens_of("fp32" if spec is None else "reference")
+                agree = _agreement(got, ref_tokens)
+                parity = {
+                    "tokens": n,
+                    "prompts": len(prompts),
+                    "reference": "huggingface generate (fp32)"
+                    if spec is None
+                    else f"torch fake-quantized ({spec.recipe})",
+                    "greedy_equal": got == ref_tokens,
+                    "agreement": round(agree, 4),
+                    "logits_cosine_min": round(logits_cosine(ref_lm, prompts, got, logits), 6),
                 }
-            div = divergences(ref_lm, prompts, got, ref_tokens)
-            tie = TIE_INT8_ACTIVATIONS if _int8_activations(spec) or variant == "fused-al4" else TIE
-            ties = [d for d in div if abs(d["margin"]) <= tie * max(1.0, d["scale"])]
-            parity["tie_tolerance"] = tie
-            parity["first_divergences"] = div
-            parity["equal_up_to_ties"] = len(ties) == len(div)
-            need = 1.0 if spec is None and precision == "fp32" else min_agreement
-            if agree >= need or parity["equal_up_to_ties"]:
-                chosen = (variant, work, {**gen, "parity": {**parity, "min_agreement": need}})
+                if spec is not None:
+                    parity["vs_fp32"] = {
+                        "agreement": round(_agreement(got, tokens_of("fp32")), 4),
+                        "logits_cosine_min": round(logits_cosine(adapter.module.lm, prompts, got, logits), 6),
+                    }
+                div = divergences(ref_lm, prompts, got, ref_tokens)
+                reduced = _int8_activations(spec) or variant == "fused-al4" or prec in ("bf16", "f16")
+                tie = TIE_INT8_ACTIVATIONS if reduced else TIE
+                ties = [d for d in div if abs(d["margin"]) <= tie * max(1.0, d["scale"])]
+                parity["tie_tolerance"] = tie
+                parity["first_divergences"] = div
+                parity["equal_up_to_ties"] = len(ties) == len(div)
+                need = 1.0 if spec is None and precision == "fp32" else min_agreement
+                if agree >= need or parity["equal_up_to_ties"]:
+                    if prec:
+                        gen["runtime"] = {"runtime": "openvino", "precision": prec}
+                    chosen = (variant, work, {**gen, "parity": {**parity, "min_agreement": need}})
+                    break
+                rejected.append(
+                    {
+                        "variant": label_v,
+                        "reason": f"greedy agreement {agree:.0%} < {need:.0%}; first divergences {div}",
+                        **parity,
+                    }
+                )
+            if chosen is not None:
                 break
-            rejected.append(
-                {
-                    "variant": variant,
-                    "reason": f"greedy agreement {agree:.0%} < {need:.0%}; first divergences {div}",
-                    **parity,
-                }
-            )
             shutil.rmtree(work, ignore_errors=True)
         if chosen is None and all("agreement" not in r for r in rejected):
             from edgellm.errors import ExportError
@@ -361,6 +371,16 @@ def export_generate(
     from edgellm.runtime.artifact import Artifact
 
     return Artifact.load(output).manifest
+
+
+def _engine_precisions(fmt: str) -> list[str | None]:
+    """The inference precisions a generation artifact is checked at, fastest first: OpenVINO's bf16
+    (where this CPU has it) then f32; one check in the format's own runtime otherwise."""
+    if fmt != "openvino":
+        return [None]
+    from edgellm.runtime.openvino_runner import device_precisions
+
+    return [p for p in ("bf16", "f32") if p in device_precisions()]
 
 
 def _int8_activations(spec: Any) -> bool:

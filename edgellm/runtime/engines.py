@@ -207,8 +207,14 @@ def load_generation_artifact(path: str | Path) -> tuple[Any, dict[str, Any]]:
     return art, gen
 
 
-def open_engine(source: Any, *, threads: int | None = None) -> Any:
-    """The step engine of a generation artifact (path or loaded artifact) or of a split pair's folder."""
+def open_engine(
+    source: Any, *, threads: int | None = None, runtime: str | None = None, precision: str = "auto"
+) -> Any:
+    """The step engine of a generation artifact (path or loaded artifact) or of a split pair's folder.
+
+    ``runtime``: ``openvino`` runs a ``concat`` artifact validated in OpenVINO (``--format openvino``)
+    with its cache as OpenVINO state (:class:`~edgellm.runtime.openvino_generation.StatefulEngine`);
+    default: the artifact's own runtime. ``precision``: OpenVINO's inference precision."""
     if not hasattr(source, "manifest"):
         folder = Path(source)
         link_file = folder / "generation.json"
@@ -220,6 +226,18 @@ def open_engine(source: Any, *, threads: int | None = None) -> Any:
             return SplitPairEngine(folder, link, threads=threads)
     art, gen = load_generation_artifact(source)
     layout = gen["cache"]["layout"]
+    runtime = runtime or art.manifest["target"]["runtime"]
+    if runtime == "openvino":
+        from edgellm.runtime import check_validated
+        from edgellm.runtime.openvino_generation import StatefulEngine
+
+        check_validated(art.manifest, runtime, {})
+        return StatefulEngine(art, gen, threads=threads, precision=precision)
+    if runtime not in (art.manifest["target"]["runtime"], "onnxruntime"):
+        raise ArtifactError(
+            f"generation artifacts run in onnxruntime, openvino or their own runtime, not '{runtime}'",
+            f"use --runtime {art.manifest['target']['runtime']}",
+        )
     if layout == "shared":
         from edgellm.runtime.ort_generation import SharedCacheEngine
 

@@ -69,10 +69,20 @@ class Generator:
             ``edgellm split export --generate`` wrote.
         threads: runtime threads (default: the runtime's own choice).
         tokenizer: a tokenizer to use instead of the artifact's own ``tokenizer/``.
+        runtime: ``onnxruntime`` or ``openvino`` (default: the artifact's own runtime).
+        precision: OpenVINO's inference precision (``auto``: the one the artifact was validated at).
     """
 
-    def __init__(self, source: Any, *, threads: int | None = None, tokenizer: Any = None) -> None:
-        self.engine = open_engine(source, threads=threads)
+    def __init__(
+        self,
+        source: Any,
+        *,
+        threads: int | None = None,
+        tokenizer: Any = None,
+        runtime: str | None = None,
+        precision: str = "auto",
+    ) -> None:
+        self.engine = open_engine(source, threads=threads, runtime=runtime, precision=precision)
         self.gen: dict[str, Any] = self.engine.gen
         self.path = Path(getattr(source, "path", source))
         self._tokenizer = tokenizer
