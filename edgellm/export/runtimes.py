@@ -128,7 +128,7 @@ def validate_runtimes(
                 ran = runner.describe()
             except EdgeLLMError as exc:
                 runner.close()
-                cand.update(passed=False, error=exc.message)
+                cand.update(passed=False, error=exc.message.replace(str(model_file), model_file.name))
                 broken.add(rt)  # the file does not open in this runtime: no other precision will
                 continue
             if precision and ran.get("precision") != precision:
@@ -176,12 +176,11 @@ def _pick(candidates: list[dict[str, Any]], timings: dict[str, Any], primary: st
     """The fastest candidate that passed (the primary runtime when nothing was timed)."""
     passed = [c for c in candidates if c.get("passed") and c["name"] in timings]
     best = min(passed, key=lambda c: timings[c["name"]]["p50_ms"]) if passed else candidates[0]
-    out = {"runtime": best["runtime"], "options": dict(best["options"])}
+    out = {"runtime": best["runtime"], "options": dict(best["options"]), "name": best["name"]}
     if best["name"] in timings and primary in timings:
         out["p50_ms"] = timings[best["name"]]["p50_ms"]
-        out["speedup_vs_" + primary.split("-")[0]] = round(
-            timings[primary]["p50_ms"] / timings[best["name"]]["p50_ms"], 3
-        )
+        out["baseline"] = primary
+        out["speedup"] = round(timings[primary]["p50_ms"] / timings[best["name"]]["p50_ms"], 3)
     return out
 
 

@@ -15,10 +15,13 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
+import socket
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Mapping
+from multiprocessing.connection import Connection
 from typing import Any
 
 import numpy as np
@@ -90,7 +93,7 @@ def _peak_rss_mb() -> float | None:
 
 
 class IsolatedRunner(Runner):
-    """``make_runner(model, runtime, **options)`` in a child process (``spawn``: no state of this one).
+    """``make_runner(model, runtime, **options)`` in a child interpreter (none of this process's state).
 
     Args:
         runtime: runner name (``onnxruntime``, ``openvino``...).
@@ -100,12 +103,16 @@ class IsolatedRunner(Runner):
     """
 
     def __init__(self, runtime: str, model: Any, **options: Any) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        self._conn, child = ctx.Pipe()
+        # a fresh interpreter running only this module (multiprocessing's spawn would import the
+        # caller's __main__ again, e.g. a script that imports torch, in every child)
+        ours, theirs = socket.socketpair()
         self.runtime_name = self.runtime = runtime
-        self._proc = ctx.Process(target=_child, args=(child, runtime, model, options), daemon=True)
-        self._proc.start()
-        child.close()
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", __name__, str(theirs.fileno())], pass_fds=[theirs.fileno()]
+        )
+        theirs.close()
+        self._conn = Connection(ours.detach())
+        self._conn.send((runtime, model, options))
         self._started = False
         self._pending = True
 
@@ -143,7 +150,7 @@ class IsolatedRunner(Runner):
         try:
             status, payload = self._conn.recv()
         except EOFError:
-            code = self._proc.exitcode
+            code = self._proc.poll()
             raise EdgeLLMError(
                 f"the {self.runtime_name} process ended unexpectedly (exit code {code})",
                 "the runtime crashed on this model: run it in another runtime",
@@ -181,16 +188,17 @@ class IsolatedRunner(Runner):
         proc = getattr(self, "_proc", None)
         if proc is None:
             return
-        if proc.is_alive():
+        if proc.poll() is None:
             try:
                 self._conn.send(("stop", None))
                 self._conn.poll(10)
-            except (OSError, BrokenPipeError):
+            except OSError:
                 pass
-            proc.join(10)
-            if proc.is_alive():
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
                 proc.kill()
-                proc.join()
+                proc.wait()
         self._conn.close()
         self._proc = None
 
@@ -230,3 +238,8 @@ def time_interleaved(
         }
         for n, s in samples.items()
     }
+
+
+if __name__ == "__main__":  # the child: python -m edgellm.runtime.isolated FD
+    _conn = Connection(int(sys.argv[1]))
+    _child(_conn, *_conn.recv())
