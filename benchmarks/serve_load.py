@@ -1,7 +1,8 @@
 """Load on the batching server: throughput and p50/p99 at concurrency 1, 8, 32 and 64 for MiniLM at
-sequence 16 and 128, for edgellm with dynamic batching, edgellm with ``--max-batch-size 1``, and the same
-ONNX Runtime model served by LitServe with its batching; plus raw ONNX Runtime throughput at the same
-batch sizes (no server at all) as the ceiling.
+sequence 16 and 128, for edgellm with dynamic batching on ONNX Runtime and on OpenVINO (the artifact's
+validated bf16/f32), edgellm with ``--max-batch-size 1``, and the same ONNX Runtime model served by
+LitServe with its batching; plus each runtime's raw throughput at the same batch sizes (no server at all,
+each runtime in its own process) as the ceiling.
 
     .venv/bin/python benchmarks/serve_load.py --seconds 4
 
@@ -116,22 +117,29 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
     raise RuntimeError(f"{url} not ready after {timeout} s")
 
 
-def ceiling(artifact, seqs: list[int], batches: list[int], threads: int, runs: int, model) -> dict:
-    """Raw ONNX Runtime rows/s at each batch size: the most any server on this runtime can deliver."""
-    from edgellm.runtime import make_runner
+def ceiling(
+    artifact,
+    seqs: list[int],
+    batches: list[int],
+    threads: int,
+    runs: int,
+    model,
+    runtime: str = "onnxruntime",
+) -> dict:
+    """Raw rows/s of ``runtime`` at each batch size, in a process of its own: the most any server on
+    this runtime can deliver."""
+    from edgellm.runtime.isolated import IsolatedRunner
 
-    r = make_runner(artifact, intra_op_threads=threads)
+    r = IsolatedRunner(runtime, str(artifact.path), threads=threads)
     out = {}
-    for s in seqs:
-        for b in batches:
-            f = model.example_inputs(batch=b, seq=s, seed=0, padded=False)
-            r.run(f)
-            t = []
-            for _ in range(runs):
-                t0 = time.perf_counter()
-                r.run(f)
-                t.append(time.perf_counter() - t0)
-            out[f"s{s}_b{b}"] = b / float(np.median(t))
+    try:
+        for s in seqs:
+            for b in batches:
+                f = model.example_inputs(batch=b, seq=s, seed=0, padded=False)
+                t = r.time(f, runs + 1)[1:]
+                out[f"s{s}_b{b}"] = b / (float(np.median(t)) / 1000)
+    finally:
+        r.close()
     return out
 
 
@@ -158,26 +166,32 @@ def main(argv: list[str] | None = None) -> int:
 
     model = load_model("minilm")
     art_dir = ROOT / "edgellm-out" / "serve-bench" / "minilm-x86-server"
-    art = (
-        Artifact.load(art_dir)
-        if (art_dir / "manifest.json").is_file()
-        else export(model, "x86-server", art_dir)
-    )
+    try:
+        import openvino  # noqa: F401
+
+        runtimes = ["onnxruntime", "openvino"]
+    except ImportError:
+        runtimes = ["onnxruntime"]
+    art = Artifact.load(art_dir) if (art_dir / "manifest.json").is_file() else None
+    if art is None or (len(runtimes) > 1 and "runtimes" not in art.manifest):  # validated in OpenVINO too
+        art = export(model, "x86-server", art_dir, runtimes="auto", threads=args.threads, force=True)
     inputs = {
         s: [model.example_inputs(batch=1, seq=s, seed=i, padded=False) for i in range(64)] for s in seqs
     }
     py = sys.executable
     serve = [py, "-m", "edgellm.cli", "serve", str(art.path), "--max-queue-size", "1024"]
+    batched = [
+        "--max-batch-size",
+        str(args.max_batch_size),
+        "--max-queue-delay-ms",
+        str(args.max_queue_delay_ms),
+    ]
     modes = {
-        "edgellm batched": [
-            *serve,
-            "--max-batch-size",
-            str(args.max_batch_size),
-            "--max-queue-delay-ms",
-            str(args.max_queue_delay_ms),
-        ],
-        "edgellm max-batch-size 1": [*serve, "--max-batch-size", "1"],
+        "edgellm batched": [*serve, *batched, "--runtime", "onnxruntime"],
+        "edgellm max-batch-size 1": [*serve, "--max-batch-size", "1", "--runtime", "onnxruntime"],
     }
+    if "openvino" in runtimes:
+        modes["edgellm batched openvino"] = [*serve, *batched, "--runtime", "openvino"]
     if args.compare_spin_wait:  # the same batched server with ONNX Runtime's threads spin-waiting
         modes["edgellm batched spin-wait"] = [*modes["edgellm batched"], "--spin-wait"]
     if not args.no_litserve:
@@ -240,7 +254,9 @@ def main(argv: list[str] | None = None) -> int:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
             time.sleep(1.0)  # let the group exit and free the cores before the next server
-    ceil = ceiling(art, seqs, sorted({min(c, args.max_batch_size) for c in concs}), args.threads, 20, model)
+    sizes = sorted({min(c, args.max_batch_size) for c in concs})
+    ceils = {rt: ceiling(art, seqs, sizes, args.threads, 20, model, rt) for rt in runtimes}
+    ceil = ceils["onnxruntime"]
 
     def tp(mode: str, s: int, c: int) -> float:
         return next(r["throughput_rps"] for r in results[mode] if r["seq"] == s and r["concurrency"] == c)
@@ -254,6 +270,14 @@ def main(argv: list[str] | None = None) -> int:
             f"batched / unbatched at c{cmax}": tp("edgellm batched", s, cmax)
             / tp("edgellm max-batch-size 1", s, cmax),
         }
+        if "edgellm batched openvino" in results:
+            b = f"s{s}_b{min(cmax, args.max_batch_size)}"
+            summary[f"seq{s}"][f"openvino / onnxruntime throughput at c{cmax}"] = tp(
+                "edgellm batched openvino", s, cmax
+            ) / tp("edgellm batched", s, cmax)
+            summary[f"seq{s}"][
+                f"openvino / onnxruntime runtime rows/s at batch {min(cmax, args.max_batch_size)}"
+            ] = ceils["openvino"][b] / ceils["onnxruntime"][b]
         if "litserve batched" in results:
             summary[f"seq{s}"][f"batched / litserve throughput at c{cmax}"] = tp(
                 "edgellm batched", s, cmax
@@ -268,6 +292,15 @@ def main(argv: list[str] | None = None) -> int:
         "host": host_info(),
         "results": results,
         "ceiling_rows_per_s": ceil,
+        "ceiling_rows_per_s_by_runtime": ceils,
+        "openvino_precision": next(
+            (
+                c["options"].get("precision")
+                for c in art.manifest.get("runtimes", {}).get("candidates", [])
+                if c["runtime"] == "openvino" and c.get("passed")
+            ),
+            None,
+        ),
         "summary": summary,
     }
     text = json.dumps(out, indent=2)

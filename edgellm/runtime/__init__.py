@@ -69,13 +69,17 @@ def _sdk_installed(runtime: str) -> bool:
 
 
 def recorded_candidates(manifest: dict[str, Any], runtime: str) -> list[dict[str, Any]]:
-    """The manifest's validation records of ``runtime`` (``runtimes.candidates``), best first."""
+    """The manifest's validation records of ``runtime`` (``runtimes.candidates``), best first: the
+    preferred one, then the fastest measured."""
     section = manifest.get("runtimes") or {}
     cands = [c for c in section.get("candidates", []) if c.get("runtime") == runtime]
     pref = section.get("preferred") or {}
-    return sorted(
-        cands, key=lambda c: pref.get("runtime") != runtime or c.get("options") != pref.get("options")
-    )
+
+    def rank(c: dict[str, Any]) -> tuple[bool, float]:
+        preferred = pref.get("runtime") == runtime and c.get("options") == pref.get("options")
+        return (not preferred, (c.get("latency") or {}).get("p50_ms", float("inf")))
+
+    return sorted(cands, key=rank)
 
 
 def preferred_runtime(manifest: dict[str, Any]) -> tuple[str, dict[str, Any]]:
