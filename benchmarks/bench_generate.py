@@ -33,6 +33,15 @@ VARIANTS = {  # label -> export options
     "int8": {"precision": "int8"},
     "int4-gptq-g32": {"precision": "int4", "recipe": "w4a16-gptq", "group_size": 32},
     "int4-gptq-g128": {"precision": "int4", "recipe": "w4a16-gptq", "group_size": 128},
+    # the same decoder as an OpenVINO IR, its cache held as OpenVINO state (issue 21)
+    "ov-fp32": {"precision": "fp32", "format": "openvino"},
+    "ov-int8": {"precision": "int8", "format": "openvino"},
+    "ov-int4-gptq-g128": {
+        "precision": "int4",
+        "recipe": "w4a16-gptq",
+        "group_size": 128,
+        "format": "openvino",
+    },
 }
 
 
@@ -135,7 +144,12 @@ def main(argv: list[str] | None = None) -> int:
     params = json.loads(syn.read_text())["parameters"] if syn.is_file() else None
     context = max(prompts) + a.new + 8
     arts = {}
-    for label in a.variants.split(","):
+    labels = a.variants.split(",")
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        labels = [x for x in labels if not x.startswith("ov-")]
+    for label in labels:
         arts[label] = build(label, hf, a.work / "artifacts", context, a.int4_method)
     peers = None
     if not a.no_peers:
@@ -168,8 +182,8 @@ def main(argv: list[str] | None = None) -> int:
             for x in rep["rows"]:
                 keep(
                     {
-                        "runtime": "edgellm",
-                        "precision": label,
+                        "runtime": "edgellm openvino" if label.startswith("ov-") else "edgellm",
+                        "precision": label.removeprefix("ov-"),
                         "prompt": x["prompt"],
                         "new": x["new"],
                         "threads": a.threads,
@@ -180,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
                         "bytes_per_token": rep["decode_weight_bytes"],
                         "peak_rss_mb": rep["peak_rss_mb"],
                         "cache": rep["cache_layout"],
+                        "runtime_precision": rep.get("runtime_precision"),
                         "build": info,
                     }
                 )
@@ -262,6 +277,10 @@ def ratios(rows: list[dict[str, Any]], prompts: list[int]) -> dict[str, Any]:
                     "ratio": round(m["decode_tok_s"] / q["decode_tok_s"], 3),
                     "goal": 1.0,
                 }
+        for prec in ("fp32", "int8", "int4-gptq-g128"):
+            m, o = get("edgellm", prec, p), get("edgellm openvino", prec, p)
+            if m and o:
+                r[f"{prec}_decode_openvino_vs_onnxruntime"] = round(o["decode_tok_s"] / m["decode_tok_s"], 3)
         out[str(p)] = r
     return out
 
