@@ -16,6 +16,7 @@ PACKAGES = {
     "transformers": "transformers",
     "onnx": "onnx",
     "onnxruntime": "onnxruntime",
+    "openvino": "openvino",
     "optimum": "optimum",
     "accelerate": "accelerate",
     "litert (ai-edge-litert)": "ai-edge-litert",

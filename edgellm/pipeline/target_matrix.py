@@ -19,6 +19,8 @@ from edgellm.errors import EdgeLLMError
 MATRIX = [
     ("x86-server", "onnx", "fp32"),
     ("x86-server", "onnx", "int8"),
+    ("x86-server", "openvino", "fp32"),
+    ("x86-server", "openvino", "int8-static"),
     ("snapdragon-865", "tflite", "fp32"),
     ("snapdragon-865", "tflite", "fp16"),
     ("snapdragon-865", "tflite", "int8"),
@@ -115,12 +117,19 @@ def export_matrix(
                 if calib_feeds is None:
                     calib_feeds = calibration_feeds(adapter, calib)
                 sym = fmt == "tensorrt"
-                key = f"static-{sym}"
+                key = "openvino" if fmt == "openvino" else f"static-{sym}"
                 if key not in specs:
-                    cfg = Int8Static(symmetric_activations=sym, smoothquant_alpha=SMOOTHQUANT_ALPHA)
+                    if fmt == "openvino":  # QDQ as OpenVINO runs it best (pipeline.export_many)
+                        from edgellm.pipeline.export_many import quant_config
+
+                        cfg = quant_config("int8", fmt)
+                    else:
+                        cfg = Int8Static(symmetric_activations=sym, smoothquant_alpha=SMOOTHQUANT_ALPHA)
                     specs[key] = quantize(adapter, cfg, calib_feeds)
                 spec = specs[key]
             opts = {"quant": spec, "precision": "fp16" if prec == "fp16" else None, "force": True}
+            if fmt == "openvino":  # validate (and time) its inference precisions: bf16 where the CPU has it
+                opts["runtimes"] = "auto"
             try:
                 row.artifact = export(adapter, tgt, out, format=fmt, **opts)
             except EdgeLLMError as exc:
@@ -167,7 +176,13 @@ def bench_matrix(
         if r.artifact.manifest["target"]["runtime"] == "tensorrt":
             continue  # the engine is built on the GPU host; here only the estimate
         name = f"{r.target}/{r.format}/{r.precision}"
-        runners[name] = make_runner(r.artifact, intra_op_threads=threads)
+        if r.artifact.manifest["target"]["runtime"] == "openvino":
+            # in a process of its own: ONNX Runtime sessions slow down in a process holding OpenVINO models
+            from edgellm.runtime.isolated import IsolatedRunner
+
+            runners[name] = IsolatedRunner("openvino", str(r.artifact.path), threads=threads).start()
+        else:
+            runners[name] = make_runner(r.artifact, intra_op_threads=threads)
     if model is None:
         raise EdgeLLMError("no artifact was exported", "see the errors of the export step")
     rep = benchmark(
@@ -196,4 +211,6 @@ def bench_matrix(
         r.cosine_vs_fp32 = min(v["cosine_min"] for v in got.values())
         r.host_p50_ms = p50.get(f"{r.target}/{r.format}/{r.precision}")
         r.estimate_ms = estimate_latency(r.artifact, batch=batch, seq=seq, flops=flops)["latency_ms"]
+    for runner in runners.values():
+        runner.close()
     return rep

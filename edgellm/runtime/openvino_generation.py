@@ -20,7 +20,13 @@ from typing import Any
 import numpy as np
 
 from edgellm.errors import EdgeLLMError
-from edgellm.runtime.openvino_runner import compile_options, core, read_model, resolve_precision
+from edgellm.runtime.openvino_runner import (
+    compile_options,
+    core,
+    read_model,
+    resolve_precision,
+    validated_precision,
+)
 
 
 class StatefulEngine:
@@ -46,7 +52,7 @@ class StatefulEngine:
                 "export one for it: edgellm export MODEL --generate --format openvino",
             )
         if precision == "auto":
-            precision = (gen.get("runtime") or {}).get("precision") or "auto"
+            precision = validated_precision({**artifact.manifest, "generation": gen})
         self.precision, note = resolve_precision(precision)
         if note:
             warnings.warn(f"OpenVINO: {note}", RuntimeWarning, stacklevel=2)

@@ -106,6 +106,20 @@ def read_model(path: str | Path) -> Any:
         ) from None
 
 
+def validated_precision(manifest: dict[str, Any]) -> str:
+    """The inference precision an artifact passed parity at in OpenVINO, fastest first: its
+    ``runtimes`` records, else the generation check's or the IR exporter's (f32); ``auto`` if none."""
+    from edgellm.runtime import recorded_candidates
+
+    passed = [c for c in recorded_candidates(manifest, "openvino") if c.get("passed")]
+    if passed:
+        return (passed[0].get("options") or {}).get("precision") or "auto"
+    gen = (manifest.get("generation") or {}).get("runtime") or {}
+    if gen.get("precision"):
+        return gen["precision"]
+    return (manifest.get("recipe") or {}).get("openvino", {}).get("validated_at") or "auto"
+
+
 def compile_options(
     *, threads: int | None, streams: int, precision: str, hint: str, cache_dir: str | Path | None
 ) -> dict[str, Any]:
@@ -166,10 +180,7 @@ class OpenVinoRunner(Runner):
         ov = openvino()
         manifest = getattr(model, "manifest", None)
         if precision == "auto" and manifest:
-            from edgellm.runtime import recorded_candidates
-
-            passed = [c for c in recorded_candidates(manifest, "openvino") if c.get("passed")]
-            precision = (passed[0].get("options") or {}).get("precision") or "auto" if passed else "auto"
+            precision = validated_precision(manifest)
         self.requested_precision = precision
         self.precision, self.note = resolve_precision(precision, device)
         if self.note:
