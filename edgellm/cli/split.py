@@ -55,6 +55,12 @@ def export_cmd(
     ),
     force: bool = typer.Option(False, "--force", help="Replace an existing output folder."),
     json_out: bool = typer.Option(False, "--json", help="Print split.json instead of a summary."),
+    server_runtimes: str = typer.Option(
+        "auto",
+        "--server-runtimes",
+        help="Validate the server half in the server target's other runtimes too (auto, a comma list, none) "
+        "and record the fastest; serve runs it there.",
+    ),
     generate: bool = typer.Option(
         False,
         "--generate",
@@ -125,6 +131,7 @@ def export_cmd(
         device_precision=device_precision,
         seq_len=seq_len,
         force=force,
+        server_runtimes=None if server_runtimes == "none" else server_runtimes,
     )
     if json_out:
         emit_json(s.link)

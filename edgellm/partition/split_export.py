@@ -110,6 +110,7 @@ def export_split(
     device_precision: str = "fp32",
     force: bool = False,
     seq_len: int | None = None,
+    server_runtimes: str | list[str] | None = None,
 ) -> SplitArtifacts:
     """Cut ``model`` and export both halves, linked; validate the chain against the unsplit model.
 
@@ -121,6 +122,8 @@ def export_split(
         device_format: the phone half's format (default: the device target's first, e.g. tflite).
         device_precision: fp32 or fp16 (TFLite) for the phone half; the server half is fp32.
         seq_len: static sequence length for a TFLite device half (default 128).
+        server_runtimes: validate the server half in the server target's other runtimes too and record
+            the fastest (``"auto"``; see :func:`edgellm.export.export`'s ``runtimes``).
     """
     from edgellm.export.base import choose_format, export
     from edgellm.models import ModelAdapter, load
@@ -168,7 +171,7 @@ def export_split(
         arts: dict[str, Artifact | None] = {"device": None, "server": None}
         for role, half, tgt, opts in (
             ("device", halves.device, dev_t, _device_options(dev_fmt, device_precision, seq_len)),
-            ("server", halves.server, srv_t, {}),
+            ("server", halves.server, srv_t, {"runtimes": server_runtimes} if server_runtimes else {}),
         ):
             if half is None:
                 link[role] = None

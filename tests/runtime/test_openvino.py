@@ -316,3 +316,21 @@ def test_no_warning_on_the_normal_path(selected):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         make_runner(selected, "openvino", precision="f32")
+
+
+def test_split_server_half_validated_in_openvino(tiny_bert, tmp_path):
+    from edgellm.partition.split_export import export_split
+    from edgellm.runtime import make_runner
+
+    s = export_split(
+        tiny_bert, cut=1, codec="fp16", device_format="ort", output=tmp_path / "s", server_runtimes="auto"
+    )
+    cands = {c["name"]: c for c in s.server.manifest["runtimes"]["candidates"]}
+    assert (
+        cands["openvino-f32"]["passed"] and s.device.manifest.get("runtimes") is None
+    )  # phone half: its own
+    r = make_runner(s.server, "openvino", precision="f32")
+    feeds = {x.name: np.ones([d if isinstance(d, int) else 2 for d in x.shape], x.dtype) for x in r.inputs}
+    ort = make_runner(s.server, "onnxruntime").run(feeds)
+    got = r.run(feeds)
+    assert all(_cos(got[k].reshape(2, -1), ort[k].reshape(2, -1)) > 0.9999 for k in ort)
