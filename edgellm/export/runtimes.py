@@ -108,28 +108,25 @@ def validate_runtimes(
         }
     ]
     opened: dict[str, Any] = {}
+    started = []  # every child starts at once (their start-up overlaps), then each is checked in turn
+    for rt, precision in todo:
+        opts: dict[str, Any] = {"threads": threads} if threads else {}
+        if precision:
+            opts["precision"] = precision
+        cand: dict[str, Any] = {
+            "name": f"{rt}-{precision}" if precision else rt,
+            "runtime": rt,
+            "options": {"precision": precision} if precision else {},
+        }
+        candidates.append(cand)
+        started.append((cand, precision, IsolatedRunner(rt, model_file, inputs=ins, outputs=outs, **opts)))
     try:
-        broken: set[str] = set()
-        for rt, precision in todo:
-            if rt in broken:
-                continue
-            opts: dict[str, Any] = {"threads": threads} if threads else {}
-            if precision:
-                opts["precision"] = precision
-            name = f"{rt}-{precision}" if precision else rt
-            cand: dict[str, Any] = {
-                "name": name,
-                "runtime": rt,
-                "options": {"precision": precision} if precision else {},
-            }
-            candidates.append(cand)
-            runner = IsolatedRunner(rt, model_file, inputs=ins, outputs=outs, **opts)
+        for cand, precision, runner in started:
             try:
                 ran = runner.describe()
-            except EdgeLLMError as exc:
+            except EdgeLLMError as exc:  # e.g. an op this runtime's ONNX front end cannot convert
                 runner.close()
                 cand.update(passed=False, error=exc.message.replace(str(model_file), model_file.name))
-                broken.add(rt)  # the file does not open in this runtime: no other precision will
                 continue
             if precision and ran.get("precision") != precision:
                 runner.close()
@@ -143,7 +140,7 @@ def validate_runtimes(
                 cand["error"] = "failed parity: " + summary(parity["random"])
                 runner.close()
                 continue
-            opened[name] = runner
+            opened[cand["name"]] = runner
         section: dict[str, Any] = {"candidates": candidates, "preferred": _pick(candidates, {}, primary_name)}
         if select and opened:
             popts: dict[str, Any] = {"threads": threads} if threads else {}
@@ -168,6 +165,8 @@ def validate_runtimes(
             }
         return section
     finally:
+        for _, _, r in started:
+            r.close()
         for r in opened.values():
             r.close()
 

@@ -214,16 +214,21 @@ def time_interleaved(
     rounds: int = 5,
     runs: int = 5,
     warmup: int = 2,
+    budget_s: float | None = 30.0,
 ) -> dict[str, dict[str, Any]]:
     """Time each runner (each in its own process) on ``feeds``: ``warmup`` calls each, then ``rounds``
-    rounds of ``runs`` calls, one runner at a time, the order rotating every round.
+    rounds of ``runs`` calls, one runner at a time, the order rotating every round. ``budget_s``: fewer
+    calls per round (at least one) when the warm-up says the rounds would take longer than that.
 
     Returns:
         ``{name: {"p50_ms", "mean_ms", "min_ms", "samples"}}``.
     """
     names = list(runners)
+    per_call = 0.0
     for n in names:
-        runners[n].time(feeds, warmup)
+        per_call += min(runners[n].time(feeds, max(1, warmup))) / 1000.0
+    if budget_s is not None and per_call * rounds * runs > budget_s:
+        runs = max(1, int(budget_s / (per_call * rounds)))
     samples: dict[str, list[float]] = {n: [] for n in names}
     for r in range(rounds):
         order = names[r % len(names) :] + names[: r % len(names)]

@@ -143,7 +143,7 @@ def test_openvino_refuses_an_artifact_it_did_not_validate(minilm_artifact, tiny_
         tiny_bert, "x86-server", tmp_path / "dyn", quant=quantize(tiny_bert, Int8Dynamic()), runtimes="auto"
     )
     ov = [c for c in art.manifest["runtimes"]["candidates"] if c["runtime"] == "openvino"]
-    assert len(ov) == 1 and not ov[0]["passed"] and "QAttention" in ov[0]["error"]
+    assert ov and all(not c["passed"] and "QAttention" in c["error"] for c in ov)
     assert str(tmp_path) not in ov[0]["error"]  # names the file, not the scratch folder
     assert art.manifest["runtimes"]["preferred"]["runtime"] == "onnxruntime"
     assert make_runner(art).runtime == "onnxruntime"
