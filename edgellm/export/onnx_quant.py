@@ -12,6 +12,9 @@ differently, but keep the values bit for bit, transposed or not), then each cons
                    of signed int4 codes (opset 21, symmetric) feeding a ``MatMul``.
 
 A per-channel ``input_scale`` (SmoothQuant, AWQ) becomes a ``Mul`` in front of the quantized op.
+A ``bias_correction`` (fast bias correction) is folded into the bias the graph already adds after the
+layer (``Gemm``'s C, or the ``Add``/``Sum``/``BiasGelu``... input holding the layer's fp32 bias); only a
+layer without one gets an extra ``Add``.
 """
 
 from __future__ import annotations
@@ -38,6 +41,11 @@ class _Graph:
         self.g = model.graph
         self.inits = {t.name: t for t in self.g.initializer}
         self.producer = {o: n for n in self.g.node for o in n.output}
+        self.consumers: dict[str, list[onnx.NodeProto]] = {}
+        for n in self.g.node:
+            for i in n.input:
+                self.consumers.setdefault(i, []).append(n)
+        self.biases: dict[str, np.ndarray] = {}  # layer -> its fp32 bias (layers with a bias correction)
         self._n = 0
         self._scaled: dict[tuple[str, str], str] = {}
 
@@ -74,7 +82,10 @@ def lower_quant(
     want: dict[str, tuple[str, str]] = {}
     shapes = set()
     for name in spec.layers:
-        w = fp32_model.submodule(name).weight.detach().float().numpy()
+        mod = fp32_model.submodule(name)
+        w = mod.weight.detach().float().numpy()
+        if getattr(spec.layers[name], "bias_correction", None) is not None and mod.bias is not None:
+            g.biases[name] = mod.bias.detach().float().numpy()
         want[_digest(w.T)] = (name, "T")
         want[_digest(w)] = (name, "N")
         shapes |= {w.shape, w.T.shape}
@@ -208,7 +219,46 @@ def _rewrite_linear(
         ops["QDQ MatMul"] = ops.get("QDQ MatMul", 0) + 1
     if bias and mm_out != out:
         nodes.append(helper.make_node("Add", [mm_out, bias], [out], name=g.name("Add")))
+    if getattr(lq, "bias_correction", None) is not None:
+        _fold_bias_correction(node, out, lq, g, nodes, ops)
     return nodes
+
+
+def _fold_bias_correction(
+    node: onnx.NodeProto, out: str, lq: Any, g: _Graph, nodes: list, ops: dict[str, int]
+) -> None:
+    """Add ``lq.bias_correction`` to the bias initializer that follows the layer (a new initializer,
+    the consumer rewired to it); an ``Add`` of the correction only where no such bias is found."""
+    corr = lq.bias_correction.float().numpy()
+    fp_bias = g.biases.get(lq.name)
+    cands: list[tuple[onnx.NodeProto, int]] = []
+    if node.op_type == "Gemm" and len(node.input) > 2 and node.input[2] in g.inits:
+        # the rewritten graph adds Gemm's C after the quantized op (an Add, or DynamicQuantizeMatMul's bias)
+        cands = [(n, j) for n in nodes for j, i in enumerate(n.input) if i == node.input[2]]
+    elif fp_bias is not None:
+        want = _digest(fp_bias)
+        for c in g.consumers.get(out, []):
+            for j, i in enumerate(c.input):
+                t = g.inits.get(i)
+                if (
+                    t is not None
+                    and tuple(t.dims) == fp_bias.shape
+                    and _digest(numpy_helper.to_array(t)) == want
+                ):
+                    cands.append((c, j))
+    if len(cands) == 1:
+        c, j = cands[0]
+        orig = numpy_helper.to_array(g.inits[c.input[j]]).astype(np.float32)
+        c.input[j] = g.add_init("bias_corrected", orig + corr)
+        ops["bias correction folded"] = ops.get("bias correction folded", 0) + 1
+        return
+    mid = g.name("uncorrected")
+    last = next(n for n in reversed(nodes) if out in n.output)
+    last.output[list(last.output).index(out)] = mid
+    nodes.append(
+        helper.make_node("Add", [mid, g.add_init("bias_correction", corr)], [out], name=g.name("Add"))
+    )
+    ops["bias correction Add"] = ops.get("bias correction Add", 0) + 1
 
 
 def _dq_int4_matmul(x: str, out: str, lq: Any, g: _Graph) -> list[onnx.NodeProto]:
@@ -292,10 +342,20 @@ def _rewrite_attention(node: onnx.NodeProto, lqs: list[Any], g: _Graph, ops: dic
         helper.make_node("DynamicQuantizeLinear", [x], [xq, xs_, xzp], name=g.name("DynamicQuantizeLinear"))
     )
     mask = node.input[3] if len(node.input) > 3 else ""
+    qkv_bias = node.input[2]
+    if any(getattr(lq, "bias_correction", None) is not None for lq in lqs) and qkv_bias in g.inits:
+        n_out = [lq.shape[0] for lq in lqs]
+        corr = np.concatenate(
+            [
+                np.zeros(k, np.float32) if lq.bias_correction is None else lq.bias_correction.float().numpy()
+                for lq, k in zip(lqs, n_out)
+            ]
+        )
+        qkv_bias = g.add_init("qkv_bias_corrected", numpy_helper.to_array(g.inits[qkv_bias]) + corr)
     ins = [
         xq,
         g.add_init("qkv_int8", w),
-        node.input[2],
+        qkv_bias,
         xs_,
         g.add_init("qkv_scale", ws),
         mask,

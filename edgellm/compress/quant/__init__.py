@@ -1,4 +1,5 @@
-"""Quantization: INT8 (static with min-max/percentile/entropy calibration, SmoothQuant, dynamic) and
+"""Quantization: INT8 (static with min-max/percentile/entropy calibration, SmoothQuant at one alpha or
+searched per layer, fast bias correction, dynamic) and
 INT4 weight-only (group-wise RTN, GPTQ, AWQ), computed once in torch as a framework-neutral
 :class:`QuantSpec` that each exporter lowers to its runtime's native form.
 
@@ -13,6 +14,7 @@ from edgellm.compress.quant.config import (
     Int4WeightOnly,
     Int8Dynamic,
     Int8Static,
+    Int8StaticOV,
     QuantConfig,
     SmoothQuant,
     config_for,
@@ -34,6 +36,7 @@ __all__ = [
     "Int4WeightOnly",
     "Int8Dynamic",
     "Int8Static",
+    "Int8StaticOV",
     "LayerQuant",
     "QuantConfig",
     "QuantLinear",

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from edgellm.compress.quant.awq import awq_clip, awq_quantize, awq_search
+from edgellm.compress.quant.bias_correction import correct_biases
 from edgellm.compress.quant.config import Int4WeightOnly, Int8Dynamic, Int8Static, QuantConfig
 from edgellm.compress.quant.gptq import gptq_quantize
 from edgellm.compress.quant.observers import Observer, Stats, activation_range, run_calibration
@@ -26,6 +27,7 @@ from edgellm.compress.quant.primitives import (
     weight_grid,
 )
 from edgellm.compress.quant.sequential import calibrate_blockwise
+from edgellm.compress.quant.smoothing import smoothing, smoothing_factors  # noqa: F401 (smoothing: re-exported)
 from edgellm.compress.quant.spec import LayerQuant
 from edgellm.errors import EdgeLLMError
 
@@ -60,11 +62,23 @@ def method_for(config: QuantConfig) -> Handler:
 def _dynamic_int8(
     model: Any, targets: dict[str, nn.Linear], cfg: Int8Dynamic, calib: Feeds
 ) -> dict[str, LayerQuant]:
-    inv = smoothing(model, targets, cfg.smoothquant_alpha, calib) if cfg.smoothquant_alpha is not None else {}
-    return {
+    inv: dict[str, torch.Tensor] = {}
+    if cfg.smoothquant_alpha is not None:
+        inv = smoothing_factors(
+            model,
+            targets,
+            cfg.smoothquant_alpha,
+            calib,
+            grid=cfg.smoothquant_grid,
+            dynamic=True,
+            per_channel=cfg.per_channel,
+            centered=cfg.bias_correction,
+        )[0]
+    out = {
         n: _int8_weight(n, m, cfg.per_channel, dynamic=True, input_scale=inv.get(n))
         for n, m in targets.items()
     }
+    return correct_biases(model, targets, out, calib) if cfg.bias_correction else out
 
 
 def _int8_weight(
@@ -94,33 +108,23 @@ def _int8_weight(
     )
 
 
-def smoothing(
-    model: Any, targets: dict[str, nn.Linear], alpha: float, calib: Feeds
-) -> dict[str, torch.Tensor]:
-    """SmoothQuant factors: per input channel ``s = max|x|^a / max|w|^(1-a)``; returns ``1 / s`` per layer.
-
-    Layers reading the same tensor (q/k/v) share one factor, computed over all their weights, so that
-    a fused runtime op can apply it once.
-    """
-    obs = Observer(targets, max_rows=0)
-    run_calibration(model, calib, obs)
-    inv: dict[str, torch.Tensor] = {}
-    for group in obs.groups():
-        act = obs.stats[group[0]].absmax.clamp(min=1e-5)
-        wmax = (
-            torch.stack([targets[n].weight.detach().abs().amax(dim=0) for n in group]).amax(0).clamp(min=1e-5)
-        )
-        s = (act.pow(alpha) / wmax.pow(1 - alpha)).clamp(min=1e-5)
-        for n in group:
-            inv[n] = 1.0 / s
-    return inv
-
-
 @register_method(Int8Static)
 def _static_int8(
     model: Any, targets: dict[str, nn.Linear], cfg: Int8Static, calib: Feeds
 ) -> dict[str, LayerQuant]:
-    inv = smoothing(model, targets, cfg.smoothquant_alpha, calib) if cfg.smoothquant_alpha is not None else {}
+    inv: dict[str, torch.Tensor] = {}
+    if cfg.smoothquant_alpha is not None:
+        inv = smoothing_factors(
+            model,
+            targets,
+            cfg.smoothquant_alpha,
+            calib,
+            grid=cfg.smoothquant_grid,
+            calibration=cfg.calibration,
+            percentile=cfg.percentile,
+            per_channel=cfg.per_channel,
+            centered=cfg.bias_correction,
+        )[0]
     obs = Observer(targets, max_rows=512 if cfg.calibration != "minmax" else 0)
     obs.transform = inv
     run_calibration(model, calib, obs)
@@ -135,7 +139,7 @@ def _static_int8(
         # the output's min/max grid: runtimes whose int8 kernels emit int8 (TFLite) requantize to it
         lq.out_scale, lq.out_zero_point = activation_qparams(obs.stats[n].out_lo, obs.stats[n].out_hi)
         out[n] = lq
-    return out
+    return correct_biases(model, targets, out, calib) if cfg.bias_correction else out
 
 
 @register_method(Int4WeightOnly)

@@ -1,7 +1,7 @@
 """Forward hooks that record what each linear layer sees during calibration.
 
-One pass records, per layer: the running min/max of the input, per-input-channel abs-max and mean
-abs (SmoothQuant, AWQ), a sample of input rows (percentile/entropy ranges, AWQ's search), and
+One pass records, per layer: the running min/max of the input, per-input-channel abs-max, mean
+abs and min/max (SmoothQuant, AWQ, the per-layer SmoothQuant alpha search), a sample of input rows (percentile/entropy ranges, AWQ's search), and
 optionally ``X^T X`` (GPTQ's Hessian).
 """
 
@@ -20,6 +20,8 @@ class Stats:
     hi: float = float("-inf")
     absmax: torch.Tensor | None = None  # (in,)
     abssum: torch.Tensor | None = None  # (in,)
+    chmin: torch.Tensor | None = None  # (in,) per-channel minimum (the range after per-channel smoothing)
+    chmax: torch.Tensor | None = None  # (in,)
     rows: int = 0
     sample: list[torch.Tensor] = field(default_factory=list)
     sampled: int = 0
@@ -105,6 +107,9 @@ class Observer:
                 amax, asum = x.abs().amax(0), x.abs().sum(0)
                 s.absmax = amax if s.absmax is None else torch.maximum(s.absmax, amax)
                 s.abssum = asum if s.abssum is None else s.abssum + asum
+                cmin, cmax = x.amin(0), x.amax(0)
+                s.chmin = cmin if s.chmin is None else torch.minimum(s.chmin, cmin)
+                s.chmax = cmax if s.chmax is None else torch.maximum(s.chmax, cmax)
             s.rows += x.shape[0]
             take = min(x.shape[0], max(0, self.max_rows - s.sampled))
             if take:

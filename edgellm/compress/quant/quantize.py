@@ -14,8 +14,7 @@ from torch import nn
 
 from edgellm.compress.quant.config import QuantConfig
 from edgellm.compress.quant.methods import method_for
-from edgellm.compress.quant.primitives import fake_quant_activation, fake_quant_dynamic
-from edgellm.compress.quant.spec import LayerQuant, QuantSpec
+from edgellm.compress.quant.spec import QuantLinear, QuantSpec
 from edgellm.errors import EdgeLLMError
 
 Feeds = list[dict[str, np.ndarray]]
@@ -101,28 +100,6 @@ def quantize_cached(
         base.calibration["sensitivity"] = {n: float(f"{v:.4g}") for n, v in sens.items()}
     spec = keep_most_sensitive(model, base, calib or [], config.auto_keep)
     return dataclasses.replace(spec, config=config.to_dict(), recipe=config.recipe)
-
-
-class QuantLinear(nn.Module):
-    """Fake-quantized linear: the torch model a lowered artifact must reproduce."""
-
-    def __init__(self, lq: LayerQuant, bias: torch.Tensor | None) -> None:
-        super().__init__()
-        self.register_buffer("weight", lq.dequantize())
-        self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
-        self.register_buffer("input_scale", None if lq.input_scale is None else lq.input_scale.float())
-        self.act = (lq.act_scale, lq.act_zero_point, lq.act_signed) if lq.act_scale is not None else None
-        self.dynamic = lq.dynamic_activation
-        self.in_features, self.out_features = lq.shape[1], lq.shape[0]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.input_scale is not None:
-            x = x * self.input_scale
-        if self.act is not None:
-            x = fake_quant_activation(x, *self.act)
-        elif self.dynamic:
-            x = fake_quant_dynamic(x)
-        return nn.functional.linear(x, self.weight, self.bias)
 
 
 def apply_quant(model: Any, spec: QuantSpec, only: set[str] | None = None) -> Any:

@@ -13,8 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-from edgellm.compress.quant.primitives import dequantize_weight, pack_int4
+from edgellm.compress.quant.primitives import (
+    dequantize_weight,
+    fake_quant_activation,
+    fake_quant_dynamic,
+    pack_int4,
+)
 
 SPEC_FILE = "quant_spec.json"
 TENSORS_FILE = "quant_tensors.safetensors"
@@ -22,10 +28,11 @@ TENSORS_FILE = "quant_tensors.safetensors"
 
 @dataclass
 class LayerQuant:
-    """One quantized linear layer ``y = (x * input_scale) @ W^T + bias``.
+    """One quantized linear layer ``y = (x * input_scale) @ W^T + bias + bias_correction``.
 
     Shapes: ``qweight`` (out, in) int16 codes; ``scale``/``zero_point`` (out, n_groups);
-    ``input_scale`` (in,) or None; ``act_scale``/``act_zero_point`` set only for static activations.
+    ``input_scale`` (in,) or None; ``act_scale``/``act_zero_point`` set only for static activations;
+    ``bias_correction`` (out,) or None: added to the layer's fp32 bias (bias correction).
     """
 
     name: str
@@ -42,6 +49,7 @@ class LayerQuant:
     act_signed: bool = False  # int8 activations in [-128, 127] with zero point 0 (TensorRT); else uint8
     out_scale: float | None = None  # static INT8: the output's uint8 grid (min/max over calibration)
     out_zero_point: int | None = None
+    bias_correction: torch.Tensor | None = None  # (out,) added to the bias: the mean output shift removed
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -68,7 +76,33 @@ class LayerQuant:
             "out_zero_point": self.out_zero_point,
             "dynamic_activation": self.dynamic_activation,
             "input_scale": self.input_scale is not None,
+            "bias_correction": self.bias_correction is not None,
         }
+
+
+class QuantLinear(nn.Module):
+    """Fake-quantized linear: the torch model a lowered artifact must reproduce."""
+
+    def __init__(self, lq: LayerQuant, bias: torch.Tensor | None) -> None:
+        super().__init__()
+        self.register_buffer("weight", lq.dequantize())
+        b = None if bias is None else bias.detach().float().clone()
+        if lq.bias_correction is not None:
+            b = lq.bias_correction.float().clone() if b is None else b + lq.bias_correction.float()
+        self.register_buffer("bias", b)
+        self.register_buffer("input_scale", None if lq.input_scale is None else lq.input_scale.float())
+        self.act = (lq.act_scale, lq.act_zero_point, lq.act_signed) if lq.act_scale is not None else None
+        self.dynamic = lq.dynamic_activation
+        self.in_features, self.out_features = lq.shape[1], lq.shape[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_scale is not None:
+            x = x * self.input_scale
+        if self.act is not None:
+            x = fake_quant_activation(x, *self.act)
+        elif self.dynamic:
+            x = fake_quant_dynamic(x)
+        return nn.functional.linear(x, self.weight, self.bias)
 
 
 @dataclass
@@ -107,7 +141,9 @@ class QuantSpec:
             tensors[f"{n}::scale"] = lq.scale.float().contiguous()
             tensors[f"{n}::zero_point"] = lq.zero_point.to(torch.int16).contiguous()
             if lq.input_scale is not None:
-                tensors[f"{n}::input_scale"] = lq.input_scale.float().contiguous()
+                tensors[f"{n}::input_scale"] = lq.input_scale.float().clone()  # q/k/v share one factor
+            if lq.bias_correction is not None:
+                tensors[f"{n}::bias_correction"] = lq.bias_correction.float().contiguous()
         save_file(tensors, str(d / TENSORS_FILE))
         meta = {
             "recipe": self.recipe,
@@ -150,5 +186,6 @@ class QuantSpec:
                 m.get("act_signed", False),
                 m.get("out_scale"),
                 m.get("out_zero_point"),
+                t.get(f"{n}::bias_correction"),
             )
         return cls(meta["recipe"], meta["config"], layers, meta["kept"], meta["calibration"])
