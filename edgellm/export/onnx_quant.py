@@ -48,6 +48,26 @@ class _Graph:
         self.biases: dict[str, np.ndarray] = {}  # layer -> its fp32 bias (layers with a bias correction)
         self._n = 0
         self._scaled: dict[tuple[str, str], str] = {}
+        self._fake_quant: dict[tuple[str, bytes, bytes, bool], str] = {}
+
+    def fake_quant_input(self, x: str, lq: Any, nodes: list) -> str:
+        """``DequantizeLinear(QuantizeLinear(x))`` at the layer's activation scale: one pair per distinct
+        input and quantization parameters, shared by the layers that read it (q, k and v of one
+        attention), so a runtime sees one quantized tensor feeding several MatMuls (OpenVINO fuses them)."""
+        scale = np.asarray(lq.act_scale, np.float32)
+        zp = np.asarray(lq.act_zero_point, np.int8 if lq.act_signed else np.uint8)
+        key = (x, scale.tobytes(), zp.tobytes(), bool(lq.act_signed))
+        if key not in self._fake_quant:
+            a_s, a_zp = self.add_init("a_scale", scale), self.add_init("a_zp", zp)
+            xq, xdq = self.name("x_q"), self.name("x_dq")
+            nodes += [
+                helper.make_node("QuantizeLinear", [x, a_s, a_zp], [xq], name=self.name("QuantizeLinear")),
+                helper.make_node(
+                    "DequantizeLinear", [xq, a_s, a_zp], [xdq], name=self.name("DequantizeLinear")
+                ),
+            ]
+            self._fake_quant[key] = xdq
+        return self._fake_quant[key]
 
     def scaled_input(self, x: str, scale: np.ndarray, nodes: list) -> str:
         """``x * scale`` (one Mul per distinct input and scale, shared by the layers that read it)."""
@@ -197,12 +217,8 @@ def _rewrite_linear(
         ops["DynamicQuantizeMatMul"] = ops.get("DynamicQuantizeMatMul", 0) + 1
     else:
         q, scale = _int8_weight_t(lq)
-        a_s = g.add_init("a_scale", np.array(lq.act_scale, np.float32))
-        a_zp = g.add_init("a_zp", np.array(lq.act_zero_point, np.int8 if lq.act_signed else np.uint8))
-        xq, xdq, wdq = g.name("x_q"), g.name("x_dq"), g.name("w_dq")
+        xdq, wdq = g.fake_quant_input(x, lq, nodes), g.name("w_dq")
         nodes += [
-            helper.make_node("QuantizeLinear", [x, a_s, a_zp], [xq], name=g.name("QuantizeLinear")),
-            helper.make_node("DequantizeLinear", [xq, a_s, a_zp], [xdq], name=g.name("DequantizeLinear")),
             helper.make_node(
                 "DequantizeLinear",
                 [

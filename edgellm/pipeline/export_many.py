@@ -54,13 +54,13 @@ def quant_config(precision: str, fmt: str, keep: tuple[str, ...] = (), *, openvi
 
     ``openvino``: the artifact will run (or be validated) in OpenVINO, which converts QDQ to its int8
     kernels but not ONNX Runtime's fused ``QAttention`` and runs ``DynamicQuantizeMatMul`` outside
-    parity: INT8 is then static QDQ with SmoothQuant (:data:`OPENVINO_INT8`).
+    parity: INT8 is then static QDQ with SmoothQuant and fast bias correction (``int8-static-ov``).
     """
-    from edgellm.compress.quant import Int4WeightOnly, Int8Dynamic, Int8Static
+    from edgellm.compress.quant import Int4WeightOnly, Int8Dynamic, Int8Static, Int8StaticOV
 
     check_precision(precision)
     if precision == "int8" and (fmt == "openvino" or openvino):
-        return Int8Static(keep=keep, **OPENVINO_INT8)
+        return Int8StaticOV(keep=keep)
     if precision == "int8" and fmt != "tensorrt":
         return Int8Dynamic(keep=keep)
     if precision.startswith("int8"):  # TensorRT's explicit quantization: static, symmetric activations
@@ -68,10 +68,6 @@ def quant_config(precision: str, fmt: str, keep: tuple[str, ...] = (), *, openvi
     if precision == "int4":
         return Int4WeightOnly(group_size=128, keep=keep)
     return None
-
-
-# INT8 for OpenVINO: static QDQ, SmoothQuant migrating activation outliers into the weights
-OPENVINO_INT8: dict[str, Any] = {"smoothquant_alpha": 0.8}
 
 
 def runs_in_openvino(target: Any, fmt: str, runtimes: Any) -> bool:
