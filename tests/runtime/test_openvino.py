@@ -334,3 +334,22 @@ def test_split_server_half_validated_in_openvino(tiny_bert, tmp_path):
     ort = make_runner(s.server, "onnxruntime").run(feeds)
     got = r.run(feeds)
     assert all(_cos(got[k].reshape(2, -1), ort[k].reshape(2, -1)) > 0.9999 for k in ort)
+
+
+def test_int8_for_openvino_is_static_qdq_with_bias_correction(tiny_bert, tmp_path):
+    import onnx
+
+    from edgellm.pipeline.export_many import export_at, quant_config
+
+    assert quant_config("int8", "onnx").recipe == "int8-dynamic"  # ONNX Runtime alone: dynamic
+    art = export_at(
+        tiny_bert, "x86-server", tmp_path / "q", precision="int8", runtimes="auto", select_runtime=False
+    )
+    q = art.manifest["recipe"]["quantization"]
+    assert q["recipe"] == "int8-static-ov" and q["config"]["bias_correction"]
+    ov = [c for c in art.manifest["runtimes"]["candidates"] if c["runtime"] == "openvino"]
+    assert ov and all(c["passed"] for c in ov) and "preferred" in art.manifest["runtimes"]
+    ops = [n.op_type for n in onnx.load(art.model_path).graph.node]
+    assert "DynamicQuantizeMatMul" not in ops and "QAttention" not in ops
+    # q, k and v read one quantized tensor: fewer QuantizeLinear than quantized MatMuls
+    assert 0 < ops.count("QuantizeLinear") < q["ops"]["QDQ MatMul"]
