@@ -5,6 +5,7 @@ import shutil
 
 import pytest
 import yaml
+from conftest import corpus_excerpt
 
 from edgellm.cli import main
 from edgellm.compress.guard import parse_guard
@@ -206,14 +207,6 @@ def test_recipe_yaml_runs(tmp_path, capsys, small_lm):
     shutil.rmtree(tmp_path / "out")
 
 
-def _corpus_excerpt(path, part: int, chars: int = 8000):
-    """About ``chars`` characters of the bundled corpus's calibration (0) or evaluation (1) part."""
-    from edgellm.compress.calibration import corpus_parts
-
-    path.write_text("\n\n".join(d.text for d in corpus_parts(None, None)[part])[:chars])
-    return str(path)
-
-
 def test_precision_auto_picks_fastest_passing(tmp_path, capsys, small_lm):
     # --calib/--eval: excerpts of the bundled corpus (~16 windows each instead of 64 and 49) keep the
     # three candidates' calibration and guard evaluation short; the choice is made the same way
@@ -224,9 +217,9 @@ def test_precision_auto_picks_fastest_passing(tmp_path, capsys, small_lm):
             "--precision",
             "auto",
             "--calib",
-            _corpus_excerpt(tmp_path / "calib.txt", 0),
+            corpus_excerpt(tmp_path / "calib.txt", 0),
             "--eval",
-            _corpus_excerpt(tmp_path / "eval.txt", 1),
+            corpus_excerpt(tmp_path / "eval.txt", 1),
             "--max-accuracy-drop",
             "ppl+5%",
             "-o",
