@@ -198,6 +198,16 @@ def pydoc_batches():
     return make
 
 
+def corpus_excerpt(path: Path, part: int, chars: int = 8000) -> str:
+    """Write about ``chars`` characters of the bundled corpus's calibration (``part`` 0) or evaluation (1)
+    documents to ``path`` (~16 windows of 128 tokens, where the full parts give 64 and 49): ``--calib`` /
+    ``--eval`` for commands whose mechanics, not their accuracy figures, a test checks."""
+    from edgellm.compress.calibration import corpus_parts
+
+    path.write_text("\n\n".join(d.text for d in corpus_parts(None, None)[part])[:chars])
+    return str(path)
+
+
 # -- the batching server (tests/serve) ------------------------------------------------------------
 
 

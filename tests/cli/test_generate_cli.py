@@ -4,6 +4,7 @@
 import json
 
 import pytest
+from conftest import corpus_excerpt
 
 from edgellm.cli import main
 
@@ -66,6 +67,12 @@ def test_compress_generate_gptq_and_bench(small_lm, tmp_path, capsys):
         "32",
         "--max-accuracy-drop",
         "ppl+50%",
+        "--calib",
+        corpus_excerpt(tmp_path / "calib.txt", 0),
+        "--eval",
+        corpus_excerpt(tmp_path / "eval.txt", 1),
+        "--context",
+        "64",
         "-o",
         str(out),
     ]

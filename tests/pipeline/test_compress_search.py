@@ -5,6 +5,7 @@ import shutil
 
 import pytest
 import yaml
+from conftest import corpus_excerpt
 
 from edgellm.cli import main
 from edgellm.compress.guard import parse_guard
@@ -207,12 +208,18 @@ def test_recipe_yaml_runs(tmp_path, capsys, small_lm):
 
 
 def test_precision_auto_picks_fastest_passing(tmp_path, capsys, small_lm):
+    # --calib/--eval: excerpts of the bundled corpus (~16 windows each instead of 64 and 49) keep the
+    # three candidates' calibration and guard evaluation short; the choice is made the same way
     rc = main(
         [
             "compress",
             str(small_lm),
             "--precision",
             "auto",
+            "--calib",
+            corpus_excerpt(tmp_path / "calib.txt", 0),
+            "--eval",
+            corpus_excerpt(tmp_path / "eval.txt", 1),
             "--max-accuracy-drop",
             "ppl+5%",
             "-o",

@@ -13,7 +13,9 @@ from edgellm.compress.quant.primitives import dequantize_weight, fake_quant_weig
 @pytest.fixture(scope="module")
 def layer_data(minilm, pydoc_batches):
     calib, _ = pydoc_batches(minilm, n_calib=48, n_eval=8)
-    names = [n for n in quantizable_layers(minilm) if ".layer.0." in n or ".layer.3." in n]
+    # one block's six linears (q, k, v, attention output, FFN in and out): GPTQ and AWQ each beat RTN on
+    # every one of layers 0 and 3 at groups 32 and 128; AWQ's scale search costs seconds per layer
+    names = [n for n in quantizable_layers(minilm) if ".layer.3." in n]
     layers = {n: m for n, m in quantizable_layers(minilm).items() if n in names}
     fit, held = calib.feeds[: len(calib.feeds) // 2], calib.feeds[len(calib.feeds) // 2 :]
     obs_fit = Observer(layers, hessian=True, max_rows=1024, seed=0)
