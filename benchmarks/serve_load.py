@@ -286,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
             ours = next(r for r in results["edgellm batched"] if r["seq"] == s and r["concurrency"] == cmax)
             summary[f"seq{s}"][f"p99 batched / litserve at c{cmax}"] = ours["p99_ms"] / lit["p99_ms"]
     from edgellm.bench import host_info
+    from edgellm.runtime.openvino_runner import validated_precision
 
     out = {
         "config": vars(args),
@@ -293,14 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         "results": results,
         "ceiling_rows_per_s": ceil,
         "ceiling_rows_per_s_by_runtime": ceils,
-        "openvino_precision": next(
-            (
-                c["options"].get("precision")
-                for c in art.manifest.get("runtimes", {}).get("candidates", [])
-                if c["runtime"] == "openvino" and c.get("passed")
-            ),
-            None,
-        ),
+        "openvino_precision": validated_precision(art.manifest) if "openvino" in runtimes else None,
         "summary": summary,
     }
     text = json.dumps(out, indent=2)
