@@ -81,6 +81,14 @@ def _child(conn: Any, runtime: str, model: Any, options: dict[str, Any]) -> None
             conn.send(("error", (getattr(exc, "message", str(exc)), getattr(exc, "hint", ""))))
 
 
+def _stderr_fd() -> Any:
+    """This process's stderr as a file descriptor for a child's stdout (DEVNULL if it has none)."""
+    try:
+        return sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):
+        return subprocess.DEVNULL
+
+
 def _peak_rss_mb() -> float | None:
     """This process's peak resident memory (VmHWM), MB; None where /proc is absent."""
     try:
@@ -108,7 +116,9 @@ class IsolatedRunner(Runner):
         ours, theirs = socket.socketpair()
         self.runtime_name = self.runtime = runtime
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", __name__, str(theirs.fileno())], pass_fds=[theirs.fileno()]
+            [sys.executable, "-m", __name__, str(theirs.fileno())],
+            pass_fds=[theirs.fileno()],
+            stdout=_stderr_fd(),  # a runtime's chatter never lands in this process's stdout (--json)
         )
         theirs.close()
         self._conn = Connection(ours.detach())
