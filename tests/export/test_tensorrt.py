@@ -32,7 +32,9 @@ def test_int8_qdq_for_tensorrt(minilm, pydoc_batches, tmp_path):
     graph = onnx.load(art.model_path).graph
     init = {t.name: t for t in graph.initializer}
     q_nodes = [n for n in graph.node if n.op_type == "QuantizeLinear"]
-    assert len(q_nodes) == 36
+    matmuls = [n for n in graph.node if n.op_type == "MatMul" and n.input[0].startswith("edgellm_q/x_dq")]
+    # every one of the 36 linears reads a quantized input; q, k and v share one (6 x 4 distinct inputs)
+    assert len(matmuls) == 36 and len(q_nodes) == 24 == len({m.input[0] for m in matmuls})
     for n in q_nodes:  # TensorRT's explicit quantization: int8 activations, zero point 0
         zp = onnx.numpy_helper.to_array(init[n.input[2]])
         assert zp.dtype == np.int8 and int(zp) == 0
