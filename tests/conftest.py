@@ -16,6 +16,21 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# one trace per model for the whole run (and the CLI processes it starts): every export of the same
+# weights, class, config and options reuses the plain fp32 ONNX (edgellm.export.onnx_server.raw_key)
+_EXPORT_CACHE = None
+if "EDGELLM_EXPORT_CACHE" not in os.environ:
+    import tempfile
+
+    _EXPORT_CACHE = tempfile.mkdtemp(prefix="edgellm-test-export-cache-")
+    os.environ["EDGELLM_EXPORT_CACHE"] = _EXPORT_CACHE
+
+
+def pytest_unconfigure(config):
+    if _EXPORT_CACHE is not None:
+        import shutil
+
+        shutil.rmtree(_EXPORT_CACHE, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config, items):

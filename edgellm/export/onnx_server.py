@@ -11,6 +11,7 @@ dropped for the unfused one, and the manifest says so.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass
@@ -171,6 +172,8 @@ class OnnxServerExporter(Exporter):
         if self._raw is None:
             rawdir = Path(tempfile.mkdtemp(prefix=".raw-", dir=scratch))
             cache = self.raw_cache
+            if cache is None and os.environ.get(EXPORT_CACHE_ENV):
+                cache = Path(os.environ[EXPORT_CACHE_ENV]) / raw_key(model, self.options)
             if cache is not None and (cache / "export.json").is_file():
                 for f in cache.iterdir():
                     shutil.copy2(f, rawdir)
@@ -251,6 +254,36 @@ class OnnxBased(Exporter):
 
     def close(self) -> None:
         self.onnx.close()
+
+
+# A folder that keeps plain fp32 ONNX exports between processes, keyed by the model's weights, class,
+# config, specs and the export options (raw_key): repeated exports of one model (compression tries, a
+# test suite) trace it once. Off unless set.
+EXPORT_CACHE_ENV = "EDGELLM_EXPORT_CACHE"
+
+
+def raw_key(model: Any, opts: OnnxOptions) -> str:
+    """What a plain export depends on, hashed: the module's class and every state-dict tensor (name,
+    dtype, shape, bytes), the model's name, task, family, config and input/output specs, the options."""
+    import hashlib
+
+    import torch
+
+    mod = model.module
+    h = hashlib.sha256()
+    head = [f"{type(mod).__module__}.{type(mod).__qualname__}", model.name, model.task, model.family]
+    h.update(json.dumps(head, default=str).encode())
+    h.update(json.dumps(asdict(opts), sort_keys=True).encode())
+    specs = [s.to_dict() for s in list(model.inputs) + list(model.outputs)]
+    h.update(json.dumps(specs, sort_keys=True, default=str).encode())
+    cfg = getattr(model, "config", None)
+    if hasattr(cfg, "to_json_string"):
+        h.update(cfg.to_json_string().encode())
+    for name, t in mod.state_dict().items():
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:32]
 
 
 def onnx_runner(path: Path, model: Any) -> Any:

@@ -173,3 +173,30 @@ def test_runtime_does_not_refuse_residuals(minilm_artifact, tmp_path):
     ort.InferenceSession(str(minilm_artifact.model_path), so, providers=["CPUExecutionProvider"])
     ops = [n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node]
     assert "SkipLayerNormalization" not in ops and ops.count("LayerNormalization") == 12
+
+
+def test_the_export_cache_traces_a_model_once(mlp, tmp_path, monkeypatch):
+    import torch
+
+    from edgellm import models
+    from edgellm.export import export
+    from edgellm.export import onnx_server as srv
+
+    monkeypatch.setenv("EDGELLM_EXPORT_CACHE", str(tmp_path / "cache"))
+    m = models.load(mlp, example_inputs=torch.randn(2, 16))
+    a = export(m, "x86-server", tmp_path / "a")
+    key = srv.raw_key(m, srv.OnnxOptions())
+    assert (tmp_path / "cache" / key / "export.json").is_file()
+
+    def no_trace(*args, **kwargs):
+        raise AssertionError("traced again")
+
+    monkeypatch.setattr(srv, "_export", no_trace)
+    b = export(m, "x86-server", tmp_path / "b")  # from the cache
+    assert a.manifest["files"]["model.onnx"]["sha256"] == b.manifest["files"]["model.onnx"]["sha256"]
+    with torch.no_grad():
+        mlp[0].weight[0, 0] += 1.0  # other weights: another key, traced again
+    assert srv.raw_key(m, srv.OnnxOptions()) != key
+    assert srv.raw_key(m, srv.OnnxOptions(opset=18)) != srv.raw_key(m, srv.OnnxOptions())
+    with pytest.raises(Exception, match="traced again"):
+        export(m, "x86-server", tmp_path / "c")
