@@ -120,20 +120,21 @@ def bench_candidates(art: Any, runtime: str | None = None) -> list[tuple[str, st
     in (its manifest's ``runtimes``; the format's own runtime when it has none), or only ``runtime``."""
     from edgellm.runtime import check_validated, discover_runners
 
-    own = art.manifest["target"]["runtime"]
-    recorded = [c for c in (art.manifest.get("runtimes") or {}).get("candidates", []) if c.get("passed")]
-    if runtime in (None, "all"):
-        rows = [(c["name"], c["runtime"], dict(c.get("options") or {})) for c in recorded]
-        return rows or [(own, own, {})]
-    if runtime not in discover_runners():
-        raise EdgeLLMError(
-            f"unknown runtime '{runtime}'", f"available: {', '.join(sorted(discover_runners()))}"
-        )
-    check_validated(art.manifest, runtime, {})
+    every = runtime in (None, "all")
+    if not every:
+        if runtime not in discover_runners():
+            raise EdgeLLMError(
+                f"unknown runtime '{runtime}'", f"available: {', '.join(sorted(discover_runners()))}"
+            )
+        check_validated(art.manifest, runtime, {})
+    recorded = (art.manifest.get("runtimes") or {}).get("candidates", [])
     rows = [
-        (c["name"], c["runtime"], dict(c.get("options") or {})) for c in recorded if c["runtime"] == runtime
+        (c["name"], c["runtime"], dict(c.get("options") or {}))
+        for c in recorded
+        if c.get("passed") and (every or c["runtime"] == runtime)
     ]
-    return rows or [(runtime, runtime, {})]
+    name = art.manifest["target"]["runtime"] if every else runtime
+    return rows or [(name, name, {})]
 
 
 def reload_source(art: Any) -> Any:

@@ -99,7 +99,6 @@ def bench_generate(
         "artifact": str(source),
         "precision": info.get("precision") or info.get("codec"),
         "cache_layout": (info.get("cache") or {}).get("layout", "split"),
-        "runtime": type(gen.engine).__module__.rsplit(".", 1)[-1],
         "runtime_precision": getattr(gen.engine, "precision", None),
         "context": gen.context,
         "size_bytes": size,

@@ -38,7 +38,8 @@ class Exporter(ABC):
 
     format: str = ""
     quant: Any = None  # the QuantSpec lowered, if any
-    validated_runner: Any = None  # the runner the kept variant passed parity in (set by lower_validated)
+    # (runner, torch reference) the kept variant passed parity with (set by lower_validated)
+    validated: tuple[Any, Any] | None = None
 
     def variants(self, model: Any) -> list[str]:
         """The variants to try, best first (e.g. ONNX: ``["fused", "plain"]``)."""
@@ -219,13 +220,14 @@ def export(
             if runtimes is not None:
                 from edgellm.export.runtimes import validate_runtimes
 
+                runner, reference = exporter.validated
                 section = validate_runtimes(
-                    exporter,
                     adapter,
                     tgt,
                     tmp,
                     fields,
-                    exporter.validated_runner,
+                    runner,
+                    reference,
                     tolerance,
                     runtimes,
                     threads=threads,
@@ -234,7 +236,7 @@ def export(
                 if section is not None:
                     fields["runtimes"] = section
         finally:
-            exporter.validated_runner = None
+            exporter.validated = None
             exporter.close()
         extra = dict(manifest_extra or {})
         if _LINEAGE.get() is not None:
@@ -281,7 +283,7 @@ def lower_validated(
             exporter.parity_hint(model),
         )
     extra = exporter.finish(model, fields, runner, variant, rejected)
-    exporter.validated_runner = runner
+    exporter.validated = (runner, reference)
     fields["parity"] = {
         **parity,
         "tolerance": tolerance.to_dict(),

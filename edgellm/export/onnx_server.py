@@ -10,10 +10,12 @@ dropped for the unfused one, and the manifest says so.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -254,6 +256,18 @@ class OnnxBased(Exporter):
 
     def close(self) -> None:
         self.onnx.close()
+
+    @contextlib.contextmanager
+    def lowered_onnx(
+        self, model: Any, target: Any, workdir: Path, variant: str
+    ) -> Iterator[tuple[Path, dict[str, Any]]]:
+        """Lower ``variant`` to ONNX in a scratch folder beside ``workdir`` and yield ``(folder, fields)``
+        for the caller to convert into ``workdir``; the tokenizer is copied over after, the rest removed."""
+        with tempfile.TemporaryDirectory(prefix=".onnx-", dir=workdir.parent) as tmp:
+            tmpdir = Path(tmp)
+            yield tmpdir, self.onnx.lower(model, target, tmpdir, variant)
+            if (tmpdir / "tokenizer").is_dir() and not (workdir / "tokenizer").is_dir():
+                shutil.copytree(tmpdir / "tokenizer", workdir / "tokenizer")
 
 
 # A folder that keeps plain fp32 ONNX exports between processes, keyed by the model's weights, class,

@@ -11,7 +11,6 @@ of the same IR skips compilation.
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -44,18 +43,12 @@ class OpenVinoExporter(OnnxBased):
 
         for f in (workdir / IR_FILE, workdir / BIN_FILE):
             f.unlink(missing_ok=True)
-        with tempfile.TemporaryDirectory(prefix=".onnx-", dir=workdir.parent) as tmp:
-            tmpdir = Path(tmp)
-            fields = self.onnx.lower(model, target, tmpdir, variant)
+        with self.lowered_onnx(model, target, workdir, variant) as (tmpdir, fields):
             try:
                 ovm = read_model(tmpdir / fields["model_file"])
             except EdgeLLMError as exc:  # e.g. a fused op OpenVINO's ONNX front end has no rule for
                 raise SkipVariant(exc.message) from None
             ov.save_model(ovm, workdir / IR_FILE, compress_to_fp16=self.compress_weights)
-            if (tmpdir / "tokenizer").is_dir() and not (workdir / "tokenizer").is_dir():
-                import shutil
-
-                shutil.copytree(tmpdir / "tokenizer", workdir / "tokenizer")
         fields["target"] = {**fields["target"], "runtime": "openvino", "format": "openvino"}
         fields["model_file"] = IR_FILE
         fields["recipe"]["openvino"] = {

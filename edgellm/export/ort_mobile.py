@@ -13,7 +13,6 @@ import contextlib
 import io
 import logging
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +38,7 @@ class OrtMobileExporter(OnnxBased):
 
         for f in (workdir / ORT_FILE, workdir / OPS_FILE):
             f.unlink(missing_ok=True)
-        with tempfile.TemporaryDirectory(prefix=".onnx-", dir=workdir.parent) as tmp:
-            tmpdir = Path(tmp)
-            fields = self.onnx.lower(model, target, tmpdir, variant)
+        with self.lowered_onnx(model, target, workdir, variant) as (tmpdir, fields):
             out = tmpdir / "ort"
             logging.getLogger("ort_format_model.utils").setLevel(logging.WARNING)
             try:
@@ -65,8 +62,6 @@ class OrtMobileExporter(OnnxBased):
                 )
             shutil.move(str(ort_files[0]), workdir / ORT_FILE)
             shutil.move(str(configs[0]), workdir / OPS_FILE)
-            if (tmpdir / "tokenizer").is_dir() and not (workdir / "tokenizer").is_dir():
-                shutil.copytree(tmpdir / "tokenizer", workdir / "tokenizer")
         ops = [
             line.strip()
             for line in (workdir / OPS_FILE).read_text().splitlines()

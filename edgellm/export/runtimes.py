@@ -20,14 +20,13 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 from pathlib import Path
 from typing import Any
 
 from edgellm.errors import EdgeLLMError
 from edgellm.export.validate import Tolerance, check_parity, max_positions, passes, summary
+from edgellm.runtime import sdk_installed
 
-SDK = {"onnxruntime": "onnxruntime", "onnxruntime-mobile": "onnxruntime", "openvino": "openvino"}
 REDUCED = ("bf16", "f16")
 
 
@@ -38,7 +37,7 @@ def wanted_runtimes(target: Any, fmt: str, primary: str, runtimes: Any) -> list[
         return []
     listed = target.runtimes_for(fmt)
     if runtimes == "auto":
-        return [r for r in listed if r != primary and _installed(r)]
+        return [r for r in listed if r != primary and sdk_installed(r)]
     names = [r.strip() for r in runtimes.split(",")] if isinstance(runtimes, str) else list(runtimes)
     for r in names:
         if r not in listed and r != primary:
@@ -46,14 +45,9 @@ def wanted_runtimes(target: Any, fmt: str, primary: str, runtimes: Any) -> list[
                 f"target '{target.name}' does not run format '{fmt}' in '{r}'",
                 f"runtimes for {fmt} on {target.name}: {', '.join(listed)}",
             )
-        if not _installed(r):
+        if not sdk_installed(r):
             raise EdgeLLMError(f"runtime '{r}' is not installed", f"pip install 'edgellm[{r}]'")
     return [r for r in dict.fromkeys(names) if r != primary]
-
-
-def _installed(runtime: str) -> bool:
-    mod = SDK.get(runtime, runtime)
-    return importlib.util.find_spec(mod) is not None
 
 
 def tolerance_for(tolerance: Tolerance, precision: str | None) -> Tolerance:
@@ -64,12 +58,12 @@ def tolerance_for(tolerance: Tolerance, precision: str | None) -> Tolerance:
 
 
 def validate_runtimes(
-    exporter: Any,
     model: Any,
     target: Any,
     workdir: Path,
     fields: dict[str, Any],
     primary_runner: Any,
+    reference: Any,
     tolerance: Tolerance,
     runtimes: Any,
     *,
@@ -77,8 +71,9 @@ def validate_runtimes(
     select: bool = True,
     shape: tuple[int, int] = (8, 128),
 ) -> dict[str, Any] | None:
-    """Validate the artifact lowered into ``workdir`` in the other runtimes, time the ones that pass and
-    return the manifest's ``runtimes`` section (None when only the primary runtime was asked for)."""
+    """Validate the artifact lowered into ``workdir`` in the other runtimes against ``reference`` (the
+    torch model ``primary_runner`` passed parity with), time the ones that pass and return the manifest's
+    ``runtimes`` section (None when only the primary runtime was asked for)."""
     fmt, primary = fields["target"]["format"], fields["target"]["runtime"]
     if runtimes is None:
         return None
@@ -95,7 +90,6 @@ def validate_runtimes(
     from edgellm.runtime.isolated import IsolatedRunner, time_interleaved
 
     model_file = workdir / fields["model_file"]
-    reference = exporter.reference(model)
     ins, outs = list(primary_runner.inputs), list(primary_runner.outputs)
     primary_name = f"{primary}-{first}" if first else primary
     candidates: list[dict[str, Any]] = [

@@ -72,16 +72,10 @@ def quant_config(precision: str, fmt: str, keep: tuple[str, ...] = (), *, openvi
 
 def runs_in_openvino(target: Any, fmt: str, runtimes: Any) -> bool:
     """Whether an artifact of ``fmt`` for ``target`` is written for (or validated in) OpenVINO."""
-    if fmt == "openvino":
-        return True
-    if runtimes is None or "openvino" not in target.runtimes_for(fmt):
-        return False
-    if runtimes == "auto":
-        import importlib.util
+    from edgellm.export.runtimes import wanted_runtimes
 
-        return importlib.util.find_spec("openvino") is not None
-    names = runtimes.split(",") if isinstance(runtimes, str) else list(runtimes)
-    return "openvino" in [n.strip() for n in names]
+    own = target.runtimes_for(fmt)[0]
+    return own == "openvino" or "openvino" in wanted_runtimes(target, fmt, own, runtimes)
 
 
 def export_at(

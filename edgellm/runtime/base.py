@@ -59,6 +59,14 @@ class Runner(ABC):
         self.close()
 
 
+def context_full(context: int, length: int, new: int) -> EdgeLLMError:
+    """The error of a step engine whose cache (``context`` positions, ``length`` used) cannot take ``new``."""
+    return EdgeLLMError(
+        f"the prompt and output need {length + new} positions but the artifact's cache holds {context}",
+        "shorten the prompt or --max-new-tokens, or export with a larger --context",
+    )
+
+
 RUNNERS: dict[str, Callable[..., Runner]] = {}
 
 

@@ -27,7 +27,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from edgellm.errors import ArtifactError, EdgeLLMError
+from edgellm.errors import ArtifactError
+from edgellm.runtime.base import context_full
 
 MAKE_ONE = "make one with: edgellm export MODEL --generate -o DIR (or edgellm compress MODEL --generate ...)"
 
@@ -39,13 +40,6 @@ class StepEngine(Protocol):
     def reset(self) -> None: ...
 
     def step(self, ids: list[int]) -> np.ndarray: ...
-
-
-def _full(context: int, length: int, new: int) -> EdgeLLMError:
-    return EdgeLLMError(
-        f"the prompt and output need {length + new} positions but the artifact's cache holds {context}",
-        "shorten the prompt or --max-new-tokens, or export with a larger --context",
-    )
 
 
 class ConcatEngine:
@@ -72,7 +66,7 @@ class ConcatEngine:
         """Run the new positions ``x`` (``[1, new]`` ids or ``[1, new, hidden]``); their outputs."""
         new = int(x.shape[1])
         if self.length + new > self.context:
-            raise _full(self.context, self.length, new)
+            raise context_full(self.context, self.length, new)
         res = self.runner.run(
             {
                 self.first: x,
@@ -100,7 +94,7 @@ class SlotEngine(ConcatEngine):
     def feed(self, x: np.ndarray) -> np.ndarray:
         new = int(x.shape[1])
         if self.length + new > self.context:
-            raise _full(self.context, self.length, new)
+            raise context_full(self.context, self.length, new)
         outs = []
         for i in range(new):
             write = np.zeros((1, self.context), np.float32)
@@ -158,7 +152,7 @@ class SplitPairEngine:
 
     def step(self, ids: list[int]) -> np.ndarray:
         if self.length + len(ids) > self.context:
-            raise _full(self.context, self.length, len(ids))
+            raise context_full(self.context, self.length, len(ids))
         hidden = self.device.feed(np.asarray([ids], np.int64))
         hidden = self.codec.decode(*self.codec.encode(hidden)).astype(np.float32)
         return np.asarray(self.server.feed(hidden)[0, -1], np.float32)

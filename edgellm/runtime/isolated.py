@@ -123,7 +123,6 @@ class IsolatedRunner(Runner):
         theirs.close()
         self._conn = Connection(ours.detach())
         self._conn.send((runtime, model, options))
-        self._started = False
         self._pending = True
 
     def _ready(self) -> None:
@@ -139,7 +138,6 @@ class IsolatedRunner(Runner):
         self._inputs = [TensorSpec(**d) for d in ins]
         self._outputs = [TensorSpec(**d) for d in outs]
         self.about = about
-        self._started = True
 
     @property  # type: ignore[override]
     def inputs(self) -> list[TensorSpec]:

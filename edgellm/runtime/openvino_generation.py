@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from edgellm.errors import EdgeLLMError
+from edgellm.runtime.base import context_full
 from edgellm.runtime.openvino_runner import (
     compile_options,
     core,
@@ -90,10 +91,7 @@ class StatefulEngine:
             raise EdgeLLMError("step() got no token ids", "pass at least one id")
         total = self.length + n
         if total > self.context:
-            raise EdgeLLMError(
-                f"the prompt and output need {total} positions but the artifact's cache holds {self.context}",
-                "shorten the prompt or --max-new-tokens, or export with a larger --context",
-            )
+            raise context_full(self.context, self.length, n)
         feeds = {
             "input_ids": np.asarray([ids], np.int64),
             "attention_mask": np.ones((1, total), np.int64),

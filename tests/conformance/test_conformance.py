@@ -64,16 +64,6 @@ def conformance_models(minilm, small_lm, mlp_model):
     return {"minilm": minilm, "llama": models.load(small_lm), "mlp": mlp_model}
 
 
-@pytest.fixture(scope="module")
-def raw_exports(tmp_path_factory):
-    """``raw_exports(fmt, model_name)`` -> a ``raw_cache`` folder per format and model: the plain fp32 ONNX
-    export (torch.export, most of an export's time) is made by the first precision of a format and model
-    and lowered again by the others, as ``edgellm compress`` does across its tries. The raw graph does not
-    depend on the precision: quantization is lowered onto it afterwards."""
-    root = tmp_path_factory.mktemp("raw")
-    return lambda fmt, model_name: root / f"{fmt}-{model_name}"
-
-
 CASES = [
     pytest.param(*f.values, model, precision, marks=f.marks, id=f"{f.id}-{model}-{precision}")
     for f in FORMATS
@@ -84,7 +74,7 @@ CASES = [
 
 @pytest.mark.parametrize("fmt,target,sdk,model_name,precision", CASES)
 def test_target_conformance(
-    fmt, target, sdk, model_name, precision, conformance_models, pydoc_batches, raw_exports, tmp_path
+    fmt, target, sdk, model_name, precision, conformance_models, pydoc_batches, tmp_path
 ):
     _load_exporters()
     assert fmt in EXPORTERS
@@ -103,16 +93,8 @@ def test_target_conformance(
         spec = quantize(model, static_config(fmt, model_name), calib)
     fp = "fp16" if precision == "fp16" else None
     tol = Tolerance.quantized() if spec is not None else Tolerance()
-    art = export(
-        model,
-        target,
-        tmp_path / "art",
-        format=fmt,
-        quant=spec,
-        precision=fp,
-        tolerance=tol,
-        raw_cache=raw_exports(fmt, model_name),
-    )
+    # the plain fp32 ONNX export is traced once per model for the run (conftest: EDGELLM_EXPORT_CACHE)
+    art = export(model, target, tmp_path / "art", format=fmt, quant=spec, precision=fp, tolerance=tol)
     # the artifact is what it says it is
     m = Artifact.load(art.path).manifest
     assert (

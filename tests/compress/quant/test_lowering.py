@@ -36,13 +36,8 @@ def agree(art, fake, feeds):
     )
 
 
-@pytest.fixture(scope="module")
-def raw(tmp_path_factory):
-    """``raw_cache`` folders by model: the tests below export MiniLM twice and small-lm twice for
-    x86-server; the plain fp32 ONNX export (torch.export) is made once per model and each quantization is
-    lowered onto it, as ``edgellm compress`` does across its tries."""
-    root = tmp_path_factory.mktemp("raw")
-    return lambda name: root / name
+# The plain fp32 ONNX export of MiniLM and small-lm is made once for the whole run (conftest sets
+# EDGELLM_EXPORT_CACHE); each quantization below is lowered onto it, as `edgellm compress` does.
 
 
 @pytest.mark.parametrize(
@@ -52,7 +47,7 @@ def raw(tmp_path_factory):
         (SmoothQuant(smoothquant_alpha=0.8), {"QuantizeLinear", "DequantizeLinear", "Mul"}),
     ],
 )
-def test_minilm_int8_artifacts(minilm, pydoc_batches, cfg, expect, raw, tmp_path):
+def test_minilm_int8_artifacts(minilm, pydoc_batches, cfg, expect, tmp_path):
     calib, evalb = pydoc_batches(minilm, n_calib=16, n_eval=8)
     spec = quantize(minilm, cfg, calib.feeds)
     art = export(
@@ -61,7 +56,6 @@ def test_minilm_int8_artifacts(minilm, pydoc_batches, cfg, expect, raw, tmp_path
         tmp_path / "a",
         quant=spec,
         tolerance=Tolerance.quantized(),
-        raw_cache=raw("minilm"),
     )
     assert art.manifest["precision"] == "int8" and expect <= ops_of(art)
     q = art.manifest["recipe"]["quantization"]
@@ -82,32 +76,30 @@ def test_minilm_int8_artifacts(minilm, pydoc_batches, cfg, expect, raw, tmp_path
         pytest.param("awq", True, 64, marks=pytest.mark.slow),
     ],
 )
-def test_llama_int4_matmulnbits_is_exact(small_llm, pydoc_batches, method, symmetric, group, raw, tmp_path):
+def test_llama_int4_matmulnbits_is_exact(small_llm, pydoc_batches, method, symmetric, group, tmp_path):
     """MatMulNBits with edgellm's codes reproduces the fake-quantized torch model to float precision (on
     small_lm: the format's mechanics; benchmarks/bench_int4_tiny_llama.py exports tiny-llama itself with
     each method at groups 32 and 128, each export checking parity)."""
-    tiny_llama = small_llm
-    calib, evalb = pydoc_batches(tiny_llama, n_calib=16, n_eval=8)
+    calib, evalb = pydoc_batches(small_llm, n_calib=16, n_eval=8)
     spec = quantize(
-        tiny_llama, Int4WeightOnly(method=method, group_size=group, symmetric=symmetric), calib.feeds
+        small_llm, Int4WeightOnly(method=method, group_size=group, symmetric=symmetric), calib.feeds
     )
     art = export(
-        tiny_llama,
+        small_llm,
         "x86-server",
         tmp_path / "a",
         quant=spec,
         tolerance=Tolerance.quantized(),
-        raw_cache=raw("lm"),
     )
     assert "MatMulNBits" in ops_of(art) and art.manifest["precision"] == "int4"
     assert art.manifest["recipe"]["quantization"]["unmatched_layers"] == []
-    cos, max_abs = agree(art, apply_quant(tiny_llama, spec), evalb.feeds[0])
+    cos, max_abs = agree(art, apply_quant(small_llm, spec), evalb.feeds[0])
     assert cos > 0.99999 and max_abs < 1e-3
     wb = spec.weight_bytes()
     assert wb["quantized"] <= 0.2 * wb["fp32"]
 
 
-def test_keep_patterns_leave_layers_fp32(small_llm, raw, tmp_path):
+def test_keep_patterns_leave_layers_fp32(small_llm, tmp_path):
     spec = quantize(small_llm, Int4WeightOnly(group_size=128, keep=("lm_head", "*.layers.0.*")))
     assert "lm.lm_head" in spec.kept and not any(".layers.0." in n for n in spec.layers)
     assert len(spec.kept) == 8  # lm_head + 7 linears of block 0
@@ -117,7 +109,6 @@ def test_keep_patterns_leave_layers_fp32(small_llm, raw, tmp_path):
         tmp_path / "a",
         quant=spec,
         tolerance=Tolerance.quantized(),
-        raw_cache=raw("lm"),
     )
     n_nbits = sum(n.op_type == "MatMulNBits" for n in onnx.load(art.model_path).graph.node)
     assert n_nbits == len(spec.layers) == 7  # the 7 linears of block 1
