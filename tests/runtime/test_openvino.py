@@ -353,3 +353,22 @@ def test_int8_for_openvino_is_static_qdq_with_bias_correction(tiny_bert, tmp_pat
     assert "DynamicQuantizeMatMul" not in ops and "QAttention" not in ops
     # q, k and v read one quantized tensor: fewer QuantizeLinear than quantized MatMuls
     assert 0 < ops.count("QuantizeLinear") < q["ops"]["QDQ MatMul"]
+
+
+def test_streams_and_hint_reach_the_compiled_model(selected):
+    from edgellm.runtime.openvino_runner import OpenVinoRunner
+
+    r = OpenVinoRunner(selected.model_path, streams=2, hint="THROUGHPUT", precision="f32")
+    assert r.compiled.get_property("NUM_STREAMS") == 2 and r.describe()["streams"] == 2
+
+
+def test_openvino_missing_names_the_extra(selected, monkeypatch):
+    import sys
+
+    from edgellm.errors import MissingDependencyError
+    from edgellm.runtime.openvino_runner import OpenVinoRunner
+
+    monkeypatch.setitem(sys.modules, "openvino", None)  # as if not installed
+    with pytest.raises(MissingDependencyError, match="openvino") as info:
+        OpenVinoRunner(selected.model_path)
+    assert "edgellm[openvino]" in str(info.value) + info.value.hint
