@@ -11,6 +11,9 @@ import importlib
 from typing import Any
 
 from edgellm._version import __version__
+from edgellm.utils.quiet import hush_import_noise
+
+hush_import_noise()
 
 _SUBMODULES = (
     "models",

@@ -148,6 +148,9 @@ def compress(
         opts["keep"] = tuple(keep)
     if auto_keep:
         opts["auto_keep"] = auto_keep
+    if generate and fmt == "gguf" and recipe.startswith("w4a16"):  # GGUF's Q4_0/Q4_1 blocks, exactly
+        opts.setdefault("group_size", 32)
+        opts.setdefault("scale_dtype", "float16")
     config: Any = "auto" if recipe == "auto" else config_for(recipe, **opts)
     if generate:
         _generate(

@@ -117,7 +117,7 @@ def export(
     from edgellm.pipeline.export_many import check_precision, export_at, export_many
     from edgellm.targets import list_targets
 
-    if generate:
+    if generate or fmt == "gguf":  # a GGUF file is a generation artifact
         from edgellm.cli.generate import print_generation
         from edgellm.pipeline.generate_export import export_generate
 

@@ -42,6 +42,7 @@ PROMPTS = (
     "A phone runs the first blocks; the server runs the rest.",
 )
 DEFAULT_RECIPE = {"int4": "w4a16-rtn", "int8": "int8-dynamic"}
+GGUF_RECIPE = {"int4": "w4a16-rtn", "int8": "w8a16-rtn"}
 TFLITE_CONTEXT = 256
 # A divergence where the reference's two candidate logits differ by less than this fraction of the logits'
 # scale is a tie: float kernels sum in other orders (1e-4); int8 activations are rounded per row by the
@@ -65,8 +66,11 @@ def rename_spec(spec: Any, adapter: Any, step: Any) -> Any:
     return dataclasses.replace(spec, layers=layers, kept=kept)
 
 
-def quant_config(precision: str, recipe: str | None, group_size: int | None, keep: tuple[str, ...]) -> Any:
-    """The QuantConfig of ``precision`` (or ``recipe``), or None for fp32/fp16."""
+def quant_config(
+    precision: str, recipe: str | None, group_size: int | None, keep: tuple[str, ...], fmt: str | None = None
+) -> Any:
+    """The QuantConfig of ``precision`` (or ``recipe``), or None for fp32/fp16. For GGUF (``fmt``) the
+    defaults are its block formats: group size 32 and float16 scales (``Q4_0``), ``w8a16-rtn`` (``Q8_0``)."""
     from edgellm.compress.quant.config import config_for
 
     if recipe is None and precision in ("fp32", "fp16"):
@@ -76,8 +80,15 @@ def quant_config(precision: str, recipe: str | None, group_size: int | None, kee
             raise EdgeLLMError(
                 f"unknown precision '{precision}'", "use fp32, fp16, int8 or int4 (or --recipe with compress)"
             )
-        recipe = DEFAULT_RECIPE[precision]
+        recipe = GGUF_RECIPE[precision] if fmt == "gguf" else DEFAULT_RECIPE[precision]
+    if recipe == "w8a16-rtn" and fmt not in (None, "gguf"):
+        raise EdgeLLMError(
+            f"w8a16-rtn is GGUF's Q8_0 block; the {fmt} format takes int8-dynamic",
+            "use --recipe int8-dynamic, or --format gguf",
+        )
     opts: dict[str, Any] = {}
+    if fmt == "gguf" and recipe.startswith("w4a16"):
+        opts = {"group_size": 32, "scale_dtype": "float16"}
     if group_size is not None:
         opts["group_size"] = group_size
     if keep:
@@ -210,6 +221,7 @@ def export_generate(
     fused: bool = True,
     force: bool = False,
     log: Any = None,
+    gguf: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write a generation artifact of ``model`` for ``target`` (see the module doc); returns its manifest.
 
@@ -222,6 +234,8 @@ def export_generate(
         keep: layer patterns left in fp32 (``lm_head``).
         context: positions the cache holds (default: the model's, 256 for TFLite's static cache).
         min_agreement: the greedy-token agreement a quantized artifact needs (1.0: every token equal).
+        gguf: options of the GGUF file (``format="gguf"``): ``embeddings`` (f32|f16), ``exact`` (refuse
+            layers without an exact block form), ``pre_tokenizer`` (llama.cpp's name).
     """
     from edgellm.export.base import choose_format
     from edgellm.models import ModelAdapter, load
@@ -247,19 +261,37 @@ def export_generate(
         )
     t0 = time.perf_counter()
     if spec is None:
-        cfg = quant_config(precision, recipe, group_size, keep)
+        cfg = quant_config(precision, recipe, group_size, keep, fmt)
         if cfg is not None:
             say(f"quantizing with {cfg.recipe}")
             spec = _quantize(adapter, cfg, calib)
     quant_s = time.perf_counter() - t0
+    if (
+        spec is not None
+        and fmt != "gguf"
+        and any(lq.bits == 8 and lq.group_size for lq in spec.layers.values())
+    ):
+        raise EdgeLLMError(
+            f"grouped int8 weights ({spec.recipe}) are GGUF's Q8_0; the {fmt} format takes int8-dynamic",
+            "use --recipe int8-dynamic, or --format gguf",
+        )
     label = f"int{spec.bits}" if spec is not None else precision
     n = min(int(check_tokens), ctx // 2)  # a small context checks fewer tokens after shorter prompts
     prompts = [p[: ctx - n] for p in prompt_ids(adapter)]
     ref_lm = adapter.module.lm
-    if spec is not None:
+    gguf_plan = None
+    if fmt == "gguf":  # the reference holds the file's own weights, decoded back from its blocks
+        from edgellm.export.gguf_export import gguf_reference
+        from edgellm.export.gguf_file import plan_gguf
+
+        say("planning the GGUF tensors")
+        gguf_plan = plan_gguf(adapter, spec, precision, **(gguf or {}))
+        ref_lm = gguf_reference(adapter, gguf_plan)
+    elif spec is not None:
         from edgellm.compress.quant import apply_quant
 
         ref_lm = apply_quant(adapter, spec).module.lm
+    own_reference = spec is not None or gguf_plan is not None
     refs: dict[str, list[list[int]]] = {}
 
     def tokens_of(kind: str) -> list[list[int]]:  # computed once, after the first variant is lowered
@@ -290,9 +322,14 @@ def export_generate(
             work = tmp / f".{variant}"
             try:
                 say(f"lowering variant {variant}")
-                art, layout, extra = _lower(
-                    variant, adapter, step, dims, spec, tgt, fmt, ctx, work, precision
-                )
+                if variant == "gguf":
+                    from edgellm.export.gguf_export import lower_gguf
+
+                    art, layout, extra = lower_gguf(adapter, gguf_plan, tgt, ctx, work)
+                else:
+                    art, layout, extra = _lower(
+                        variant, adapter, step, dims, spec, tgt, fmt, ctx, work, precision
+                    )
             except _Skip as skip:
                 rejected.append({"variant": variant, "reason": str(skip)})
                 continue
@@ -305,25 +342,25 @@ def export_generate(
                 label_v = f"{variant}@{prec}" if prec else variant
                 say(f"checking {n} greedy tokens on {len(prompts)} prompts ({label_v})")
                 got, logits = artifact_greedy(engine, prompts, n)
-                ref_tokens = tokens_of("fp32" if spec is None else "reference")
+                ref_tokens = tokens_of("reference" if own_reference else "fp32")
                 agree = _agreement(got, ref_tokens)
                 parity = {
                     "tokens": n,
                     "prompts": len(prompts),
-                    "reference": "huggingface generate (fp32)"
-                    if spec is None
-                    else f"torch fake-quantized ({spec.recipe})",
+                    "reference": _reference_label(spec, gguf_plan),
                     "greedy_equal": got == ref_tokens,
                     "agreement": round(agree, 4),
                     "logits_cosine_min": round(logits_cosine(ref_lm, prompts, got, logits), 6),
                 }
-                if spec is not None:
+                if own_reference:
                     parity["vs_fp32"] = {
                         "agreement": round(_agreement(got, tokens_of("fp32")), 4),
                         "logits_cosine_min": round(logits_cosine(adapter.module.lm, prompts, got, logits), 6),
                     }
                 div = divergences(ref_lm, prompts, got, ref_tokens)
-                reduced = _int8_activations(spec) or variant == "fused-al4" or prec in ("bf16", "f16")
+                reduced = (
+                    _int8_activations(spec) or variant in ("fused-al4", "gguf") or prec in ("bf16", "f16")
+                )
                 tie = TIE_INT8_ACTIVATIONS if reduced else TIE
                 ties = [d for d in div if abs(d["margin"]) <= tie * max(1.0, d["scale"])]
                 parity["tie_tolerance"] = tie
@@ -373,6 +410,12 @@ def export_generate(
     return Artifact.load(output).manifest
 
 
+def _reference_label(spec: Any, plan: Any) -> str:
+    if plan is not None:
+        return "torch with the GGUF file's weights (decoded from its blocks by gguf)"
+    return "huggingface generate (fp32)" if spec is None else f"torch fake-quantized ({spec.recipe})"
+
+
 def _engine_precisions(fmt: str) -> list[str | None]:
     """The inference precisions a generation artifact is checked at, fastest first: OpenVINO's bf16
     (where this CPU has it) then f32; one check in the format's own runtime otherwise."""
@@ -397,6 +440,8 @@ def _variants(fmt: str, spec: Any, fused: bool) -> list[str]:
     """Fastest first: the fused graph with int8-activation ``MatMulNBits`` (accuracy level 4) for a
     QuantSpec (INT4, and INT8 weights), then with float compute, then the exported step graph. (At level
     0, 8-bit ``MatMulNBits`` has no fast CPU kernel: it is the fallback, never the first choice.)"""
+    if fmt == "gguf":
+        return ["gguf"]
     if fmt != "onnx" or not fused:
         return ["step"]
     return (["fused-al4"] if spec is not None else []) + ["fused", "step"]

@@ -227,6 +227,14 @@ def open_engine(
 
         check_validated(art.manifest, runtime, {})
         return StatefulEngine(art, gen, threads=threads, precision=precision)
+    if layout == "llama.cpp":  # a GGUF file: llama.cpp keeps the cache itself
+        from edgellm.runtime.llama_cpp_engine import LlamaCppEngine
+
+        if runtime != "llama.cpp":
+            raise ArtifactError(f"a GGUF artifact runs in llama.cpp, not '{runtime}'", "drop --runtime")
+        eng = LlamaCppEngine(art.model_path, context=int(gen["context"]), threads=threads)
+        eng.gen = gen
+        return eng
     if runtime not in (art.manifest["target"]["runtime"], "onnxruntime"):
         raise ArtifactError(
             f"generation artifacts run in onnxruntime, openvino or their own runtime, not '{runtime}'",

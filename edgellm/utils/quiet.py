@@ -27,3 +27,24 @@ def quiet(*loggers: str, stderr: bool = False) -> Iterator[None]:
     finally:
         for lg, lv in zip(lgs, levels):
             lg.setLevel(lv)
+
+
+class _DropMessages(logging.Filter):
+    """Drops records whose format string contains one of ``parts``."""
+
+    def __init__(self, *parts: str) -> None:
+        super().__init__()
+        self.parts = parts
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(p in str(record.msg) for p in self.parts)
+
+
+def hush_import_noise() -> None:
+    """Silence what third-party packages log merely on being imported, which a user cannot act on:
+    torchao (pulled in by transformers once ExecuTorch installed it) warns about its CUDA-only kernels on
+    a CPU machine, and registers Enums with torch's pytree, which torch 2.13 logs as deprecated."""
+    logging.getLogger("torchao").setLevel(logging.ERROR)
+    pytree = logging.getLogger("torch.utils._pytree")
+    if not any(isinstance(f, _DropMessages) for f in pytree.filters):
+        pytree.addFilter(_DropMessages("is an Enum subclass and is now natively supported"))

@@ -40,10 +40,18 @@ def awq_search(
     return best_s, best_alpha
 
 
-def awq_quantize(w: torch.Tensor, s: torch.Tensor, *, bits: int, group_size: int, symmetric: bool):
+def awq_quantize(
+    w: torch.Tensor,
+    s: torch.Tensor,
+    *,
+    bits: int,
+    group_size: int,
+    symmetric: bool,
+    fp16_scales: bool = False,
+):
     """Codes, scales and zero points of ``W * s`` (the runtime multiplies inputs by ``1 / s``)."""
     ws = w.detach().float() * s
-    scale, zero = weight_grid(ws, bits, group_size, symmetric)
+    scale, zero = weight_grid(ws, bits, group_size, symmetric, fp16_scales)
     return quantize_weight(ws, scale, zero, bits), scale, zero
 
 

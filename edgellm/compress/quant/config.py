@@ -193,6 +193,8 @@ class Int4WeightOnly(QuantConfig):
         symmetric: zero point fixed at 8 (else one zero point per group).
         damp: GPTQ's damping, as a fraction of the mean Hessian diagonal.
         awq_grid: how many alpha values AWQ tries in [0, 1).
+        scale_dtype: ``float32``, or ``float16``: scales rounded to float16 before the codes are chosen,
+            so that formats storing float16 scales (GGUF's Q4_0/Q4_1 at group size 32) hold them exactly.
     """
 
     bits: ClassVar[int] = 4
@@ -201,6 +203,7 @@ class Int4WeightOnly(QuantConfig):
     symmetric: bool = True
     damp: float = 0.01
     awq_grid: int = 20
+    scale_dtype: str = "float32"
 
     @property
     def recipe(self) -> str:  # type: ignore[override]
@@ -212,6 +215,10 @@ class Int4WeightOnly(QuantConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.scale_dtype not in ("float32", "float16"):
+            raise EdgeLLMError(
+                f"scale_dtype '{self.scale_dtype}' is not float32 or float16", "use float16 for GGUF"
+            )
         if self.method not in INT4_METHODS:
             raise EdgeLLMError(
                 f"unknown INT4 method '{self.method}'", f"use one of: {', '.join(INT4_METHODS)}"
@@ -225,11 +232,37 @@ class Int4WeightOnly(QuantConfig):
             raise EdgeLLMError(f"awq_grid {self.awq_grid} is < 2", "use e.g. 20")
 
 
+@dataclass
+class Int8WeightOnly(QuantConfig):
+    """W8A16 by round to nearest: symmetric int8 codes in groups along the input dimension, activations
+    in floating point. At group size 32 with float16 scales it is GGUF's ``Q8_0`` block exactly; the
+    generation exporter lowers it to GGUF only (the other formats take ``int8-dynamic``).
+
+    Args:
+        group_size: inputs per scale (a power of two >= 16).
+        scale_dtype: ``float16`` (GGUF stores float16 scales) or ``float32``.
+    """
+
+    recipe: ClassVar[str] = "w8a16-rtn"
+    bits: ClassVar[int] = 8
+    group_size: int = 32
+    scale_dtype: str = "float16"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        g = self.group_size
+        if g < 16 or g & (g - 1):
+            raise EdgeLLMError(f"group size {g} is not a power of two >= 16", "use 32 (GGUF's Q8_0 block)")
+        if self.scale_dtype not in ("float32", "float16"):
+            raise EdgeLLMError(f"scale_dtype '{self.scale_dtype}' is not float32 or float16", "use float16")
+
+
 RECIPES: dict[str, Any] = {
     "int8-dynamic": lambda **kw: Int8Dynamic(**kw),
     "int8-static": lambda **kw: Int8Static(**kw),
     "int8-smoothquant": lambda **kw: SmoothQuant(**kw),
     "int8-static-ov": lambda **kw: Int8StaticOV(**kw),
+    "w8a16-rtn": lambda **kw: Int8WeightOnly(**kw),
     "w4a16-rtn": lambda **kw: Int4WeightOnly(method="rtn", **kw),
     "w4a16-gptq": lambda **kw: Int4WeightOnly(method="gptq", **kw),
     "w4a16-awq": lambda **kw: Int4WeightOnly(method="awq", **kw),

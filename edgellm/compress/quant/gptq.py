@@ -68,6 +68,7 @@ def gptq_quantize(
     damp: float = 0.01,
     block: int = 128,
     inner: int = 32,
+    fp16_scales: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """GPTQ for one layer.
 
@@ -79,6 +80,7 @@ def gptq_quantize(
         block: columns per lazy batch (rounded to a multiple of ``group_size``).
         inner: columns per sub-batch inside a batch: a column's error is applied at once only to its
             sub-batch (which stays in cache), then the sub-batch's errors to the rest of the batch.
+        fp16_scales: each group's scale rounded to float16 before its codes are computed (GGUF blocks).
 
     Returns:
         ``(codes, scale, zero_point)`` on the same grid as round-to-nearest: int16 (out, in),
@@ -114,7 +116,7 @@ def gptq_quantize(
                     (j1, j2, i1),
                     bits,
                     group_size,
-                    symmetric,
+                    (symmetric, fp16_scales),
                     (lo, hi),
                 )
                 if j2 < i2:  # this sub-batch's errors reach the rest of the batch
@@ -139,13 +141,14 @@ def _columns(
     span: tuple[int, int, int],
     bits: int,
     group_size: int,
-    symmetric: bool,
+    grid_kind: tuple[bool, bool],
     clamp: tuple[float, float],
 ) -> None:
     """Quantize columns ``j1:j2`` (``span = (j1, j2, batch start)``) of ``wt`` (in, out) one by one, each
     column's error spread over the sub-batch's later columns; codes land in ``codes_t``, the group grids
     in ``grid`` (G, out), the errors in ``err1`` (rows relative to the batch start)."""
     (scale_t, zero_t), (j1, j2, i1), (lo, hi) = grid, span, clamp
+    symmetric, fp16 = grid_kind
     out_f = wt.shape[1]
     w1 = wt[j1:j2]  # a view: updates land in wt
     h1 = hinv[j1:j2, j1:j2]
@@ -156,7 +159,7 @@ def _columns(
         col = j1 + i
         g = col // group_size
         if col % group_size == 0:  # the group's grid, from the weights as updated so far
-            s, z = weight_grid(wt[col : col + group_size].t(), bits, None, symmetric)
+            s, z = weight_grid(wt[col : col + group_size].t(), bits, None, symmetric, fp16)
             scale_t[g], zero_t[g] = s[:, 0], z[:, 0].float()
         s_g, z_g = scale_t[g], zero_t[g]
         row = w1[i]

@@ -17,7 +17,7 @@ from torch import nn
 
 from edgellm.compress.quant.awq import awq_clip, awq_quantize, awq_search
 from edgellm.compress.quant.bias_correction import correct_biases
-from edgellm.compress.quant.config import Int4WeightOnly, Int8Dynamic, Int8Static, QuantConfig
+from edgellm.compress.quant.config import Int4WeightOnly, Int8Dynamic, Int8Static, Int8WeightOnly, QuantConfig
 from edgellm.compress.quant.gptq import gptq_quantize
 from edgellm.compress.quant.observers import Observer, Stats, activation_range, run_calibration
 from edgellm.compress.quant.primitives import (
@@ -79,6 +79,18 @@ def _dynamic_int8(
         for n, m in targets.items()
     }
     return correct_biases(model, targets, out, calib) if cfg.bias_correction else out
+
+
+@register_method(Int8WeightOnly)
+def _weight_only_int8(
+    model: Any, targets: dict[str, nn.Linear], cfg: Int8WeightOnly, calib: Feeds
+) -> dict[str, LayerQuant]:
+    out = {}
+    for n, m in targets.items():
+        w = m.weight.detach().float()
+        scale, zero = weight_grid(w, 8, cfg.group_size, True, cfg.scale_dtype == "float16")
+        out[n] = LayerQuant(n, 8, cfg.group_size, True, quantize_weight(w, scale, zero, 8), scale, zero)
+    return out
 
 
 def _int8_weight(
@@ -171,11 +183,13 @@ def _int4(
 
 def _int4_layer(n: str, m: nn.Linear, cfg: Int4WeightOnly, st: Stats | None) -> LayerQuant:
     """One layer's INT4 codes by ``cfg.method`` (``st``: its calibration statistics, for GPTQ and AWQ)."""
-    g, sym = cfg.group_size, cfg.symmetric
+    g, sym, fp16 = cfg.group_size, cfg.symmetric, cfg.scale_dtype == "float16"
     w = m.weight.detach().float()
     input_scale = None
     if cfg.method == "gptq":
-        q, scale, zero = gptq_quantize(w, st.hessian, bits=4, group_size=g, symmetric=sym, damp=cfg.damp)
+        q, scale, zero = gptq_quantize(
+            w, st.hessian, bits=4, group_size=g, symmetric=sym, damp=cfg.damp, fp16_scales=fp16
+        )
     elif cfg.method == "awq":
         rows = st.sample_rows()
         s, _alpha = awq_search(
@@ -183,9 +197,11 @@ def _int4_layer(n: str, m: nn.Linear, cfg: Int4WeightOnly, st: Stats | None) -> 
         )
         # then AWQ's clipping search on the scaled weights, against the scaled inputs
         clipped = awq_clip(w * s, rows / s, bits=4, group_size=g, symmetric=sym)
-        q, scale, zero = awq_quantize(clipped, torch.ones_like(s), bits=4, group_size=g, symmetric=sym)
+        q, scale, zero = awq_quantize(
+            clipped, torch.ones_like(s), bits=4, group_size=g, symmetric=sym, fp16_scales=fp16
+        )
         input_scale = None if bool(torch.all(s == 1)) else 1.0 / s
     else:
-        scale, zero = weight_grid(w, 4, g, sym)
+        scale, zero = weight_grid(w, 4, g, sym, fp16)
         q = quantize_weight(w, scale, zero, 4)
     return LayerQuant(n, 4, g, sym, q, scale, zero, input_scale=input_scale)

@@ -12,12 +12,24 @@ from __future__ import annotations
 import torch
 
 
-def weight_grid(w: torch.Tensor, bits: int, group_size: int | None, symmetric: bool):
-    """Scales and zero points for ``w`` (out, in) per output channel and group.
+def weight_grid(w: torch.Tensor, bits: int, group_size: int | None, symmetric: bool, fp16: bool = False):
+    """Scales and zero points for ``w`` (out, in) per output channel and group; ``fp16``: scales rounded
+    to float16 before the codes are computed (block formats that store float16 scales, GGUF's, then hold
+    the codes exactly).
 
     Returns:
         ``(scale, zero_point)`` of shape (out, n_groups), float32 and int16 (values fit the bit width).
     """
+    scale, zp = _grid(w, bits, group_size, symmetric)
+    if fp16:
+        scale = scale.clamp(min=2.0**-24).half().float()
+        if not symmetric and bits != 8:  # the zero point on the rounded scale's grid
+            lo = w.float().reshape(w.shape[0], scale.shape[1], -1).amin(dim=-1).clamp(max=0)
+            zp = torch.round(-lo / scale).clamp(0, (1 << bits) - 1).to(torch.int16)
+    return scale, zp
+
+
+def _grid(w: torch.Tensor, bits: int, group_size: int | None, symmetric: bool):
     out_f, in_f = w.shape
     g = in_f if group_size is None else group_size
     wg = w.float().reshape(out_f, in_f // g, g)
