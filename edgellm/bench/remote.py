@@ -2,8 +2,10 @@
 
 ``edgellm bench ARTIFACT --remote adb:SERIAL --tool CMD`` pushes the artifact's model file to
 ``/data/local/tmp/edgellm/``, runs the tool the user names (LiteRT's ``benchmark_model`` or
-``benchmark_litert_model``, ONNX Runtime's ``onnxruntime_perf_test``) with ``adb shell``, and parses
-its output into the same result rows ``edgellm bench`` prints for local runs.
+``benchmark_litert_model``, ONNX Runtime's ``onnxruntime_perf_test``, llama.cpp's ``llama-bench`` for a
+GGUF artifact, ExecuTorch's ``executor_runner`` / ``xnn_executor_runner`` for a ``.pte``) with ``adb shell``,
+and parses its output into the same result rows ``edgellm bench`` prints for local runs (for
+``llama-bench``: the token rows of ``edgellm bench --generate``; see :mod:`edgellm.bench.remote_llm`).
 
 Example:
     >>> rep = remote_bench("edgellm-out/minilm-snapdragon-865", "adb:R58M123",
@@ -16,6 +18,7 @@ import re
 import shlex
 import shutil
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,6 +99,10 @@ def tool_flavor(tool: str) -> str:
     """Which benchmark tool a command is, from its executable's name."""
     names = [Path(w).name for w in shlex.split(tool)]
     for name in names:
+        if name.startswith("llama-bench"):
+            return "llama-bench"
+        if name.startswith(("executor_runner", "xnn_executor_runner")):
+            return "executor_runner"
         if name.startswith("onnxruntime_perf_test"):
             return "ort-perf-test"
         if name.startswith("benchmark_litert_model"):
@@ -104,7 +111,8 @@ def tool_flavor(tool: str) -> str:
             return "tflite"
     raise EdgeLLMError(
         f"cannot tell which benchmark tool '{tool}' is",
-        "give LiteRT's benchmark_model / benchmark_litert_model or ONNX Runtime's onnxruntime_perf_test",
+        "give LiteRT's benchmark_model / benchmark_litert_model, ONNX Runtime's onnxruntime_perf_test, "
+        "llama.cpp's llama-bench or ExecuTorch's executor_runner",
     )
 
 
@@ -197,6 +205,15 @@ def parse_tool_output(text: str, flavor: str) -> dict[str, float]:
     return out
 
 
+FORMAT_TOOLS = {
+    "tflite": ("tflite", "litert", "litert-python"),
+    "ort": ("ort-perf-test",),
+    "onnx": ("ort-perf-test",),
+    "gguf": ("llama-bench",),
+    "pte": ("executor_runner",),
+}
+
+
 def remote_bench(
     artifact: Any,
     remote: str,
@@ -206,33 +223,69 @@ def remote_bench(
     warmup: int = 5,
     threads: int = 4,
     adb: str = "adb",
+    prompts: Sequence[int] = (128,),
+    new: int = 128,
 ) -> dict[str, Any]:
     """Run ``tool`` on the device behind ``remote`` (``adb:SERIAL``) on the artifact's model file.
 
     Returns a report with the same ``results`` rows as :func:`edgellm.bench.bench_artifact`, plus the
-    tool's raw output tail and the exact command.
+    tool's raw output tail and the exact command. A GGUF artifact (``llama-bench``) gets the ``rows`` of
+    :func:`edgellm.bench.generation.bench_generate` instead, for each of ``prompts`` with ``new`` decoded
+    tokens, ``runs`` repetitions; a generation ``.pte`` gets both (its rows timed per step).
     """
-    from edgellm.bench.harness import BenchResult
     from edgellm.export import Artifact
 
     art = artifact if isinstance(artifact, Artifact) else Artifact.load(artifact)
     fmt = art.manifest["target"]["format"]
     flavor = tool_flavor(tool)
-    expected = {
-        "tflite": ("tflite", "litert", "litert-python"),
-        "ort": ("ort-perf-test",),
-        "onnx": ("ort-perf-test",),
-    }
-    if flavor not in expected.get(fmt, ()):
+    if flavor not in FORMAT_TOOLS.get(fmt, ()):
         raise EdgeLLMError(
             f"a {flavor} tool cannot run a '{fmt}' artifact",
-            "use LiteRT's benchmark_model for .tflite and onnxruntime_perf_test for .ort/.onnx",
+            "use LiteRT's benchmark_model for .tflite, onnxruntime_perf_test for .ort/.onnx, "
+            "llama.cpp's llama-bench for .gguf and ExecuTorch's executor_runner for .pte",
         )
     serial = parse_remote(remote)
     dev = Adb(serial, adb)
     dev.check()
     remote_model = f"{DEVICE_DIR}/{art.path.name}/{art.model_path.name}"
     dev.push(art.model_path, remote_model)
+    config = {
+        "artifact": str(art.path),
+        "remote": remote,
+        "tool": tool,
+        "tool_flavor": flavor,
+        "runs": runs,
+        "warmup": warmup,
+        "threads": threads,
+        "measured_on": "device",
+    }
+    if flavor == "llama-bench":
+        from edgellm.bench.remote_llm import bench_llama
+
+        got = bench_llama(
+            dev, art, remote_model, tool=tool, prompts=list(prompts), new=new, runs=runs,
+            warmup=warmup, threads=threads,
+        )  # fmt: skip
+        cmds = got.pop("commands")
+        return {
+            "schema_version": 1,
+            "config": {
+                **config,
+                "command": " && ".join(cmds),
+                "commands": cmds,
+                "prompts": list(prompts),
+                "new": new,
+            },
+            "host": {"device": serial},
+            "artifact": str(art.path),
+            "size_bytes": art.size_bytes,
+            "peak_rss_mb": None,  # llama-bench does not report the process's memory
+            "threads": threads,
+            "runs": runs,
+            **got,
+        }
+    if flavor == "executor_runner":
+        return _bench_pte(dev, art, remote_model, serial, config)
     ranges = {n: (0, int(high) - 1) for n, high in art.manifest.get("value_ranges", {}).items()}
     ranges.update({s.name: (1, 1) for s in art.inputs if "mask" in s.name and s.dtype.startswith("int")})
     if flavor == "ort-perf-test" and ranges:  # real inputs in the model-zoo layout the tool reads
@@ -250,8 +303,14 @@ def remote_bench(
     first = next(iter(static.values()))["shape"] if static else [1]
     batch = int(first[0]) if first else 1
     seq = int(first[1]) if len(first) > 1 else 0
+    return _report(config, cmd, serial, _result(art, serial, flavor, stats, runs, batch, seq), stats, text)
+
+
+def _result(art: Any, serial: str, flavor: str, stats: dict, runs: int, batch: int, seq: int) -> dict:
+    from edgellm.bench.harness import BenchResult
+
     p50 = stats.get("median", stats.get("mean"))
-    res = BenchResult(
+    return BenchResult(
         name=f"{art.manifest['target']['runtime']}@{serial}",
         runtime=f"{flavor} over adb",
         batch=batch,
@@ -266,27 +325,84 @@ def remote_bench(
         throughput_per_s=batch * 1000.0 / p50 if p50 else None,
         peak_rss_mb=stats.get("memory_mb"),
         model_size_mb=art.size_bytes / 2**20,
-    )
+    ).to_dict()
+
+
+def _report(config: dict, cmd: str, serial: str, result: dict, stats: dict, text: str) -> dict[str, Any]:
     return {
         "schema_version": 1,
-        "config": {
-            "artifact": str(art.path),
-            "remote": remote,
-            "tool": tool,
-            "tool_flavor": flavor,
-            "command": cmd,
-            "runs": runs,
-            "warmup": warmup,
-            "threads": threads,
-            "measured_on": "device",
-        },
+        "config": {**config, "command": cmd},
         "host": {"device": serial},
         "baseline": None,
-        "results": [res.to_dict()],
+        "results": [result],
         "ratios_p50": {},
         "tool_stats_ms": stats,
         "tool_output_tail": text.strip().splitlines()[-15:],
     }
+
+
+def _bench_pte(dev: Adb, art: Any, remote_model: str, serial: str, config: dict) -> dict[str, Any]:
+    """``executor_runner`` on a ``.pte``: one latency row at the program's static input shape, plus
+    per-step token rows for a generation program (with its ``.ptd`` weights file pushed beside it)."""
+    from edgellm.bench.remote_llm import bench_executorch
+
+    data = next((r for r in art.manifest["files"] if r.endswith(".ptd")), None)
+    remote_data = f"{DEVICE_DIR}/{art.path.name}/{Path(data).name}" if data else None
+    if data:
+        dev.push(art.path / data, remote_data)
+    got = bench_executorch(
+        dev, art, remote_model, tool=config["tool"], runs=config["runs"], warmup=config["warmup"],
+        threads=config["threads"], data_path=remote_data,
+    )  # fmt: skip
+    first = art.inputs[0].shape if art.inputs else [1]
+    batch = first[0] if first and type(first[0]) is int else 1
+    seq = first[1] if len(first) > 1 and type(first[1]) is int else 0
+    stats = got["stats"]
+    result = _result(art, serial, "executor_runner", stats, config["runs"], batch, seq)
+    rep = _report(config, got["commands"][0], serial, result, stats, "\n".join(got["tool_output_tail"]))
+    if not stats.get("per_iteration"):
+        rep["note"] = "the runner printed only its total time: the mean includes the cold first execution"
+    for key in ("precision", "cache_layout", "context", "decode_weight_bytes", "rows"):
+        if key in got:
+            rep[key] = got[key]
+    return rep
+
+
+def print_remote(rep: dict[str, Any], title: str) -> None:
+    """The terminal table of a remote report: latency rows (``results``) and token rows (``rows``)."""
+    from rich.table import Table
+
+    from edgellm.bench.report import print_table
+    from edgellm.utils.console import console
+
+    if rep.get("results"):
+        print_table(rep, title=title)
+    if not rep.get("rows"):
+        return
+    t = Table(title=f"{title}: tokens ({rep.get('precision')}, cache {rep.get('cache_layout')})")
+    cols = (
+        "prompt",
+        "new",
+        "ttft_ms",
+        "prefill_tok_s",
+        "decode_tok_s",
+        "decode_ms_per_token",
+        "weight_gb_per_s",
+    )
+    heads = ("prompt", "new", "TTFT ms", "prefill tok/s", "decode tok/s", "ms/token", "weights GB/s")
+    for head in heads:
+        t.add_column(head, justify="right")
+    for r in rep["rows"]:
+        t.add_row(*("-" if r.get(c) is None else f"{r[c]:g}" for c in cols))
+    out = console()
+    out.print(t)
+    for r in rep["rows"][:1]:
+        if r.get("timed"):
+            out.print(r["timed"])
+        elif "decode_depth" in r:
+            out.print(
+                "decode timed after the prompt's tokens are in the cache (llama-bench -d); medians of its samples"
+            )
 
 
 def _push_test_data(dev: Adb, art: Any, remote_model: str, seq: int = 128) -> None:
