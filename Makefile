@@ -4,9 +4,11 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.edgellm-installed
-EXTRAS ?= onnx,openvino,bench,dev,tflite,serve,data,ray,train
+EXTRAS ?= onnx,openvino,gguf,executorch,bench,dev,tflite,serve,data,ray,train
 
-.PHONY: setup demo test test-all bench lint format clean tiny-llama docs
+LLAMA_STAMP := $(VENV)/.edgellm-llamacpp
+
+.PHONY: setup setup-llama demo test test-all bench lint format clean tiny-llama docs
 
 # torch==2.13.0 goes in first and alone (a CPU wheel is cached on these machines); every later install
 # is pinned by constraints.txt, which holds torch==2.13.0 too, so nothing can replace it.
@@ -19,6 +21,13 @@ $(STAMP): pyproject.toml constraints.txt
 	@touch $(STAMP)
 
 setup: $(STAMP)
+
+# llama.cpp for GGUF validation and generation (llama-cpp-python compiles it: about 6 minutes on 2 cores)
+$(LLAMA_STAMP): $(STAMP)
+	CMAKE_ARGS="-DLLAVA_BUILD=OFF -DGGML_NATIVE=ON -DLLAMA_CURL=OFF" $(PIP) install --quiet --disable-pip-version-check -c constraints.txt 'llama-cpp-python==0.3.36'
+	@touch $(LLAMA_STAMP)
+
+setup-llama: $(LLAMA_STAMP)
 
 # the demo recipe: data -> compress -> partition -> export -> bench -> split check -> edgellm-out/report.md
 demo: $(STAMP)

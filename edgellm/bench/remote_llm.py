@@ -298,3 +298,39 @@ def bench_executorch(
             rows=step_rows(art, stats, wbytes),
         )
     return out
+
+
+class LocalShell:
+    """Runs a tool's command line on this host, with the interface of :class:`~edgellm.bench.remote.Adb`'s
+    ``shell``: ``edgellm bench`` times a GGUF artifact here with the same ``llama-bench`` commands."""
+
+    def shell(self, command: str) -> str:
+        import subprocess
+
+        p = subprocess.run(["bash", "-c", command], capture_output=True, text=True)
+        if p.returncode != 0:
+            tail = (p.stderr or p.stdout).strip().splitlines()[-3:]
+            raise EdgeLLMError(
+                f"'{shlex.split(command)[0]}' failed here (exit {p.returncode}): {' | '.join(tail)}",
+                "check that EDGELLM_LLAMA_BENCH names a llama-bench built from llama.cpp",
+            )
+        return p.stdout
+
+
+def find_llama_bench() -> str | None:
+    """A ``llama-bench`` on this host: ``$EDGELLM_LLAMA_BENCH``, then PATH, then the benchmarks' build of
+    llama.cpp under ``./.peers/llama.cpp/build/bin`` (``benchmarks/peers.py --build-only``)."""
+    import os
+    import shutil
+    from pathlib import Path
+
+    env = os.environ.get("EDGELLM_LLAMA_BENCH")
+    if env:
+        if not Path(env).is_file():
+            raise EdgeLLMError(f"EDGELLM_LLAMA_BENCH={env} does not exist", "point it at a built llama-bench")
+        return env
+    found = shutil.which("llama-bench")
+    if found:
+        return found
+    peer = Path.cwd() / ".peers" / "llama.cpp" / "build" / "bin" / "llama-bench"
+    return str(peer) if peer.is_file() else None

@@ -29,7 +29,8 @@ def bench(
         None,
         "--tool",
         help="The runtime's benchmark tool on the device, as a command: LiteRT's benchmark_model / "
-        "benchmark_litert_model, or onnxruntime_perf_test.",
+        "benchmark_litert_model, onnxruntime_perf_test, llama.cpp's llama-bench (GGUF; also on this host "
+        "without --remote) or ExecuTorch's executor_runner (.pte).",
     ),
     adb: str = typer.Option("adb", "--adb", help="The adb executable."),
     estimate: bool = typer.Option(
@@ -64,11 +65,33 @@ def bench(
     Example: edgellm bench edgellm-out/minilm-snapdragon-865 --estimate --batch 1 --seq 128
 
     Example: edgellm bench edgellm-out/tl-gen-int4 --generate --prompt 128,512 --new 128 --plot tl.png
+
+    Example: edgellm bench edgellm-out/tl-gguf-q4 --prompt 128 --new 64   (llama-bench where built)
+
+    Example: edgellm bench edgellm-out/tl-gguf-q4 --remote adb:R58M123 --tool /data/local/tmp/llama-bench
     """
     from edgellm.bench import bench_artifact, parse_int_list
     from edgellm.bench.report import print_table
     from edgellm.errors import EdgeLLMError
 
+    fmt = _artifact_format(artifact)
+    if fmt == "gguf" and remote is None:  # llama.cpp's own llama-bench where one is built, else its bindings
+        from edgellm.bench.remote_llm import find_llama_bench
+
+        found = tool or find_llama_bench()
+        if found is not None:
+            return _bench_gguf_here(
+                artifact,
+                found,
+                parse_int_list(prompt, "--prompt"),
+                new,
+                runs,
+                warmup,
+                threads,
+                output,
+                json_out,
+            )
+        generate = True
     if generate:
         return _bench_generate(
             artifact,
@@ -95,11 +118,22 @@ def bench(
     if remote is not None:
         from edgellm.bench.remote import remote_bench
 
+        from edgellm.bench.remote import print_remote
+
+        llm = fmt in ("gguf", "pte")
         rep = remote_bench(
-            artifact, remote, tool=tool, runs=runs, warmup=warmup, threads=threads or 4, adb=adb
+            artifact,
+            remote,
+            tool=tool,
+            runs=runs if runs != 50 or not llm else 5,  # llama-bench's own default repetitions
+            warmup=warmup,
+            threads=threads or 4,
+            adb=adb,
+            prompts=parse_int_list(prompt, "--prompt"),
+            new=new,
         )
         title = f"bench {artifact} on {remote} ({rep['config']['tool_flavor']})"
-        return _emit(rep, output, json_out, lambda r: print_table(r, title=title))
+        return _emit(rep, output, json_out, lambda r: print_remote(r, title=title))
     from edgellm.export import Artifact
 
     art = Artifact.load(artifact)  # refused here, before any runtime opens a file, if it is not intact
@@ -131,6 +165,54 @@ def bench(
             "try smaller --batch / --seq values, or re-export the artifact",
         ) from None
     _emit(rep, output, json_out, lambda r: print_table(r, title=f"bench {artifact}"))
+
+
+def _artifact_format(artifact: Path) -> str | None:
+    import json
+
+    try:
+        return json.loads((artifact / "manifest.json").read_text())["target"]["format"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # Artifact.load names what is wrong
+
+
+def _bench_gguf_here(artifact, tool, prompts, new, runs, warmup, threads, output, json_out) -> None:
+    """A GGUF artifact timed on this host by llama.cpp's ``llama-bench`` (the commands --remote runs)."""
+    import os
+
+    from edgellm.bench.remote import print_remote
+    from edgellm.bench.remote_llm import LocalShell, bench_llama
+    from edgellm.export import Artifact
+
+    art = Artifact.load(artifact)
+    threads = threads or os.cpu_count() or 1
+    runs = runs if runs != 50 else 5
+    body = bench_llama(
+        LocalShell(),
+        art,
+        str(art.model_path),
+        tool=tool,
+        prompts=prompts,
+        new=new,
+        runs=runs,
+        warmup=warmup,
+        threads=threads,
+    )
+    rep = {
+        "schema_version": 1,
+        "artifact": str(artifact),
+        "config": {
+            "tool": tool,
+            "tool_flavor": "llama-bench",
+            "where": "this host",
+            "threads": threads,
+            "runs": runs,
+        },
+        **body,
+    }
+    _emit(
+        rep, output, json_out, lambda r: print_remote(r, title=f"bench {artifact} (llama-bench, this host)")
+    )
 
 
 def _bench_generate(artifact, prompts, new, runs, threads, output, json_out, plot, runtime=None) -> None:

@@ -97,6 +97,9 @@ class LlamaCppEngine:
         self.n_vocab = int(self.llm.n_vocab())
         self.threads = threads
         self.length = 0
+        with _quiet_native():  # llama.cpp sizes its compute buffers on the first decode: not the user's TTFT
+            self.llm.eval([int(self.llm.token_bos()) if self.llm.token_bos() >= 0 else 0])
+        self.reset()
 
     def reset(self) -> None:
         self.llm.reset()
