@@ -40,7 +40,10 @@ def decode_weight_bytes(gen: Any, size_bytes: int) -> int:
     it (untied, or the head quantized separately): a step gathers one of its rows."""
     w = gen.get("weights") or {}
     emb = w.get("embeddings", {})
-    separate = not emb.get("tied_to_lm_head") or (w.get("lm_head", {}).get("precision") != "fp32")
+    head = w.get("lm_head", {})
+    separate = not emb.get("tied_to_lm_head") or head.get("precision") != "fp32"
+    if "reads_embeddings" in head:  # recorded by the exporter (GGUF): the head is the table, or apart
+        separate = not head["reads_embeddings"]
     return int(size_bytes - (emb.get("bytes", 0) if separate else 0))
 
 

@@ -91,7 +91,21 @@ def lower_gguf(
         "recipe": {"gguf": info},
     }
     write_manifest(work, fields)
+    tensors = {t.name: t for t in plan.tensors}
+    emb, head = tensors["token_embd.weight"], tensors.get("output.weight")
     extra = {
+        "weights": {  # what a decode step reads: a head apart from the embeddings, or the tied table
+            "embeddings": {
+                "precision": emb.qtype,
+                "bytes": int(emb.data.nbytes),
+                "tied_to_lm_head": head is None,
+            },
+            "lm_head": {
+                "precision": (head or emb).qtype,
+                "bytes": int((head or emb).data.nbytes),
+                "reads_embeddings": head is None,
+            },
+        },
         "cache": {"inside": "llama.cpp (float16 keys and values)"},
         "gguf": {
             "file_type": info["file_type"],

@@ -136,6 +136,19 @@ def block_type(lq: Any) -> tuple[str | None, str]:
     return None, f"{lq.bits}-bit codes have no GGUF block format here"
 
 
+def _rtn_q8_0(w: np.ndarray) -> np.ndarray:
+    """A float table (embeddings, a head left out of the spec) as Q8_0 by edgellm's own RTN grid."""
+    import torch
+
+    from edgellm.compress.quant.primitives import quantize_weight, weight_grid
+    from edgellm.compress.quant.spec import LayerQuant
+
+    t = torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32))
+    scale, zero = weight_grid(t, 8, BLOCK, True, True)
+    lq = LayerQuant("table", 8, BLOCK, True, quantize_weight(t, scale, zero, 8), scale, zero)
+    return pack_blocks(lq, "Q8_0")
+
+
 def _requantize(w: np.ndarray, qtype: str) -> np.ndarray:
     gguf = _gguf()
     return gguf.quants.quantize(
@@ -177,8 +190,9 @@ def plan_gguf(
     Args:
         precision: fp32 or fp16 (float files), int8 (Q8_0) or int4 (Q4_0/Q4_1) with ``spec``; a layer the
             spec leaves in float stays at ``embeddings``' float type.
-        embeddings: type of the token (and position) embeddings and any float 2-D weight: ``f32`` or
-            ``f16`` (default: f32 for fp32 files, else f16).
+        embeddings: type of the token (and position) embeddings and of a 2-D weight the spec leaves in
+            float (a kept head): ``f32``, ``f16`` or ``q8_0`` (default: the file's float type, ``q8_0`` with
+            a spec, as llama.cpp's own Q4_0 files keep a tied embedding table).
         exact: refuse (instead of re-quantizing) a layer whose spec has no exact block form.
         pre_tokenizer: llama.cpp's pre-tokenizer name, when it cannot be told from tokenizer.json.
     """
@@ -194,9 +208,10 @@ def plan_gguf(
             f"GGUF {precision} needs a QuantSpec", "quantize first (edgellm compress ... --generate)"
         )
     float_type = "F32" if precision == "fp32" else "F16"
-    emb_type = {"f32": "F32", "f16": "F16", None: float_type}.get(embeddings)
+    default = float_type if spec is None else "Q8_0"  # as llama.cpp's Q4_0 files keep a tied table
+    emb_type = {"f32": "F32", "f16": "F16", "q8_0": "Q8_0", None: default}.get(embeddings)
     if emb_type is None:
-        raise EdgeLLMError(f"embeddings type '{embeddings}' is not f32 or f16", "use --embeddings f16")
+        raise EdgeLLMError(f"embeddings type '{embeddings}' is not f32, f16 or q8_0", "use embeddings=q8_0")
     fallback = {8: "Q8_0", 4: "Q4_0"}
     tmap = gguf.get_tensor_name_map(getattr(gguf.MODEL_ARCH, arch_name), int(cfg.num_hidden_layers))
     family = adapter.family
@@ -261,8 +276,11 @@ def plan_gguf(
                 kind = float_type
             if w.ndim == 2 and spec is not None and module not in EMBEDDINGS:
                 report["float"].append(module)
-            data = w.astype(np.float16 if kind == "F16" else np.float32)
-            qtype, how = kind, "float"
+            if kind == "Q8_0":
+                data, how = _rtn_q8_0(w), "edgellm RTN to Q8_0 (group 32, float16 scales)"
+            else:
+                data, how = w.astype(np.float16 if kind == "F16" else np.float32), "float"
+            qtype = kind
         t = GgufTensor(gname, np.ascontiguousarray(data), qtype, name, how)
         tensors.append(t)
         back = _decode(t)

@@ -285,7 +285,7 @@ def export_generate(
         from edgellm.export.gguf_file import plan_gguf
 
         say("planning the GGUF tensors")
-        gguf_plan = plan_gguf(adapter, spec, precision, **(gguf or {}))
+        gguf_plan = plan_gguf(adapter, spec, label if spec is not None else precision, **(gguf or {}))
         ref_lm = gguf_reference(adapter, gguf_plan)
     elif spec is not None:
         from edgellm.compress.quant import apply_quant
