@@ -332,12 +332,12 @@ def parity_reference(model: Any, fmt: str, **options: Any) -> Any:
 
 def _fp16_options(fmt: str) -> dict[str, Any]:
     """How each format's exporter is asked for fp16."""
-    if fmt == "tflite":
+    if fmt in ("tflite", "pte"):
         return {"precision": "fp16"}
     if fmt == "tensorrt":
         return {"fp16": True}
     raise ExportError(
-        f"format '{fmt}' has no fp16 variant in this edgellm", "use --format tflite or tensorrt for fp16"
+        f"format '{fmt}' has no fp16 variant in this edgellm", "use --format tflite, pte or tensorrt for fp16"
     )
 
 

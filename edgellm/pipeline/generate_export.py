@@ -8,7 +8,8 @@ for a target, from the same :class:`~edgellm.compress.quant.QuantSpec` that ``co
   over one preallocated cache buffer, ``MatMulNBits`` INT4), cache layout ``shared``; else the exported
   step graph (cache layout ``concat``);
 - ``ort`` (ORT-mobile) and ``tensorrt`` (Q/DQ ONNX): the exported step graph (``concat``);
-- ``tflite``: a static-shape slot graph with a cache of ``context`` positions (``slots``).
+- ``tflite`` and ``pte`` (ExecuTorch): a static-shape slot graph with a cache of ``context`` positions
+  (``slots``).
 - ``openvino``: the step graph as an OpenVINO IR (``concat``), run with its cache as OpenVINO state
   (:class:`~edgellm.runtime.openvino_generation.StatefulEngine`) and checked at bf16 where the CPU has
   it, else f32 (``generation.runtime`` records the precision that passed).
@@ -254,7 +255,8 @@ def export_generate(
     tgt = load_target(target)
     fmt = choose_format(tgt, format)
     step, dims = whole_step(adapter)
-    ctx = int(context or (min(dims.context, TFLITE_CONTEXT) if fmt == "tflite" else dims.context))
+    static = fmt in ("tflite", "pte")  # static-shape runtimes: the slot graph with a cache of ctx slots
+    ctx = int(context or (min(dims.context, TFLITE_CONTEXT) if static else dims.context))
     if not 2 <= ctx <= dims.context:
         raise EdgeLLMError(
             f"context {ctx} is outside 2..{dims.context} (the model's positions)", "give a smaller --context"
@@ -358,9 +360,10 @@ def export_generate(
                         "logits_cosine_min": round(logits_cosine(adapter.module.lm, prompts, got, logits), 6),
                     }
                 div = divergences(ref_lm, prompts, got, ref_tokens)
-                reduced = (
-                    _int8_activations(spec) or variant in ("fused-al4", "gguf") or prec in ("bf16", "f16")
-                )
+                # XNNPACK (pte) quantizes every quantized linear's input to int8 per token at run time;
+                # llama.cpp quantizes activations to 8 bits for its quantized matmuls, keeps a float16 cache
+                dyn = _int8_activations(spec) or (fmt == "pte" and spec is not None)
+                reduced = dyn or variant in ("fused-al4", "gguf") or prec in ("bf16", "f16")
                 tie = TIE_INT8_ACTIVATIONS if reduced else TIE
                 ties = [d for d in div if abs(d["margin"]) <= tie * max(1.0, d["scale"])]
                 parity["tie_tolerance"] = tie
@@ -482,7 +485,7 @@ def _lower(
         level = 4 if variant == "fused-al4" else 0
         return _lower_fused(adapter, step, dims, spec, tgt, ctx, work, cache, level)
     name = f"{adapter.name}-gen"
-    if fmt == "tflite":
+    if fmt in ("tflite", "pte"):
         half = slot_adapter((step, dims), name, ctx, role="decoder")
         layout = "slots"
     else:

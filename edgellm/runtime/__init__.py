@@ -1,4 +1,5 @@
-"""Runtimes: one :class:`Runner` interface over torch, ONNX Runtime, OpenVINO, LiteRT (TFLite) and TensorRT.
+"""Runtimes: one :class:`Runner` interface over torch, ONNX Runtime, OpenVINO, LiteRT (TFLite), TensorRT
+and ExecuTorch.
 
 Example:
     >>> from edgellm.runtime import make_runner
