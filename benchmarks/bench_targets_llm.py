@@ -190,31 +190,46 @@ def phone_bound(paths: dict[str, Path], target: str = "snapdragon-8-gen-3") -> d
 
 
 # -------------------------------------------------------------------------- the goal's llama.cpp comparison
-def perplexity(gguf_file: Path, ids: list[int], chunk: int, threads: int) -> float:
-    """Perplexity of a GGUF file in llama.cpp on ``ids``, in independent chunks of ``chunk`` tokens."""
+def log_probs(gguf_file: Path, ids: list[int], chunk: int, threads: int) -> list[Any]:
+    """Next-token log-probabilities of a GGUF file in llama.cpp on ``ids``, in independent chunks."""
     import llama_cpp
     import numpy as np
 
     llm = llama_cpp.Llama(
-        model_path=str(gguf_file),
-        n_ctx=chunk,
-        n_batch=chunk,
-        n_threads=threads,
-        logits_all=True,
-        verbose=False,
+        model_path=str(gguf_file), n_ctx=chunk, n_batch=chunk, n_threads=threads, logits_all=True, verbose=False
     )
-    nll, n = 0.0, 0
+    out = []
     for s in range(0, len(ids) - chunk + 1, chunk):
         part = ids[s : s + chunk]
         llm.reset()
         llm.eval(part)
-        logits = np.asarray(llm.scores[: len(part)], dtype=np.float64)
+        logits = np.asarray(llm.scores[: len(part) - 1], dtype=np.float64)
         logp = logits - logits.max(-1, keepdims=True)
-        logp -= np.log(np.exp(logp).sum(-1, keepdims=True))
-        nll -= float(logp[np.arange(len(part) - 1), part[1:]].sum())
-        n += len(part) - 1
+        out.append(logp - np.log(np.exp(logp).sum(-1, keepdims=True)))
     llm.close()
+    return out
+
+
+def perplexity(gguf_file: Path, ids: list[int], chunk: int, threads: int) -> float:
+    """Perplexity of a GGUF file in llama.cpp on ``ids``, in independent chunks of ``chunk`` tokens."""
+    import numpy as np
+
+    nll, n = 0.0, 0
+    for k, lp in enumerate(log_probs(gguf_file, ids, chunk, threads)):
+        part = ids[k * chunk : (k + 1) * chunk]
+        nll -= float(lp[np.arange(len(part) - 1), part[1:]].sum())
+        n += len(part) - 1
     return math.exp(nll / n)
+
+
+def fidelity(ref: list[Any], got: list[Any]) -> dict[str, float]:
+    """How close a quantized file's next-token distributions are to the float file's (llama.cpp's own
+    quantization measure, ``llama-perplexity --kl-divergence``): mean KL(p_ref || p_q), top-1 agreement."""
+    import numpy as np
+
+    kl = np.concatenate([(np.exp(r) * (r - g)).sum(-1) for r, g in zip(ref, got)])
+    top = np.concatenate([r.argmax(-1) == g.argmax(-1) for r, g in zip(ref, got)])
+    return {"kl_mean": float(kl.mean()), "kl_p99": float(np.quantile(kl, 0.99)), "top1_agree": float(top.mean())}
 
 
 def versus_llama_cpp(

@@ -23,6 +23,7 @@ FORMATS = [
     pytest.param("onnx", "x86-server", "onnxruntime", marks=pytest.mark.target_onnx, id="onnx"),
     pytest.param("ort", "snapdragon-865", "onnxruntime", marks=pytest.mark.target_ort, id="ort"),
     pytest.param("tflite", "snapdragon-865", "ai_edge_litert", marks=pytest.mark.target_tflite, id="tflite"),
+    pytest.param("pte", "snapdragon-8-gen-3", "executorch", marks=pytest.mark.target_pte, id="pte"),
     pytest.param(
         "tensorrt",
         "nvidia-a100",
@@ -31,14 +32,18 @@ FORMATS = [
         id="tensorrt",
     ),
 ]
-EXTRA = {"onnx": "onnx", "ort": "onnx", "tflite": "tflite", "tensorrt": "tensorrt"}
+EXTRA = {"onnx": "onnx", "ort": "onnx", "tflite": "tflite", "tensorrt": "tensorrt", "pte": "executorch"}
 # what each format writes; static INT8 is what the phone's int8 kernels and TensorRT's explicit Q/DQ take
 WRITES = {
     "onnx": ("fp32", "int8", "int8-static"),
     "ort": ("fp32", "int8", "int8-static"),
     "tflite": ("fp32", "fp16", "int8", "int8-static"),
     "tensorrt": ("fp32", "fp16", "int8-static", "int4"),
+    "pte": ("fp32", "fp16", "int8", "int4"),  # XNNPACK: int8 / 8da4w with int8 activations per token
 }
+# ExecuTorch lowers MiniLM in 40-60 s per precision: its MiniLM rows run in benchmarks/bench_targets_minilm.py
+# (and with -m slow); the small Llama and the MLP cover the format's mechanics in the default run
+SLOW = {("pte", "minilm")}
 
 
 def static_config(fmt, model_name):
@@ -65,7 +70,13 @@ def conformance_models(minilm, small_lm, mlp_model):
 
 
 CASES = [
-    pytest.param(*f.values, model, precision, marks=f.marks, id=f"{f.id}-{model}-{precision}")
+    pytest.param(
+        *f.values,
+        model,
+        precision,
+        marks=[*f.marks, *([pytest.mark.slow] if (f.id, model) in SLOW else [])],
+        id=f"{f.id}-{model}-{precision}",
+    )
     for f in FORMATS
     for model in ("minilm", "llama", "mlp")
     for precision in WRITES[f.id]
@@ -121,3 +132,40 @@ def test_target_conformance(
         pause_s=0,
     )
     assert rep.results[0].p50_ms > 0 and rep.results[0].runs == 3
+
+
+# The formats that hold a decoder for generation only (GGUF) or that the suite also runs as a step program
+GEN_FORMATS = [
+    pytest.param("gguf", "snapdragon-8-gen-3", "llama_cpp", marks=pytest.mark.target_gguf, id="gguf"),
+    pytest.param("pte", "snapdragon-8-gen-3", "executorch", marks=pytest.mark.target_pte, id="pte"),
+]
+GEN_WRITES = {"gguf": ("fp32", "fp16", "int8", "int4"), "pte": ("int4",)}
+GEN_EXTRA = {"gguf": "llamacpp (make setup-llama)", "pte": "executorch"}
+GEN_CASES = [
+    pytest.param(*f.values, precision, marks=f.marks, id=f"{f.id}-generate-{precision}")
+    for f in GEN_FORMATS
+    for precision in GEN_WRITES[f.id]
+]
+
+
+@pytest.mark.parametrize("fmt,target,sdk,precision", GEN_CASES)
+def test_generation_conformance(fmt, target, sdk, precision, small_lm, tmp_path):
+    """export --generate -> greedy tokens checked in the format's own runtime -> Generator -> token rate."""
+    from edgellm.bench.generation import bench_generate
+    from edgellm.pipeline.generate_export import export_generate
+    from edgellm.runtime.generator import Generator
+
+    if importlib.util.find_spec(sdk) is None:
+        pytest.skip(f"the '{sdk}' package is not installed: the {GEN_EXTRA[fmt]} extra")
+    out = tmp_path / "gen"
+    opts = {"group_size": 32} if fmt == "pte" and precision == "int4" else {}
+    m = export_generate(
+        small_lm, out, target=target, format=fmt, precision=precision, context=64, check_tokens=16, **opts
+    )
+    assert m["target"]["format"] == fmt and m["generation"]["precision"] == precision
+    par = m["generation"]["parity"]
+    assert par["equal_up_to_ties"] and par["logits_cosine_min"] > 0.99, par
+    done = Generator(out).generate([1, 5, 9], max_new_tokens=4, stop_token_ids=())
+    assert len(done.token_ids) == 4 and done.stop_reason == "length"
+    row = bench_generate(out, prompts=[8], new=4)["rows"][0]
+    assert row["decode_tok_s"] > 0 and row["ttft_ms"] > 0

@@ -73,6 +73,7 @@ def test_runner_pads_loops_and_refuses_longer_inputs(minilm, minilm_pte):
         runner.run(minilm.example_inputs(batch=1, seq=33))
 
 
+@pytest.mark.slow  # ~60 s of XNNPACK lowering; benchmarks/bench_targets_minilm.py has the MiniLM pte rows
 def test_minilm_int8_dynamic(minilm, target, minilm_pte, tmp_path):
     spec = quantize(minilm, Int8Dynamic())
     art = export(minilm, target, tmp_path / "int8", quant=spec, format="pte", seq_len=32)

@@ -195,6 +195,8 @@ class Int4WeightOnly(QuantConfig):
         awq_grid: how many alpha values AWQ tries in [0, 1).
         scale_dtype: ``float32``, or ``float16``: scales rounded to float16 before the codes are chosen,
             so that formats storing float16 scales (GGUF's Q4_0/Q4_1 at group size 32) hold them exactly.
+        act_order: GPTQ quantizes inputs in order of decreasing Hessian diagonal, with static groups
+            (grids from the original weights; the layout of the codes is unchanged).
     """
 
     bits: ClassVar[int] = 4
@@ -204,6 +206,7 @@ class Int4WeightOnly(QuantConfig):
     damp: float = 0.01
     awq_grid: int = 20
     scale_dtype: str = "float32"
+    act_order: bool = False
 
     @property
     def recipe(self) -> str:  # type: ignore[override]

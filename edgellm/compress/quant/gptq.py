@@ -69,6 +69,7 @@ def gptq_quantize(
     block: int = 128,
     inner: int = 32,
     fp16_scales: bool = False,
+    act_order: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """GPTQ for one layer.
 
@@ -81,19 +82,34 @@ def gptq_quantize(
         inner: columns per sub-batch inside a batch: a column's error is applied at once only to its
             sub-batch (which stays in cache), then the sub-batch's errors to the rest of the batch.
         fp16_scales: each group's scale rounded to float16 before its codes are computed (GGUF blocks).
+        act_order: quantize columns in order of decreasing Hessian diagonal (the inputs with the most
+            energy first, while the most columns are left to absorb their error), with static groups: each
+            group's grid set from the original weights beforehand, so groups stay contiguous runs of
+            inputs (any block format still holds them).
 
     Returns:
         ``(codes, scale, zero_point)`` on the same grid as round-to-nearest: int16 (out, in),
         float32 (out, in / group_size), int16 (out, in / group_size).
     """
     out_f, in_f = w.shape
+    perm = group_of = None
+    if act_order:
+        perm = torch.argsort(torch.diagonal(hessian), descending=True)
+        hessian = hessian[perm][:, perm]
+        group_of = (perm // group_size).tolist()
     hinv, dead = inverse_hessian_factor(hessian, damp)
     wt = w.detach().float().t().contiguous()  # (in, out): column j of W is row j
+    if perm is not None:
+        wt = wt[perm].contiguous()
     wt[dead] = 0.0
     lo, hi = (-127.0, 127.0) if bits == 8 else (0.0, float((1 << bits) - 1))  # primitives' conventions
     n_groups = in_f // group_size
     scale_t = torch.zeros(n_groups, out_f)  # (G, out)
     zero_t = torch.zeros(n_groups, out_f)
+    if group_of is not None:  # static groups: every grid from the original weights, before any update
+        s0, z0 = weight_grid(w.detach().float(), bits, group_size, symmetric, fp16_scales)
+        scale_t.copy_(s0.t())
+        zero_t.copy_(z0.t().float())
     codes_t = torch.empty(in_f, out_f)
     block = max(block // group_size, 1) * group_size
     if group_size % inner and inner % group_size:  # a group must start a sub-batch or lie inside one
@@ -116,7 +132,7 @@ def gptq_quantize(
                     (j1, j2, i1),
                     bits,
                     group_size,
-                    (symmetric, fp16_scales),
+                    (symmetric, fp16_scales, group_of),
                     (lo, hi),
                 )
                 if j2 < i2:  # this sub-batch's errors reach the rest of the batch
@@ -125,6 +141,10 @@ def gptq_quantize(
             torch.set_num_threads(threads)
         if i2 < in_f:  # the batch's errors reach every column to its right
             wt[i2:].addmm_(hinv[i1:i2, i2:].t(), err1, alpha=-1.0)
+    if perm is not None:  # back to the inputs' own order
+        codes = torch.empty_like(codes_t)
+        codes[perm] = codes_t
+        codes_t = codes
     return (
         codes_t.t().to(torch.int16).contiguous(),
         scale_t.t().contiguous(),
@@ -141,14 +161,14 @@ def _columns(
     span: tuple[int, int, int],
     bits: int,
     group_size: int,
-    grid_kind: tuple[bool, bool],
+    grid_kind: tuple[bool, bool, list[int] | None],
     clamp: tuple[float, float],
 ) -> None:
     """Quantize columns ``j1:j2`` (``span = (j1, j2, batch start)``) of ``wt`` (in, out) one by one, each
     column's error spread over the sub-batch's later columns; codes land in ``codes_t``, the group grids
     in ``grid`` (G, out), the errors in ``err1`` (rows relative to the batch start)."""
     (scale_t, zero_t), (j1, j2, i1), (lo, hi) = grid, span, clamp
-    symmetric, fp16 = grid_kind
+    symmetric, fp16, group_of = grid_kind
     out_f = wt.shape[1]
     w1 = wt[j1:j2]  # a view: updates land in wt
     h1 = hinv[j1:j2, j1:j2]
@@ -157,8 +177,8 @@ def _columns(
     deq = torch.empty(out_f)
     for i in range(j2 - j1):
         col = j1 + i
-        g = col // group_size
-        if col % group_size == 0:  # the group's grid, from the weights as updated so far
+        g = col // group_size if group_of is None else group_of[col]
+        if group_of is None and col % group_size == 0:  # the group's grid, from the weights updated so far
             s, z = weight_grid(wt[col : col + group_size].t(), bits, None, symmetric, fp16)
             scale_t[g], zero_t[g] = s[:, 0], z[:, 0].float()
         s_g, z_g = scale_t[g], zero_t[g]

@@ -188,7 +188,14 @@ def _int4_layer(n: str, m: nn.Linear, cfg: Int4WeightOnly, st: Stats | None) -> 
     input_scale = None
     if cfg.method == "gptq":
         q, scale, zero = gptq_quantize(
-            w, st.hessian, bits=4, group_size=g, symmetric=sym, damp=cfg.damp, fp16_scales=fp16
+            w,
+            st.hessian,
+            bits=4,
+            group_size=g,
+            symmetric=sym,
+            damp=cfg.damp,
+            fp16_scales=fp16,
+            act_order=cfg.act_order,
         )
     elif cfg.method == "awq":
         rows = st.sample_rows()
