@@ -62,10 +62,12 @@ def specs(adapter: Any, method: str, kinds: set[str]) -> dict[str, Any]:
 
     out: dict[str, Any] = {}
     feeds = None
-    for kind, keep in (("int4", ()), ("int4-head8", ("lm_head",))):
+    # every format's INT4 is the same spec; the one compared with llama.cpp's own Q4_0 file has its mixture
+    # (the tied table Q8_0) and its grid (all 16 levels, scale = -max/8)
+    for kind, keep, full in (("int4", (), False), ("int4-head8", ("lm_head",), True)):
         if kind not in kinds:
             continue
-        cfg = config_for(f"w4a16-{method}", group_size=32, scale_dtype="float16", keep=keep)
+        cfg = config_for(f"w4a16-{method}", group_size=32, scale_dtype="float16", keep=keep, full_range=full)
         if cfg.needs_calibration and feeds is None:
             docs, _, src, _ = corpus_parts(None, None)
             feeds = make_batches(adapter, docs, src, max_sequences=64).feeds
@@ -196,7 +198,12 @@ def log_probs(gguf_file: Path, ids: list[int], chunk: int, threads: int) -> list
     import numpy as np
 
     llm = llama_cpp.Llama(
-        model_path=str(gguf_file), n_ctx=chunk, n_batch=chunk, n_threads=threads, logits_all=True, verbose=False
+        model_path=str(gguf_file),
+        n_ctx=chunk,
+        n_batch=chunk,
+        n_threads=threads,
+        logits_all=True,
+        verbose=False,
     )
     out = []
     for s in range(0, len(ids) - chunk + 1, chunk):
@@ -229,34 +236,43 @@ def fidelity(ref: list[Any], got: list[Any]) -> dict[str, float]:
 
     kl = np.concatenate([(np.exp(r) * (r - g)).sum(-1) for r, g in zip(ref, got)])
     top = np.concatenate([r.argmax(-1) == g.argmax(-1) for r, g in zip(ref, got)])
-    return {"kl_mean": float(kl.mean()), "kl_p99": float(np.quantile(kl, 0.99)), "top1_agree": float(top.mean())}
+    return {
+        "kl_mean": float(kl.mean()),
+        "kl_p99": float(np.quantile(kl, 0.99)),
+        "top1_agree": float(top.mean()),
+    }
 
 
 def versus_llama_cpp(
     model: str, ours: Path, prompt: int, new: int, threads: int, rounds: int
 ) -> dict[str, Any]:
     """edgellm's GGUF Q4_0 (the spec's codes, the tied table Q8_0 by edgellm's RTN) vs llama.cpp's
-    converter + llama-quantize Q4_0 of the same weights (its default mixture: Q4_0, the table Q8_0)."""
+    converter + llama-quantize Q4_0 of the same weights (its default mixture: Q4_0, the table Q8_0):
+    perplexity on the held-out text, and the distance of each file's next-token distributions to the
+    float32 file's (KL divergence, top-1 agreement), both computed by llama.cpp; decode rate by llama-bench."""
+    import gguf
     from peers_llama import gguf_models
 
     from edgellm.compress.calibration import corpus_parts
     from edgellm.models import load
 
-    theirs = gguf_models(model_dir(model), ("q4_0",))["q4_0"]
+    files = gguf_models(model_dir(model), ("f32", "q4_0"))
+    theirs = files["q4_0"]
     tok = load(str(model_dir(model))).tokenizer
     _, held, _, _ = corpus_parts(None, None)
     ids: list[int] = []
     for d in held:
         ids += [tok.bos_token_id] + tok(d.text, add_special_tokens=False)["input_ids"]
-        if len(ids) >= 8192:
-            break
     ours_file = ours / "model.gguf"
-    ppl = {
-        "edgellm_gptq_q4_0": perplexity(ours_file, ids, 256, threads),
-        "llama_cpp_q4_0": perplexity(theirs, ids, 256, threads),
-    }
+    ref = log_probs(files["f32"], ids, 256, threads)
+    quality = {}
+    for name, f in (("float32", files["f32"]), ("edgellm", ours_file), ("llama.cpp", theirs)):
+        quality[name] = {"perplexity": round(perplexity(f, ids, 256, threads), 3)}
+        if name != "float32":
+            quality[name].update(
+                {k: round(v, 5) for k, v in fidelity(ref, log_probs(f, ids, 256, threads)).items()}
+            )
     speed = time_rounds({"edgellm": ours, "llama.cpp": _wrap(theirs, ours)}, prompt, new, threads, rounds)
-    import gguf
 
     def types(f: Path) -> dict[str, int]:
         c: dict[str, int] = {}
@@ -264,13 +280,13 @@ def versus_llama_cpp(
             c[t.tensor_type.name] = c.get(t.tensor_type.name, 0) + 1
         return c
 
-    ratio = (
-        speed["llama.cpp"].get("decode_tok_s")
-        and speed["edgellm"]["decode_tok_s"] / speed["llama.cpp"]["decode_tok_s"]
-    )
+    theirs_rate = speed["llama.cpp"].get("decode_tok_s")
+    ratio = theirs_rate and speed["edgellm"]["decode_tok_s"] / theirs_rate
+    recipe = json.loads((ours / "manifest.json").read_text())["generation"]["recipe"]
     return {
         "heldout_tokens": len(ids),
-        "perplexity": {k: round(v, 3) for k, v in ppl.items()},
+        "edgellm_recipe": recipe,
+        "quality": quality,
         "decode": speed,
         "decode_ratio_edgellm_vs_llama_cpp": round(ratio, 3) if ratio else None,
         "sizes": {"edgellm": ours_file.stat().st_size, "llama.cpp": theirs.stat().st_size},

@@ -3,6 +3,7 @@ all runners interleaved, the host latency at batch 1, sequence 128; parity again
 reference and against torch fp32; file sizes; and the roofline estimate on each target's profile.
 
     .venv/bin/python benchmarks/bench_targets_minilm.py --runs 40
+    .venv/bin/python benchmarks/bench_targets_minilm.py --runs 40 --formats onnx,tflite,pte
 
 Prints JSON and writes it to edgellm-out/bench_targets_minilm.json. The TensorRT artifacts have no
 host latency here (the engine is built where TensorRT and a GPU are); their parity is that of the
@@ -24,12 +25,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--output", default="edgellm-out/bench-targets")
+    ap.add_argument("--formats", default=None, help="only these formats (comma list), e.g. pte,tflite")
     args = ap.parse_args(argv)
 
     from edgellm.bench import host_info
-    from edgellm.pipeline.target_matrix import bench_matrix, export_matrix
+    from edgellm.pipeline.target_matrix import MATRIX, PTE_ROWS, bench_matrix, export_matrix
 
-    rows = export_matrix(args.model, args.output, log=lambda m: print(m, file=sys.stderr))
+    cases = MATRIX + PTE_ROWS
+    if args.formats:
+        cases = [c for c in cases if c[1] in args.formats.split(",")]
+    rows = export_matrix(args.model, args.output, cases=cases, log=lambda m: print(m, file=sys.stderr))
     rep = bench_matrix(rows, runs=args.runs, warmup=args.warmup, threads=args.threads)
     out = {
         "model": args.model,

@@ -116,9 +116,7 @@ def bench(
     if target is not None and not estimate:
         raise EdgeLLMError("--target only applies to --estimate", "drop --target, or add --estimate")
     if remote is not None:
-        from edgellm.bench.remote import remote_bench
-
-        from edgellm.bench.remote import print_remote
+        from edgellm.bench.remote import print_remote, remote_bench
 
         llm = fmt in ("gguf", "pte")
         rep = remote_bench(

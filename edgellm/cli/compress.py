@@ -151,6 +151,7 @@ def compress(
     if generate and fmt == "gguf" and recipe.startswith("w4a16"):  # GGUF's Q4_0/Q4_1 blocks, exactly
         opts.setdefault("group_size", 32)
         opts.setdefault("scale_dtype", "float16")
+        opts.setdefault("full_range", opts.get("symmetric", True))
     config: Any = "auto" if recipe == "auto" else config_for(recipe, **opts)
     if generate:
         _generate(

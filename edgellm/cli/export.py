@@ -109,6 +109,8 @@ def export(
 
     Example: edgellm export minilm --target all --precision int8 -o edgellm-out/all
 
+    Example: edgellm export tiny-llama --generate --target all --format gguf --precision int4 -o edgellm-out/gguf
+
     Example: edgellm export tiny-llama --generate --precision int4 -o edgellm-out/tl-gen-int4
     """
     from edgellm.errors import EdgeLLMError
@@ -123,13 +125,29 @@ def export(
 
         if model is None:
             raise EdgeLLMError("no model given", "pass MODEL, e.g. edgellm export tiny-llama --generate")
-        if target == "all":
-            raise EdgeLLMError("--generate exports one target at a time", "give --target NAME")
         if precision not in ("fp32", "fp16", "int8", "int4"):
             raise EdgeLLMError(
                 f"--generate takes precision fp32, fp16, int8 or int4, not '{precision}'",
                 "for calibrated methods use: edgellm compress MODEL --generate --recipe w4a16-gptq",
             )
+        if target == "all":
+            from edgellm.pipeline.generate_many import export_generate_many
+
+            rows = export_generate_many(
+                load(model, task=task),
+                list(list_targets()),
+                precision=precision,
+                output_dir=output or Path("edgellm-out"),
+                fmt=fmt,
+                keep=tuple(keep),
+                context=context,
+                check_tokens=check_tokens,
+                force=force,
+            )
+            _rows_table(rows, json_out)
+            if all(r.error for r in rows):
+                raise EdgeLLMError("no target could be exported", "see the errors in the table above")
+            return
         out = output or Path("edgellm-out") / f"{Path(model).name}-gen-{precision}"
         m = export_generate(
             load(model, task=task),

@@ -189,6 +189,7 @@ def export(
     fmt = choose_format(tgt, format)
     spec = quant
     if quant is not None:
+        _check_scale_signs(quant, fmt)
         options["quant"] = quant
     float_precision = precision or "fp32"
     if spec is not None and float_precision != "fp32":
@@ -292,6 +293,21 @@ def lower_validated(
         **extra,
     }
     return fields
+
+
+# formats whose INT4 kernels take a negative scale (a full-range symmetric grid: Int4WeightOnly.full_range)
+SIGNED_SCALES = ("gguf", "onnx", "ort")
+
+
+def _check_scale_signs(spec: Any, fmt: str) -> None:
+    if fmt in SIGNED_SCALES:
+        return
+    signed = next((n for n, lq in spec.layers.items() if bool((lq.scale < 0).any())), None)
+    if signed is not None:
+        raise ExportError(
+            f"layer '{signed}' has negative scales (a full-range INT4 grid), which the {fmt} format does not take",
+            f"quantize without full_range for {fmt}; formats that take it: {', '.join(SIGNED_SCALES)}",
+        )
 
 
 def choose_format(target: Any, fmt: str | None = None) -> str:

@@ -104,6 +104,7 @@ def lower_gguf(
                 "precision": (head or emb).qtype,
                 "bytes": int((head or emb).data.nbytes),
                 "reads_embeddings": head is None,
+                "fp32_bytes": int(adapter.config.vocab_size) * int(adapter.config.hidden_size) * 4,
             },
         },
         "cache": {"inside": "llama.cpp (float16 keys and values)"},

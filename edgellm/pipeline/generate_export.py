@@ -88,8 +88,8 @@ def quant_config(
             "use --recipe int8-dynamic, or --format gguf",
         )
     opts: dict[str, Any] = {}
-    if fmt == "gguf" and recipe.startswith("w4a16"):
-        opts = {"group_size": 32, "scale_dtype": "float16"}
+    if fmt == "gguf" and recipe.startswith("w4a16"):  # Q4_0 blocks exactly, all 16 levels (as llama.cpp)
+        opts = {"group_size": 32, "scale_dtype": "float16", "full_range": True}
     if group_size is not None:
         opts["group_size"] = group_size
     if keep:

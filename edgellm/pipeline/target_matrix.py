@@ -30,6 +30,9 @@ MATRIX = [
     ("nvidia-a100", "tensorrt", "fp32"),
     ("nvidia-a100", "tensorrt", "int8-static"),
 ]
+# ExecuTorch (XNNPACK) on the phone: not in the demo's matrix (lowering MiniLM takes about a minute per
+# precision); benchmarks/bench_targets_minilm.py times it beside the rest
+PTE_ROWS = [("snapdragon-8-gen-3", "pte", "fp32"), ("snapdragon-8-gen-3", "pte", "int8")]
 # static INT8 everywhere: SmoothQuant at alpha 0.8, the best of 0.3..0.9 on MiniLM with the bundled text
 # (benchmarks/bench_int8_minilm.py)
 SMOOTHQUANT_ALPHA = 0.8

@@ -48,10 +48,11 @@ def awq_quantize(
     group_size: int,
     symmetric: bool,
     fp16_scales: bool = False,
+    full_range: bool = False,
 ):
     """Codes, scales and zero points of ``W * s`` (the runtime multiplies inputs by ``1 / s``)."""
     ws = w.detach().float() * s
-    scale, zero = weight_grid(ws, bits, group_size, symmetric, fp16_scales)
+    scale, zero = weight_grid(ws, bits, group_size, symmetric, fp16_scales, full_range)
     return quantize_weight(ws, scale, zero, bits), scale, zero
 
 

@@ -70,6 +70,7 @@ def gptq_quantize(
     inner: int = 32,
     fp16_scales: bool = False,
     act_order: bool = False,
+    full_range: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """GPTQ for one layer.
 
@@ -86,6 +87,7 @@ def gptq_quantize(
             energy first, while the most columns are left to absorb their error), with static groups: each
             group's grid set from the original weights beforehand, so groups stay contiguous runs of
             inputs (any block format still holds them).
+        full_range: the symmetric grid over all 16 levels (:func:`~edgellm.compress.quant.primitives.weight_grid`).
 
     Returns:
         ``(codes, scale, zero_point)`` on the same grid as round-to-nearest: int16 (out, in),
@@ -107,7 +109,7 @@ def gptq_quantize(
     scale_t = torch.zeros(n_groups, out_f)  # (G, out)
     zero_t = torch.zeros(n_groups, out_f)
     if group_of is not None:  # static groups: every grid from the original weights, before any update
-        s0, z0 = weight_grid(w.detach().float(), bits, group_size, symmetric, fp16_scales)
+        s0, z0 = weight_grid(w.detach().float(), bits, group_size, symmetric, fp16_scales, full_range)
         scale_t.copy_(s0.t())
         zero_t.copy_(z0.t().float())
     codes_t = torch.empty(in_f, out_f)
@@ -132,7 +134,7 @@ def gptq_quantize(
                     (j1, j2, i1),
                     bits,
                     group_size,
-                    (symmetric, fp16_scales, group_of),
+                    (symmetric, fp16_scales, full_range, group_of),
                     (lo, hi),
                 )
                 if j2 < i2:  # this sub-batch's errors reach the rest of the batch
@@ -161,14 +163,14 @@ def _columns(
     span: tuple[int, int, int],
     bits: int,
     group_size: int,
-    grid_kind: tuple[bool, bool, list[int] | None],
+    grid_kind: tuple[bool, bool, bool, list[int] | None],
     clamp: tuple[float, float],
 ) -> None:
     """Quantize columns ``j1:j2`` (``span = (j1, j2, batch start)``) of ``wt`` (in, out) one by one, each
     column's error spread over the sub-batch's later columns; codes land in ``codes_t``, the group grids
     in ``grid`` (G, out), the errors in ``err1`` (rows relative to the batch start)."""
     (scale_t, zero_t), (j1, j2, i1), (lo, hi) = grid, span, clamp
-    symmetric, fp16, group_of = grid_kind
+    symmetric, fp16, full, group_of = grid_kind
     out_f = wt.shape[1]
     w1 = wt[j1:j2]  # a view: updates land in wt
     h1 = hinv[j1:j2, j1:j2]
@@ -179,7 +181,7 @@ def _columns(
         col = j1 + i
         g = col // group_size if group_of is None else group_of[col]
         if group_of is None and col % group_size == 0:  # the group's grid, from the weights updated so far
-            s, z = weight_grid(wt[col : col + group_size].t(), bits, None, symmetric, fp16)
+            s, z = weight_grid(wt[col : col + group_size].t(), bits, None, symmetric, fp16, full)
             scale_t[g], zero_t[g] = s[:, 0], z[:, 0].float()
         s_g, z_g = scale_t[g], zero_t[g]
         row = w1[i]

@@ -183,7 +183,7 @@ def _int4(
 
 def _int4_layer(n: str, m: nn.Linear, cfg: Int4WeightOnly, st: Stats | None) -> LayerQuant:
     """One layer's INT4 codes by ``cfg.method`` (``st``: its calibration statistics, for GPTQ and AWQ)."""
-    g, sym, fp16 = cfg.group_size, cfg.symmetric, cfg.scale_dtype == "float16"
+    g, sym, fp16, full = cfg.group_size, cfg.symmetric, cfg.scale_dtype == "float16", cfg.full_range
     w = m.weight.detach().float()
     input_scale = None
     if cfg.method == "gptq":
@@ -196,6 +196,7 @@ def _int4_layer(n: str, m: nn.Linear, cfg: Int4WeightOnly, st: Stats | None) -> 
             damp=cfg.damp,
             fp16_scales=fp16,
             act_order=cfg.act_order,
+            full_range=full,
         )
     elif cfg.method == "awq":
         rows = st.sample_rows()
@@ -205,10 +206,16 @@ def _int4_layer(n: str, m: nn.Linear, cfg: Int4WeightOnly, st: Stats | None) -> 
         # then AWQ's clipping search on the scaled weights, against the scaled inputs
         clipped = awq_clip(w * s, rows / s, bits=4, group_size=g, symmetric=sym)
         q, scale, zero = awq_quantize(
-            clipped, torch.ones_like(s), bits=4, group_size=g, symmetric=sym, fp16_scales=fp16
+            clipped,
+            torch.ones_like(s),
+            bits=4,
+            group_size=g,
+            symmetric=sym,
+            fp16_scales=fp16,
+            full_range=full,
         )
         input_scale = None if bool(torch.all(s == 1)) else 1.0 / s
     else:
-        scale, zero = weight_grid(w, 4, g, sym, fp16)
+        scale, zero = weight_grid(w, 4, g, sym, fp16, full)
         q = quantize_weight(w, scale, zero, 4)
     return LayerQuant(n, 4, g, sym, q, scale, zero, input_scale=input_scale)

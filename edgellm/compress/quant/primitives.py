@@ -12,17 +12,33 @@ from __future__ import annotations
 import torch
 
 
-def weight_grid(w: torch.Tensor, bits: int, group_size: int | None, symmetric: bool, fp16: bool = False):
+def weight_grid(
+    w: torch.Tensor,
+    bits: int,
+    group_size: int | None,
+    symmetric: bool,
+    fp16: bool = False,
+    full_range: bool = False,
+):
     """Scales and zero points for ``w`` (out, in) per output channel and group; ``fp16``: scales rounded
     to float16 before the codes are computed (block formats that store float16 scales, GGUF's, then hold
-    the codes exactly).
+    the codes exactly); ``full_range`` (symmetric 4-bit): all 16 levels, ``scale = -(signed max) / 8`` so
+    that the group's largest weight lands exactly on code 0 (llama.cpp's Q4_0 rule; the scale's sign then
+    varies by group), instead of ``absmax / 7`` over 15 levels.
 
     Returns:
         ``(scale, zero_point)`` of shape (out, n_groups), float32 and int16 (values fit the bit width).
     """
-    scale, zp = _grid(w, bits, group_size, symmetric)
+    if full_range and symmetric and bits == 4:
+        out_f, in_f = w.shape
+        wg = w.float().reshape(out_f, in_f // (group_size or in_f), -1)
+        peak = torch.gather(wg, -1, wg.abs().argmax(dim=-1, keepdim=True)).squeeze(-1)
+        scale = torch.where(peak == 0, torch.full_like(peak, 1e-12), peak / -8.0)
+        zp = torch.full_like(scale, 8, dtype=torch.int16)
+    else:
+        scale, zp = _grid(w, bits, group_size, symmetric)
     if fp16:
-        scale = scale.clamp(min=2.0**-24).half().float()
+        scale = torch.where(scale < 0, scale.clamp(max=-(2.0**-24)), scale.clamp(min=2.0**-24)).half().float()
         if not symmetric and bits != 8:  # the zero point on the rounded scale's grid
             lo = w.float().reshape(w.shape[0], scale.shape[1], -1).amin(dim=-1).clamp(max=0)
             zp = torch.round(-lo / scale).clamp(0, (1 << bits) - 1).to(torch.int16)
