@@ -81,7 +81,9 @@ def specs(adapter: Any, method: str, kinds: set[str]) -> dict[str, Any]:
     return out
 
 
-def build(model: str, names: list[str], method: str, context: int) -> dict[str, Path]:
+def build(
+    model: str, names: list[str], method: str, context: int, min_agreement: float = 1.0
+) -> dict[str, Path]:
     """The artifacts of ``names`` for ``model`` (cached; a failed format is reported, not fatal)."""
     from peers_llama import model_key
 
@@ -102,7 +104,14 @@ def build(model: str, names: list[str], method: str, context: int) -> dict[str, 
         t = time.perf_counter()
         try:
             export_generate(
-                adapter, paths[n], target=target, format=fmt, spec=sp[kind], context=context, check_tokens=16
+                adapter,
+                paths[n],
+                target=target,
+                format=fmt,
+                spec=sp[kind],
+                context=context,
+                check_tokens=16,
+                min_agreement=min_agreement,
             )
             _log(f"  {n}: {time.perf_counter() - t:.1f} s")
         except Exception as exc:  # one format's failure is a row, not the end of the benchmark
@@ -135,11 +144,21 @@ def time_one(path: Path, prompt: int, new: int, threads: int) -> dict[str, Any]:
                 threads=threads,
             )
             row = rep["rows"][0]
-            return {**row, "timed_by": "llama-bench", "size_bytes": art.size_bytes}
+            par = gen["parity"]
+            return {
+                **row,
+                "timed_by": "llama-bench",
+                "size_bytes": art.size_bytes,
+                "parity_agreement": par["agreement"],
+                "parity_logits_cosine_min": par["logits_cosine_min"],
+            }
     from edgellm.bench.generation import bench_generate
 
     rep = bench_generate(path, prompts=[prompt], new=new, runs=2, threads=threads)
+    par = gen["parity"]
     return {
+        "parity_agreement": par["agreement"],
+        "parity_logits_cosine_min": par["logits_cosine_min"],
         **rep["rows"][0],
         "timed_by": "edgellm Generator",
         "size_bytes": art.size_bytes,
@@ -326,6 +345,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument(
+        "--min-agreement",
+        type=float,
+        default=1.0,
+        help="greedy agreement an artifact needs (seeded random weights have near-flat logits: int8 "
+        "activations flip near-ties there; the rows report the agreement each artifact reached)",
+    )
+    ap.add_argument(
         "--no-llama-cpp", action="store_true", help="skip the comparison with llama.cpp's own Q4_0"
     )
     ap.add_argument("--time-one", type=Path, help=argparse.SUPPRESS)
@@ -339,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown formats {bad}; use some of {list(FORMATS)}")
     from edgellm.bench import host_info
 
-    paths = build(a.model, names, a.method, a.context)
+    paths = build(a.model, names, a.method, a.context, a.min_agreement)
     rep: dict[str, Any] = {
         "model": a.model,
         "int4_method": a.method,

@@ -47,7 +47,43 @@ def gguf_reference(adapter: Any, plan: GgufPlan) -> Any:
             if value is not None:
                 owner, attr = n.rsplit(".", 1)
                 setattr(lm.get_submodule(owner), attr, value)
+    _activations_as_llama_cpp(lm, plan)
     return lm.eval()
+
+
+def _activations_as_llama_cpp(lm: Any, plan: GgufPlan) -> None:
+    """Round each linear layer's input as llama.cpp's CPU kernels do before the dot products: to int8 in
+    blocks of 32 (``Q8_0``: ``d = absmax / 127``, codes by ``1 / d``, ``d`` stored as float16) for a
+    quantized weight, to float16 for an F16 one; so the reference computes what llama.cpp computes, up
+    to summation order and its float16 key/value cache."""
+    import torch
+
+    from edgellm.export.gguf_file import BLOCK
+
+    def q8_0(x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        xb = x.float().reshape(*shape[:-1], shape[-1] // BLOCK, BLOCK)
+        d = xb.abs().amax(dim=-1, keepdim=True) / 127.0
+        q = torch.round(xb * torch.where(d > 0, 1.0 / d, torch.zeros_like(d)))
+        return (q * d.half().float()).reshape(shape).to(x.dtype)
+
+    def f16(x: torch.Tensor) -> torch.Tensor:
+        return x.half().to(x.dtype)
+
+    kinds = {t.source.rsplit(".", 1)[0]: t.qtype for t in plan.tensors if t.source.endswith("weight")}
+    table = next((t.qtype for t in plan.tensors if t.name == "token_embd.weight"), None)
+    kinds.setdefault("lm_head", table)  # a tied head multiplies by the embedding table as it is stored
+    for name, module in lm.named_modules():
+        kind = kinds.get(name)
+        if kind is None or (not isinstance(module, torch.nn.Linear) and type(module).__name__ != "Conv1D"):
+            continue
+        fn = f16 if kind == "F16" else (q8_0 if kind.startswith("Q") else None)
+        if fn is not None and (kind == "F16" or _in_features(module) % BLOCK == 0):
+            module.register_forward_pre_hook(lambda _m, args, fn=fn: (fn(args[0]), *args[1:]))
+
+
+def _in_features(module: Any) -> int:
+    return int(module.in_features if hasattr(module, "in_features") else module.weight.shape[0])
 
 
 def lower_gguf(

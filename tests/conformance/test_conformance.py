@@ -41,9 +41,14 @@ WRITES = {
     "tensorrt": ("fp32", "fp16", "int8-static", "int4"),
     "pte": ("fp32", "fp16", "int8", "int4"),  # XNNPACK: int8 / 8da4w with int8 activations per token
 }
-# ExecuTorch lowers MiniLM in 40-60 s per precision: its MiniLM rows run in benchmarks/bench_targets_minilm.py
-# (and with -m slow); the small Llama and the MLP cover the format's mechanics in the default run
-SLOW = {("pte", "minilm")}
+# Slow rows that benchmarks/bench_targets_minilm.py runs for MiniLM (and pytest -m slow): ExecuTorch lowers
+# MiniLM in 40-60 s per precision, full-integer TFLite calibrates and converts it in ~50 s; the small Llama
+# and the MLP cover those formats' mechanics in the default run
+SLOW = {("pte", "minilm", None), ("tflite", "minilm", "int8-static")}
+
+
+def _slow(fmt, model, precision):
+    return (fmt, model, None) in SLOW or (fmt, model, precision) in SLOW
 
 
 def static_config(fmt, model_name):
@@ -74,7 +79,7 @@ CASES = [
         *f.values,
         model,
         precision,
-        marks=[*f.marks, *([pytest.mark.slow] if (f.id, model) in SLOW else [])],
+        marks=[*f.marks, *([pytest.mark.slow] if _slow(f.id, model, precision) else [])],
         id=f"{f.id}-{model}-{precision}",
     )
     for f in FORMATS

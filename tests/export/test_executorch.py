@@ -49,6 +49,7 @@ def minilm_pte(minilm, target, tmp_path_factory):
     return export(minilm, target, tmp_path_factory.mktemp("pte") / "minilm", format="pte", seq_len=32)
 
 
+@pytest.mark.slow  # ~40 s of XNNPACK lowering; bench_targets_minilm.py --formats pte has the MiniLM rows
 def test_minilm_fp32_parity_and_delegation_report(minilm, minilm_pte):
     m = minilm_pte.manifest
     assert m["target"]["runtime"] == "executorch" and m["target"]["format"] == "pte"
@@ -63,6 +64,7 @@ def test_minilm_fp32_parity_and_delegation_report(minilm, minilm_pte):
     assert et["norms_rewritten"] == 13 and "aten_native_layer_norm_default" not in et["not_delegated"]
 
 
+@pytest.mark.slow  # shares the MiniLM program above
 def test_runner_pads_loops_and_refuses_longer_inputs(minilm, minilm_pte):
     runner = make_runner(Artifact.load(minilm_pte.path), num_threads=1)
     assert type(runner).__name__ == "ExecuTorchRunner" and runner.num_threads == 1

@@ -167,7 +167,9 @@ def test_unsupported_family_and_plain_export_are_refused(minilm, small_llm, tmp_
     with pytest.raises(ExportError, match="--generate --format gguf"):
         export(small_llm, "snapdragon-8-gen-3", tmp_path / "plain", format="gguf")
     assert not (tmp_path / "plain").exists()
-    with pytest.raises(EdgeLLMError, match="w8a16-rtn is GGUF's Q8_0 block; the onnx format takes int8-dynamic"):
+    with pytest.raises(
+        EdgeLLMError, match="w8a16-rtn is GGUF's Q8_0 block; the onnx format takes int8-dynamic"
+    ):
         from edgellm.pipeline.generate_export import quant_config
 
         quant_config("int8", "w8a16-rtn", None, (), "onnx")
@@ -260,3 +262,53 @@ def test_gguf_cli_export_bench_generate(small_lm, tmp_path, capsys):
     assert main(["generate", str(out), "-p", "def f(x):", "-n", "5", "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
     assert len(d["token_ids"]) == 5 and d["decode_tok_s"] > 0
+
+
+def test_full_range_grid_uses_sixteen_levels_and_stays_exact(small_llm):
+    """llama.cpp's Q4_0 rule (scale = -max/8: the group's largest weight lands on code 0) gives 16 levels;
+    the blocks still hold the codes exactly, and formats whose kernels take no negative scale refuse it."""
+    from edgellm.export import export
+    from edgellm.export.gguf_file import plan_gguf
+
+    spec = _spec(small_llm, "w4a16-rtn", group_size=32, scale_dtype="float16", full_range=True)
+    lq = spec.layers["lm.model.layers.0.mlp.up_proj"]
+    assert int(lq.qweight.min()) == 0 and bool((lq.scale < 0).any())  # code 0 used, scales signed
+    w = small_llm.submodule("lm.model.layers.0.mlp.up_proj").weight.detach()
+    half = _spec(small_llm, "w4a16-rtn", group_size=32, scale_dtype="float16").layers[
+        "lm.model.layers.0.mlp.up_proj"
+    ]
+    err = (lq.dequantize() - w).pow(2).mean().item()
+    assert err < (half.dequantize() - w).pow(2).mean().item()  # one more level: less rounding error
+    plan = plan_gguf(small_llm, spec, "int4")
+    for name, q in spec.layers.items():
+        assert np.array_equal(plan.reference_weights[name[3:] + ".weight"].numpy(), q.dequantize().numpy())
+    with pytest.raises(ExportError, match="negative scales .* pte format does not take"):
+        export(small_llm, "snapdragon-8-gen-3", Path("never-written"), format="pte", quant=spec)
+    assert not Path("never-written").exists()
+
+
+@needs_llama
+def test_gguf_for_every_target_that_takes_it(small_lm, tmp_path, capsys):
+    """export --generate --target all --format gguf: one checked file per target listing gguf, the others
+    reported with the reason, one quantization for all."""
+    from edgellm.cli import main
+
+    args = [
+        "export",
+        str(small_lm),
+        "--generate",
+        "--target",
+        "all",
+        "--format",
+        "gguf",
+        "--precision",
+        "int4",
+    ]
+    assert main([*args, "-o", str(tmp_path), "--json", "--check-tokens", "8"]) == 0
+    rows = {r["target"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["nvidia-a100"]["error"] and "does not take format 'gguf'" in rows["nvidia-a100"]["error"]
+    done = [t for t, r in rows.items() if r["path"]]
+    assert {"x86-server", "snapdragon-8-gen-3", "raspberry-pi-5"} <= set(done)
+    for t in done:
+        m = json.loads((Path(rows[t]["path"]) / "manifest.json").read_text())
+        assert m["target"]["name"] == t and m["generation"]["gguf"]["file_type"] == "Q4_0"
