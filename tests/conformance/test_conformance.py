@@ -41,6 +41,9 @@ WRITES = {
     "tensorrt": ("fp32", "fp16", "int8-static", "int4"),
     "pte": ("fp32", "fp16", "int8", "int4"),  # XNNPACK: int8 / 8da4w with int8 activations per token
 }
+# (format, model) -> the precisions run for that model (the rest: the MLP covers them; lowering a Llama to
+# XNNPACK takes ~25 s per precision)
+ONLY = {("pte", "llama"): ("fp32", "int4")}
 # Slow rows that benchmarks/bench_targets_minilm.py runs for MiniLM (and pytest -m slow): ExecuTorch lowers
 # MiniLM in 40-60 s per precision, full-integer TFLite calibrates and converts it in ~50 s; the small Llama
 # and the MLP cover those formats' mechanics in the default run
@@ -85,6 +88,7 @@ CASES = [
     for f in FORMATS
     for model in ("minilm", "llama", "mlp")
     for precision in WRITES[f.id]
+    if precision in ONLY.get((f.id, model), (precision,))
 ]
 
 
@@ -109,6 +113,8 @@ def test_target_conformance(
         spec = quantize(model, static_config(fmt, model_name), calib)
     fp = "fp16" if precision == "fp16" else None
     tol = Tolerance.quantized() if spec is not None else Tolerance()
+    if fmt == "pte" and precision == "fp16":  # ExecuTorch computes in float16 (LiteRT dequantizes to fp32)
+        tol = Tolerance(max_abs=None, min_cosine=0.999)
     # the plain fp32 ONNX export is traced once per model for the run (conftest: EDGELLM_EXPORT_CACHE)
     art = export(model, target, tmp_path / "art", format=fmt, quant=spec, precision=fp, tolerance=tol)
     # the artifact is what it says it is

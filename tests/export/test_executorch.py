@@ -175,6 +175,7 @@ def _generate(model, target, out, precision, **kw):
     )
 
 
+@pytest.mark.slow  # the conformance suite's pte-generate-int4 runs the same in the default run
 def test_small_decoder_generation_int4(small_llm, target, tmp_path):
     from edgellm.runtime.generator import Generator
 
