@@ -82,6 +82,11 @@ def compress(
     context: Optional[int] = typer.Option(
         None, "--context", min=2, help="--generate: positions the cache holds (default: the model's)."
     ),
+    exact: bool = typer.Option(
+        False,
+        "--exact",
+        help="--format gguf: refuse layers with no exact GGUF block instead of re-quantizing.",
+    ),
 ) -> None:
     """Quantize MODEL once (INT8 or INT4), lower it for the target, and report accuracy and speed vs fp32.
 
@@ -155,7 +160,19 @@ def compress(
     config: Any = "auto" if recipe == "auto" else config_for(recipe, **opts)
     if generate:
         _generate(
-            model, recipe, config, output, target, fmt, calib, eval_data, max_drop, context, force, json_out
+            model,
+            recipe,
+            config,
+            output,
+            target,
+            fmt,
+            calib,
+            eval_data,
+            max_drop,
+            context,
+            force,
+            json_out,
+            exact,
         )
         return
     if recipe == "auto" and opts:
@@ -195,6 +212,7 @@ def _generate(
     context: Optional[int],
     force: bool,
     json_out: bool,
+    exact: bool = False,
 ) -> None:
     from edgellm.cli.generate import print_generation
     from edgellm.errors import EdgeLLMError
@@ -216,6 +234,7 @@ def _generate(
         context=context,
         force=force,
         log=None if json_out else lambda m: c.print(m, markup=False),
+        gguf={"exact": True} if exact else None,
     )
     if json_out:
         emit_json(rep)

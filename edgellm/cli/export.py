@@ -96,6 +96,12 @@ def export(
         min=1,
         help="--generate: greedy tokens checked against the reference per prompt.",
     ),
+    exact: bool = typer.Option(
+        False,
+        "--exact",
+        help="--format gguf: refuse a layer whose quantization has no exact GGUF block (instead of "
+        "re-quantizing it and reporting it).",
+    ),
 ) -> None:
     """Export MODEL for a target, validate it against torch, and write an artifact with manifest.json.
 
@@ -159,6 +165,7 @@ def export(
             context=context,
             check_tokens=check_tokens,
             force=force,
+            gguf={"exact": True} if exact else None,
         )
         if json_out:
             emit_json(m)

@@ -39,6 +39,7 @@ def compress_generate(
     eval_sequences: int = 64,
     force: bool = False,
     log: Any = None,
+    gguf: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Quantize ``model`` with ``config`` (a QuantConfig or recipe name), guard, export for generation.
 
@@ -123,6 +124,7 @@ def compress_generate(
         min_agreement=min_agreement,
         force=force,
         log=say,
+        gguf=gguf,
     )
     report.update(chosen=cfg.recipe, artifact=str(output), generation=manifest["generation"])
     report_path.write_text(json.dumps(report, indent=2, default=str) + "\n")

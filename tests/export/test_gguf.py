@@ -312,3 +312,27 @@ def test_gguf_for_every_target_that_takes_it(small_lm, tmp_path, capsys):
     for t in done:
         m = json.loads((Path(rows[t]["path"]) / "manifest.json").read_text())
         assert m["target"]["name"] == t and m["generation"]["gguf"]["file_type"] == "Q4_0"
+
+
+def test_chat_template_travels_and_exact_refuses_from_the_cli(small_lm, tmp_path, capsys):
+    """A tokenizer's chat template is written as tokenizer.chat_template; `compress --exact` refuses a
+    group size GGUF has no block for, in one line, writing nothing."""
+    import shutil
+
+    from edgellm.cli import main
+    from edgellm.export.gguf_file import plan_gguf, write_gguf
+    from edgellm.models import load
+
+    chat = tmp_path / "chat-lm"
+    shutil.copytree(small_lm, chat)
+    cfg = json.loads((chat / "tokenizer_config.json").read_text())
+    cfg["chat_template"] = "{% for m in messages %}<s>{{ m['role'] }}: {{ m['content'] }}</s>{% endfor %}"
+    (chat / "tokenizer_config.json").write_text(json.dumps(cfg))
+    write_gguf(plan_gguf(load(str(chat)), None, "fp16"), tmp_path / "chat.gguf")
+    field = gguf.GGUFReader(tmp_path / "chat.gguf").fields["tokenizer.chat_template"]
+    assert field.contents() == cfg["chat_template"]
+    out = tmp_path / "exact"
+    args = ["compress", str(small_lm), "--generate", "--recipe", "w4a16-rtn", "--group-size", "64"]
+    assert main([*args, "--format", "gguf", "--exact", "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "no exact GGUF block form: group size 64" in err and not out.exists()
