@@ -12,7 +12,7 @@ from edgellm.cli._common import console, emit_json
 
 # Written out so that `edgellm --help` imports no torch (edgellm.compress.quant does); a test keeps it
 # equal to edgellm.compress.quant.RECIPES.
-RECIPE_NAMES = "int8-dynamic | int8-static | int8-smoothquant | int8-static-ov | w4a16-rtn | w4a16-gptq | w4a16-awq | auto"
+RECIPE_NAMES = "int8-dynamic | int8-static | int8-smoothquant | int8-static-ov | w8a16-rtn | w4a16-rtn | w4a16-gptq | w4a16-awq | auto"
 
 
 def compress(

@@ -300,6 +300,12 @@ SIGNED_SCALES = ("gguf", "onnx", "ort")
 
 
 def _check_scale_signs(spec: Any, fmt: str) -> None:
+    grouped8 = next((n for n, lq in spec.layers.items() if lq.bits == 8 and lq.group_size), None)
+    if grouped8 is not None and fmt != "gguf":
+        raise ExportError(
+            f"layer '{grouped8}' has grouped int8 weights ({spec.recipe}: GGUF's Q8_0), which {fmt} does not take",
+            "use --recipe int8-dynamic for this format, or export --generate --format gguf",
+        )
     if fmt in SIGNED_SCALES:
         return
     signed = next((n for n, lq in spec.layers.items() if bool((lq.scale < 0).any())), None)

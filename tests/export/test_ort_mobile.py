@@ -59,12 +59,12 @@ def test_format_choice_errors(minilm, tmp_path, monkeypatch):
     prof.mkdir()
     from edgellm.targets import list_targets
 
-    text = list_targets()["snapdragon-865"].read_text()
-    (prof / "npu-only.yaml").write_text(  # a profile naming only a format edgellm does not write
-        text.replace("name: snapdragon-865", "name: npu-only").replace(
-            "formats: [tflite, ort]", "formats: [qnn-context-binary]"
-        )
-    )
+    import re
+
+    text = list_targets()["snapdragon-865"].read_text().replace("name: snapdragon-865", "name: npu-only")
+    text = re.sub(r"^formats: .*$", "formats: [qnn-context-binary]", text, flags=re.M)
+    text = re.sub(r"^format_runtimes:\n(?:  .*\n)+", "", text, flags=re.M)
+    (prof / "npu-only.yaml").write_text(text)  # a profile naming only a format edgellm does not write
     monkeypatch.setenv("EDGELLM_TARGETS_PATH", str(prof))
     with pytest.raises(ExportError, match=r"takes formats \['qnn-context-binary'\], none of which"):
         export(minilm, "npu-only", tmp_path / "y")

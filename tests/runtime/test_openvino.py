@@ -171,7 +171,7 @@ def test_target_profiles_check_their_runtime_lists(tmp_path):
     from edgellm.targets.profiles import list_targets
 
     data = yaml.safe_load(list_targets()["x86-server"].read_text())
-    data["format_runtimes"] = {"gguf": ["llama.cpp"]}
+    data["format_runtimes"] = {"qnn-context-binary": ["onnxruntime"]}
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(data))
     with pytest.raises(TargetError, match="format_runtimes names formats not in 'formats'"):
         load_target(tmp_path / "bad.yaml")
