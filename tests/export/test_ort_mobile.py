@@ -57,9 +57,9 @@ def test_format_choice_errors(minilm, tmp_path, monkeypatch):
         export(minilm, "snapdragon-865", tmp_path / "x", format="onnx")
     prof = tmp_path / "t"
     prof.mkdir()
-    from edgellm.targets import list_targets
-
     import re
+
+    from edgellm.targets import list_targets
 
     text = list_targets()["snapdragon-865"].read_text().replace("name: snapdragon-865", "name: npu-only")
     text = re.sub(r"^formats: .*$", "formats: [qnn-context-binary]", text, flags=re.M)
