@@ -45,6 +45,7 @@ class StaticCacheEngine:
         self._torch = torch
         self._pos = torch.zeros(1, dtype=torch.long)
         self._one = torch.zeros(1, 1, dtype=torch.long)  # a decode step's input, reused
+        self._pos_np, self._one_np = self._pos.numpy(), self._one.numpy()  # views: cheap writes
         self.length = 0
 
     def reset(self) -> None:
@@ -61,11 +62,11 @@ class StaticCacheEngine:
         out = None
         for i in range(0, n, self.chunk):
             if n == 1:
-                self._one[0, 0] = int(ids[0])
+                self._one_np[0, 0] = int(ids[0])
                 part = self._one
             else:
                 part = torch.tensor([list(ids[i : i + self.chunk])], dtype=torch.long)
-            self._pos[0] = self.length
+            self._pos_np[0] = self.length
             out = self.method.execute([part, self._pos])[0]
             self.length += part.shape[1]
         return np.array(out.numpy()[0, -1], dtype=np.float32)
