@@ -17,8 +17,9 @@ ops XNNPACK delegates (:func:`~edgellm.export.executorch_ops.xnnpack_norms`). Pr
   XNNPACK's int8 activations are part of the error; parity uses the quantized tolerance.
 
 The manifest's ``recipe.executorch`` lists the delegated and the non-delegated operators with counts; when
-some ops run outside XNNPACK the export logs one line naming them. Decoders are exported as the slot step
-graph of :mod:`edgellm.pipeline.generate_export` (cache layout ``slots``).
+some ops run outside XNNPACK the export logs one line naming them. Generation decoders are written by
+:mod:`edgellm.pipeline.generate_export`: the static-cache program of :mod:`edgellm.export.executorch_static`
+(cache layout ``static``), else this exporter's slot step graph (``slots``).
 
 Example:
     >>> art = export("minilm", "snapdragon-8-gen-3", "out/minilm-pte", format="pte")   # doctest: +SKIP

@@ -8,8 +8,9 @@ for a target, from the same :class:`~edgellm.compress.quant.QuantSpec` that ``co
   over one preallocated cache buffer, ``MatMulNBits`` INT4), cache layout ``shared``; else the exported
   step graph (cache layout ``concat``);
 - ``ort`` (ORT-mobile) and ``tensorrt`` (Q/DQ ONNX): the exported step graph (``concat``);
-- ``tflite`` and ``pte`` (ExecuTorch): a static-shape slot graph with a cache of ``context`` positions
-  (``slots``).
+- ``pte`` (ExecuTorch): first the program holding its key/value cache as mutable buffers
+  (:mod:`edgellm.export.executorch_static`, cache layout ``static``), else the slot graph;
+- ``tflite`` and ``pte``: a static-shape slot graph with a cache of ``context`` positions (``slots``).
 - ``openvino``: the step graph as an OpenVINO IR (``concat``), run with its cache as OpenVINO state
   (:class:`~edgellm.runtime.openvino_generation.StatefulEngine`) and checked at bf16 where the CPU has
   it, else f32 (``generation.runtime`` records the precision that passed).
@@ -445,6 +446,8 @@ def _variants(fmt: str, spec: Any, fused: bool) -> list[str]:
     0, 8-bit ``MatMulNBits`` has no fast CPU kernel: it is the fallback, never the first choice.)"""
     if fmt == "gguf":
         return ["gguf"]
+    if fmt == "pte":  # the program holding its cache as buffers, else the slot graph (e.g. GPT-2, fp16)
+        return ["static", "step"]
     if fmt != "onnx" or not fused:
         return ["step"]
     return (["fused-al4"] if spec is not None else []) + ["fused", "step"]
@@ -479,6 +482,8 @@ def _lower(
     from edgellm.export import export
     from edgellm.models.decoder_step import slot_adapter, step_adapter, step_names
 
+    if variant == "static":
+        return _lower_static(adapter, spec, tgt, ctx, work, precision)
     ins, outs = step_names(step, "decoder")
     cache = {"past_inputs": ins[3:], "present_outputs": outs[1:], "dtype": "float32"}
     if variant.startswith("fused"):
@@ -503,6 +508,22 @@ def _lower(
     except EdgeLLMError as exc:
         raise _Skip(str(exc)) from exc
     return art, layout, {"cache": cache}
+
+
+def _lower_static(
+    adapter: Any, spec: Any, tgt: Any, ctx: int, work: Path, precision: str
+) -> tuple[Any, str, dict[str, Any]]:
+    """The ExecuTorch program with its key/value cache as mutable buffers (cache layout ``static``)."""
+    from edgellm.export.executorch_static import lower_static
+    from edgellm.models.static_cache import static_decoder
+
+    try:
+        decoder = static_decoder(adapter, ctx)
+        quant = rename_spec(spec, adapter, decoder) if spec is not None else None
+        art, extra = lower_static(adapter, decoder, quant, tgt, work, precision)
+    except EdgeLLMError as exc:
+        raise _Skip(str(exc)) from exc
+    return art, "static", extra
 
 
 def _lower_fused(

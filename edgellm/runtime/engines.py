@@ -10,6 +10,8 @@ once: ``context`` (positions the cache holds), ``length`` (positions in it now),
   (:class:`~edgellm.runtime.ort_generation.SharedCacheEngine`): decode copies no cache.
 - ``concat``: a step graph that returns past + new keys/values (any runtime with dynamic shapes).
 - ``slots``: a static-shape graph (TFLite) with a cache of ``context`` slots, one token per call.
+- ``static``: an ExecuTorch program holding its cache as mutable buffers
+  (:class:`~edgellm.runtime.executorch_generation.StaticCacheEngine`): a step passes only the new ids.
 - a split pair (``edgellm split export --generate``): the phone half then the server half, both here,
   the hidden states crossing through the pair's codec.
 
@@ -246,6 +248,10 @@ def open_engine(
         eng = SharedCacheEngine(art.model_path, threads=threads)
         eng.gen = gen
         return eng
+    if layout == "static":  # an ExecuTorch program that keeps its cache inside
+        from edgellm.runtime.executorch_generation import StaticCacheEngine
+
+        return StaticCacheEngine(art.model_path, gen, threads=threads)
     runner = _runner(art, threads)
     if layout == "concat":
         return ConcatEngine(runner, gen)

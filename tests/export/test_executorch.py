@@ -1,6 +1,6 @@
 """ExecuTorch (.pte, XNNPACK delegate) artifacts: fp32, fp16, INT8 and 8da4w from a QuantSpec, validated in
-``executorch.runtime``; the manifest's delegated / non-delegated operators; decoders as slot step programs
-for generation; and one clear error for what XNNPACK cannot take. Everything runs for real."""
+``executorch.runtime``; the manifest's delegated / non-delegated operators; decoders as static key/value-cache
+programs for generation (the slot graph for GPT-2); and one clear error for what XNNPACK cannot take. Everything runs for real."""
 
 import shutil
 from pathlib import Path
@@ -175,16 +175,76 @@ def _generate(model, target, out, precision, **kw):
     )
 
 
-@pytest.mark.slow  # the conformance suite's pte-generate-int4 runs the same in the default run
+# what may run outside XNNPACK in the static-cache program: the lookups (token embedding, rotary tables), the
+# in-place cache writes, the position mask (once per call) and the last position's slice
+STATIC_OUTSIDE = {
+    "aten_embedding_default", "aten_index_put_default", "aten_arange_start_step", "aten_add_tensor",
+    "aten_div_tensor_mode", "aten_le_tensor", "aten_where_self", "aten_full_default",
+    "aten_unsqueeze_copy_default", "aten_slice_copy_tensor",
+}  # fmt: skip
+
+
 def test_small_decoder_generation_int4(small_llm, target, tmp_path):
     from edgellm.runtime.generator import Generator
 
     m = _generate(small_llm, target, tmp_path / "gen", "int4", group_size=32)
-    gen = m["generation"]
-    assert m["target"]["runtime"] == "executorch" and gen["cache"]["layout"] == "slots"
+    gen, et = m["generation"], m["recipe"]["executorch"]
+    assert m["target"]["runtime"] == "executorch" and gen["cache"]["layout"] == "static"
+    assert gen["variant"] == "static" and gen["rejected_variants"] == []
     assert gen["parity"]["equal_up_to_ties"] and gen["parity"]["logits_cosine_min"] > 0.99
+    # every linear is one XNNPACK 8da4w GEMM; GQA needs no expand (no repeat_kv), nothing else falls out
+    layers = gen["layers"]
+    assert et["mode"] == "8da4w" and et["delegated"]["aten_linear_default"] >= 7 * layers + 1
+    assert "aten_expand_copy_default" not in et["not_delegated"], et["not_delegated"]
+    assert set(et["not_delegated"]) <= STATIC_OUTSIDE, et["not_delegated"]
+    assert et["not_delegated"]["aten_index_put_default"] == 2 * layers  # one write per cache, in place
+    assert et["partitions"] <= layers + 2  # cut only at the cache writes (and the last position's slice)
     done = Generator(tmp_path / "gen").generate([1, 5, 9], max_new_tokens=4, stop_token_ids=())
     assert len(done.token_ids) == 4 and done.stop_reason == "length"
+
+
+@pytest.fixture(scope="module")
+def static_fp32(small_llm, target, tmp_path_factory):
+    out = tmp_path_factory.mktemp("static") / "fp32"
+    return out, _generate(small_llm, target, out, "fp32")
+
+
+def test_static_fp32_prefill_in_one_call_and_context_full(small_llm, static_fp32):
+    from edgellm.errors import EdgeLLMError
+    from edgellm.runtime.engines import open_engine
+    from edgellm.runtime.executorch_generation import StaticCacheEngine
+
+    out, m = static_fp32
+    gen = m["generation"]
+    assert gen["cache"]["layout"] == "static" and gen["parity"]["greedy_equal"]
+    assert m["inputs"][0]["name"] == "tokens" and gen["cache"]["max_new_per_call"] == 48
+    eng = open_engine(out, threads=1)
+    assert isinstance(eng, StaticCacheEngine) and eng.context == 48
+    ids = np.random.default_rng(3).integers(3, 4000, size=40).tolist()
+    with torch.no_grad():
+        ref = small_llm.module.lm(input_ids=torch.tensor([ids])).logits[0].numpy()
+    calls = []
+    execute = eng.method.execute
+    eng.method.execute = lambda args: calls.append(args[0].shape[1]) or execute(args)
+    x = eng.step(ids[:30])  # the whole prompt in one call of the program
+    assert calls == [30] and eng.length == 30
+    np.testing.assert_allclose(x, ref[29], atol=1e-4 * np.abs(ref).max())
+    for j in range(30, 40):  # then decode, one position per call
+        x = eng.step([ids[j]])
+        np.testing.assert_allclose(x, ref[j], atol=1e-4 * np.abs(ref).max())
+    assert calls[1:] == [1] * 10
+    with pytest.raises(EdgeLLMError, match="need 49 positions but the artifact's cache holds 48"):
+        eng.step(ids[:9])
+    eng.reset()  # a new sequence: what the last one left in the buffers is masked, never read
+    np.testing.assert_allclose(eng.step(ids[:5]), ref[4], atol=1e-4 * np.abs(ref).max())
+
+
+def test_gpt2_falls_back_to_the_slot_graph(decoder_dir, target, tmp_path):
+    m = _generate(models.load(str(decoder_dir("gpt2"))), target, tmp_path / "gpt2", "fp32")
+    gen = m["generation"]
+    assert gen["cache"]["layout"] == "slots" and gen["parity"]["greedy_equal"]
+    assert gen["rejected_variants"][0]["variant"] == "static"
+    assert "'gpt2'" in gen["rejected_variants"][0]["reason"]
 
 
 @pytest.mark.slow
