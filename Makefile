@@ -48,6 +48,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_int8_minilm.py
 	$(PY) benchmarks/bench_int4_tiny_llama.py
 	$(PY) benchmarks/bench_targets_minilm.py
+	$(PY) benchmarks/bench_targets_llm.py --no-llama-cpp   # the llama.cpp comparison: make setup-llama first
 	$(PY) benchmarks/serve_load.py
 	$(PY) benchmarks/data_quality.py
 	$(PY) benchmarks/data_clean_throughput.py
