@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from edgellm.compress.quant.spec import QuantLinear
 from edgellm.errors import ExportError
 
 # graph bookkeeping that delegation info counts but that is not an operator a kernel runs
@@ -129,18 +130,9 @@ def per_token_int8(x: torch.Tensor) -> torch.Tensor:
     return (torch.clamp(torch.round(x / scale) + zp, -128, 127) - zp) * scale
 
 
-class PerTokenQuantLinear(nn.Module):
+class PerTokenQuantLinear(QuantLinear):
     """The torch reference of :func:`quantized_linear`: the spec's dequantized weight after a per-token
     int8 fake quantization of the input (exactly the integers XNNPACK multiplies)."""
-
-    def __init__(self, lq: Any, bias: torch.Tensor | None) -> None:
-        super().__init__()
-        self.register_buffer("weight", lq.dequantize())
-        b = None if bias is None else bias.detach().float().clone()
-        if lq.bias_correction is not None:
-            b = lq.bias_correction.float().clone() if b is None else b + lq.bias_correction.float()
-        self.register_buffer("bias", b)
-        self.register_buffer("input_scale", None if lq.input_scale is None else lq.input_scale.float())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.input_scale is not None:
@@ -201,14 +193,21 @@ def xnnpack_norms(module: nn.Module) -> list[str]:
             new = XnnRMSNorm(sub)
         else:
             continue
-        x = torch.randn(2, 3, sub.weight.shape[-1])
-        with torch.no_grad():
-            if not torch.allclose(new(x), sub(x), atol=1e-5, rtol=1e-4):
-                continue
-        parent_name, _, child = name.rpartition(".")
-        setattr(module.get_submodule(parent_name) if parent_name else module, child, new)
-        done.append(name)
+        if swap_if_equal(module, name, sub, new):
+            done.append(name)
     return done
+
+
+def swap_if_equal(module: nn.Module, name: str, old: nn.Module, new: nn.Module) -> bool:
+    """Put ``new`` in place of the norm ``old`` (submodule ``name`` of ``module``) if they agree on a
+    random input; a norm whose rewrite would change its output is left as it is."""
+    x = torch.randn(2, 3, old.weight.shape[-1])
+    with torch.no_grad():
+        if not torch.allclose(new(x), old(x), atol=1e-5, rtol=1e-4):
+            return False
+    parent_name, _, child = name.rpartition(".")
+    setattr(module.get_submodule(parent_name) if parent_name else module, child, new)
+    return True
 
 
 def delegation(graph_module: Any) -> dict[str, Any]:

@@ -134,22 +134,15 @@ def lower_static(
 def _linear_mean_norms(module: Any) -> list[str]:
     """Replace (in place) the Llama-family RMSNorms by :class:`_RMSNormByLinear`, each checked on a random
     input against the original first; returns the paths."""
-    import torch
 
-    from edgellm.export.executorch_ops import _RMS_NORMS
+    from edgellm.export.executorch_ops import _RMS_NORMS, swap_if_equal
 
     done = []
     for name, sub in list(module.named_modules()):
         if not name or type(sub).__name__ not in _RMS_NORMS or getattr(sub, "weight", None) is None:
             continue
-        new = _norm_class()(sub)
-        x = torch.randn(2, 3, sub.weight.shape[-1])
-        with torch.no_grad():
-            if not torch.allclose(new(x), sub(x), atol=1e-5, rtol=1e-4):
-                continue
-        parent_name, _, child = name.rpartition(".")
-        setattr(module.get_submodule(parent_name) if parent_name else module, child, new)
-        done.append(name)
+        if swap_if_equal(module, name, sub, _norm_class()(sub)):
+            done.append(name)
     return done
 
 
