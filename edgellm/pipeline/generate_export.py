@@ -504,7 +504,7 @@ def _lower(
     half.tokenizer = adapter.tokenizer
     half.config = adapter.config
     try:
-        art = export(half, tgt.name, work, **opts)
+        art = export(half, tgt, work, **opts)  # the loaded profile: a YAML path target works too
     except EdgeLLMError as exc:
         raise _Skip(str(exc)) from exc
     return art, layout, {"cache": cache}

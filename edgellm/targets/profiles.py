@@ -84,9 +84,13 @@ def list_targets() -> dict[str, Path]:
     return found
 
 
-def load_target(name_or_path: str | Path) -> Target:
-    """Load and validate a target profile by name (``x86-server``) or YAML path."""
+def load_target(name_or_path: str | Path | Target) -> Target:
+    """Load and validate a target profile by name (``x86-server``) or YAML path (a loaded
+    :class:`Target` is returned as it is)."""
     import yaml
+
+    if isinstance(name_or_path, Target):
+        return name_or_path
 
     p = Path(name_or_path)
     path = p if p.suffix in (".yaml", ".yml") and p.exists() else list_targets().get(str(name_or_path))

@@ -158,3 +158,18 @@ def test_keep_lm_head_costs_are_reported(small_llm, tmp_path):
     assert q["lm_head"]["precision"] == "int4" and kw["lm_head"]["precision"] == "fp32"
     assert kw["lm_head"]["bytes"] == kw["lm_head"]["fp32_bytes"] > q["lm_head"]["bytes"] * 4
     assert np.isclose(q["embeddings"]["bytes"], kw["embeddings"]["bytes"])
+
+
+def test_a_target_given_as_a_yaml_path_reaches_the_step_graph_export(small_lm, tmp_path):
+    """A profile file that is not on the search path (a YAML path) is used by every lowering."""
+    from edgellm.pipeline.generate_export import export_generate
+    from edgellm.targets import list_targets
+
+    y = tmp_path / "my-phone.yaml"
+    y.write_text(
+        list_targets()["snapdragon-865"].read_text().replace("name: snapdragon-865", "name: my-phone")
+    )
+    m = export_generate(
+        small_lm, tmp_path / "out", target=str(y), format="ort", precision="fp32", check_tokens=8
+    )
+    assert m["target"]["name"] == "my-phone" and m["generation"]["parity"]["greedy_equal"]
