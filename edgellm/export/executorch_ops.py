@@ -112,13 +112,22 @@ def quantized_linear(lq: Any, bias: torch.Tensor | None) -> nn.Module:
     return lin if lq.input_scale is None else _ScaledInput(lq.input_scale, lin)
 
 
-def swap_quantized(module: nn.Module, spec: Any) -> nn.Module:
-    """``module`` (changed in place) with every layer of ``spec`` replaced by :func:`quantized_linear`."""
+def _swap_layers(module: nn.Module, spec: Any, make: Any) -> nn.Module:
     for name, lq in spec.layers.items():
         parent_name, _, child = name.rpartition(".")
         parent = module.get_submodule(parent_name) if parent_name else module
-        setattr(parent, child, quantized_linear(lq, getattr(parent, child).bias))
+        setattr(parent, child, make(lq, getattr(parent, child).bias))
     return module
+
+
+def swap_quantized(module: nn.Module, spec: Any) -> nn.Module:
+    """``module`` (changed in place) with every layer of ``spec`` replaced by :func:`quantized_linear`."""
+    return _swap_layers(module, spec, quantized_linear)
+
+
+def first_line(exc: Exception) -> str:
+    """``Type: first line of the message`` (at most 400 characters), for one-line export errors."""
+    return f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:400]}"
 
 
 def per_token_int8(x: torch.Tensor) -> torch.Tensor:
@@ -142,11 +151,7 @@ class PerTokenQuantLinear(QuantLinear):
 
 def swap_reference(module: nn.Module, spec: Any) -> nn.Module:
     """``module`` (changed in place) with every layer of ``spec`` replaced by :class:`PerTokenQuantLinear`."""
-    for name, lq in spec.layers.items():
-        parent_name, _, child = name.rpartition(".")
-        parent = module.get_submodule(parent_name) if parent_name else module
-        setattr(parent, child, PerTokenQuantLinear(lq, getattr(parent, child).bias))
-    return module
+    return _swap_layers(module, spec, PerTokenQuantLinear)
 
 
 def _mean_last(x: torch.Tensor) -> torch.Tensor:

@@ -293,7 +293,7 @@ def _lower(model: Any, module: Any, seq_len: int) -> tuple[bytes, dict[str, Any]
     """``torch.export`` at batch 1 / ``seq_len`` -> XNNPACK-delegated edge program -> ``.pte`` bytes."""
     import torch
 
-    from edgellm.export.executorch_ops import delegation
+    from edgellm.export.executorch_ops import delegation, first_line
     from edgellm.runtime.executorch_runner import quiet_executorch
 
     feeds = model.example_inputs(batch=1, seq=seq_len, seed=0, padded=False)
@@ -308,8 +308,7 @@ def _lower(model: Any, module: Any, seq_len: int) -> tuple[bytes, dict[str, Any]
                 ep = torch.export.export(module, args, strict=False)
         except Exception as exc:  # torch.export names the construct it cannot trace
             raise ExportError(
-                f"torch.export could not trace '{model.name}': {type(exc).__name__}: "
-                f"{(str(exc).strip().splitlines() or [''])[0][:400]}",
+                f"torch.export could not trace '{model.name}': {first_line(exc)}",
                 "the model must be traceable by torch.export (no data-dependent control flow); "
                 "or export it for another format",
             ) from exc
@@ -319,8 +318,7 @@ def _lower(model: Any, module: Any, seq_len: int) -> tuple[bytes, dict[str, Any]
             program = edge.to_executorch().buffer
         except Exception as exc:  # the partitioner/serializer names the node it could not take
             raise ExportError(
-                f"ExecuTorch could not lower '{model.name}' to XNNPACK: {type(exc).__name__}: "
-                f"{(str(exc).strip().splitlines() or [''])[0][:400]}",
+                f"ExecuTorch could not lower '{model.name}' to XNNPACK: {first_line(exc)}",
                 "export in fp32, or report the model (the op named above has no XNNPACK/portable kernel)",
             ) from exc
     return bytes(program), info

@@ -173,7 +173,7 @@ def _lower(name: str, module: Any) -> tuple[bytes, dict[str, Any]]:
     """``torch.export`` with ``T`` dynamic -> XNNPACK-delegated edge program -> ``.pte`` bytes."""
     import torch
 
-    from edgellm.export.executorch_ops import delegation
+    from edgellm.export.executorch_ops import delegation, first_line
     from edgellm.runtime.executorch_runner import quiet_executorch
 
     args = (torch.zeros(1, min(2, module.max_chunk), dtype=torch.long), torch.zeros(1, dtype=torch.long))
@@ -190,8 +190,7 @@ def _lower(name: str, module: Any) -> tuple[bytes, dict[str, Any]]:
                 ep = torch.export.export(module, args, dynamic_shapes=({1: new}, None), strict=False)
         except Exception as exc:  # torch.export names the construct it cannot trace
             raise ExportError(
-                f"torch.export could not trace the static-cache decoder of '{name}': {type(exc).__name__}: "
-                f"{(str(exc).strip().splitlines() or [''])[0][:400]}",
+                f"torch.export could not trace the static-cache decoder of '{name}': {first_line(exc)}",
                 "export it through the slot graph (cache layout 'slots')",
             ) from exc
         try:
@@ -206,8 +205,7 @@ def _lower(name: str, module: Any) -> tuple[bytes, dict[str, Any]]:
             program = edge.to_executorch(config).buffer
         except Exception as exc:  # the partitioner/serializer names the node it could not take
             raise ExportError(
-                f"ExecuTorch could not lower the static-cache decoder of '{name}': {type(exc).__name__}: "
-                f"{(str(exc).strip().splitlines() or [''])[0][:400]}",
+                f"ExecuTorch could not lower the static-cache decoder of '{name}': {first_line(exc)}",
                 "export it through the slot graph (cache layout 'slots')",
             ) from exc
     return bytes(program), info

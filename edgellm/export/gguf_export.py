@@ -14,7 +14,6 @@ Example:
 from __future__ import annotations
 
 import copy
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -97,8 +96,7 @@ def lower_gguf(
 
     work.mkdir(parents=True)
     info = write_gguf(plan, work / GGUF_FILE, name=adapter.name)
-    if plan.tokenizer_dir is not None:
-        shutil.copytree(plan.tokenizer_dir, work / "tokenizer")
+    adapter.tokenizer.save_pretrained(work / "tokenizer")
     eng = LlamaCppEngine(work / GGUF_FILE, context=context, threads=threads)
     try:
         tok = adapter.tokenizer

@@ -69,7 +69,9 @@ class GgufPlan:
     metadata: dict[str, Any]
     tensors: list[GgufTensor]
     reference_weights: dict[str, Any]  # HF parameter name -> torch tensor as llama.cpp sees it
-    tokenizer_dir: Path | None
+    tokens: list[bytes]  # the vocabulary by id, as llama.cpp reads it
+    token_types: list[int]
+    special: Any  # gguf.SpecialVocab: merges, special ids, add-bos, chat template (read once, in memory)
     pre_tokenizer: str | None
     file_type: str
     report: dict[str, Any] = field(default_factory=dict)
@@ -295,13 +297,25 @@ def plan_gguf(
         file_type = (
             "q8_0" if bits == {8} else ("q4_1" if any(not lq.symmetric for lq in layers.values()) else "q4_0")
         )
-    tok_dir, pre = _tokenizer(adapter, pre_tokenizer)
+    tokens, token_types, special, pre = _tokenizer(adapter, pre_tokenizer)
     report["tied_head_written_apart"] = any(t.name == "output.weight" for t in tensors) and bool(
         getattr(cfg, "tie_word_embeddings", False)
     )
     report["tied"] = tied
     meta = _metadata(adapter, arch_name)
-    return GgufPlan(arch_name.lower(), family, meta, tensors, reference, tok_dir, pre, file_type, report)
+    return GgufPlan(
+        arch_name.lower(),
+        family,
+        meta,
+        tensors,
+        reference,
+        tokens,
+        token_types,
+        special,
+        pre,
+        file_type,
+        report,
+    )
 
 
 def _metadata(adapter: Any, arch: str) -> dict[str, Any]:
@@ -335,29 +349,36 @@ def _metadata(adapter: Any, arch: str) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------- tokenizer
-def _tokenizer(adapter: Any, pre: str | None) -> tuple[Path | None, str | None]:
-    """The tokenizer saved to a temporary folder (gguf's SpecialVocab reads files), and its pre-tokenizer."""
+def _tokenizer(adapter: Any, pre: str | None) -> tuple[list[bytes], list[int], Any, str]:
+    """The vocabulary, token types, gguf's SpecialVocab and llama.cpp's pre-tokenizer name of the
+    adapter's tokenizer (saved to a temporary folder that is gone when this returns: gguf reads files)."""
+    gguf = _gguf()
     tok = adapter.tokenizer
     if tok is None:
         raise ExportError(
             f"'{adapter.name}' has no tokenizer: a GGUF file carries its vocabulary",
             "load the model from a folder with tokenizer.json beside it",
         )
-    folder = Path(tempfile.mkdtemp(prefix="edgellm-gguf-tok-"))
-    tok.save_pretrained(folder)
-    tj = folder / "tokenizer.json"
-    if not tj.is_file():
-        raise ExportError(
-            f"the tokenizer of '{adapter.name}' is not a fast tokenizer (no tokenizer.json)",
-            "GGUF export takes byte-level BPE tokenizers saved as tokenizer.json",
-        )
-    data = json.loads(tj.read_text())
-    if data.get("model", {}).get("type") != "BPE":
-        raise ExportError(
-            f"GGUF export takes byte-level BPE tokenizers; '{adapter.name}' has a {data.get('model', {}).get('type')} one",
-            "export to --format onnx / ort / pte, which take the tokenizer as it is",
-        )
-    return folder, pre or _pre_tokenizer(data.get("pre_tokenizer") or {}, adapter.name)
+    with tempfile.TemporaryDirectory(prefix="edgellm-gguf-tok-") as tmp:
+        folder = Path(tmp)
+        tok.save_pretrained(folder)
+        tj = folder / "tokenizer.json"
+        if not tj.is_file():
+            raise ExportError(
+                f"the tokenizer of '{adapter.name}' is not a fast tokenizer (no tokenizer.json)",
+                "GGUF export takes byte-level BPE tokenizers saved as tokenizer.json",
+            )
+        data = json.loads(tj.read_text())
+        if data.get("model", {}).get("type") != "BPE":
+            raise ExportError(
+                f"GGUF export takes byte-level BPE tokenizers; '{adapter.name}' has a "
+                f"{data.get('model', {}).get('type')} one",
+                "export to --format onnx / ort / pte, which take the tokenizer as it is",
+            )
+        name = pre or _pre_tokenizer(data.get("pre_tokenizer") or {}, adapter.name)
+        tokens, types = _vocab(data, int(adapter.config.vocab_size))
+        special = gguf.SpecialVocab(folder, load_merges=True, n_vocab=len(tokens))
+    return tokens, types, special, name
 
 
 def _pre_tokenizer(pt: dict[str, Any], name: str) -> str:
@@ -376,9 +397,8 @@ def _pre_tokenizer(pt: dict[str, Any], name: str) -> str:
     )
 
 
-def _vocab(tok_dir: Path, n_vocab: int) -> tuple[list[bytes], list[int]]:
+def _vocab(data: dict[str, Any], n_vocab: int) -> tuple[list[bytes], list[int]]:
     gguf = _gguf()
-    data = json.loads((tok_dir / "tokenizer.json").read_text())
     vocab: dict[str, int] = dict(data["model"]["vocab"])
     special = {}
     for at in data.get("added_tokens", []):
@@ -410,12 +430,11 @@ def write_gguf(plan: GgufPlan, path: str | Path, *, name: str = "") -> dict[str,
         getattr(w, f"add_{key}")(value)
     w.add_file_type(int(getattr(gguf.LlamaFileType, FILE_TYPES[plan.file_type])))
     w.add_quantization_version(gguf.GGML_QUANT_VERSION)
-    tokens, types = _vocab(plan.tokenizer_dir, int(plan.metadata.get("vocab_size") or _n_vocab(plan)))
+    tokens, special = plan.tokens, plan.special
     w.add_tokenizer_model("gpt2")
     w.add_tokenizer_pre(plan.pre_tokenizer)
     w.add_token_list(tokens)
-    w.add_token_types(types)
-    special = gguf.SpecialVocab(plan.tokenizer_dir, load_merges=True, n_vocab=len(tokens))
+    w.add_token_types(plan.token_types)
     special.add_to_gguf(w, quiet=True)
     counts: dict[str, int] = {}
     for t in plan.tensors:
@@ -443,8 +462,3 @@ def write_gguf(plan: GgufPlan, path: str | Path, *, name: str = "") -> dict[str,
         "requantized": plan.report["requantized"],
         "scales_rounded": plan.report["scales_rounded"],
     }
-
-
-def _n_vocab(plan: GgufPlan) -> int:
-    emb = next(t for t in plan.tensors if t.name == "token_embd.weight")
-    return int(emb.data.shape[0])
