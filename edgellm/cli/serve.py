@@ -91,6 +91,23 @@ def serve(
     idle_timeout: float = typer.Option(
         60.0, "--idle-timeout", min=0.01, help="Split generation: seconds before an idle session is freed."
     ),
+    max_concurrent_requests: Optional[int] = typer.Option(
+        None,
+        "--max-concurrent-requests",
+        min=1,
+        help="Text generation: running + waiting requests at most (beyond: 429 with Retry-After; default: "
+        "no limit but --max-queue-size).",
+    ),
+    prefill_chunk: int = typer.Option(
+        256, "--prefill-chunk", min=1, help="Text generation: prompt tokens prefilled per pass between decode steps."
+    ),
+    max_batch_tokens: Optional[int] = typer.Option(
+        None,
+        "--max-batch-tokens",
+        min=1,
+        help="Text generation: cache positions (prompt + max_tokens) of the running requests at most "
+        "(default: --max-batch-size x the context).",
+    ),
     traffic: list[str] = typer.Option(
         [],
         "--traffic",
@@ -121,6 +138,10 @@ def serve(
 
     Split generation (the server half of edgellm split export --generate): edgellm serve out/tl-gen/server
     --max-sessions 32 --max-length 512 (the cache memory bound is sessions x length; see GET /v2/generate/MODEL)
+
+    Text generation (edgellm export MODEL --generate): edgellm serve out/tl-int4 --max-batch-size 16 serves the
+    OpenAI API (/v1/models, /v1/completions, /v1/chat/completions, stream: true) with continuous batching of
+    up to 16 requests; --max-batch-size 1 turns batching off.
     """
     import asyncio
     import logging
@@ -132,6 +153,7 @@ def serve(
         GenerationConfig,
         HttpConfig,
         LimitsConfig,
+        LLMConfig,
         ModelConfig,
         Server,
         ServerConfig,
@@ -185,6 +207,13 @@ def serve(
             max_batch_size=max_batch_size,  # --max-batch-size and --max-queue-size bound the decode batch too
             max_queue_size=max_queue_size,
         ),
+        llm=LLMConfig(
+            max_batch_size=max_batch_size,
+            max_queue_size=max_queue_size,
+            max_concurrent=max_concurrent_requests,
+            max_batch_tokens=max_batch_tokens,
+            prefill_chunk=prefill_chunk,
+        ),
         limits=LimitsConfig(
             max_request_rows=max_request_rows,
             max_request_seq=max_request_seq,
@@ -217,7 +246,7 @@ def serve(
             await server.shutdown()  # the batchers (and a REST listener) that did start
             raise err from None
         print(
-            f"serving {', '.join([*server.models, *server.generators])} on http://{cfg.host}:{cfg.port}"
+            f"serving {', '.join([*server.models, *server.generators, *server.llms])} on http://{cfg.host}:{cfg.port}"
             + (f" and grpc {cfg.host}:{cfg.grpc_port}" if cfg.grpc_port is not None else ""),
             flush=True,
         )

@@ -144,7 +144,7 @@ class LLMService:
                 await self._task
             except asyncio.CancelledError:
                 pass
-        self._pool.shutdown(wait=True)
+        self._pool.shutdown(wait=False, cancel_futures=True)  # a pass under way ends on its own
 
     def describe(self) -> dict[str, Any]:
         return {

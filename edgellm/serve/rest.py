@@ -19,7 +19,7 @@ from edgellm._version import __version__
 from edgellm.partition.wire import ACT_HEADER, STEP_HEADER, GenerationError
 from edgellm.serve.auth import bearer_ok
 from edgellm.serve.listener import Listener
-from edgellm.serve.openai_api import add_openai_routes, error_body
+from edgellm.serve.openai_api import TOKENS, add_openai_routes, error_body
 from edgellm.serve.protocol import EXTENSIONS, ProtocolError, encode_rest, parse_rest
 
 access_log = logging.getLogger("edgellm.serve.access")
@@ -253,7 +253,7 @@ def json_access_logger() -> type:
                 "ms": round(time * 1000, 3),
                 "remote": request.remote,
             }
-            tokens = request.get("tokens")  # generation requests: prompt and completion token counts
+            tokens = request.get(TOKENS)  # generation requests: prompt and completion token counts
             if tokens:
                 line["prompt_tokens"], line["completion_tokens"] = tokens["prompt"], tokens["completion"]
             self.logger.info(json.dumps(line))
