@@ -27,7 +27,10 @@ def k8s(
     cpu_target: int = typer.Option(70, "--cpu-target", help="HPA target CPU utilisation in percent."),
     cpu: str = typer.Option("2", "--cpu", help="CPU request and limit per pod."),
     max_batch_size: int = typer.Option(
-        8, "--max-batch-size", min=1, help="Rows (LLM: running requests) per pass; the LLM HPA aims at 3/4 of it."
+        8,
+        "--max-batch-size",
+        min=1,
+        help="Rows (LLM: running requests) per pass; the LLM HPA aims at 3/4 of it.",
     ),
     max_sessions: int = typer.Option(
         64, "--max-sessions", min=1, help="Split: sessions per pod; the HPA aims at 3/4 of it."

@@ -110,7 +110,9 @@ def manifests(
     args += ["--max-batch-size", str(max_batch_size)]
     if kind == "tensor":
         app = re.sub(r"[^a-z0-9-]", "-", f"edgellm-{model}".lower()).strip("-")[:63]
-        return _tensor(app, image, args, port, grpc_port, cpu, mem, mount, min_replicas, max_replicas, cpu_target)
+        return _tensor(
+            app, image, args, port, grpc_port, cpu, mem, mount, min_replicas, max_replicas, cpu_target
+        )
     # pods are APP-0.., their controller-revision-hash label APP-<10 chars>, Services APP-headless: <= 63
     app = re.sub(r"[^a-z0-9-]", "-", f"edgellm-{model}".lower())[:40].strip("-")
     args += ["--drain-timeout", f"{drain_timeout_s:g}", "--idle-timeout", f"{idle_timeout_s:g}"]
