@@ -128,8 +128,8 @@ def manifests(
     # SIGTERM: readiness 503 (no new sessions), open sessions finish (at most the drain timeout; an
     # abandoned one is freed after the idle timeout), then the requests held are answered (at most the
     # drain timeout again); 10 s to spare before the kubelet kills the pod
-    spec["terminationGracePeriodSeconds"] = int(
-        math.ceil(PRESTOP_S + drain_timeout_s + max(drain_timeout_s, idle_timeout_s) + 10)
+    spec["terminationGracePeriodSeconds"] = math.ceil(
+        PRESTOP_S + drain_timeout_s + max(drain_timeout_s, idle_timeout_s) + 10
     )
     headless = f"{app}-headless"
     objs: dict[str, Any] = {
@@ -295,7 +295,7 @@ def _hpa(
 
 def _quantity(v: float) -> str:
     """A Kubernetes quantity: ``"6"``, or milli-units (``"750m"``) for a fraction."""
-    milli = int(round(v * 1000))
+    milli = round(v * 1000)
     return str(milli // 1000) if milli % 1000 == 0 else f"{milli}m"
 
 
