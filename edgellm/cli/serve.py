@@ -125,6 +125,13 @@ def serve(
     promote_after: Optional[int] = typer.Option(
         None, "--promote-after", min=1, help="Canary: healthy requests before it becomes the only version."
     ),
+    replica_id: Optional[int] = typer.Option(
+        None,
+        "--replica-id",
+        min=0,
+        help="Split generation: this replica's ordinal, named in session URLs (/v2/generate/MODEL/replicas/N/"
+        "sessions/ID); default: POD_NAME's trailing number (a StatefulSet pod), else none.",
+    ),
 ) -> None:
     """Serve ARTIFACTs over KServe v2 (REST and gRPC) with dynamic batching and Prometheus /metrics.
 
@@ -234,7 +241,7 @@ def serve(
             promote_after=promote_after,
         ),
     )
-    server = Server(models, cfg)
+    server = Server(models, cfg, replica_id=replica_id)
 
     async def main() -> None:
         try:

@@ -128,12 +128,6 @@ class LLMService:
             for s in slots:
                 eng.release(s)
 
-    async def drain(self, deadline: float) -> None:
-        """Refuse new requests (503) and wait until the accepted ones finish or ``deadline`` (monotonic)."""
-        self.draining = True
-        while (self.running or self.waiting) and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
-
     async def stop(self) -> None:
         self.draining = True
         for req in [*self.waiting, *self.running]:
