@@ -274,6 +274,16 @@ def gen_artifact(small_llm, tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="session")
+def gen_concat_artifact(small_llm, tmp_path_factory):
+    """small-lm as an fp32 generation artifact with the ``concat`` cache layout (the step graph)."""
+    from edgellm.pipeline.generate_export import export_generate
+
+    out = tmp_path_factory.mktemp("genconcat") / "fp32"
+    export_generate(small_llm, out, check_tokens=8, fused=False)
+    return out
+
+
 @pytest.fixture(scope="module")
 def gen_server(gen_dir):
     """``(url, server)``: the server half of ``gen_dir`` served on loopback."""

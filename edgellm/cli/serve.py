@@ -99,7 +99,10 @@ def serve(
         "no limit but --max-queue-size).",
     ),
     prefill_chunk: int = typer.Option(
-        256, "--prefill-chunk", min=1, help="Text generation: prompt tokens prefilled per pass between decode steps."
+        256,
+        "--prefill-chunk",
+        min=1,
+        help="Text generation: prompt tokens prefilled per pass between decode steps.",
     ),
     max_batch_tokens: Optional[int] = typer.Option(
         None,

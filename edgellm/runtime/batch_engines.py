@@ -118,7 +118,9 @@ class PoolEngine(_Slots):
             (i.name for i in self.session.get_inputs() if i.name.startswith("past_")),
             key=lambda n: (int(n.rsplit("_", 1)[1]), n),
         )
-        _, kv, ctx, hd = self.session.get_inputs()[[i.name for i in self.session.get_inputs()].index(past[0])].shape
+        _, kv, ctx, hd = self.session.get_inputs()[
+            [i.name for i in self.session.get_inputs()].index(past[0])
+        ].shape
         self.pools = {n: np.zeros((self.slots, kv, ctx, hd), np.float32) for n in past}
         self._bindings: dict[tuple[int, int], Any] = {}
         self._logits = np.zeros((self.slots, 1, self.vocab), np.float32)
@@ -157,9 +159,7 @@ class PoolEngine(_Slots):
             raise EdgeLLMError("prefill() got no token ids", "pass at least one id")
         self._room(slot, n)
         total = self.lengths[slot] + n
-        logits = self._run(
-            slot, slot + 1, np.asarray([ids], np.int64), np.ones((1, total), np.int64)
-        )
+        logits = self._run(slot, slot + 1, np.asarray([ids], np.int64), np.ones((1, total), np.int64))
         self.lengths[slot] = total
         return logits[0].copy()  # the engine's buffer is overwritten by the next pass
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -86,7 +87,13 @@ class LLMService:
     """Continuous batching over one whole-model generation artifact (see the module doc)."""
 
     def __init__(self, name: str, artifact: Any, engine: Any, config: LLMConfig, metrics: Any = None) -> None:
-        self.name, self.artifact, self.engine, self.config, self.metrics = name, artifact, engine, config, metrics
+        self.name, self.artifact, self.engine, self.config, self.metrics = (
+            name,
+            artifact,
+            engine,
+            config,
+            metrics,
+        )
         self.gen = artifact.manifest["generation"]
         self.context = int(engine.context)
         self.slots = int(engine.slots)
@@ -101,7 +108,14 @@ class LLMService:
         self.draining = False
         self.ready = False
         self.warmup_info: dict[str, Any] = {}
-        self.stats = {"passes": 0, "decode_steps": 0, "prefill_tokens": 0, "max_batch_seen": 0, "finished": 0, "aborted": 0}
+        self.stats = {
+            "passes": 0,
+            "decode_steps": 0,
+            "prefill_tokens": 0,
+            "max_batch_seen": 0,
+            "finished": 0,
+            "aborted": 0,
+        }
         self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"llm-{name}")
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
@@ -131,13 +145,13 @@ class LLMService:
     async def stop(self) -> None:
         self.draining = True
         for req in [*self.waiting, *self.running]:
-            self._abort(req, "shutdown", GenerationError("the server is shutting down; retry on another replica", 503))
+            self._abort(
+                req, "shutdown", GenerationError("the server is shutting down; retry on another replica", 503)
+            )
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
         self._pool.shutdown(wait=False, cancel_futures=True)  # a pass under way ends on its own
 
     def describe(self) -> dict[str, Any]:
@@ -322,7 +336,9 @@ class LLMService:
         decodes = [r for r in self.running if r.state == "decode"]
         return prefills, decodes
 
-    def _pass(self, prefills: list[tuple[LLMRequest, list[int]]], decodes: list[LLMRequest]) -> list[tuple[LLMRequest, int]]:
+    def _pass(
+        self, prefills: list[tuple[LLMRequest, list[int]]], decodes: list[LLMRequest]
+    ) -> list[tuple[LLMRequest, int]]:
         """The worker thread's part: the prompt chunks, then one batched decode; the tokens chosen."""
         eng = self.engine
         picked = []
@@ -337,7 +353,9 @@ class LLMService:
             greedy = logits.argmax(axis=1)
             for i, req in enumerate(decodes):
                 c = req.config
-                tok = int(greedy[i]) if c.greedy and c.repetition_penalty == 1.0 else self._pick(req, logits[i])
+                tok = (
+                    int(greedy[i]) if c.greedy and c.repetition_penalty == 1.0 else self._pick(req, logits[i])
+                )
                 picked.append((req, tok))
             self.stats["decode_steps"] += len(decodes)
             self.stats["max_batch_seen"] = max(self.stats["max_batch_seen"], len(decodes))
@@ -400,7 +418,12 @@ class LLMService:
         if self.metrics is not None:
             end = time.perf_counter()
             self.metrics.llm_finished(
-                self.name, reason, req.aborted, len(req.prompt) if req.fed else 0, len(req.out), end - req.arrived
+                self.name,
+                reason,
+                req.aborted,
+                len(req.prompt) if req.fed else 0,
+                len(req.out),
+                end - req.arrived,
             )
         self._gauges()
         if self._wake is not None:

@@ -83,7 +83,25 @@ class Metrics:
     def _llm_metrics(self, r) -> None:
         from prometheus_client import Counter, Gauge, Histogram
 
-        lat = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0)
+        lat = (
+            0.001,
+            0.005,
+            0.01,
+            0.02,
+            0.04,
+            0.06,
+            0.08,
+            0.1,
+            0.25,
+            0.5,
+            0.75,
+            1.0,
+            2.5,
+            5.0,
+            7.5,
+            10.0,
+            20.0,
+        )
         m = ["model"]
         self.ttft = Histogram(
             "edgellm:time_to_first_token_seconds", "Time to first token", m, buckets=lat, registry=r
@@ -92,11 +110,33 @@ class Metrics:
             "edgellm:time_per_output_token_seconds",
             "Time between two output tokens of a request",
             m,
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0),
+            buckets=(
+                0.001,
+                0.0025,
+                0.005,
+                0.01,
+                0.015,
+                0.02,
+                0.025,
+                0.03,
+                0.04,
+                0.05,
+                0.075,
+                0.1,
+                0.15,
+                0.2,
+                0.3,
+                0.5,
+                1.0,
+            ),
             registry=r,
         )
         self.e2e = Histogram(
-            "edgellm:e2e_request_latency_seconds", "Request latency, arrival to last token", m, buckets=lat, registry=r
+            "edgellm:e2e_request_latency_seconds",
+            "Request latency, arrival to last token",
+            m,
+            buckets=lat,
+            registry=r,
         )
         self.occupancy = Histogram(
             "edgellm:batch_occupancy",
@@ -111,7 +151,10 @@ class Metrics:
             "edgellm:request_success", "Finished generation requests", [*m, "finished_reason"], registry=r
         )
         self.llm_aborted = Counter(
-            "edgellm:request_aborted", "Generation requests withdrawn before they finished", [*m, "reason"], registry=r
+            "edgellm:request_aborted",
+            "Generation requests withdrawn before they finished",
+            [*m, "reason"],
+            registry=r,
         )
         self.running = Gauge("edgellm:num_requests_running", "Requests in the decode batch", m, registry=r)
         self.waiting = Gauge("edgellm:num_requests_waiting", "Requests waiting for a slot", m, registry=r)

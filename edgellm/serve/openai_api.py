@@ -37,7 +37,17 @@ from edgellm.runtime.sampling import SEED_MAX, GenerationConfig
 from edgellm.serve.protocol import ProtocolError
 
 ROLES = ("system", "developer", "user", "assistant")
-COMMON = {"model", "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k", "seed", "stop", "n"}
+COMMON = {
+    "model",
+    "max_tokens",
+    "max_completion_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "seed",
+    "stop",
+    "n",
+}
 COMMON |= {"stream", "stream_options", "ignore_eos", "repetition_penalty", "user", "metadata", "store"}
 COMMON |= {"presence_penalty", "frequency_penalty", "logprobs", "logit_bias", "service_tier"}
 CHAT_FIELDS = COMMON | {"messages", "top_logprobs", "response_format", "parallel_tool_calls"}
@@ -63,7 +73,9 @@ class OpenAIError(ProtocolError):
         self.param, self.code = param, code
 
 
-def error_body(message: str, status: int, param: str | None = None, code: str | None = None) -> dict[str, Any]:
+def error_body(
+    message: str, status: int, param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
     """OpenAI's error object for ``status``."""
     kind = TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
@@ -119,7 +131,10 @@ class OpenAIApi:
         if svc is None:
             served = ", ".join(self.s.llms) or "none"
             raise OpenAIError(
-                f"the model '{name}' does not exist here; served: {served}", 404, param="model", code="model_not_found"
+                f"the model '{name}' does not exist here; served: {served}",
+                404,
+                param="model",
+                code="model_not_found",
             )
         return svc
 
@@ -139,7 +154,7 @@ class OpenAIApi:
         fmt = body.get("response_format")
         if fmt is not None and (not isinstance(fmt, dict) or fmt.get("type") != "text"):
             raise OpenAIError(
-                "'response_format' other than {\"type\": \"text\"} is not supported by this server",
+                '\'response_format\' other than {"type": "text"} is not supported by this server',
                 param="response_format",
             )
         messages = _messages(body.get("messages"))
@@ -161,12 +176,18 @@ class OpenAIApi:
         except GenerationError as exc:
             raise _as_openai(exc) from exc
         kind = "chat.completion" if chat else "text_completion"
-        head = {"id": ("chatcmpl-" if chat else "cmpl-") + req.id, "created": int(time.time()), "model": svc.name}
+        head = {
+            "id": ("chatcmpl-" if chat else "cmpl-") + req.id,
+            "created": int(time.time()),
+            "model": svc.name,
+        }
         request[TOKENS] = {"prompt": len(ids), "completion": 0}
         events = svc.events(req)
         async with contextlib.aclosing(events):
             if stream:
-                return await _stream(request, events, req, head, kind + (".chunk" if chat else ""), chat, usage_opt)
+                return await _stream(
+                    request, events, req, head, kind + (".chunk" if chat else ""), chat, usage_opt
+                )
             text, reason = [], None
             async for ev, value in events:
                 if ev == "token":
@@ -256,22 +277,32 @@ async def _body(request, allowed: set[str]) -> dict[str, Any]:
 
 def _messages(messages: Any) -> list[dict[str, str]]:
     if not isinstance(messages, list) or not messages:
-        raise OpenAIError("'messages' must be a non-empty list of {\"role\", \"content\"} objects", param="messages")
+        raise OpenAIError(
+            '\'messages\' must be a non-empty list of {"role", "content"} objects', param="messages"
+        )
     out = []
     for i, m in enumerate(messages):
         where = f"messages[{i}]"
         if not isinstance(m, dict):
-            raise OpenAIError(f"{where} is a {type(m).__name__}; send an object with role and content", param=where)
+            raise OpenAIError(
+                f"{where} is a {type(m).__name__}; send an object with role and content", param=where
+            )
         role = m.get("role")
         if role not in ROLES:
-            raise OpenAIError(f"{where}.role is {role!r}; use one of {', '.join(ROLES)}", param=f"{where}.role")
+            raise OpenAIError(
+                f"{where}.role is {role!r}; use one of {', '.join(ROLES)}", param=f"{where}.role"
+            )
         content = m.get("content")
         if isinstance(content, list):  # content parts: text only
             parts = []
             for j, part in enumerate(content):
-                if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+                if (
+                    not isinstance(part, dict)
+                    or part.get("type") != "text"
+                    or not isinstance(part.get("text"), str)
+                ):
                     raise OpenAIError(
-                        f"{where}.content[{j}] is not a text part ({{\"type\": \"text\", \"text\": ...}}); this model "
+                        f'{where}.content[{j}] is not a text part ({{"type": "text", "text": ...}}); this model '
                         "reads text only",
                         param=f"{where}.content",
                     )
@@ -292,7 +323,11 @@ def _prompt_ids(prompt: Any, svc: Any) -> list[int]:
         if not prompt:
             raise OpenAIError("'prompt' is empty; send some text", param="prompt")
         return svc.encode(prompt)
-    if isinstance(prompt, list) and prompt and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
+    if (
+        isinstance(prompt, list)
+        and prompt
+        and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt)
+    ):
         vocab = svc.vocab
         bad = [t for t in prompt if not 0 <= t < vocab]
         if bad:
@@ -303,7 +338,9 @@ def _prompt_ids(prompt: Any, svc: Any) -> list[int]:
     raise OpenAIError("'prompt' must be a string or a list of token ids", param="prompt")
 
 
-def _number(body: dict[str, Any], name: str, default: float, lo: float, hi: float, *, open_lo: bool = False) -> float:
+def _number(
+    body: dict[str, Any], name: str, default: float, lo: float, hi: float, *, open_lo: bool = False
+) -> float:
     v = body.get(name)
     if v is None:
         return default
@@ -347,7 +384,9 @@ def _config(body: dict[str, Any], svc: Any, prompt_len: int, chat: bool) -> tupl
     max_tokens = mt if mt is not None else (room if chat else min(16, room))
     for name in ("presence_penalty", "frequency_penalty"):
         if _number(body, name, 0.0, -2.0, 2.0) != 0.0:
-            raise OpenAIError(f"'{name}' is not supported by this server (use repetition_penalty)", param=name)
+            raise OpenAIError(
+                f"'{name}' is not supported by this server (use repetition_penalty)", param=name
+            )
     if body.get("logprobs") not in (None, False) or body.get("top_logprobs") not in (None, 0):
         raise OpenAIError("'logprobs' are not supported by this server", param="logprobs")
     if body.get("logit_bias") not in (None, {}):
@@ -383,8 +422,12 @@ def _stream_options(opts: Any, stream: bool) -> bool:
     if not stream:
         raise OpenAIError("'stream_options' is only allowed with stream: true", param="stream_options")
     if not isinstance(opts, dict) or set(opts) - {"include_usage", "continuous_usage_stats"}:
-        raise OpenAIError(f"'stream_options' is {opts!r}; use {{\"include_usage\": true}}", param="stream_options")
+        raise OpenAIError(
+            f"'stream_options' is {opts!r}; use {{\"include_usage\": true}}", param="stream_options"
+        )
     inc = opts.get("include_usage", False)
     if not isinstance(inc, bool):
-        raise OpenAIError(f"'stream_options.include_usage' is {inc!r}; use true or false", param="stream_options")
+        raise OpenAIError(
+            f"'stream_options.include_usage' is {inc!r}; use true or false", param="stream_options"
+        )
     return inc

@@ -94,7 +94,9 @@ class RestApi:
                 request, str(exc), exc.status, getattr(exc, "param", None), getattr(exc, "code", None)
             )
         except web.HTTPRequestEntityTooLarge:
-            return self._refusal(request, f"request body is larger than {self.s.config.max_body_mb:g} MB", 413)
+            return self._refusal(
+                request, f"request body is larger than {self.s.config.max_body_mb:g} MB", 413
+            )
         except web.HTTPException as exc:
             code = "not_found" if exc.status == 404 else None
             return self._refusal(request, exc.reason or str(exc), exc.status, code=code)
@@ -102,7 +104,9 @@ class RestApi:
             raise  # the client went away: nobody to answer
         except Exception as exc:  # a bug: still one JSON answer (and a traceback in the server's log)
             log.exception("%s %s failed", request.method, request.path)
-            return self._refusal(request, f"internal error: {type(exc).__name__}: {exc} (please report it)", 500)
+            return self._refusal(
+                request, f"internal error: {type(exc).__name__}: {exc} (please report it)", 500
+            )
 
     async def _auth(self, request, handler):
         key = self.s.config.api_key

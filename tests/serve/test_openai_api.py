@@ -97,9 +97,11 @@ def test_completions_stream_and_not_with_stop(llm, gen):
     full = gen.decode(expected(gen, ids, 20))
     r = c.completions.create(model=NAME, prompt="def main():", max_tokens=20, temperature=0)
     assert r.choices[0].text == full and r.object == "text_completion"
-    streamed = "".join(ch.choices[0].text for ch in c.completions.create(
-        model=NAME, prompt=ids, max_tokens=20, temperature=0, stream=True
-    ) if ch.choices)
+    streamed = "".join(
+        ch.choices[0].text
+        for ch in c.completions.create(model=NAME, prompt=ids, max_tokens=20, temperature=0, stream=True)
+        if ch.choices
+    )
     assert streamed == full  # token ids as the prompt give the same answer
     stop = full.strip()[3:6]  # a piece from the middle of the answer
     cut = c.completions.create(model=NAME, prompt="def main():", max_tokens=20, temperature=0, stop=[stop])
@@ -154,9 +156,13 @@ def test_seeded_sampling_is_reproducible(llm):
     c = client(llm)
 
     def run(seed):
-        return c.completions.create(
-            model=NAME, prompt="import", max_tokens=24, temperature=1.0, top_p=0.95, seed=seed
-        ).choices[0].text
+        return (
+            c.completions.create(
+                model=NAME, prompt="import", max_tokens=24, temperature=1.0, top_p=0.95, seed=seed
+            )
+            .choices[0]
+            .text
+        )
 
     assert run(7) == run(7)
     assert len({run(7), run(8), run(9)}) > 1
@@ -165,7 +171,12 @@ def test_seeded_sampling_is_reproducible(llm):
 def raw(srv, path, body, headers=None, method="POST"):
     c = http.client.HTTPConnection("127.0.0.1", srv.config.port, timeout=60)
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    c.request(method, path, data if method == "POST" else None, {"Content-Type": "application/json", **(headers or {})})
+    c.request(
+        method,
+        path,
+        data if method == "POST" else None,
+        {"Content-Type": "application/json", **(headers or {})},
+    )
     r = c.getresponse()
     return r.status, dict(r.getheaders()), r.read()
 
@@ -189,14 +200,24 @@ OK_MSG = [{"role": "user", "content": "hi"}]
         (CHAT, {"model": NAME, "messages": OK_MSG, "max_tokens": "ten"}, 400, "max_tokens"),
         (CHAT, {"model": NAME, "messages": OK_MSG, "max_tokens": True}, 400, "max_tokens"),
         (CHAT, {"model": NAME, "messages": OK_MSG, "temperature": "hot"}, 400, "temperature"),
-        (CHAT, b'{"model": "small-lm", "messages": [{"role": "user", "content": "hi"}], "temperature": NaN}', 400, "temperature"),
+        (
+            CHAT,
+            b'{"model": "small-lm", "messages": [{"role": "user", "content": "hi"}], "temperature": NaN}',
+            400,
+            "temperature",
+        ),
         (CHAT, {"model": NAME, "messages": OK_MSG, "temperature": -1}, 400, "temperature"),
         (CHAT, {"model": NAME, "messages": OK_MSG, "top_p": 0}, 400, "top_p"),
         (CHAT, {"model": NAME, "messages": OK_MSG, "n": 2}, 400, "n"),
         (CHAT, {"model": NAME, "messages": OK_MSG, "stop": ["a", "b", "c", "d", "e"]}, 400, "stop"),
         (CHAT, {"model": NAME, "messages": OK_MSG, "seed": "x"}, 400, "seed"),
         (CHAT, {"model": NAME, "messages": OK_MSG, "stream": "yes"}, 400, "stream"),
-        (CHAT, {"model": NAME, "messages": OK_MSG, "stream_options": {"include_usage": True}}, 400, "stream_options"),
+        (
+            CHAT,
+            {"model": NAME, "messages": OK_MSG, "stream_options": {"include_usage": True}},
+            400,
+            "stream_options",
+        ),
         (CHAT, {"model": NAME, "messages": OK_MSG, "tools": [{"type": "function"}]}, 400, "tools"),
         (CHAT, {"model": NAME, "messages": OK_MSG, "logprobs": True}, 400, "logprobs"),
         (CHAT, {"model": NAME, "messages": OK_MSG, "bogus": 1}, 400, "bogus"),
@@ -231,3 +252,25 @@ def test_openai_client_sees_typed_errors(llm):
     assert e.value.code == "context_length_exceeded"
     got, _, _ = raw(llm, "/v1/models", b"", method="GET")
     assert got == 200
+
+
+def test_concat_layout_is_batched_too(gen_concat_artifact, gen):
+    """The step-graph layout (per-request caches left-padded into one pass) behind the same API."""
+    from edgellm.serve import ModelConfig
+
+    prompts = ["a = [", "for x in", "class A:", "import os"]
+    want = [gen.decode(expected(gen, gen.encode(p), 12)) for p in prompts]
+    with running([ModelConfig(gen_concat_artifact, NAME)], max_batch_size=4) as srv:
+        assert srv.llms[NAME].describe()["batch_engine"] == "ConcatBatchEngine"
+        got = [None] * 4
+
+        def one(i):
+            got[i] = client(srv).completions.create(model=NAME, prompt=prompts[i], max_tokens=12, temperature=0)
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert [r.choices[0].text for r in got] == want
+        assert srv.llms[NAME].stats["max_batch_seen"] > 1

@@ -22,16 +22,27 @@ NAME = "small-lm"
 
 
 def client(srv, key="unused"):
-    return openai.OpenAI(base_url=f"http://127.0.0.1:{srv.config.port}/v1", api_key=key, max_retries=0, timeout=60)
+    return openai.OpenAI(
+        base_url=f"http://127.0.0.1:{srv.config.port}/v1", api_key=key, max_retries=0, timeout=60
+    )
 
 
 def body(n=200, stream=True, prompt="hello"):
-    return {"model": NAME, "prompt": prompt, "max_tokens": n, "temperature": 0, "stream": stream, "ignore_eos": True}
+    return {
+        "model": NAME,
+        "prompt": prompt,
+        "max_tokens": n,
+        "temperature": 0,
+        "stream": stream,
+        "ignore_eos": True,
+    }
 
 
 def post(port, data, path="/v1/completions", headers=None):
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    c.request("POST", path, json.dumps(data).encode(), {"Content-Type": "application/json", **(headers or {})})
+    c.request(
+        "POST", path, json.dumps(data).encode(), {"Content-Type": "application/json", **(headers or {})}
+    )
     return c.getresponse()
 
 
@@ -93,7 +104,9 @@ def test_queue_full_503_and_concurrency_429_with_retry_after(gen_artifact):
         assert [(s, a["usage"]["completion_tokens"]) for s, a in answers] == [(200, 8), (200, 8)]
     with running([ModelConfig(gen_artifact)], max_batch_size=1, max_concurrent=2) as srv:
         gate = hold(srv.llms[NAME])
-        threads = [threading.Thread(target=lambda: post(srv.config.port, body(4, False)).read()) for _ in range(2)]
+        threads = [
+            threading.Thread(target=lambda: post(srv.config.port, body(4, False)).read()) for _ in range(2)
+        ]
         for t in threads:
             t.start()
         while len(srv.llms[NAME].waiting) + len(srv.llms[NAME].running) < 2:
@@ -150,7 +163,9 @@ def test_long_prompt_is_chunked_between_running_decodes(gen_artifact):
         long_prompt = list(range(5, 205))  # 200 tokens: 13 chunks of 16
         sent = time.perf_counter()
         b = post(srv.config.port, {**body(1), "prompt": long_prompt})
-        while not b.readline().startswith(b"data: "):  # its first event: the first token, after its whole prompt
+        while not b.readline().startswith(
+            b"data: "
+        ):  # its first event: the first token, after its whole prompt
             pass
         first_b = time.perf_counter()
         t.join(60)
@@ -178,8 +193,19 @@ def test_metrics_and_access_log_count_tokens(gen_artifact, caplog):
     caplog.set_level(logging.INFO, logger="edgellm.serve.access")
     with running([ModelConfig(gen_artifact)], max_batch_size=4) as srv:
         c = client(srv)
-        usages = [c.completions.create(model=NAME, prompt=f"p{i}", max_tokens=5 + i, temperature=0).usage for i in range(3)]
-        list(c.chat.completions.create(model=NAME, messages=[{"role": "user", "content": "hi"}], max_tokens=4, stream=True, temperature=0))
+        usages = [
+            c.completions.create(model=NAME, prompt=f"p{i}", max_tokens=5 + i, temperature=0).usage
+            for i in range(3)
+        ]
+        list(
+            c.chat.completions.create(
+                model=NAME,
+                messages=[{"role": "user", "content": "hi"}],
+                max_tokens=4,
+                stream=True,
+                temperature=0,
+            )
+        )
         text = srv.metrics.render()[0].decode()
         for name in (
             "edgellm:time_to_first_token_seconds",
