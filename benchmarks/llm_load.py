@@ -5,9 +5,9 @@ keep-alive), reads the server-sent events as they arrive and stamps every chunk 
 measured window is ``[start + warmup_s, start + warmup_s + seconds]``: workers start no request after it
 closes and the ones in flight run to their end. Per request sent inside the window:
 TTFT = first text chunk - send, ITL = gaps between its later text chunks. Aggregate tokens/s = completion
-tokens whose chunk arrived inside the window / window length (each chunk weighs ``usage.completion_tokens
-/ text chunks`` of its request: 1 when the server sends one token per chunk). Requests sent during the
-warm-up are left out of every figure.
+tokens whose chunk arrived inside the window / window length, from every request (each chunk weighs
+``usage.completion_tokens / text chunks`` of its request: 1 when the server sends one token per chunk).
+Requests sent during the warm-up are left out of the latency figures.
 
 Only the standard library and aiohttp (for the client itself); the parsing and the statistics are pure
 functions, tested in ``tests/bench/test_llm_load.py``.
@@ -140,13 +140,19 @@ def add_event(rec: Record, data: str, at: float) -> None:
 def summarize(records: list[Record], start: float, end: float) -> dict[str, Any]:
     """The figures of the requests in ``records`` for the window [start, end] (seconds, one clock).
 
-    Requests sent before ``start`` (the warm-up) are dropped; failed ones count in ``errors`` only. Times in
-    the result are milliseconds.
+    tokens/s counts the tokens of every successful request that arrived inside the window (a warm-up
+    request still streaming when the window opens adds its later tokens); TTFT, ITL and the request
+    counts take only the requests sent inside it. Failed requests count in ``errors`` only. Times in the
+    result are milliseconds.
     """
+
+    def good(r: Record) -> bool:
+        return r.error is None and r.status == 200 and bool(r.stamps) and r.done
+
     measured = [r for r in records if r.sent >= start]
-    ok = [r for r in measured if r.error is None and r.status == 200 and r.stamps and r.done]
+    ok = [r for r in measured if good(r)]
     tokens = 0.0
-    for r in ok:
+    for r in filter(good, records):
         weight = r.tokens() / len(r.stamps)
         tokens += weight * sum(1 for t in r.stamps if start <= t <= end)
     ttft = [1e3 * r.ttft() for r in ok]  # type: ignore[operator]
@@ -192,7 +198,7 @@ async def _request(session: Any, url: str, body: bytes, timeout: Any) -> Record:
 
 async def run_load(
     base: str,
-    prompt: str,
+    prompt: str | list[int],
     *,
     concurrency: int,
     seconds: float,

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -47,6 +48,19 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import llm_load  # noqa: E402
 
 ARMS = ("edgellm", "edgellm-nobatch", "llama-server")
+FULL = {
+    "models": "tiny-llama,qwen05",
+    "concurrency": "1,4,16,32",
+    "seconds": 20.0,
+    "warmup_s": 3.0,
+    "rounds": 2,
+}
+QUICK = {"models": "tiny-llama", "concurrency": "1,4", "seconds": 3.0, "warmup_s": 1.0, "rounds": 1}
+COUNTERS = ("prompt_tokens_total", "generation_tokens_total", "tokens_predicted_total", "cached_total")
+PROMPT_NOTE = (
+    "one token apart: edgellm prepends the tokenizer's BOS to a text prompt (Generator.encode) and "
+    "llama-server does not (the GGUF says add_bos_token false); --prompt-ids sends both the same ids"
+)
 GGUF_OF = {"fp32": "f32", "int8": "q8_0"}  # edgellm precision -> the llama.cpp file of the same weights
 TEXT = (
     "The standard library offers a wide range of facilities. It contains built-in modules, written in C, "
@@ -73,22 +87,22 @@ def hf_folder(model: str, args: argparse.Namespace) -> Path:
     return bench_generate.model_dir("qwen2.5-0.5b", None, ROOT / ".peers" / "bench-generate" / "models")
 
 
-def make_prompt(hf: Path, n_tokens: int) -> tuple[str, int]:
-    """``TEXT`` (repeated) cut to ``n_tokens`` tokens of ``hf``'s tokenizer, and its token count re-encoded."""
+def make_prompt(hf: Path, n_tokens: int) -> tuple[str, list[int]]:
+    """``TEXT`` (repeated) cut to ``n_tokens`` tokens of ``hf``'s tokenizer, and the ids it encodes to."""
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(hf / "tokenizer.json"))
     ids = tok.encode(TEXT * 8, add_special_tokens=False).ids[:n_tokens]
     text = tok.decode(ids).strip()
-    return text, len(tok.encode(text, add_special_tokens=False).ids)
+    return text, tok.encode(text, add_special_tokens=False).ids
 
 
-def edgellm_artifact(hf: Path, precision: str, context: int, work: Path) -> Path:
+def edgellm_artifact(hf: Path, precision: str, context: int, work: Path, rebuild: bool = False) -> Path:
     """The generation artifact of ``hf`` at ``precision`` (cached under ``work``; built when missing)."""
     from edgellm.pipeline.generate_export import export_generate
 
     out = work / "artifacts" / f"{hf.name}-ctx{context}" / precision
-    if not (out / "manifest.json").is_file():
+    if rebuild or not (out / "manifest.json").is_file():
         print(f"exporting {hf.name} {precision} (context {context}) -> {out}", file=sys.stderr)
         export_generate(
             str(hf),
@@ -185,6 +199,22 @@ class Arm:
             time.sleep(0.3)
         raise RuntimeError(f"{self.name}: {self.health} not ready after {timeout:.0f} s (log: {self.log})")
 
+    def counters(self) -> dict[str, float]:
+        """The token counters of the server's Prometheus ``/metrics`` (prompt, generated, cached)."""
+        try:
+            with urllib.request.urlopen(self.base + "/metrics", timeout=5) as r:
+                text = r.read().decode()
+        except Exception as e:
+            return {"error": f"{type(e).__name__}: {e}"}  # type: ignore[dict-item]
+        out: dict[str, float] = {}
+        for line in text.splitlines():
+            name, _, value = line.rpartition(" ")
+            if line.startswith("#") or not any(k in name for k in COUNTERS):
+                continue
+            with contextlib.suppress(ValueError):
+                out[name] = float(value)
+        return out
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
@@ -268,15 +298,15 @@ def bench_model(model: str, precision: str, args: argparse.Namespace, concs: lis
 
     hf = hf_folder(model, args)
     work = ROOT / ".peers" / "serve-llm-load"
-    prompt, n_prompt = make_prompt(hf, args.prompt_tokens)
-    prompt_file = work / f"prompt-{model}.txt"
+    text, ids = make_prompt(hf, args.prompt_tokens)
+    prompt_file = work / f"prompt-{model}.json"
     prompt_file.parent.mkdir(parents=True, exist_ok=True)
-    prompt_file.write_text(prompt)
+    prompt_file.write_text(json.dumps(ids if args.prompt_ids else text))
     files: dict[str, Path] = {}
     if "llama-server" in args.arms:
         files["llama-server"] = peers_llama.gguf_models(hf, (GGUF_OF[precision],))[GGUF_OF[precision]]
     if {"edgellm", "edgellm-nobatch"} & set(args.arms):
-        art = edgellm_artifact(hf, precision, args.context, work)
+        art = edgellm_artifact(hf, precision, args.context, work, args.rebuild)
         files["edgellm"] = files["edgellm-nobatch"] = art
     arms: dict[str, Arm] = {}
     runs: list[dict[str, Any]] = []
@@ -311,24 +341,33 @@ def bench_model(model: str, precision: str, args: argparse.Namespace, concs: lis
                         + (f" ({row['first_error'][:120]})" if row["errors"] else ""),
                         file=sys.stderr,
                     )
+        counters = {name: a.counters() for name, a in arms.items()}
     finally:
         for a in arms.values():
             a.stop()
     seen = {r["arm"]: r["prompt_tokens"] for r in runs if r["prompt_tokens"]}
+    counts = sorted({n for v in seen.values() for n in v})
     return {
         "model": model,
         "precision": precision,
         "hf_dir": str(hf),
         "files": {k: str(v) for k, v in files.items()},
-        "prompt_tokens_tokenizer": n_prompt,
+        "prompt": "token ids" if args.prompt_ids else "text",
+        "prompt_tokens_tokenizer": len(ids),
         "prompt_tokens_by_server": seen,
-        "prompt_tokens_match": len({tuple(v) for v in seen.values()}) <= 1,
+        "server_counters": counters,
+        "prompt_tokens_match": len(counts) <= 1,
+        **(
+            {"prompt_tokens_note": PROMPT_NOTE}
+            if len(counts) == 2 and counts[1] - counts[0] == 1 and not args.prompt_ids
+            else {}
+        ),
         "runs": runs,
     }
 
 
 def client_main(args: argparse.Namespace) -> int:
-    prompt = args.prompt_file.read_text() if args.prompt_file else TEXT
+    prompt = json.loads(args.prompt_file.read_text()) if args.prompt_file else TEXT
     res = asyncio.run(
         llm_load.run_load(
             args.client.rstrip("/"),
@@ -346,7 +385,7 @@ def client_main(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", default="tiny-llama,qwen05", help="tiny-llama and/or qwen05")
+    ap.add_argument("--models", default=None, help="tiny-llama and/or qwen05 (default: both)")
     ap.add_argument(
         "--qwen",
         type=Path,
@@ -355,11 +394,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--precisions", default="fp32", help="fp32 and/or int8 (Q8_0 in llama-server)")
     ap.add_argument("--arms", default=",".join(ARMS))
-    ap.add_argument("--concurrency", default="1,4,16,32")
-    ap.add_argument("--seconds", type=float, default=20.0, help="measured window per point")
-    ap.add_argument("--warmup-s", type=float, default=3.0, help="requests sent before this are discarded")
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--concurrency", default=None, help="streams per point (default: 1,4,16,32)")
+    ap.add_argument("--seconds", type=float, default=None, help="measured window per point (default: 20)")
+    ap.add_argument(
+        "--warmup-s", type=float, default=None, help="requests sent before this are discarded (3)"
+    )
+    ap.add_argument("--rounds", type=int, default=None, help="rounds over all points (default: 2)")
     ap.add_argument("--prompt-tokens", type=int, default=128)
+    ap.add_argument("--prompt-ids", action="store_true", help="send the prompt as token ids, not text")
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument(
         "--context",
@@ -371,22 +413,28 @@ def main(argv: list[str] | None = None) -> int:
         "--max-batch-size", type=int, default=32, help="edgellm's running requests; llama-server's -np"
     )
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rebuild", action="store_true", help="export the edgellm artifacts again")
     ap.add_argument("--serve-args", default="", help="extra arguments for edgellm serve")
     ap.add_argument("--llama-prompt-cache", action="store_true", help="leave llama-server's prompt cache on")
     ap.add_argument(
         "--quiet-timeout", type=float, default=10.0, help="wait up to this for an idle CPU before each point"
     )
-    ap.add_argument("--quick", action="store_true", help="smoke run: tiny-llama, C=1,4, 3 s, 1 round")
+    ap.add_argument(
+        "--quick", action="store_true", help="smoke run defaults: tiny-llama, C=1,4, 3 s, 1 round"
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "edgellm-out" / "serve_llm_load.json")
     ap.add_argument("--client", metavar="URL", help="run only the load generator against URL, print its JSON")
-    ap.add_argument("--prompt-file", type=Path, default=None)
+    ap.add_argument("--prompt-file", type=Path, default=None, help="JSON: the prompt, a string or token ids")
     ap.add_argument("--model-id", default=None, help="the model name sent (default: the first of /v1/models)")
     a = ap.parse_args(argv)
+    if a.client and a.concurrency is None:
+        a.concurrency = "1"
+    for k, v in (QUICK if a.quick else FULL).items():  # what the command line leaves unset
+        if getattr(a, k) is None:
+            setattr(a, k, v)
     if a.client:
         a.concurrency = int(a.concurrency)
         return client_main(a)
-    if a.quick:
-        a.models, a.seconds, a.warmup_s, a.rounds, a.concurrency = "tiny-llama", 3.0, 1.0, 1, "1,4"
     a.arms = a.arms.split(",")
     concs = [int(x) for x in a.concurrency.split(",")]
     import peers_llama

@@ -74,7 +74,7 @@ def rec(sent, stamps, tokens=None, done=True, **kw):
 
 def test_summarize_window():
     records = [
-        rec(0.5, [0.6, 1.4, 1.6]),  # warm-up: sent before the window, none of its figures count
+        rec(0.5, [0.6, 1.4, 1.6]),  # warm-up: sent before the window, only its tokens inside it count
         rec(1.0, [1.2, 1.3, 1.5, 2.1]),  # 4 tokens, 4 chunks; the last one after the window
         rec(1.1, [1.6, 1.8], tokens=4),  # 4 tokens in 2 chunks: each chunk weighs 2
         rec(1.2, [1.9], done=False),  # cut: an error
@@ -83,7 +83,7 @@ def test_summarize_window():
     s = summarize(records, start=1.0, end=2.0)
     assert s["requests"] == 2 and s["errors"] == 2
     assert s["first_error"] == "200: stream ended early"
-    assert s["tok_s"] == pytest.approx(3 + 2 * 2)  # tokens that arrived in [1, 2] over 1 s
+    assert s["tok_s"] == pytest.approx(2 + 3 + 2 * 2)  # tokens that arrived in [1, 2] over 1 s
     assert s["completion_tokens"] == 8
     assert s["ttft_ms_p50"] == pytest.approx(1e3 * np.median([0.2, 0.5]))
     assert s["itl_ms_p99"] == pytest.approx(1e3 * float(np.percentile([0.1, 0.2, 0.6, 0.2], 99)))
