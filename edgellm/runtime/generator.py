@@ -155,7 +155,7 @@ class Generator:
         eng.reset()
         history = list(ids)
         out: list[int] = []
-        shown = ""
+        ts = TextStream(self.decode, cfg.stop)
         step_ms: list[float] = []
         reason = "length"
         budget = min(cfg.max_new_tokens, self.context - len(ids))
@@ -173,24 +173,17 @@ class Generator:
                 break
             out.append(tok)
             history.append(tok)
-            piece = ""
-            if text_mode:
-                full = self.decode(out)
-                cut = _first_stop(full, cfg.stop)
-                if cut is not None:
-                    piece = full[len(shown) : cut] if cut > len(shown) else ""
-                    if piece:
-                        yield Token(tok, piece, len(out) - 1, step_ms[-1])
-                    shown = full[:cut]
-                    reason = "stop_string"
-                    break
-                safe = _safe_prefix(full, cfg.stop)
-                piece, shown = (full[len(shown) : safe], full[:safe]) if safe > len(shown) else ("", shown)
+            piece = ts.push(tok) if text_mode else ""
+            if ts.stopped:
+                if piece:
+                    yield Token(tok, piece, len(out) - 1, step_ms[-1])
+                reason = "stop_string"
+                break
             yield Token(tok, piece, len(out) - 1, step_ms[-1])
             if len(out) >= budget:
                 break
             logits = eng.step([tok])
-        text = (shown if reason == "stop_string" else self.decode(out)) if text_mode else ""
+        text = (ts.shown if reason == "stop_string" else self.decode(out)) if text_mode else ""
         decode_ms = sum(step_ms[1:])
         self.last = Completion(
             prompt_ids=ids,
@@ -212,6 +205,47 @@ class Generator:
         for _ in self.stream(prompt, config, **options):
             pass
         return self.last
+
+
+class TextStream:
+    """The text of generated token ids as it grows: :meth:`push` returns what a new token makes visible,
+    holding back a tail that may still become a stop string and an incomplete character; once a stop
+    string appears, :attr:`stopped` is true and the text is cut before it. :meth:`finish` returns what was
+    held back when generation ends otherwise.
+
+    Example:
+        >>> ts = TextStream(lambda ids: "".join(chr(i) for i in ids), ("!?",))
+        >>> [ts.push(i) for i in b"hi!?x"], ts.stopped, ts.shown
+        (['h', 'i', '', '', ''], True, 'hi')
+    """
+
+    def __init__(self, decode: Any, stop: tuple[str, ...] = ()) -> None:
+        self.decode, self.stop = decode, tuple(stop)
+        self.ids: list[int] = []
+        self.shown = ""
+        self.stopped = False
+
+    def push(self, token: int) -> str:
+        if self.stopped:
+            return ""
+        self.ids.append(int(token))
+        full = self.decode(self.ids)
+        cut = _first_stop(full, self.stop)
+        end = cut if cut is not None else _safe_prefix(full, self.stop)
+        piece = full[len(self.shown) : end] if end > len(self.shown) else ""
+        if end > len(self.shown) or cut is not None:
+            self.shown = full[:end]
+        self.stopped = cut is not None
+        return piece
+
+    def finish(self) -> str:
+        """The held-back tail (a partial stop string that never completed, or trailing characters)."""
+        if self.stopped or not self.ids:
+            return ""
+        full = self.decode(self.ids)
+        piece = full[len(self.shown) :] if full.startswith(self.shown) else ""
+        self.shown = full if piece else self.shown
+        return piece
 
 
 def _first_stop(text: str, stops: tuple[str, ...]) -> int | None:

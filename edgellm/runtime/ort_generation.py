@@ -30,13 +30,19 @@ class SharedCacheEngine:
         model_path: the ``.onnx`` file (external data beside it is found by ONNX Runtime).
         threads: intra-op threads (None: ONNX Runtime's default, one per physical core).
         providers: execution providers, default CPU.
+        session_options: ONNX Runtime session config entries (``session.intra_op.allow_spinning``: ``0``).
 
     Attributes:
         context: positions the cache holds. length: positions now in the cache.
     """
 
     def __init__(
-        self, model_path: str | Path, *, threads: int | None = None, providers: list[str] | None = None
+        self,
+        model_path: str | Path,
+        *,
+        threads: int | None = None,
+        providers: list[str] | None = None,
+        session_options: dict[str, str] | None = None,
     ) -> None:
         ort = require("onnxruntime", "onnx", "the ONNX Runtime generation engine")
         path = Path(model_path)
@@ -49,6 +55,8 @@ class SharedCacheEngine:
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             so.intra_op_num_threads = int(threads)
+        for k, v in (session_options or {}).items():
+            so.add_session_config_entry(k, str(v))
         self.session = ort.InferenceSession(str(path), so, providers=providers or ["CPUExecutionProvider"])
         names = {i.name: i for i in self.session.get_inputs()}
         past = sorted((n for n in names if n.startswith("past_key_")), key=lambda n: int(n.rsplit("_", 1)[1]))

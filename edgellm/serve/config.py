@@ -4,6 +4,7 @@ reads it (``config.batching.max_batch_size``).
 
 - ``batching`` (:class:`BatchingConfig`): the dynamic batcher in front of every KServe v2 model.
 - ``generation`` (:class:`GenerationConfig`): split-generation sessions and their continuous decode batch.
+- ``llm`` (:class:`LLMConfig`): whole-model generation behind the OpenAI-compatible routes.
 - ``canary`` (:class:`CanaryConfig`): traffic splits over the versions of a model and the watch that
   rolls a canary back or promotes it.
 - ``limits`` (:class:`LimitsConfig`): what one KServe v2 request may ask (rows, sequence length, elements).
@@ -76,6 +77,29 @@ class GenerationConfig:
         _check(self.idle_timeout_s > 0, f"idle_timeout_s {self.idle_timeout_s} <= 0", "use > 0")
         _check(self.max_batch_size >= 1, f"max_batch_size {self.max_batch_size} < 1", "use >= 1")
         _check(self.max_queue_size >= 1, f"max_queue_size {self.max_queue_size} < 1", "use >= 1")
+
+
+@dataclass
+class LLMConfig:
+    """Whole-model generation behind the OpenAI-compatible routes (:mod:`edgellm.serve.llm`): at most
+    ``max_batch_size`` requests run (decode together; 1 turns batching off), their prompt + ``max_tokens``
+    within ``max_batch_tokens`` cache positions (default: ``max_batch_size`` x the
+    context); prompts are prefilled ``prefill_chunk`` tokens a pass between decode steps. Beyond the free
+    slots, ``max_queue_size`` requests wait (then 503); ``max_concurrent`` caps running + waiting (429)."""
+
+    max_batch_size: int = 8  # running requests (slots) at most
+    max_queue_size: int = 256
+    max_concurrent: int | None = None
+    max_batch_tokens: int | None = None
+    prefill_chunk: int = 256
+
+    def __post_init__(self) -> None:
+        _check(self.max_batch_size >= 1, f"max_batch_size {self.max_batch_size} < 1", "use 1 for no batching")
+        _check(self.max_queue_size >= 0, f"max_queue_size {self.max_queue_size} < 0", "use >= 0")
+        for name in ("max_concurrent", "max_batch_tokens"):
+            v = getattr(self, name)
+            _check(v is None or v >= 1, f"{name} {v} < 1", "use >= 1, or None for no limit of its own")
+        _check(self.prefill_chunk >= 1, f"prefill_chunk {self.prefill_chunk} < 1", "use >= 1 token")
 
 
 @dataclass
@@ -168,6 +192,7 @@ class HttpConfig:
 SECTIONS = {
     "batching": BatchingConfig,
     "generation": GenerationConfig,
+    "llm": LLMConfig,
     "canary": CanaryConfig,
     "limits": LimitsConfig,
     "http": HttpConfig,
@@ -194,6 +219,7 @@ class ServerConfig:
     runtime: str | None = None
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
+    llm: LLMConfig = field(default_factory=LLMConfig)
     canary: CanaryConfig = field(default_factory=CanaryConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     http: HttpConfig = field(default_factory=HttpConfig)

@@ -1,6 +1,15 @@
 """Prometheus metrics with Triton's names where they fit (``nv_inference_*``; counters carry the
 ``_total`` suffix Prometheus clients add), plus the batch-size and queue-time histograms. Average batch
-size = ``nv_inference_count_total / nv_inference_exec_count_total``."""
+size = ``nv_inference_count_total / nv_inference_exec_count_total``.
+
+Text generation (the OpenAI-compatible routes) uses the names LLM servers use (vLLM's, ``edgellm:`` for
+``vllm:``), labelled by ``model``: histograms ``edgellm:time_to_first_token_seconds``,
+``edgellm:time_per_output_token_seconds`` (the gap between two tokens of a request),
+``edgellm:e2e_request_latency_seconds`` and ``edgellm:batch_occupancy`` (running requests of a pass over the
+batch's slots); counters ``edgellm:prompt_tokens_total``, ``edgellm:generation_tokens_total``,
+``edgellm:request_success_total{finished_reason}`` and ``edgellm:request_aborted_total{reason}``
+(``disconnect``, ``shutdown``, ``error``); gauges ``edgellm:num_requests_running`` and
+``edgellm:num_requests_waiting`` (the autoscaling signal of ``edgellm deploy k8s``)."""
 
 from __future__ import annotations
 
@@ -67,6 +76,70 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
             registry=r,
         )
+
+        self._llm_metrics(r)
+
+    def _llm_metrics(self, r) -> None:
+        from prometheus_client import Counter, Gauge, Histogram
+
+        lat = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0)
+        m = ["model"]
+        self.ttft = Histogram(
+            "edgellm:time_to_first_token_seconds", "Time to first token", m, buckets=lat, registry=r
+        )
+        self.tpot = Histogram(
+            "edgellm:time_per_output_token_seconds",
+            "Time between two output tokens of a request",
+            m,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0),
+            registry=r,
+        )
+        self.e2e = Histogram(
+            "edgellm:e2e_request_latency_seconds", "Request latency, arrival to last token", m, buckets=lat, registry=r
+        )
+        self.occupancy = Histogram(
+            "edgellm:batch_occupancy",
+            "Running requests of a decode pass over the batch's slots",
+            m,
+            buckets=(0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0),
+            registry=r,
+        )
+        self.prompt_tokens = Counter("edgellm:prompt_tokens", "Prompt tokens prefilled", m, registry=r)
+        self.generation_tokens = Counter("edgellm:generation_tokens", "Tokens generated", m, registry=r)
+        self.llm_success = Counter(
+            "edgellm:request_success", "Finished generation requests", [*m, "finished_reason"], registry=r
+        )
+        self.llm_aborted = Counter(
+            "edgellm:request_aborted", "Generation requests withdrawn before they finished", [*m, "reason"], registry=r
+        )
+        self.running = Gauge("edgellm:num_requests_running", "Requests in the decode batch", m, registry=r)
+        self.waiting = Gauge("edgellm:num_requests_waiting", "Requests waiting for a slot", m, registry=r)
+
+    def llm_first_token(self, model: str, seconds: float) -> None:
+        self.ttft.labels(model).observe(seconds)
+
+    def llm_token(self, model: str, seconds: float) -> None:
+        self.tpot.labels(model).observe(seconds)
+
+    def llm_pass(self, model: str, decoding: int, slots: int, seconds: float) -> None:
+        if decoding:
+            self.occupancy.labels(model).observe(decoding / max(1, slots))
+
+    def llm_queue(self, model: str, running: int, waiting: int) -> None:
+        self.running.labels(model).set(running)
+        self.waiting.labels(model).set(waiting)
+
+    def llm_finished(
+        self, model: str, reason: str | None, aborted: str | None, prompt: int, generated: int, seconds: float
+    ) -> None:
+        """One request left: ``reason`` (stop|length) when it finished, ``aborted`` when withdrawn."""
+        self.prompt_tokens.labels(model).inc(prompt)
+        self.generation_tokens.labels(model).inc(generated)
+        if reason is not None:
+            self.llm_success.labels(model, reason).inc()
+            self.e2e.labels(model).observe(seconds)
+        else:
+            self.llm_aborted.labels(model, aborted or "error").inc()
 
     def traffic(self, model: str, version: str, percent: float) -> None:
         """The share of a model's unpinned requests a version gets (canary releases)."""

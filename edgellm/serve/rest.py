@@ -1,6 +1,7 @@
 """KServe v2 over REST (aiohttp) on a :class:`~edgellm.serve.server.Server`: health, metadata, infer,
 release and ``/metrics``, plus the split-generation sessions under ``/v2/generate/{model}``
-(:mod:`edgellm.serve.generation`). Middlewares turn every refusal into ``{"error": ...}`` with its status
+(:mod:`edgellm.serve.generation`) and the OpenAI-compatible ``/v1`` routes (:mod:`edgellm.serve.openai_api`).
+Middlewares turn every refusal into ``{"error": ...}`` with its status
 (503 adds ``Retry-After``) and check the bearer token (probes stay open); the access log is aiohttp's, the
 outermost layer, so every answered request (a 401, a 413, a malformed HTTP request too) is one JSON line.
 """
@@ -18,6 +19,7 @@ from edgellm._version import __version__
 from edgellm.partition.wire import ACT_HEADER, STEP_HEADER, GenerationError
 from edgellm.serve.auth import bearer_ok
 from edgellm.serve.listener import Listener
+from edgellm.serve.openai_api import add_openai_routes, error_body
 from edgellm.serve.protocol import EXTENSIONS, ProtocolError, encode_rest, parse_rest
 
 access_log = logging.getLogger("edgellm.serve.access")
@@ -53,6 +55,7 @@ class RestApi:
         r.add_post("/v2/generate/{model}/sessions", self._gen_open)
         r.add_post("/v2/generate/{model}/sessions/{session}/steps", self._gen_step)
         r.add_delete("/v2/generate/{model}/sessions/{session}", self._gen_close)
+        add_openai_routes(r, self.s)
         listener = Listener(self.s, app)  # timeouts, connection cap, early 413, the SIGTERM drain
         # handler_cancellation: a client that disconnects cancels its handler, which withdraws its request
         runner = web.AppRunner(
@@ -71,31 +74,40 @@ class RestApi:
 
         return web.json_response(data, status=status, headers=headers)
 
+    def _refusal(self, request, message: str, status: int, param=None, code=None):
+        """The error answer: ``{"error": message}``, or OpenAI's error object under ``/v1/``; 429 and 503
+        say when to retry."""
+        headers = {"Retry-After": "1"} if status in (429, 503) else None
+        if request.path.startswith("/v1/"):
+            return self._json(error_body(message, status, param, code), status, headers)
+        return self._json({"error": message}, status, headers)
+
     async def _errors(self, request, handler):
         from aiohttp import web
 
         try:
             return await handler(request)
         except ProtocolError as exc:
-            headers = {"Retry-After": "1"} if exc.status == 503 else None
-            return self._json({"error": str(exc)}, exc.status, headers)
+            return self._refusal(
+                request, str(exc), exc.status, getattr(exc, "param", None), getattr(exc, "code", None)
+            )
         except web.HTTPRequestEntityTooLarge:
-            return self._json({"error": f"request body is larger than {self.s.config.max_body_mb:g} MB"}, 413)
+            return self._refusal(request, f"request body is larger than {self.s.config.max_body_mb:g} MB", 413)
         except web.HTTPException as exc:
-            return self._json({"error": exc.reason or str(exc)}, exc.status)
+            code = "not_found" if exc.status == 404 else None
+            return self._refusal(request, exc.reason or str(exc), exc.status, code=code)
         except (asyncio.CancelledError, ConnectionError):
             raise  # the client went away: nobody to answer
         except Exception as exc:  # a bug: still one JSON answer (and a traceback in the server's log)
             log.exception("%s %s failed", request.method, request.path)
-            return self._json(
-                {"error": f"internal error: {type(exc).__name__}: {exc} (please report it)"}, 500
-            )
+            return self._refusal(request, f"internal error: {type(exc).__name__}: {exc} (please report it)", 500)
 
     async def _auth(self, request, handler):
         key = self.s.config.api_key
         open_path = request.path.startswith("/v2/health/")  # probes stay open
         if key and not open_path and not bearer_ok(request.headers.get("Authorization", ""), key):
-            return self._json({"error": "missing or wrong bearer token (Authorization: Bearer <key>)"}, 401)
+            msg = "missing or wrong bearer token (Authorization: Bearer <key>)"
+            return self._refusal(request, msg, 401, code="invalid_api_key")
         return await handler(request)
 
     async def _live(self, request):
@@ -241,6 +253,9 @@ def json_access_logger() -> type:
                 "ms": round(time * 1000, 3),
                 "remote": request.remote,
             }
+            tokens = request.get("tokens")  # generation requests: prompt and completion token counts
+            if tokens:
+                line["prompt_tokens"], line["completion_tokens"] = tokens["prompt"], tokens["completion"]
             self.logger.info(json.dumps(line))
 
     return JsonAccessLogger

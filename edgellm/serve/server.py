@@ -89,6 +89,8 @@ class Server:
         self.metrics = Metrics()
         self.models: dict[str, Model] = {}
         self.generators: dict[str, Any] = {}  # split-generation services, by model name
+        self.llms: dict[str, Any] = {}  # whole-model generation behind the OpenAI routes, by model name
+        self.started_at = time.time()
         self.versions: dict[str, dict[str, Model]] = {}  # every served version, by model name
         self.releases: dict[str, Any] = {}  # models with a traffic split
         self.live = True
@@ -109,8 +111,12 @@ class Server:
                     "session.intra_op.allow_spinning": "0",
                     "session.inter_op.allow_spinning": "0",
                 }
-            if art.manifest.get("generation", {}).get("role") == "server":
+            gen = art.manifest.get("generation") or {}
+            if gen.get("role") == "server":
                 self._add_generator(name, art, make_runner(art, runtime, **opts))
+                continue
+            if gen.get("kind") == "decoder":
+                self._add_llm(name, art, threads, opts.get("session_options"))
                 continue
             if runtime in ("onnxruntime", "onnxruntime-mobile"):  # give back what a batch of long rows grew
                 opts["shrink_arena_above"] = cfg.batching.max_batch_size * 128 * len(art.manifest["inputs"])
@@ -160,9 +166,33 @@ class Server:
             raise EdgeLLMError(f"two models are named '{name}'", "rename one with NAME=ARTIFACT")
         self.generators[name] = GenerationService(name, art, runner, self.config.generation, self.metrics)
 
+    def _add_llm(self, name: str, art: Any, threads: int, session_options: dict | None) -> None:
+        from edgellm.models.loader import load_tokenizer
+        from edgellm.runtime.batch_engines import open_batch_engine
+        from edgellm.serve.llm import LLMService
+
+        if name in self.llms or name in self.generators:
+            raise EdgeLLMError(f"two models are named '{name}'", "rename one with NAME=ARTIFACT")
+        tok = load_tokenizer(art.path / "tokenizer") if (art.path / "tokenizer").is_dir() else None
+        if tok is None:
+            raise EdgeLLMError(
+                f"'{art.path}' has no tokenizer/, and the OpenAI routes take and answer text",
+                "re-export from a model directory that has its tokenizer (edgellm export MODEL --generate)",
+            )
+        c = self.config.llm
+        engine = open_batch_engine(art, c.max_batch_size, threads=threads, session_options=session_options)
+        svc = LLMService(name, art, engine, c, self.metrics)
+        svc.attach_tokenizer(tok)
+        self.llms[name] = svc
+
     @property
     def ready(self) -> bool:
-        return self.live and not self.draining and all(m.ready for m in self._all_models())
+        return (
+            self.live
+            and not self.draining
+            and all(m.ready for m in self._all_models())
+            and all(getattr(svc, "ready", False) for svc in self.llms.values())
+        )
 
     # -- lifecycle ----------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -171,6 +201,8 @@ class Server:
             m.batcher.start()
         for g in self.generators.values():
             g.start()
+        for svc in self.llms.values():
+            svc.start()
         self._listener = await RestApi(self).start()
         if self.config.grpc_port is not None:
             self._grpc = await start_grpc(self)
@@ -178,7 +210,11 @@ class Server:
             if self.config.warmup:
                 m.warmup = await self._warmup(m)
             m.ready = True
-        log.info("ready: %s", ", ".join(self.models))
+        for svc in self.llms.values():
+            if self.config.warmup:
+                svc.warmup_info = await svc.warmup()
+            svc.ready = True
+        log.info("ready: %s", ", ".join([*self.models, *self.generators, *self.llms]))
 
     async def _warmup(self, m: Model) -> dict[str, Any]:
         """Run each instance once per batch-size bucket (1, 2, 4 ... max) before readiness turns true."""
@@ -202,10 +238,15 @@ class Server:
         """Drain: stop accepting connections, answer every request received (those that arrive meanwhile
         get 503 with ``Retry-After``), then close the listeners and the models."""
         self.draining = True
+        deadline = time.monotonic() + self.config.http.drain_timeout_s
+        for svc in self.llms.values():
+            svc.draining = True  # new generation requests: 503; running streams go on
         if self._listener is not None:
             await self._listener.stop_accepting()
         for m in self._all_models():
             await m.batcher.drain()
+        for svc in self.llms.values():
+            await svc.drain(deadline)
         if self._grpc is not None:
             await self._grpc.stop(grace=5)
         if self._listener is not None:
@@ -214,6 +255,8 @@ class Server:
             await m.batcher.stop()
         for g in self.generators.values():
             await g.stop()
+        for svc in self.llms.values():
+            await svc.stop()
         self.live = False
 
     async def serve_forever(self) -> None:
