@@ -56,7 +56,14 @@ FULL = {
     "rounds": 2,
 }
 QUICK = {"models": "tiny-llama", "concurrency": "1,4", "seconds": 3.0, "warmup_s": 1.0, "rounds": 1}
-COUNTERS = ("prompt_tokens_total", "generation_tokens_total", "tokens_predicted_total", "cached_total")
+COUNTERS = (
+    "prompt_tokens_total",
+    "generation_tokens_total",
+    "tokens_predicted_total",
+    "cached_total",
+    "batch_occupancy_count",  # edgellm: passes with decodes
+    "n_decode_total",  # llama-server: llama_decode() calls
+)
 PROMPT_NOTE = (
     "one token apart: edgellm prepends the tokenizer's BOS to a text prompt (Generator.encode) and "
     "llama-server does not (the GGUF says add_bos_token false); --prompt-ids sends both the same ids"
@@ -226,6 +233,16 @@ class Arm:
         self._out.close()
 
 
+def tokens_per_pass(counters: dict[str, float]) -> float | None:
+    """Generated tokens per decode pass from a server's counters: ~1 without batching, up to the number
+    of streams with it (edgellm: passes with decodes; llama-server: llama_decode calls, prompts included)."""
+    gen = sum(
+        v for k, v in counters.items() if "generation_tokens_total" in k or "tokens_predicted_total" in k
+    )
+    passes = sum(v for k, v in counters.items() if "batch_occupancy_count" in k or "n_decode_total" in k)
+    return round(gen / passes, 2) if passes else None
+
+
 def run_client(base: str, prompt_file: Path, c: int, args: argparse.Namespace) -> dict[str, Any]:
     """This script with ``--client``, in a process of its own; its JSON."""
     cmd = [
@@ -342,9 +359,20 @@ def bench_model(model: str, precision: str, args: argparse.Namespace, concs: lis
                         file=sys.stderr,
                     )
         counters = {name: a.counters() for name, a in arms.items()}
+        for c in counters.values():
+            c["tokens_per_pass"] = tokens_per_pass(c)
     finally:
         for a in arms.values():
             a.stop()
+    warnings = []
+    off = counters.get("edgellm-nobatch", {}).get("tokens_per_pass")
+    if off is not None and off > 1.2:
+        warnings.append(
+            f"edgellm-nobatch generated {off} tokens per pass (1 expected): --max-batch-size 1 did not "
+            "reach the LLM service, so the batching-off figures are not batching off"
+        )
+    for w in warnings:
+        print(f"WARNING: {w}", file=sys.stderr)
     seen = {r["arm"]: r["prompt_tokens"] for r in runs if r["prompt_tokens"]}
     counts = sorted({n for v in seen.values() for n in v})
     return {
@@ -356,6 +384,7 @@ def bench_model(model: str, precision: str, args: argparse.Namespace, concs: lis
         "prompt_tokens_tokenizer": len(ids),
         "prompt_tokens_by_server": seen,
         "server_counters": counters,
+        "warnings": warnings,
         "prompt_tokens_match": len(counts) <= 1,
         **(
             {"prompt_tokens_note": PROMPT_NOTE}

@@ -129,3 +129,14 @@ def test_table_lists_every_row():
     md = serve_llm_load.table(best)
     assert md.count("\n") == 3 and "| tiny-llama | fp32/F32 | llama-server | 1 | 12.0 |" in md
     assert llm_load.summarize([], 0.0, 1.0)["requests"] == 0
+
+
+def test_tokens_per_pass_from_counters():
+    ours = {
+        'edgellm:generation_tokens_total{model="tl"}': 640.0,
+        'edgellm:batch_occupancy_count{model="tl"}': 80.0,
+    }
+    llama = {"llamacpp:tokens_predicted_total": 640.0, "llamacpp:n_decode_total": 320.0}
+    assert serve_llm_load.tokens_per_pass(ours) == 8.0
+    assert serve_llm_load.tokens_per_pass(llama) == 2.0
+    assert serve_llm_load.tokens_per_pass({"llamacpp:prompt_tokens_total": 5.0}) is None
