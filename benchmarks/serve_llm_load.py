@@ -482,11 +482,14 @@ def main(argv: list[str] | None = None) -> int:
         "models": models,
         "best": rows,
         "goals": goal_checks(rows),
+        "same_checks_other_models": [goal_checks(rows, m) for m in a.models.split(",") if m != "tiny-llama"],
+        "warnings": [w for m in models for w in m["warnings"]],
     }
     md = table(rows)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(out, indent=2) + "\n")
-    a.out.with_suffix(".md").write_text(md + "\n\ngoals: " + json.dumps(out["goals"]) + "\n")
+    notes = "".join(f"\nWARNING: {w}\n" for w in out["warnings"])
+    a.out.with_suffix(".md").write_text(md + "\n\ngoals: " + json.dumps(out["goals"]) + "\n" + notes)
     print(md, file=sys.stderr)
     print(json.dumps(out, indent=2))
     return 0
