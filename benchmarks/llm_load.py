@@ -212,8 +212,8 @@ async def run_load(
     plus the configuration (``model`` is asked from ``GET /v1/models`` when not given)."""
     import aiohttp
 
-    # a fresh connection per request: llama-server closes a connection after a stream, and a reused one
-    # then fails at once; a local connect costs well under a millisecond, the same for every server
+    # a fresh connection per request: a keep-alive connection reused after a llama-server stream failed at
+    # once here (ServerDisconnectedError); a local connect costs well under a millisecond, for every server
     conn = aiohttp.TCPConnector(limit=concurrency + 2, force_close=True)
     async with aiohttp.ClientSession(connector=conn) as s:
         if model is None:
@@ -238,7 +238,10 @@ async def run_load(
 
         async def worker() -> None:
             while time.perf_counter() < end:
-                records.append(await _request(s, f"{base}/v1/completions", body, timeout))
+                rec = await _request(s, f"{base}/v1/completions", body, timeout)
+                records.append(rec)
+                if rec.error is not None:  # 429/503 or a cut stream: do not spin on a refusing server
+                    await asyncio.sleep(0.1)
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         drained = time.perf_counter()
