@@ -189,7 +189,10 @@ class Arm:
         self._out = open(log, "w")  # noqa: SIM115 (held for the life of the process)
         self._out.write("$ " + " ".join(cmd) + "\n")
         self._out.flush()
-        self.proc = subprocess.Popen(cmd, stdout=self._out, stderr=subprocess.STDOUT, start_new_session=True)
+        # cwd: `python -m edgellm.cli` imports the edgellm of this checkout (sys.path[0] beats PYTHONPATH)
+        self.proc = subprocess.Popen(
+            cmd, stdout=self._out, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT
+        )
 
     def wait_ready(self, timeout: float = 600) -> None:
         end = time.monotonic() + timeout
