@@ -236,6 +236,20 @@ class Arm:
         self._out.close()
 
 
+def git_commit() -> str | None:
+    """This checkout's commit (``+dirty`` when tracked files changed), as the report's provenance."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "-uno"], cwd=ROOT, capture_output=True, text=True
+        )
+    except OSError:
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "") if head.returncode == 0 else None
+
+
 def tokens_per_pass(counters: dict[str, float]) -> float | None:
     """Generated tokens per decode pass from a server's counters: ~1 without batching, up to the number
     of streams with it (edgellm: passes with decodes; llama-server: llama_decode calls, prompts included)."""
@@ -482,6 +496,7 @@ def main(argv: list[str] | None = None) -> int:
     out = {
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()},
         "host": host_info(),
+        "edgellm_commit": git_commit(),
         "models": models,
         "best": rows,
         "goals": goal_checks(rows),
