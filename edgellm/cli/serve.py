@@ -91,6 +91,23 @@ def serve(
     idle_timeout: float = typer.Option(
         60.0, "--idle-timeout", min=0.01, help="Split generation: seconds before an idle session is freed."
     ),
+    max_concurrent_requests: Optional[int] = typer.Option(
+        None,
+        "--max-concurrent-requests",
+        min=1,
+        help="Text generation: running + waiting requests at most (beyond: 429 with Retry-After; default: "
+        "no limit but --max-queue-size).",
+    ),
+    prefill_chunk: int = typer.Option(
+        256, "--prefill-chunk", min=1, help="Text generation: prompt tokens prefilled per pass between decode steps."
+    ),
+    max_batch_tokens: Optional[int] = typer.Option(
+        None,
+        "--max-batch-tokens",
+        min=1,
+        help="Text generation: cache positions (prompt + max_tokens) of the running requests at most "
+        "(default: --max-batch-size x the context).",
+    ),
     traffic: list[str] = typer.Option(
         [],
         "--traffic",
@@ -108,6 +125,13 @@ def serve(
     promote_after: Optional[int] = typer.Option(
         None, "--promote-after", min=1, help="Canary: healthy requests before it becomes the only version."
     ),
+    replica_id: Optional[int] = typer.Option(
+        None,
+        "--replica-id",
+        min=0,
+        help="Split generation: this replica's ordinal, named in session URLs (/v2/generate/MODEL/replicas/N/"
+        "sessions/ID); default: POD_NAME's trailing number (a StatefulSet pod), else none.",
+    ),
 ) -> None:
     """Serve ARTIFACTs over KServe v2 (REST and gRPC) with dynamic batching and Prometheus /metrics.
 
@@ -121,6 +145,10 @@ def serve(
 
     Split generation (the server half of edgellm split export --generate): edgellm serve out/tl-gen/server
     --max-sessions 32 --max-length 512 (the cache memory bound is sessions x length; see GET /v2/generate/MODEL)
+
+    Text generation (edgellm export MODEL --generate): edgellm serve out/tl-int4 --max-batch-size 16 serves the
+    OpenAI API (/v1/models, /v1/completions, /v1/chat/completions, stream: true) with continuous batching of
+    up to 16 requests; --max-batch-size 1 turns batching off.
     """
     import asyncio
     import logging
@@ -132,6 +160,7 @@ def serve(
         GenerationConfig,
         HttpConfig,
         LimitsConfig,
+        LLMConfig,
         ModelConfig,
         Server,
         ServerConfig,
@@ -185,6 +214,13 @@ def serve(
             max_batch_size=max_batch_size,  # --max-batch-size and --max-queue-size bound the decode batch too
             max_queue_size=max_queue_size,
         ),
+        llm=LLMConfig(
+            max_batch_size=max_batch_size,
+            max_queue_size=max_queue_size,
+            max_concurrent=max_concurrent_requests,
+            max_batch_tokens=max_batch_tokens,
+            prefill_chunk=prefill_chunk,
+        ),
         limits=LimitsConfig(
             max_request_rows=max_request_rows,
             max_request_seq=max_request_seq,
@@ -205,7 +241,7 @@ def serve(
             promote_after=promote_after,
         ),
     )
-    server = Server(models, cfg)
+    server = Server(models, cfg, replica_id=replica_id)
 
     async def main() -> None:
         try:
@@ -217,7 +253,7 @@ def serve(
             await server.shutdown()  # the batchers (and a REST listener) that did start
             raise err from None
         print(
-            f"serving {', '.join([*server.models, *server.generators])} on http://{cfg.host}:{cfg.port}"
+            f"serving {', '.join([*server.models, *server.generators, *server.llms])} on http://{cfg.host}:{cfg.port}"
             + (f" and grpc {cfg.host}:{cfg.grpc_port}" if cfg.grpc_port is not None else ""),
             flush=True,
         )

@@ -11,6 +11,7 @@ from edgellm.serve.config import (
     GenerationConfig,
     HttpConfig,
     LimitsConfig,
+    LLMConfig,
     ModelConfig,
     ServerConfig,
 )
@@ -22,6 +23,7 @@ __all__ = [
     "GenerationConfig",
     "HttpConfig",
     "LimitsConfig",
+    "LLMConfig",
     "ModelConfig",
     "Server",
     "ServerConfig",

@@ -128,12 +128,6 @@ class LLMService:
             for s in slots:
                 eng.release(s)
 
-    async def drain(self, deadline: float) -> None:
-        """Refuse new requests (503) and wait until the accepted ones finish or ``deadline`` (monotonic)."""
-        self.draining = True
-        while (self.running or self.waiting) and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
-
     async def stop(self) -> None:
         self.draining = True
         for req in [*self.waiting, *self.running]:
@@ -144,7 +138,7 @@ class LLMService:
                 await self._task
             except asyncio.CancelledError:
                 pass
-        self._pool.shutdown(wait=True)
+        self._pool.shutdown(wait=False, cancel_futures=True)  # a pass under way ends on its own
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -9,7 +9,8 @@ Text generation (the OpenAI-compatible routes) uses the names LLM servers use (v
 batch's slots); counters ``edgellm:prompt_tokens_total``, ``edgellm:generation_tokens_total``,
 ``edgellm:request_success_total{finished_reason}`` and ``edgellm:request_aborted_total{reason}``
 (``disconnect``, ``shutdown``, ``error``); gauges ``edgellm:num_requests_running`` and
-``edgellm:num_requests_waiting`` (the autoscaling signal of ``edgellm deploy k8s``)."""
+``edgellm:num_requests_waiting`` (the autoscaling signal of ``edgellm deploy k8s``), and for split generation
+``edgellm:num_sessions_open``."""
 
 from __future__ import annotations
 
@@ -114,6 +115,9 @@ class Metrics:
         )
         self.running = Gauge("edgellm:num_requests_running", "Requests in the decode batch", m, registry=r)
         self.waiting = Gauge("edgellm:num_requests_waiting", "Requests waiting for a slot", m, registry=r)
+        self.sessions_open = Gauge(
+            "edgellm:num_sessions_open", "Open split-generation sessions (each holds a cache)", m, registry=r
+        )
 
     def llm_first_token(self, model: str, seconds: float) -> None:
         self.ttft.labels(model).observe(seconds)

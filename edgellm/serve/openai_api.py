@@ -69,6 +69,14 @@ def error_body(message: str, status: int, param: str | None = None, code: str | 
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
+try:  # the request key under which a generation request leaves its token counts for the access log
+    from aiohttp.web import RequestKey
+
+    TOKENS: Any = RequestKey("tokens", dict)
+except ImportError:  # no aiohttp: nothing is served, the key is never used
+    TOKENS = "edgellm.tokens"
+
+
 def add_openai_routes(router: Any, server: Any) -> None:
     api = OpenAIApi(server)
     router.add_get("/v1/models", api.models)
@@ -154,7 +162,7 @@ class OpenAIApi:
             raise _as_openai(exc) from exc
         kind = "chat.completion" if chat else "text_completion"
         head = {"id": ("chatcmpl-" if chat else "cmpl-") + req.id, "created": int(time.time()), "model": svc.name}
-        request["tokens"] = {"prompt": len(ids), "completion": 0}
+        request[TOKENS] = {"prompt": len(ids), "completion": 0}
         events = svc.events(req)
         async with contextlib.aclosing(events):
             if stream:
@@ -167,7 +175,7 @@ class OpenAIApi:
                     raise _as_openai(value)
                 else:
                     reason = value
-        request["tokens"]["completion"] = len(req.out)
+        request[TOKENS]["completion"] = len(req.out)
         content = "".join(text)
         choice: dict[str, Any] = {"index": 0, "finish_reason": reason, "logprobs": None}
         choice.update({"message": {"role": "assistant", "content": content}} if chat else {"text": content})
@@ -208,7 +216,7 @@ async def _stream(request, events, req, head, kind: str, chat: bool, include_usa
             return resp
         else:
             await resp.write(chunk({} if chat else "", value))
-    request["tokens"]["completion"] = len(req.out)
+    request[TOKENS]["completion"] = len(req.out)
     if include_usage:
         tail = {**base, "choices": [], "usage": _usage(req)}
         await resp.write(b"data: " + json.dumps(tail).encode() + b"\n\n")

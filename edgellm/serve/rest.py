@@ -19,8 +19,9 @@ from edgellm._version import __version__
 from edgellm.partition.wire import ACT_HEADER, STEP_HEADER, GenerationError
 from edgellm.serve.auth import bearer_ok
 from edgellm.serve.listener import Listener
-from edgellm.serve.openai_api import add_openai_routes, error_body
+from edgellm.serve.openai_api import TOKENS, add_openai_routes, error_body
 from edgellm.serve.protocol import EXTENSIONS, ProtocolError, encode_rest, parse_rest
+from edgellm.serve.replicas import add_replica_routes, session_url
 
 access_log = logging.getLogger("edgellm.serve.access")
 log = logging.getLogger("edgellm.serve")
@@ -56,6 +57,7 @@ class RestApi:
         r.add_post("/v2/generate/{model}/sessions/{session}/steps", self._gen_step)
         r.add_delete("/v2/generate/{model}/sessions/{session}", self._gen_close)
         add_openai_routes(r, self.s)
+        add_replica_routes(r, self)  # the same under /v2/generate/{model}/replicas/{r}/ (serve/replicas.py)
         listener = Listener(self.s, app)  # timeouts, connection cap, early 413, the SIGTERM drain
         # handler_cancellation: a client that disconnects cancels its handler, which withdraws its request
         runner = web.AppRunner(
@@ -179,13 +181,15 @@ class RestApi:
         )
 
     # -- split generation -------------------------------------------------------------------------
-    def _generator(self, request) -> Any:
+    def _generator(self, request, opening: bool = False) -> Any:
+        """The request's generation service; while draining only a new session is refused (503): open
+        sessions keep stepping until their clients close them (``Server._wait_for_sessions``)."""
         name = request.match_info["model"]
         g = self.s.generators.get(name)
         if g is None:
             served = ", ".join(self.s.generators) or "none"
             raise ProtocolError(f"'{name}' is not a split-generation model here (served: {served})", 404)
-        if self.s.draining:
+        if opening and self.s.draining:
             raise ProtocolError("the server is shutting down; retry on another replica", 503)
         return g
 
@@ -200,7 +204,7 @@ class RestApi:
         return self._json(self._generator(request).describe())
 
     async def _gen_open(self, request):
-        g = self._generator(request)
+        g = self._generator(request, opening=True)
         try:
             options = json.loads(await request.read() or b"{}")
         except (ValueError, RecursionError) as exc:
@@ -209,6 +213,8 @@ class RestApi:
             raise ProtocolError("session options must be a JSON object", 400)
         s = await self._gen_call(g.open, options)
         body = {"session": s.id, "max_length": s.max_length, "idle_timeout_s": g.config.idle_timeout_s}
+        if self.s.replica_id is not None:  # where this session's steps go (the pod that holds its cache)
+            body["url"] = session_url(g.name, self.s.replica_id, s.id)
         return self._json(body, 201)
 
     async def _gen_step(self, request):
@@ -253,7 +259,7 @@ def json_access_logger() -> type:
                 "ms": round(time * 1000, 3),
                 "remote": request.remote,
             }
-            tokens = request.get("tokens")  # generation requests: prompt and completion token counts
+            tokens = request.get(TOKENS)  # generation requests: prompt and completion token counts
             if tokens:
                 line["prompt_tokens"], line["completion_tokens"] = tokens["prompt"], tokens["completion"]
             self.logger.info(json.dumps(line))

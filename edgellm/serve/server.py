@@ -81,9 +81,12 @@ class Model:
 class Server:
     """Load the models, warm them up, then serve REST and gRPC until stopped."""
 
-    def __init__(self, models: list[ModelConfig], config: ServerConfig | None = None) -> None:
+    def __init__(
+        self, models: list[ModelConfig], config: ServerConfig | None = None, *, replica_id: int | None = None
+    ) -> None:
         from edgellm.export import Artifact
         from edgellm.runtime import make_runner, preferred_runtime
+        from edgellm.serve.replicas import replica_ordinal
 
         self.config = cfg = config or ServerConfig()
         self.metrics = Metrics()
@@ -95,6 +98,7 @@ class Server:
         self.releases: dict[str, Any] = {}  # models with a traffic split
         self.live = True
         self.draining = False
+        self.replica_id = replica_ordinal(replica_id)  # names this replica in session URLs (or None)
         threads = cfg.threads or max(1, (os.cpu_count() or 1) // max(1, cfg.instances))
         for mc in models:
             art = Artifact.load(mc.artifact)
@@ -164,7 +168,9 @@ class Server:
 
         if name in self.generators:
             raise EdgeLLMError(f"two models are named '{name}'", "rename one with NAME=ARTIFACT")
-        self.generators[name] = GenerationService(name, art, runner, self.config.generation, self.metrics)
+        svc = GenerationService(name, art, runner, self.config.generation, self.metrics)
+        self.generators[name] = svc
+        self.metrics.sessions_open.labels(name).set_function(lambda g=svc: len(g.sessions))
 
     def _add_llm(self, name: str, art: Any, threads: int, session_options: dict | None) -> None:
         from edgellm.models.loader import load_tokenizer
@@ -235,18 +241,17 @@ class Server:
         return {"batch_sizes": sizes, "seconds": round(time.perf_counter() - t0, 3)}
 
     async def shutdown(self) -> None:
-        """Drain: stop accepting connections, answer every request received (those that arrive meanwhile
-        get 503 with ``Retry-After``), then close the listeners and the models."""
+        """Drain: readiness turns 503 and new work gets 503 with ``Retry-After``; open sessions finish
+        (:meth:`_wait_for_sessions`); then stop accepting connections, answer every request received, and
+        close the listeners and the models."""
         self.draining = True
-        deadline = time.monotonic() + self.config.http.drain_timeout_s
         for svc in self.llms.values():
             svc.draining = True  # new generation requests: 503; running streams go on
+        await self._wait_for_sessions(time.monotonic() + self.config.http.drain_timeout_s)
         if self._listener is not None:
             await self._listener.stop_accepting()
         for m in self._all_models():
             await m.batcher.drain()
-        for svc in self.llms.values():
-            await svc.drain(deadline)
         if self._grpc is not None:
             await self._grpc.stop(grace=5)
         if self._listener is not None:
@@ -258,6 +263,25 @@ class Server:
         for svc in self.llms.values():
             await svc.stop()
         self.live = False
+
+    async def _wait_for_sessions(self, deadline: float) -> None:
+        """While draining, wait until no generator holds a session (each closed by its client, or freed
+        after the idle timeout) and no generation request runs or waits, or ``deadline``
+        (``time.monotonic()``) passes. The listener still accepts
+        meanwhile, so a session's next step reaches it on a new connection."""
+
+        def held() -> int:  # split sessions, and the generation requests running or waiting
+            llm = sum(len(s.running) + len(s.waiting) for s in self.llms.values())
+            return sum(len(g.sessions) for g in self.generators.values()) + llm
+
+        if held():
+            log.info(
+                "draining: waiting for %d open sessions (%.0f s at most)", held(), deadline - time.monotonic()
+            )
+        while held() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if held():
+            log.warning("drain timeout: %d sessions still open are dropped", held())
 
     async def serve_forever(self) -> None:
         await self.start()
@@ -410,8 +434,9 @@ def serve_in_background(models: list[ModelConfig], **config: Any) -> Iterator[Se
 
     ``config`` are :class:`ServerConfig`'s fields by flat name (``max_batch_size=4``, ``max_sessions=8``,
     ``traffic={...}``: :meth:`ServerConfig.from_flat`), or whole sections (``canary=CanaryConfig(...)``).
-    ``port`` defaults to 0 (an ephemeral port; read it from ``srv.config.port``) and ``grpc_port`` to
-    None (REST only). The server is stopped and drained when the block ends.
+    ``replica_id`` is :class:`Server`'s. ``port`` defaults to 0 (an ephemeral port; read it from
+    ``srv.config.port``) and ``grpc_port`` to None (REST only). The server is stopped and drained when the
+    block ends.
 
     Example:
         >>> with serve_in_background([ModelConfig("out/minilm-split/server")]) as srv:  # doctest: +SKIP
@@ -419,7 +444,10 @@ def serve_in_background(models: list[ModelConfig], **config: Any) -> Iterator[Se
     """
     import threading
 
-    srv = Server(models, ServerConfig.from_flat(**{"port": 0, "grpc_port": None, **config}))
+    replica_id = config.pop("replica_id", None)
+    srv = Server(
+        models, ServerConfig.from_flat(**{"port": 0, "grpc_port": None, **config}), replica_id=replica_id
+    )
     loop = asyncio.new_event_loop()
     started, failed = threading.Event(), []
 

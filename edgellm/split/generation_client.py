@@ -1,6 +1,7 @@
 """The phone half of split generation: run the device artifact with the cache of its own layers, send
 each step's hidden states to the server's session (``/v2/generate/{model}/sessions`` on ``edgellm
-serve``, :mod:`edgellm.serve.generation`), stream the tokens it answers.
+serve``, :mod:`edgellm.serve.generation`), stream the tokens it answers. When the server answers the
+session's ``url`` (a replica behind a router: :mod:`edgellm.serve.replicas`), the steps go there.
 
 A server refusal raises :class:`~edgellm.partition.wire.GenerationError` with the server's message and
 HTTP status; a server that cannot be reached, :class:`~edgellm.errors.EdgeLLMError` with how to start it.
@@ -138,7 +139,9 @@ class GenerationClient:
         opened = self._request(
             "POST", base, json.dumps({"temperature": temperature, "top_k": top_k, "seed": seed}).encode()
         )
-        sid = opened["session"]
+        # a server that names its replica answers where the session lives (the pod holding its cache:
+        # a router sends that path there); older servers do not, and the plain path is used
+        url = _session_path(opened.get("url")) or f"{base}/{opened['session']}"
         from edgellm.split.stepper import DeviceStepper
 
         cache = self.gen.get("device_cache", {})
@@ -159,7 +162,7 @@ class GenerationClient:
                 t1 = time.perf_counter()
                 res = self._request(
                     "POST",
-                    f"{base}/{sid}/steps",
+                    f"{url}/steps",
                     payload,
                     {
                         STEP_HEADER: str(step),
@@ -181,4 +184,13 @@ class GenerationClient:
                 ids = [token]
         finally:
             with contextlib.suppress(GenerationError, EdgeLLMError):  # else the server frees it on expiry
-                self._request("DELETE", f"{base}/{sid}")
+                self._request("DELETE", url)
+
+
+def _session_path(url: Any) -> str | None:
+    """The path of a session's ``url`` as a server answered it (a path, or a full URL on this server)."""
+    import urllib.parse
+
+    if not isinstance(url, str) or not url:
+        return None
+    return urllib.parse.urlparse(url).path or None
