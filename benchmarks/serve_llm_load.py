@@ -32,6 +32,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import signal
 import socket
@@ -296,7 +297,9 @@ def best_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def goal_checks(rows: list[dict[str, Any]], model: str = "tiny-llama", c: int = 16) -> dict[str, Any]:
-    """The issue's goals at ``c`` streams on ``model`` (fp32), from the best rows; None where a row is missing."""
+    """The issue's goals at ``c`` streams on ``model`` (fp32), from the best rows. A goal is left out when a
+    row is missing and is None when a p99 TTFT is NaN (no request of that point finished: a longer
+    ``--seconds`` measures it)."""
     at = {r["arm"]: r for r in rows if r["model_name"] == model and r["concurrency"] == c}
     at = {k: v for k, v in at.items() if v["precision"] == "fp32"}
     ours, llama, off = at.get("edgellm"), at.get("llama-server"), at.get("edgellm-nobatch")
@@ -305,7 +308,10 @@ def goal_checks(rows: list[dict[str, Any]], model: str = "tiny-llama", c: int = 
         ratio = ours["tok_s"] / max(llama["tok_s"], 1e-9)
         out["tok_s_vs_llama_server"] = round(ratio, 3)
         out["p99_ttft_ms"] = {"edgellm": ours["ttft_ms_p99"], "llama-server": llama["ttft_ms_p99"]}
-        out["goal_vs_llama_server"] = bool(ratio >= 1.0 and ours["ttft_ms_p99"] <= llama["ttft_ms_p99"])
+        p99s = (ours["ttft_ms_p99"], llama["ttft_ms_p99"])
+        out["goal_vs_llama_server"] = (
+            None if any(math.isnan(x) for x in p99s) else bool(ratio >= 1.0 and p99s[0] <= p99s[1])
+        )
     if ours and off:
         ratio = ours["tok_s"] / max(off["tok_s"], 1e-9)
         out["batching_speedup"] = round(ratio, 3)

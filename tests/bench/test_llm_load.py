@@ -120,6 +120,8 @@ def test_best_rows_and_goals():
     slower = serve_llm_load.goal_checks([*best[:1], row("llama-server", 16, 950.0, 50.0), best[2]])
     assert slower["goal_vs_llama_server"] is False  # faster, but a worse p99 TTFT
     assert "goal_batching_2x" not in serve_llm_load.goal_checks(best, model="qwen05")
+    unmeasured = serve_llm_load.goal_checks([best[0], row("llama-server", 16, 99.0, float("nan"))])
+    assert unmeasured["goal_vs_llama_server"] is None  # no llama-server request finished in the window
 
 
 def test_table_lists_every_row():
