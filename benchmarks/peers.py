@@ -11,10 +11,11 @@ Everything a peer needs is made here, under ``.peers/`` in the repository root (
 the project's virtual environment; each step is cached (a rerun finds what exists):
 
 - llama.cpp: the sources come from the ``llama-cpp-python`` sdist (``vendor/llama.cpp``), built with
-  cmake (``llama-bench``, ``llama-quantize``); ``convert_hf_to_gguf.py`` runs with its own ``gguf-py``
-  through ``benchmarks/peers_convert.py`` (which answers the bundled tokenizer's unknown pre-tokenizer
-  hash); F32 by the converter, Q8_0 and Q4_0 by ``llama-quantize``; timed by ``llama-bench`` (prefill
-  ``-p P -n 0``, decode ``-p 0 -n N -d P``, i.e. decode after a P-token context).
+  cmake (``llama-bench``, ``llama-quantize``; ``llama-server`` for ``serve_llm_load.py``);
+  ``convert_hf_to_gguf.py`` runs with its own ``gguf-py`` through ``benchmarks/peers_convert.py`` (which
+  answers the bundled tokenizer's unknown pre-tokenizer hash); F32 by the converter, Q8_0 and Q4_0 by
+  ``llama-quantize``; timed by ``llama-bench`` (prefill ``-p P -n 0``, decode ``-p 0 -n N -d P``, i.e.
+  decode after a P-token context).
 - onnxruntime-genai: its model builder needs a newer transformers than edgellm pins, so it gets its own
   venv ``.peers/genai-venv``; INT4 CPU model (``block_size``, ``accuracy_level`` recorded); timed with
   ``og.Generator`` in that venv by ``benchmarks/peers_genai.py``.

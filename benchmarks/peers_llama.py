@@ -30,7 +30,9 @@ ROOT = Path(__file__).resolve().parent.parent
 PEERS = ROOT / ".peers"
 HERE = Path(__file__).resolve().parent
 LLAMA_CPP_PYTHON = "0.3.36"  # the sdist whose vendor/llama.cpp is built
-LLAMA_TARGETS = ("llama-bench", "llama-quantize")
+LLAMA_TARGETS = ("llama-bench", "llama-quantize", "llama-server")
+# llama-server without its web UI: the prebuilt UI is a Hugging Face download (no network here)
+SERVER_FLAGS = ("-DLLAMA_BUILD_SERVER=ON", "-DLLAMA_USE_PREBUILT_UI=OFF", "-DLLAMA_BUILD_UI=OFF")
 GGUF_TYPES = {"f32": "F32", "q8_0": "Q8_0", "q4_0": "Q4_0"}
 
 
@@ -163,22 +165,28 @@ def unpack_llama_cpp(root: Path, src: Path, *, hint: str = "") -> Path:
     return src
 
 
-def llama_cpp(root: Path = PEERS, *, build: bool = True) -> dict[str, Path]:
-    """Find or build llama.cpp under ``root/llama.cpp``: the source tree and the two tools.
+def llama_cpp(
+    root: Path = PEERS, *, build: bool = True, need: Sequence[str] = LLAMA_TARGETS
+) -> dict[str, Path]:
+    """Find or build llama.cpp under ``root/llama.cpp``: the source tree and its tools (``bench``,
+    ``quantize``, ``server``).
 
     Order: ``$EDGELLM_LLAMA_CPP`` (a llama.cpp tree with ``build/bin``), then ``root/llama.cpp``; a missing
     tree is unpacked from the ``llama-cpp-python`` sdist (``pip download``), missing tools are built with
-    cmake (about 15 minutes on 2 cores). ``build=False`` raises instead of building.
+    cmake (about 15 minutes on 2 cores; llama-server another ~10). A build folder configured without the
+    server (older runs of this script) is reconfigured. ``need`` names the tools the caller uses (only
+    they must exist); ``build=False`` raises instead of building.
     """
     src = Path(os.environ.get("EDGELLM_LLAMA_CPP", root / "llama.cpp"))
     bins = {t: src / "build" / "bin" / t for t in LLAMA_TARGETS}
+    need = tuple(need)
     how = (
         f"build it once: python benchmarks/peers.py --build-only (or: pip download llama-cpp-python=="
         f"{LLAMA_CPP_PYTHON} --no-binary :all: --no-deps; unpack vendor/llama.cpp to {src}; cmake -B build "
-        f"-DGGML_NATIVE=ON -DLLAMA_CURL=OFF; cmake --build build --target {' '.join(LLAMA_TARGETS)} -j2)"
+        f"-DGGML_NATIVE=ON -DLLAMA_CURL=OFF {' '.join(SERVER_FLAGS)}; cmake --build build --target {' '.join(LLAMA_TARGETS)} -j2)"
     )
-    if all(b.is_file() for b in bins.values()) and (src / "convert_hf_to_gguf.py").is_file():
-        return {"src": src, **{t.replace("llama-", ""): b for t, b in bins.items()}}
+    if all(bins[t].is_file() for t in need) and (src / "convert_hf_to_gguf.py").is_file():
+        return {"src": src, **{t.replace("llama-", ""): b for t, b in bins.items() if b.is_file()}}
     if not build:
         raise peer_error(f"llama.cpp is not built under {src}", how)
     for tool in ("cmake", "c++"):
@@ -189,7 +197,8 @@ def llama_cpp(root: Path = PEERS, *, build: bool = True) -> dict[str, Path]:
     if not (src / "CMakeLists.txt").is_file():
         unpack_llama_cpp(root, src, hint=how)
     logs = root / "logs"
-    if not (src / "build" / "CMakeCache.txt").is_file():
+    cache = src / "build" / "CMakeCache.txt"
+    if not cache.is_file() or "LLAMA_BUILD_SERVER:BOOL=ON" not in cache.read_text(errors="replace"):
         gen = ["-G", "Ninja"] if shutil.which("ninja") else []
         run_logged(
             [
@@ -202,7 +211,7 @@ def llama_cpp(root: Path = PEERS, *, build: bool = True) -> dict[str, Path]:
                 "-DLLAMA_CURL=OFF",
                 "-DLLAMA_BUILD_TESTS=OFF",
                 "-DLLAMA_BUILD_EXAMPLES=OFF",
-                "-DLLAMA_BUILD_SERVER=OFF",
+                *SERVER_FLAGS,
             ],
             logs / "cmake-configure.log",
             cwd=src,
@@ -210,13 +219,23 @@ def llama_cpp(root: Path = PEERS, *, build: bool = True) -> dict[str, Path]:
             hint=how,
         )
     run_logged(
-        ["cmake", "--build", "build", "--target", *LLAMA_TARGETS, "-j", str(os.cpu_count() or 2)],
+        ["cmake", "--build", "build", "--target", *need, "-j", str(os.cpu_count() or 2)],
         logs / "cmake-build.log",
         cwd=src,
         what="building llama.cpp",
         hint=how,
     )
-    return llama_cpp(root, build=False)
+    return llama_cpp(root, build=False, need=need)
+
+
+def llama_server(root: Path = PEERS, *, build: bool = False) -> Path:
+    """The ``llama-server`` binary of :func:`llama_cpp` (``build=True`` builds what is missing).
+
+    Example:
+        >>> subprocess.run([llama_server(), "--version"]).returncode                # doctest: +SKIP
+        0
+    """
+    return llama_cpp(root, build=build, need=("llama-server",))["server"]
 
 
 def gguf_models(
@@ -235,7 +254,7 @@ def gguf_models(
     bad = [p for p in precisions if p not in GGUF_TYPES]
     if bad:
         raise peer_error(f"unknown llama.cpp precision {bad}", f"use some of {list(GGUF_TYPES)}")
-    tools = llama_cpp(root)
+    tools = llama_cpp(root, need=("llama-quantize",))
     out = root / "gguf" / model_key(path)
     out.mkdir(parents=True, exist_ok=True)
     f32 = out / "model-F32.gguf"
@@ -285,7 +304,7 @@ def gguf_models(
 
 def gguf_tensor_bytes(gguf: Path, *, root: Path = PEERS) -> dict[str, int]:
     """Bytes of every tensor in ``gguf`` (read with llama.cpp's gguf-py, in a subprocess)."""
-    src = llama_cpp(root, build=False)["src"]
+    src = llama_cpp(root, build=False, need=())["src"]
     code = (
         "import json,sys; from gguf import GGUFReader; r=GGUFReader(sys.argv[1]); "
         "print(json.dumps({t.name: int(t.n_bytes) for t in r.tensors}))"
@@ -324,7 +343,7 @@ def bench_llama_cpp(
     the same from an empty context, llama-bench's usual ``tg`` figure).
     """
     files = gguf_models(hf_dir, precisions, root=root)
-    bench = llama_cpp(root)["bench"]
+    bench = llama_cpp(root, need=("llama-bench",))["bench"]
     rows: list[dict[str, Any]] = []
     for p, gguf in files.items():
         log_dir = gguf.parent
