@@ -122,7 +122,8 @@ class OpenAIApi:
         from aiohttp import web
 
         name = request.match_info["model"]
-        return web.json_response(self._card(name, self._service(name)))
+        svc = self._service(name)
+        return web.json_response({**self._card(name, svc), "edgellm": svc.describe()})
 
     def _service(self, name: Any) -> Any:
         if not isinstance(name, str) or not name:
