@@ -265,7 +265,9 @@ def test_concat_layout_is_batched_too(gen_concat_artifact, gen):
         got = [None] * 4
 
         def one(i):
-            got[i] = client(srv).completions.create(model=NAME, prompt=prompts[i], max_tokens=12, temperature=0)
+            got[i] = client(srv).completions.create(
+                model=NAME, prompt=prompts[i], max_tokens=12, temperature=0
+            )
 
         threads = [threading.Thread(target=one, args=(i,)) for i in range(4)]
         for t in threads:

@@ -178,13 +178,18 @@ def test_long_prompt_is_chunked_between_running_decodes(gen_artifact):
 def test_api_key_is_required_on_v1(gen_artifact, tmp_path):
     from edgellm.serve import ModelConfig
 
-    with running([ModelConfig(gen_artifact)], api_key="s3cret") as srv:
+    with running([ModelConfig(gen_artifact)], api_key="s3cret", max_body_mb=0.01) as srv:
         with pytest.raises(openai.AuthenticationError) as e:
             client(srv, "wrong").models.list()
         assert e.value.body["type"] == "authentication_error" and e.value.body["code"] == "invalid_api_key"
         assert [m.id for m in client(srv, "s3cret").models.list().data] == [NAME]
         r = client(srv, "s3cret").completions.create(model=NAME, prompt="a", max_tokens=2, temperature=0)
         assert r.usage.completion_tokens >= 1
+        big = post(
+            srv.config.port, body(2, False, prompt="x " * 20000), headers={"Authorization": "Bearer s3cret"}
+        )
+        assert big.status == 413  # the same body limit as the tensor endpoints, in OpenAI's error shape
+        assert json.loads(big.read())["error"]["type"] == "invalid_request_error"
 
 
 def test_metrics_and_access_log_count_tokens(gen_artifact, caplog):
