@@ -34,7 +34,7 @@ def test_rows_of_any_length_join_and_leave(layout, gen_artifact, gen_concat_arti
     eng.prefill(idle, [3, 4, 5])
     slots = [eng.acquire() for _ in prompts]
     toks = {}
-    for s, p, (want, logits) in zip(slots, prompts, refs):
+    for s, p, (_, logits) in zip(slots, prompts, refs):
         for i in range(0, len(p), 8):  # chunked prefill
             last = eng.prefill(s, p[i : i + 8])
         np.testing.assert_allclose(last, logits[0], atol=1e-4)
