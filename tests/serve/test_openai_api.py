@@ -276,3 +276,70 @@ def test_concat_layout_is_batched_too(gen_concat_artifact, gen):
             t.join(120)
         assert [r.choices[0].text for r in got] == want
         assert srv.llms[NAME].stats["max_batch_seen"] > 1
+
+
+def test_fuzzed_bodies_are_answered_or_refused_with_4xx(llm):
+    """Hypothesis over request bodies (every field, values of every JSON type): 200, or a 4xx in OpenAI's
+    error shape; never a 500 or a dropped connection."""
+    from collections import Counter
+
+    from hypothesis import HealthCheck, example, given, settings
+    from hypothesis import strategies as st
+
+    scalars = st.one_of(
+        st.none(), st.booleans(), st.integers(-5, 300), st.floats(allow_nan=True), st.text(max_size=8)
+    )
+    values = st.recursive(
+        scalars,
+        lambda v: st.lists(v, max_size=3) | st.dictionaries(st.text(max_size=6), v, max_size=3),
+        max_leaves=6,
+    )
+    message = st.fixed_dictionaries(
+        {
+            "role": st.sampled_from(["user", "system", "assistant", "robot", 3]),
+            "content": st.one_of(st.text(max_size=12), values),
+        }
+    )
+    chat = st.fixed_dictionaries(
+        {
+            "model": st.sampled_from([NAME, NAME, "other", 5]),
+            "messages": st.one_of(st.lists(message, max_size=3), values),
+        },
+        optional={
+            k: values | st.integers(1, 4)
+            for k in (
+                "temperature",
+                "top_p",
+                "top_k",
+                "seed",
+                "stop",
+                "n",
+                "stream",
+                "stream_options",
+                "ignore_eos",
+                "logprobs",
+                "bogus",
+            )
+        },
+    ).map(lambda b: {**b, "max_tokens": b.get("max_tokens", 3)})
+    seen: Counter = Counter()
+
+    @settings(
+        max_examples=120,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(chat)
+    @example({"model": NAME, "messages": OK_MSG, "max_tokens": 2, "temperature": 0.5, "stop": "x"})
+    @example({"model": NAME, "messages": OK_MSG, "max_tokens": 2, "stream": True, "top_k": 3})
+    def run(body):
+        status, _, data = raw(llm, CHAT, json.dumps(body).encode())
+        assert status in (200, 400, 404), (status, body, data[:300])
+        if status != 200:
+            assert json.loads(data)["error"]["type"] in ("invalid_request_error", "not_found_error")
+        seen[status] += 1
+
+    run()
+    assert seen[200] > 0 and seen[400] > 0
