@@ -283,7 +283,13 @@ def pte_gen_fp32(small_llm, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("ptegen") / "fp32"
     m = export_generate(
-        small_llm, out, target="snapdragon-8-gen-3", format="pte", precision="fp32", context=48, check_tokens=16
+        small_llm,
+        out,
+        target="snapdragon-8-gen-3",
+        format="pte",
+        precision="fp32",
+        context=48,
+        check_tokens=16,
     )
     return out, m
 
