@@ -48,7 +48,6 @@ def test_compress_tiny_llama_int4_meets_guard(tiny_llama, tmp_path):
         output=out,
         max_accuracy_drop="ppl+5%",
         runs=3,
-        calib_sequences=16,  # GPTQ's Hessians from 16 windows of 128 tokens (2048 rows per layer)
         eval_sequences=16,
         progress=False,
     )
@@ -65,14 +64,11 @@ def test_compress_tiny_llama_int4_meets_guard(tiny_llama, tmp_path):
 
 def test_guard_that_cannot_be_met_fails_with_report(small_lm, tmp_path):
     out = tmp_path / "never"
-    calib = corpus_excerpt(tmp_path / "calib.txt", 0)  # the fallback's sensitivity ranking reads it
     with pytest.raises(GuardError, match="no try met the accuracy guard") as exc:
         compress(
             str(small_lm),
             Int4WeightOnly(method="rtn", group_size=128),
             output=out,
-            calib=calib,
-            calib_sequences=16,
             max_accuracy_drop="top1>=0.9999",
             runs=2,
             eval_sequences=8,
@@ -86,7 +82,7 @@ def test_guard_that_cannot_be_met_fails_with_report(small_lm, tmp_path):
     assert [t["try"] for t in rep["tries"]] == ["requested", "1 most sensitive layer(s) kept fp32"]
     assert all(not t["ok"] and t["accuracy"]["top1_agreement"] < 0.9999 for t in rep["tries"])
     assert len(rep["tries"][1]["kept_fp32"]) == 1
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["calib.txt", "never.report.json"]  # no temp dirs
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["never.report.json"]  # no temp dirs
 
 
 def test_calibration_data_too_small(tiny_llama, tmp_path):
@@ -172,11 +168,6 @@ def test_cli_guard_failure_exits_3(tmp_path, capsys, small_lm):
             "w4a16-rtn",
             "--max-accuracy-drop",
             "top1>=0.99999",
-            # excerpts of the bundled corpus (~16 windows each): the guard fails the same way, sooner
-            "--calib",
-            corpus_excerpt(tmp_path / "calib.txt", 0),
-            "--eval",
-            corpus_excerpt(tmp_path / "eval.txt", 1),
             "-o",
             str(tmp_path / "q"),
             "--runs",
