@@ -90,14 +90,7 @@ def test_the_saved_classifier_reloads_exports_and_quantizes(trained, tmp_path):
     got = make_runner(art).run(feeds)["logits"].argmax(-1)
     assert (want == got).all() and len(set(want.tolist())) == 3
     r = compress(
-        m,
-        "int8-dynamic",
-        output=tmp_path / "int8",
-        max_accuracy_drop="top1>=0.8",
-        runs=2,
-        calib_sequences=16,  # only the fallbacks' sensitivity ranking reads it
-        eval_sequences=32,
-        progress=False,
+        m, "int8-dynamic", output=tmp_path / "int8", max_accuracy_drop="top1>=0.8", runs=2, progress=False
     )
     acc = r.artifact.manifest["evaluation"]["accuracy"]
     assert acc["metric"] == "classification" and acc["top1_agreement"] >= 0.8
