@@ -275,6 +275,26 @@ def gen_artifact(small_llm, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def pte_gen_fp32(small_llm, tmp_path_factory):
+    """``(directory, manifest)``: small-lm as an fp32 ExecuTorch generation artifact (the static-cache
+    program, 48 positions, 16 tokens checked), lowered once for tests/conformance and tests/export."""
+    pytest.importorskip("executorch", reason="pip install 'edgellm[executorch]'")
+    from edgellm.pipeline.generate_export import export_generate
+
+    out = tmp_path_factory.mktemp("ptegen") / "fp32"
+    m = export_generate(
+        small_llm,
+        out,
+        target="snapdragon-8-gen-3",
+        format="pte",
+        precision="fp32",
+        context=48,
+        check_tokens=16,
+    )
+    return out, m
+
+
+@pytest.fixture(scope="session")
 def gen_concat_artifact(small_llm, tmp_path_factory):
     """small-lm as an fp32 generation artifact with the ``concat`` cache layout (the step graph)."""
     from edgellm.pipeline.generate_export import export_generate

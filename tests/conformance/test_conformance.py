@@ -150,7 +150,8 @@ GEN_FORMATS = [
     pytest.param("gguf", "snapdragon-8-gen-3", "llama_cpp", marks=pytest.mark.target_gguf, id="gguf"),
     pytest.param("pte", "snapdragon-8-gen-3", "executorch", marks=pytest.mark.target_pte, id="pte"),
 ]
-# pte at fp32 here: tests/export/test_executorch.py checks its INT4 (8da4w) static program on the same model
+# pte at fp32 here: its INT4 (8da4w) static program is tests/export/test_executorch.py's (-m slow) and
+# benchmarks/bench_targets_llm.py's pte-8da4w row; the 8da4w Llama program is the pte-llama-int4 row above
 GEN_WRITES = {"gguf": ("fp32", "fp16", "int8", "int4"), "pte": ("fp32",)}
 GEN_EXTRA = {"gguf": "llamacpp (make setup-llama)", "pte": "executorch"}
 GEN_CASES = [
@@ -161,7 +162,7 @@ GEN_CASES = [
 
 
 @pytest.mark.parametrize("fmt,target,sdk,precision", GEN_CASES)
-def test_generation_conformance(fmt, target, sdk, precision, small_lm, tmp_path):
+def test_generation_conformance(fmt, target, sdk, precision, small_lm, tmp_path, request):
     """export --generate -> greedy tokens checked in the format's own runtime -> Generator -> token rate."""
     from edgellm.bench.generation import bench_generate
     from edgellm.pipeline.generate_export import export_generate
@@ -169,11 +170,14 @@ def test_generation_conformance(fmt, target, sdk, precision, small_lm, tmp_path)
 
     if importlib.util.find_spec(sdk) is None:
         pytest.skip(f"the '{sdk}' package is not installed: the {GEN_EXTRA[fmt]} extra")
-    out = tmp_path / "gen"
-    opts = {"group_size": 32} if fmt == "pte" and precision == "int4" else {}
-    m = export_generate(
-        small_lm, out, target=target, format=fmt, precision=precision, context=64, check_tokens=16, **opts
-    )
+    if (fmt, precision) == ("pte", "fp32"):  # the same export as tests/export/test_executorch.py's: once
+        out, m = request.getfixturevalue("pte_gen_fp32")
+    else:
+        out = tmp_path / "gen"
+        opts = {"group_size": 32} if fmt == "pte" and precision == "int4" else {}
+        m = export_generate(
+            small_lm, out, target=target, format=fmt, precision=precision, context=64, check_tokens=16, **opts
+        )
     assert m["target"]["format"] == fmt and m["generation"]["precision"] == precision
     par = m["generation"]["parity"]
     assert par["equal_up_to_ties"] and par["logits_cosine_min"] > 0.99, par

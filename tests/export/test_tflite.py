@@ -55,10 +55,10 @@ def test_fp16_halves_the_file(minilm, minilm_tflite, tmp_path):
     assert art.manifest["parity"]["vs_fp32"]["random"]["sentence_embedding"]["cosine_min"] > 0.9999
 
 
-def test_full_integer_uses_the_quantspec_scales(tiny_llama, pydoc_batches, tmp_path):
-    calib = pydoc_batches(tiny_llama, 16, 8)[0].feeds
-    spec = quantize(tiny_llama, Int8Static(), calib)
-    art = export(tiny_llama, "snapdragon-865", tmp_path / "int8", quant=spec, seq_len=32)
+def test_full_integer_uses_the_quantspec_scales(small_llm, pydoc_batches, tmp_path):
+    calib = pydoc_batches(small_llm, 16, 8)[0].feeds
+    spec = quantize(small_llm, Int8Static(), calib)
+    art = export(small_llm, "snapdragon-865", tmp_path / "int8", quant=spec, seq_len=32)
     t = art.manifest["recipe"]["tflite"]
     assert t["mode"] == "int8-full"
     assert t["int8_ops"]["FULLY_CONNECTED"] == len(spec.layers)  # every quantized linear runs in int8
@@ -68,8 +68,11 @@ def test_full_integer_uses_the_quantspec_scales(tiny_llama, pydoc_batches, tmp_p
     assert out["scale"] == pytest.approx(lm.out_scale, rel=1e-6)
     assert out["zero_point"] == lm.out_zero_point - 128
     assert art.manifest["parity"]["vs_fp32"]["random"]["logits"]["cosine_min"] > 0.98
-    # and the weights really are int8: the file is well under the fp32 weights
-    assert art.size_bytes < 0.45 * sum(p.numel() * 4 for p in tiny_llama.module.parameters())
+    # and the weights really are int8: the quantized linears take about a quarter of their fp32 bytes
+    # (the token embedding, a lookup, stays fp32: most of this small model's file)
+    w = spec.weight_bytes()
+    fp32 = sum(p.numel() * 4 for p in small_llm.module.parameters())
+    assert art.size_bytes < fp32 - w["fp32"] + 1.2 * w["quantized"]
 
 
 def test_dynamic_int8_leaves_kept_layers_in_float(small_llm, tmp_path):

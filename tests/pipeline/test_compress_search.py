@@ -195,6 +195,11 @@ def test_recipe_yaml_runs(tmp_path, capsys, small_lm):
                 "model": str(small_lm),
                 "output": str(tmp_path / "out"),
                 "quantization": {"recipe": "w4a16-awq", "options": {"group_size": 128, "keep": ["lm_head"]}},
+                # AWQ's scales and the guard from excerpts of the bundled corpus (~16 windows each)
+                "data": {
+                    "calib": corpus_excerpt(tmp_path / "calib.txt", 0),
+                    "eval": corpus_excerpt(tmp_path / "eval.txt", 1),
+                },
                 "max_accuracy_drop": "ppl+10%",
             }
         )
