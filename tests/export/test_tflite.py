@@ -3,6 +3,7 @@ only, the padding runner, and clear errors. Conversion and validation run for re
 ai-edge-litert); the conformance suite covers every model x precision."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -82,6 +83,38 @@ def test_dynamic_int8_leaves_kept_layers_in_float(small_llm, tmp_path):
     assert t["mode"] == "int8-dynamic"
     assert t["int8_ops"]["FULLY_CONNECTED"] == len(spec.layers)  # lm_head is not among them
     assert "lm.lm_head" in art.manifest["recipe"]["quantization"]["kept_fp32"]
+
+
+def test_dynamic_int8_gives_the_same_answer_on_every_kernel(tmp_path):
+    """Every hybrid FC quantizes its input per row asymmetrically (``asymmetric_quantize_inputs``), so
+    TFLite's own hybrid kernels (what runs where XNNPACK does not: emulated arm64, an interpreter without
+    the delegate) compute what XNNPACK computes. Symmetric rows lose a bit on a ReLU's output."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    from ai_edge_litert.tools import flatbuffer_utils as fbu
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 64))
+    mlp = models.load(net, example_inputs=torch.randn(4, 64), name="mlp")
+    art = export(mlp, "snapdragon-865", tmp_path / "dyn", quant=quantize(mlp, Int8Dynamic()))
+    path = str(Path(art.path) / "model.tflite")
+    m = fbu.read_model(path)
+    g = m.subgraphs[0]
+    hybrid = [
+        op
+        for op in g.operators
+        if fbu.opcode_to_name(m, op.opcodeIndex) == "FULLY_CONNECTED" and g.tensors[op.inputs[1]].type == 9
+    ]
+    assert hybrid and all(op.builtinOptions.asymmetricQuantizeInputs for op in hybrid)
+    assert art.manifest["recipe"]["tflite"]["asymmetric_inputs"] == len(hybrid)
+    x = np.asarray(mlp.example_inputs(batch=4, seq=0, seed=5)["input"], np.float32)
+    outs = []
+    for resolver in (OpResolverType.AUTO, OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES):
+        it = Interpreter(model_path=path, num_threads=1, experimental_op_resolver_type=resolver)
+        it.allocate_tensors()
+        got = it.get_signature_runner()(input=x)
+        outs.append(np.asarray(next(iter(got.values())), np.float64))
+    err = np.abs(outs[0] - outs[1]).max() / np.abs(outs[0]).max()
+    assert err < 2e-3, err  # the same scheme on both kernels
 
 
 def test_plain_module_with_float_input_quantizes_its_input(tmp_path):
