@@ -49,6 +49,7 @@ def test_compress_tiny_llama_int4_meets_guard(tiny_llama, tmp_path):
         max_accuracy_drop="ppl+5%",
         runs=3,
         eval_sequences=16,
+        calib_sequences=16,
         progress=False,
     )
     assert res.artifact.path == out and res.artifact.manifest["precision"] == "int4"

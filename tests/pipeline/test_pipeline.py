@@ -59,7 +59,7 @@ def statuses(summary):
 
 
 def test_a_recipe_runs_resumes_skips_and_records_lineage(tmp_path, monkeypatch):
-    import edgellm.pipeline.split_check as split_check_mod
+    import edgellm.partition.split_export as split_export_mod
 
     out = tmp_path / "out"
     # 1. training stops at step 3 (as a killed run would): the pipeline says so and keeps the checkpoint
@@ -69,11 +69,11 @@ def test_a_recipe_runs_resumes_skips_and_records_lineage(tmp_path, monkeypatch):
     assert (out / "train" / "checkpoints" / "step-3").is_dir()
 
     # 2. without stop_at (not part of the stage's key) training resumes at step 3; then the run is
-    # interrupted during the split check
+    # interrupted as the split stage starts (before its export, so the halves are exported once)
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(split_check_mod, "split_check", interrupted)
+    monkeypatch.setattr(split_export_mod, "export_split", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run_recipe(write(tmp_path / "r.yaml", {**TINY, "output": str(out)}))
     train_summary = json.loads((out / "train" / "train_summary.json").read_text())
@@ -135,12 +135,13 @@ def test_a_recipe_runs_resumes_skips_and_records_lineage(tmp_path, monkeypatch):
         assert (out / png).read_bytes()[:4] == b"\x89PNG", png
         assert png in md
 
-    # 4. a re-run changes nothing; editing one section re-runs that stage only
+    # 4. a re-run changes nothing; editing one section re-runs that stage only (bench: the cheapest
+    # stage to re-run; what it measures is the exported artifacts, which stay as they were)
     before = (out / "targets" / "tiny-x86-server-onnx-fp32" / "manifest.json").stat().st_mtime_ns
     assert set(statuses(run_recipe(tmp_path / "r.yaml")).values()) == {"skipped"}
-    edited = {**TINY, "output": str(out), "compress": {**TINY["compress"], "runs": 4}}
+    edited = {**TINY, "output": str(out), "bench": {**TINY["bench"], "runs": 4}}
     st = statuses(run_recipe(write(tmp_path / "r.yaml", edited)))
-    assert st.pop("compress:train-int8-dynamic") == "ran" and set(st.values()) == {"skipped"}
+    assert st.pop("bench:train") == "ran" and set(st.values()) == {"skipped"}, st
     assert (out / "targets" / "tiny-x86-server-onnx-fp32" / "manifest.json").stat().st_mtime_ns == before
 
 
