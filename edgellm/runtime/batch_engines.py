@@ -37,6 +37,7 @@ import numpy as np
 
 from edgellm.errors import EdgeLLMError
 from edgellm.runtime.base import context_full
+from edgellm.runtime.engines import ConcatEngine, load_generation_artifact, open_engine
 
 
 class BatchEngine(Protocol):
@@ -107,21 +108,14 @@ class PoolEngine(_Slots):
         gen: dict | None = None,
         session_options: dict[str, str] | None = None,
     ) -> None:
-        from edgellm.runtime.ort_generation import SharedCacheEngine
+        from edgellm.runtime.ort_generation import SharedGraph
 
-        # the single-sequence engine checks the graph and opens the session; the pool replaces its cache
-        one = SharedCacheEngine(model_path, threads=threads, session_options=session_options)
-        super().__init__(slots, one.context)
-        self.session, self.vocab, self.last_only, self._ort = one.session, one.vocab, one.last_only, one._ort
+        g = SharedGraph(model_path, threads=threads, session_options=session_options)
+        super().__init__(slots, g.context)
+        self.session, self.vocab, self.last_only, self._ort = g.session, g.vocab, g.last_only, g.ort
         self.gen = gen or {}
-        past = sorted(
-            (i.name for i in self.session.get_inputs() if i.name.startswith("past_")),
-            key=lambda n: (int(n.rsplit("_", 1)[1]), n),
-        )
-        _, kv, ctx, hd = self.session.get_inputs()[
-            [i.name for i in self.session.get_inputs()].index(past[0])
-        ].shape
-        self.pools = {n: np.zeros((self.slots, kv, ctx, hd), np.float32) for n in past}
+        shape = (self.slots, g.kv_heads, g.context, g.head_dim)
+        self.pools = {n: np.zeros(shape, np.float32) for n in g.past}
         self._bindings: dict[tuple[int, int], Any] = {}
         self._logits = np.zeros((self.slots, 1, self.vocab), np.float32)
         self.cache_bytes = sum(p.nbytes for p in self.pools.values())
@@ -208,48 +202,37 @@ def left_pad(caches: list[list[np.ndarray]], lengths: list[int]) -> tuple[np.nda
 
 
 class ConcatBatchEngine(_Slots):
-    """A ``concat``-layout step graph (past in, past + new out) with a cache per slot."""
+    """A ``concat``-layout step graph (past in, past + new out): a :class:`ConcatEngine` per slot, whose
+    caches a decode pass left-pads into one run."""
 
     def __init__(self, runner: Any, gen: dict[str, Any], slots: int) -> None:
         super().__init__(slots, int(gen["context"]))
         self.runner, self.gen = runner, gen
         self.past_names = gen["cache"]["past_inputs"]
         self.present_names = gen["cache"]["present_outputs"]
-        self._empty = np.zeros((1, int(gen["kv_heads"]), 0, int(gen["head_dim"])), np.float32)
-        self.caches: list[list[np.ndarray]] = [[] for _ in range(self.slots)]
-        for s in range(self.slots):
-            self._reset(s)
+        self.seqs = [ConcatEngine(runner, gen) for _ in range(self.slots)]
 
     def _reset(self, slot: int) -> None:
-        self.caches[slot] = [self._empty] * len(self.past_names)
+        self.seqs[slot].reset()
 
     def release(self, slot: int) -> None:
         super().release(slot)
         self._reset(slot)
 
     def prefill(self, slot: int, ids: list[int]) -> np.ndarray:
-        n = len(ids)
-        if n == 0:
+        if not ids:
             raise EdgeLLMError("prefill() got no token ids", "pass at least one id")
-        self._room(slot, n)
-        start = self.lengths[slot]
-        res = self.runner.run(
-            {
-                "input_ids": np.asarray([ids], np.int64),
-                "attention_mask": np.ones((1, start + n), np.int64),
-                "position_ids": np.arange(start, start + n, dtype=np.int64)[None],
-                **dict(zip(self.past_names, self.caches[slot])),
-            }
-        )
-        self.caches[slot] = [res[q] for q in self.present_names]
-        self.lengths[slot] = start + n
-        return np.asarray(res["logits"][0, -1], np.float32)
+        self._room(slot, len(ids))
+        logits = self.seqs[slot].step(list(ids))
+        self.lengths[slot] = self.seqs[slot].length
+        return logits
 
     def decode(self, slots: list[int], ids: list[int]) -> np.ndarray:
         for s in slots:
             self._room(s, 1)
         lengths = [self.lengths[s] for s in slots]
-        mask, past, longest = left_pad([self.caches[s] for s in slots], lengths)
+        caches = [[self.seqs[s].past[p] for p in self.past_names] for s in slots]
+        mask, past, longest = left_pad(caches, lengths)
         res = self.runner.run(
             {
                 "input_ids": np.asarray(ids, np.int64)[:, None],
@@ -259,8 +242,12 @@ class ConcatBatchEngine(_Slots):
             }
         )
         for r, s in enumerate(slots):
-            self.caches[s] = [res[q][r : r + 1, :, longest - lengths[r] :] for q in self.present_names]
-            self.lengths[s] += 1
+            seq = self.seqs[s]
+            seq.past = {
+                p: res[q][r : r + 1, :, longest - lengths[r] :]
+                for p, q in zip(self.past_names, self.present_names)
+            }
+            seq.length = self.lengths[s] = seq.length + 1
         return np.asarray(res["logits"][:, -1], np.float32)
 
 
@@ -303,7 +290,6 @@ def open_batch_engine(
     slots; a layout that cannot batch gets ``serial_slots`` step engines instead (each holds its own copy
     of the weights, so it defaults to one). ``session_options``: ONNX Runtime config entries."""
     from edgellm.runtime import make_runner
-    from edgellm.runtime.engines import load_generation_artifact, open_engine
 
     art, gen = load_generation_artifact(source)
     layout = gen["cache"]["layout"]

@@ -23,6 +23,50 @@ import numpy as np
 from edgellm.errors import EdgeLLMError, require
 
 
+class SharedGraph:
+    """A shared-cache generation graph opened in ONNX Runtime and checked: its session, its cache inputs
+    (``past``: ``past_key_i``, ``past_value_i`` in layer order), their shape and the logits it returns."""
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        *,
+        threads: int | None = None,
+        providers: list[str] | None = None,
+        session_options: dict[str, str] | None = None,
+    ) -> None:
+        ort = self.ort = require("onnxruntime", "onnx", "the ONNX Runtime generation engine")
+        path = Path(model_path)
+        if not path.is_file():
+            raise EdgeLLMError(
+                f"generation graph '{path}' does not exist",
+                "build one with edgellm.export.decoder_graph.build_decoder_graph",
+            )
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            so.intra_op_num_threads = int(threads)
+        for k, v in (session_options or {}).items():
+            so.add_session_config_entry(k, str(v))
+        self.session = ort.InferenceSession(str(path), so, providers=providers or ["CPUExecutionProvider"])
+        names = {i.name: i for i in self.session.get_inputs()}
+        keys = sorted((n for n in names if n.startswith("past_key_")), key=lambda n: int(n.rsplit("_", 1)[1]))
+        if "input_ids" not in names or "attention_mask" not in names or not keys:
+            raise EdgeLLMError(
+                f"'{path}' is not a shared-cache generation graph",
+                "build one with edgellm.export.decoder_graph.build_decoder_graph",
+            )
+        shape = names[keys[0]].shape
+        if not all(isinstance(d, int) for d in shape[1:]):
+            raise EdgeLLMError(
+                f"'{path}' has a dynamic cache length {shape}", "build it with a fixed context"
+            )
+        _, self.kv_heads, self.context, self.head_dim = shape
+        self.past = [n for k in keys for n in (k, k.replace("past_key_", "past_value_", 1))]
+        self.vocab = int(self.session.get_outputs()[0].shape[-1])
+        self.last_only = self.session.get_outputs()[0].shape[1] == 1
+
+
 class SharedCacheEngine:
     """Batch-1 prefill/decode over a shared-buffer generation graph.
 
@@ -44,49 +88,25 @@ class SharedCacheEngine:
         providers: list[str] | None = None,
         session_options: dict[str, str] | None = None,
     ) -> None:
-        ort = require("onnxruntime", "onnx", "the ONNX Runtime generation engine")
-        path = Path(model_path)
-        if not path.is_file():
-            raise EdgeLLMError(
-                f"generation graph '{path}' does not exist",
-                "build one with edgellm.export.decoder_graph.build_decoder_graph",
-            )
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            so.intra_op_num_threads = int(threads)
-        for k, v in (session_options or {}).items():
-            so.add_session_config_entry(k, str(v))
-        self.session = ort.InferenceSession(str(path), so, providers=providers or ["CPUExecutionProvider"])
-        names = {i.name: i for i in self.session.get_inputs()}
-        past = sorted((n for n in names if n.startswith("past_key_")), key=lambda n: int(n.rsplit("_", 1)[1]))
-        if "input_ids" not in names or "attention_mask" not in names or not past:
-            raise EdgeLLMError(
-                f"'{path}' is not a shared-cache generation graph",
-                "build one with edgellm.export.decoder_graph.build_decoder_graph",
-            )
-        shape = names[past[0]].shape
-        if not all(isinstance(d, int) for d in shape[1:]):
-            raise EdgeLLMError(
-                f"'{path}' has a dynamic cache length {shape}", "build it with a fixed context"
-            )
-        _, kv_heads, self.context, head_dim = shape
-        self.vocab = int(self.session.get_outputs()[0].shape[-1])
-        self.last_only = self.session.get_outputs()[0].shape[1] == 1
+        g = SharedGraph(model_path, threads=threads, providers=providers, session_options=session_options)
+        ort, self.session, self.context, self.vocab, self.last_only = (
+            g.ort,
+            g.session,
+            g.context,
+            g.vocab,
+            g.last_only,
+        )
+        kv_heads, head_dim = g.kv_heads, g.head_dim
         self.length = 0
         ov = ort.OrtValue
         self._ort = ort
         self.caches: list[Any] = []
         self.binding = self.session.io_binding()
-        for n in past:
-            i = n.rsplit("_", 1)[1]
-            for kind in ("key", "value"):
-                buf = ov.ortvalue_from_shape_and_type(
-                    [1, kv_heads, self.context, head_dim], np.float32, "cpu", 0
-                )
-                self.binding.bind_ortvalue_input(f"past_{kind}_{i}", buf)
-                self.binding.bind_ortvalue_output(f"present_{kind}_{i}", buf)
-                self.caches.append(buf)
+        for n in g.past:  # past and present share one buffer
+            buf = ov.ortvalue_from_shape_and_type([1, kv_heads, self.context, head_dim], np.float32, "cpu", 0)
+            self.binding.bind_ortvalue_input(n, buf)
+            self.binding.bind_ortvalue_output(n.replace("past_", "present_", 1), buf)
+            self.caches.append(buf)
         self._mask = np.ones((1, self.context), np.int64)
         self._ids1 = np.zeros((1, 1), np.int64)
         self._ids1_ov = ov.ortvalue_from_numpy(self._ids1)

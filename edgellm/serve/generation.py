@@ -43,6 +43,7 @@ import numpy as np
 
 from edgellm.errors import EdgeLLMError
 from edgellm.partition.wire import GenerationError
+from edgellm.runtime.batch_engines import left_pad
 from edgellm.serve.config import GenerationConfig
 from edgellm.serve.sampling import Sampling, pick
 
@@ -319,13 +320,7 @@ class GenerationService:
         """One pass for ``items`` (one new token each): caches left-padded to the longest, masked. A row
         whose outputs overflow gets its error and keeps its cache; the other rows are unaffected."""
         b = len(items)
-        longest = max(s.length for s, _ in items)
-        mask = np.zeros((b, longest + 1), np.int64)
-        past = [np.zeros((b, self.kv_heads, longest, self.head_dim), np.float32) for _ in self.past_names]
-        for r, (s, _) in enumerate(items):
-            mask[r, longest - s.length :] = 1
-            for j, c in enumerate(s.cache):
-                past[j][r, :, longest - s.length :] = c[0]
+        mask, past, longest = left_pad([s.cache for s, _ in items], [s.length for s, _ in items])
         feeds = {
             "hidden": np.concatenate([h for _, h in items]),
             "attention_mask": mask,

@@ -298,7 +298,6 @@ class LLMService:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            t0 = time.perf_counter()
             try:
                 picked = await loop.run_in_executor(self._pool, self._pass, prefills, decodes)
             except Exception as exc:  # every request of the pass hears of it; the service keeps running
@@ -316,7 +315,7 @@ class LLMService:
                 await asyncio.sleep(0)
             self.stats["passes"] += 1
             if self.metrics is not None:
-                self.metrics.llm_pass(self.name, len(decodes), self.max_running, time.perf_counter() - t0)
+                self.metrics.llm_pass(self.name, len(decodes), self.max_running)
 
     def _admit(self) -> None:
         reserved = sum(r.reserved for r in self.running)
@@ -398,7 +397,7 @@ class LLMService:
                 self._finish(req, "stop")
                 continue
             req.out.append(tok)
-            if req.history or req.config.repetition_penalty != 1.0:
+            if req.config.repetition_penalty != 1.0:  # the penalty reads the prompt and the output
                 req.history.append(tok)
             piece = req.text.push(tok)
             if piece:

@@ -168,7 +168,7 @@ class Metrics:
     def llm_token(self, model: str, seconds: float) -> None:
         self.tpot.labels(model).observe(seconds)
 
-    def llm_pass(self, model: str, decoding: int, slots: int, seconds: float) -> None:
+    def llm_pass(self, model: str, decoding: int, slots: int) -> None:
         if decoding:
             self.occupancy.labels(model).observe(decoding / max(1, slots))
 

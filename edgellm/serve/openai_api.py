@@ -248,11 +248,10 @@ async def _stream(request, events, req, head, kind: str, chat: bool, include_usa
 
 
 def _as_openai(exc: GenerationError) -> OpenAIError:
+    """A refusal of the service (429, 503, a chat template's 400, a failed pass) in OpenAI's terms; the
+    request's own fields and the context were checked before, with their ``param``."""
     code = {429: "rate_limit_exceeded", 503: "server_overloaded", 500: "model_failed"}.get(exc.status)
-    if exc.status == 400 and "context" in str(exc):
-        code = "context_length_exceeded"
-    param = "max_tokens" if code == "context_length_exceeded" and "max_tokens" in str(exc) else None
-    return OpenAIError(str(exc), exc.status, param=param, code=code)
+    return OpenAIError(str(exc), exc.status, code=code)
 
 
 async def _body(request, allowed: set[str]) -> dict[str, Any]:

@@ -122,7 +122,7 @@ class Server:
             if gen.get("kind") == "decoder":
                 # generation passes run back to back: ONNX Runtime's threads spin between the operators of a
                 # pass (2x faster decode passes here than waking threads per operator)
-                self._add_llm(name, art, threads, None)
+                self._add_llm(name, art, threads)
                 continue
             if runtime in ("onnxruntime", "onnxruntime-mobile"):  # give back what a batch of long rows grew
                 opts["shrink_arena_above"] = cfg.batching.max_batch_size * 128 * len(art.manifest["inputs"])
@@ -174,7 +174,7 @@ class Server:
         self.generators[name] = svc
         self.metrics.sessions_open.labels(name).set_function(lambda g=svc: len(g.sessions))
 
-    def _add_llm(self, name: str, art: Any, threads: int, session_options: dict | None) -> None:
+    def _add_llm(self, name: str, art: Any, threads: int) -> None:
         from edgellm.models.loader import load_tokenizer
         from edgellm.runtime.batch_engines import open_batch_engine
         from edgellm.serve.llm import LLMService
@@ -188,7 +188,7 @@ class Server:
                 "re-export from a model directory that has its tokenizer (edgellm export MODEL --generate)",
             )
         c = self.config.llm
-        engine = open_batch_engine(art, c.max_batch_size, threads=threads, session_options=session_options)
+        engine = open_batch_engine(art, c.max_batch_size, threads=threads)
         svc = LLMService(name, art, engine, c, self.metrics)
         svc.attach_tokenizer(tok)
         self.llms[name] = svc
@@ -199,7 +199,7 @@ class Server:
             self.live
             and not self.draining
             and all(m.ready for m in self._all_models())
-            and all(getattr(svc, "ready", False) for svc in self.llms.values())
+            and all(svc.ready for svc in self.llms.values())
         )
 
     # -- lifecycle ----------------------------------------------------------------------------------
