@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build a Debian arm64 root in which phone artifacts run on arm64 kernels under qemu-user (issue 24).
 #
-#   sudo scripts/arm64_root.sh [ROOT]          # default ROOT: .cache/arm64-root (about 2 minutes, ~250 MB)
+#   sudo scripts/arm64_root.sh [ROOT]   # default ROOT: $EDGELLM_ARM64_ROOT, else ~/.cache/edgellm/arm64-root
+#                                       # (about 1-2 minutes, ~250 MB; `make arm64-root` runs it)
 #   chroot ROOT /usr/bin/qemu-aarch64-static -cpu cortex-a76 /usr/bin/python3.11 -c 'import onnxruntime'
 #
 # What it does, as root (chroot needs it):
@@ -17,7 +18,7 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")/.." && pwd)"
-root="${1:-$here/.cache/arm64-root}"
+root="${1:-${EDGELLM_ARM64_ROOT:-${XDG_CACHE_HOME:-$HOME/.cache}/edgellm/arm64-root}}"
 suite="${ARM64_SUITE:-bookworm}"
 mirror="${ARM64_MIRROR:-http://deb.debian.org/debian}"
 pip="${PIP:-$here/.venv/bin/pip}"
@@ -33,8 +34,8 @@ pin() { grep -iE "^$1==" "$constraints" | head -1 | cut -d= -f3 || true; }
 runtimes="onnxruntime==$(pin onnxruntime) ai-edge-litert==$(pin ai-edge-litert) numpy==$(pin numpy)"
 pure="flatbuffers==$(pin flatbuffers) packaging==$(pin packaging) protobuf==$(pin protobuf) typing_extensions==$(pin typing_extensions)"
 stamp="$root/.edgellm-arm64.json"
-want="{\"suite\": \"$suite\", \"wheels\": \"$runtimes $pure\"}"
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$root/usr/bin/qemu-aarch64-static" ]; then
+want="{\"suite\": \"$suite\", \"wheels\": \"$runtimes $pure\""  # the stamp: this, then the qemu version
+if [ -f "$stamp" ] && [ "$(head -c ${#want} "$stamp")" = "$want" ] && [ -x "$root/usr/bin/qemu-aarch64-static" ]; then
   echo "arm64 root up to date: $root"
   exit 0
 fi
@@ -78,7 +79,8 @@ echo "checking the root: chroot $new qemu-aarch64-static python3.11"
 chroot "$new" /usr/bin/qemu-aarch64-static -cpu cortex-a76 /usr/bin/python3.11 -c \
   'import platform, numpy, onnxruntime, ai_edge_litert.interpreter; print(platform.machine(), "numpy", numpy.__version__, "onnxruntime", onnxruntime.__version__)' \
   || die "the runtimes do not import inside the root"
-echo "$want" >"$new/.edgellm-arm64.json"
+qemu="$("$new/usr/bin/qemu-aarch64-static" --version | head -1 | awk '{print $3}')"
+echo "$want, \"qemu\": \"$qemu\"}" >"$new/.edgellm-arm64.json"
 rm -rf "$root"
 mkdir -p "$(dirname "$root")"
 mv "$new" "$root"

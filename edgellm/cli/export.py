@@ -79,6 +79,14 @@ def export(
     threads: Optional[int] = typer.Option(
         None, "--threads", min=1, help="Threads for those timings (default: each runtime's own)."
     ),
+    arm64: Optional[str] = typer.Option(
+        None,
+        "--arm64",
+        help="For an arm64 target (a phone), also validate the artifact on arm64 kernels, emulated (qemu-user "
+        "in the root sudo scripts/arm64_root.sh builds): 'auto' (when the root is built), 'require' or 'off'. "
+        "Default: $EDGELLM_ARM64, else auto.",
+        show_default=False,
+    ),
     generate: bool = typer.Option(
         False,
         "--generate",
@@ -112,6 +120,8 @@ def export(
     Example: edgellm export minilm --target snapdragon-865 --precision fp16 -o edgellm-out/minilm-tflite
 
     Example: edgellm export tiny-llama --target snapdragon-865 --format ort --precision int8
+
+    Example: edgellm export minilm --target snapdragon-865 --precision int8 --arm64 require
 
     Example: edgellm export minilm --target all --precision int8 -o edgellm-out/all
 
@@ -187,6 +197,10 @@ def export(
     onnx_opts.update(
         runtimes=None if runtimes == "none" else runtimes, select_runtime=select, threads=threads
     )
+    if arm64 is not None:
+        from edgellm.export.arm64 import resolve_mode
+
+        onnx_opts["arm64"] = resolve_mode(arm64)  # a wrong value fails before any work
     if target == "all":
         rows = export_many(
             load(model, task=task),
@@ -260,8 +274,33 @@ def export(
             rows.append(
                 (f"parity {suite} {name}", f"max_abs={v['max_abs']:.2e} cosine_min={v['cosine_min']:.6f}")
             )
+    rows += arm64_rows(m)
     rows += runtime_rows(m)
     kv_table("export", rows)
+
+
+def arm64_rows(m: dict) -> list[tuple[str, str]]:
+    """The manifest's ``parity.arm64``: the emulated CPU and kernels, the figures, or why it was skipped."""
+    sec = m.get("parity", {}).get("arm64")
+    if not sec:
+        return []
+    if "skipped" in sec:
+        return [("parity arm64", f"not checked: {sec['skipped']}")]
+    rows = [
+        (
+            "parity arm64",
+            f"{sec['runtime']} {sec.get('runtime_version') or ''} on {sec['cpu']} "
+            f"({sec['emulator']}), {sec.get('kernels')} kernels",
+        )
+    ]
+    for suite in ("fixed", "random"):
+        for name, v in sec[suite].items():
+            rows.append(
+                (f"arm64 {suite} {name}", f"max_abs={v['max_abs']:.2e} cosine_min={v['cosine_min']:.6f}")
+            )
+    for name, v in sec.get("vs_fp32", {}).get("fixed", {}).items():
+        rows.append((f"arm64 vs fp32 {name}", f"cosine_min={v['cosine_min']:.6f} (fixed sentences)"))
+    return rows
 
 
 def runtime_rows(m: dict) -> list[tuple[str, str]]:

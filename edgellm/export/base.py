@@ -6,7 +6,7 @@ import contextlib
 import contextvars
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +144,7 @@ def export(
     runtimes: str | list[str] | None = None,
     select_runtime: bool = True,
     threads: int | None = None,
+    arm64: str | None = None,
     **options: Any,
 ) -> Artifact:
     """Export ``model`` for ``target`` into an artifact directory, validated against the reference.
@@ -167,6 +168,9 @@ def export(
         select_runtime: time the candidates that pass (each in its own process, interleaved) and
             record the fastest as the artifact's preferred runtime.
         threads: threads for those timings (default: each runtime's own choice).
+        arm64: for a target whose ISA is arm64, also validate the artifact on arm64 kernels, emulated
+            (:mod:`edgellm.export.arm64`; the manifest's ``parity.arm64``): ``auto`` (when the arm64 root
+            is built), ``require`` or ``off``; default ``$EDGELLM_ARM64``, else ``auto``.
         **options: exporter options, e.g. ``opset=17``, ``optimize=False``, ``exporter="dynamo"``.
 
     Returns:
@@ -187,6 +191,9 @@ def export(
 
     tgt = load_target(target)
     fmt = choose_format(tgt, format)
+    from edgellm.export.arm64 import resolve_mode, validate_arm64
+
+    arm64_mode = resolve_mode(arm64)
     spec = quant
     if quant is not None:
         _check_scale_signs(quant, fmt)
@@ -217,7 +224,13 @@ def export(
                 Tolerance() if spec is None else Tolerance.quantized()
             )
         try:
-            fields = lower_validated(exporter, adapter, tgt, tmp, tolerance)
+
+            def on_arm64(fields: dict[str, Any], runner: Any, reference: Any) -> dict[str, Any] | None:
+                return validate_arm64(
+                    exporter, adapter, tgt, tmp, fields, runner, reference, tolerance, arm64_mode
+                )
+
+            fields = lower_validated(exporter, adapter, tgt, tmp, tolerance, also=on_arm64)
             if runtimes is not None:
                 from edgellm.export.runtimes import validate_runtimes
 
@@ -250,14 +263,23 @@ def export(
 
 
 def lower_validated(
-    exporter: Exporter, model: Any, target: Any, workdir: Path, tolerance: Tolerance
+    exporter: Exporter,
+    model: Any,
+    target: Any,
+    workdir: Path,
+    tolerance: Tolerance,
+    *,
+    also: Callable[[dict[str, Any], Any, Any], dict[str, Any] | None] | None = None,
 ) -> dict[str, Any]:
     """The parity check of every export: each variant is lowered and compared with the reference on
-    fixed and random inputs; the first that passes is kept, with its figures in ``fields["parity"]``."""
+    fixed and random inputs; the first that passes is kept, with its figures in ``fields["parity"]``.
+
+    ``also(fields, runner, reference)``: a second check of a variant that passed (parity on arm64
+    kernels): its section goes into ``parity.arm64``; ``passed: False`` refuses the variant like a miss."""
     reference = exporter.reference(model)
     rejected: list[dict[str, Any]] = []
     fields: dict[str, Any] = {}
-    runner = parity = None
+    runner = parity = second = None
     for variant in exporter.variants(model):
         try:
             fields = exporter.lower(model, target, workdir, variant)
@@ -266,9 +288,16 @@ def lower_validated(
             continue
         runner = exporter.runner(workdir, fields, model)
         parity = check_parity(reference, runner)
+        second = None
         if passes(parity["fixed"], tolerance) and passes(parity["random"], tolerance):
-            break
-        reason = "failed parity: " + summary(parity["random"])
+            second = also(fields, runner, reference) if also is not None else None
+            if second is None or second.get("passed", True):
+                break
+            from edgellm.export.arm64 import miss_summary
+
+            reason = "failed parity " + miss_summary(second)
+        else:
+            reason = "failed parity: " + summary(parity["random"])
         rejected.append({"variant": variant, **exporter.variant_info(fields), "reason": reason})
     else:
         if parity is None:
@@ -276,6 +305,15 @@ def lower_validated(
                 f"no variant of the {exporter.format} export of '{model.name}' could be built: "
                 + "; ".join(f"{r['variant']}: {r['reason']}" for r in rejected),
                 "export with other options (e.g. --no-optimize)",
+            )
+        if second is not None:  # the last variant passed on x86 and missed on arm64
+            from edgellm.export.arm64 import miss_summary
+
+            raise ParityError(
+                f"{exporter.describe(model)} agrees with {exporter.reference_label(model)} on this host's "
+                f"kernels but not {miss_summary(second)} (tolerance: max_abs {tolerance.max_abs}, cosine "
+                f"{tolerance.min_cosine})",
+                exporter.parity_hint(model),
             )
         raise ParityError(
             f"{exporter.describe(model)} disagrees with {exporter.reference_label(model)} beyond tolerance "
@@ -292,6 +330,8 @@ def lower_validated(
         "reference": exporter.reference_label(model),
         **extra,
     }
+    if second is not None:
+        fields["parity"]["arm64"] = second
     return fields
 
 

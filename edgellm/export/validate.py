@@ -94,11 +94,14 @@ def summary(metrics: dict[str, Any]) -> str:
     )
 
 
-def check_parity(model: Any, runner: Any, *, seed: int = 0) -> dict[str, Any]:
+def check_parity(
+    model: Any, runner: Any, *, seed: int = 0, shapes: list[tuple[int, int]] | None = None
+) -> dict[str, Any]:
     """Compare ``runner`` with the torch reference on fixed inputs and on random shapes.
 
     Fixed: real sentences through the tokenizer (or the user's example). Random: batch 1, 3 and 2
-    with sequence lengths 7, 33 and up to 128 (within the model's limit), later rows padded.
+    with sequence lengths 7, 33 and up to 128 (within the model's limit), later rows padded; or the
+    ``(batch, sequence)`` pairs in ``shapes`` (e.g. fewer, shorter ones where a run is slow).
 
     Returns:
         ``{"fixed": {output: metrics}, "random": {output: metrics}, "shapes": [...]}``.
@@ -108,7 +111,10 @@ def check_parity(model: Any, runner: Any, *, seed: int = 0) -> dict[str, Any]:
     has_seq = any("sequence" in s.shape for s in runner.inputs)
     batch_dyn = all(s.shape and isinstance(s.shape[0], str) for s in runner.inputs)
     limit = min(max_positions(model), getattr(runner, "max_seq", None) or 1 << 30)  # static-shape files
-    shapes = [(1, 7), (3, 33), (2, min(128, limit))] if has_seq else [(1, 0), (3, 0)]
+    if shapes is None:
+        shapes = [(1, 7), (3, 33), (2, min(128, limit))]
+    if not has_seq:
+        shapes = [(b, 0) for b, _ in shapes]
     if not batch_dyn:
         shapes = [(int(runner.inputs[0].shape[0]), s) for _, s in shapes]
     runs, used = [], []

@@ -116,14 +116,23 @@ class IsolatedRunner(Runner):
         ours, theirs = socket.socketpair()
         self.runtime_name = self.runtime = runtime
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", __name__, str(theirs.fileno())],
+            self.command(theirs.fileno()),
             pass_fds=[theirs.fileno()],
+            env=self.environment(),
             stdout=_stderr_fd(),  # a runtime's chatter never lands in this process's stdout (--json)
         )
         theirs.close()
         self._conn = Connection(ours.detach())
         self._conn.send((runtime, model, options))
         self._pending = True
+
+    def command(self, fd: int) -> list[str]:
+        """The child's command line (a subclass runs it elsewhere, e.g. under an emulator)."""
+        return [sys.executable, "-m", __name__, str(fd)]
+
+    def environment(self) -> dict[str, str] | None:
+        """The child's environment (None: this process's)."""
+        return None
 
     def _ready(self) -> None:
         if not self._pending:

@@ -20,13 +20,13 @@ def quiet_litert() -> AbstractContextManager[None]:
     return quiet("", "absl", "litert_torch", "torch", "ai_edge_quantizer", stderr=True)
 
 
-def require_litert(purpose: str) -> None:
-    """Raise :class:`MissingDependencyError` unless the LiteRT converter, quantizer and interpreter import."""
-    for mod, pkg in (
-        ("litert_torch", "litert-torch"),
-        ("ai_edge_litert", "ai-edge-litert"),
-        ("ai_edge_quantizer", "ai-edge-quantizer"),
-    ):
+def require_litert(purpose: str, *, interpreter_only: bool = False) -> None:
+    """Raise :class:`MissingDependencyError` unless the LiteRT converter, quantizer and interpreter import
+    (the interpreter alone with ``interpreter_only``: running a file needs neither torch nor the converter)."""
+    wanted = [("ai_edge_litert", "ai-edge-litert")]
+    if not interpreter_only:
+        wanted += [("litert_torch", "litert-torch"), ("ai_edge_quantizer", "ai-edge-quantizer")]
+    for mod, pkg in wanted:
         try:
             with quiet_litert():
                 __import__(mod)

@@ -23,7 +23,7 @@ _SEQ = "sequence"
 
 
 def _interpreter(path: Path, num_threads: int, xnnpack: bool, preserve: bool = False) -> Any:
-    require_litert("running TFLite models")
+    require_litert("running TFLite models", interpreter_only=True)
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     resolver = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
@@ -77,6 +77,7 @@ class TFLiteRunner(Runner):
             raise EdgeLLMError(f"TFLite model '{path}' does not exist", "export one with: edgellm export")
         self.path = Path(path)
         self.num_threads = intra_op_threads or num_threads
+        self.xnnpack = xnnpack
         self.it = _interpreter(self.path, self.num_threads, xnnpack)
         self.sig = self.it.get_signature_runner()
         details = self.sig.get_input_details()
@@ -114,6 +115,24 @@ class TFLiteRunner(Runner):
             n: (float(d["quantization"][0]), int(d["quantization"][1]))
             for n, d in out_details.items()
             if d["quantization"][0] and np.dtype(d["dtype"]).kind in "iu"
+        }
+
+    def describe(self) -> dict[str, Any]:
+        """The runtime, its version, and which kernels run: ``xnnpack`` when the delegate took nodes of
+        the graph, else ``builtin`` (asked for, or XNNPACK not applied, e.g. when cpuinfo fails)."""
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            ver = version("ai-edge-litert")
+        except PackageNotFoundError:
+            ver = None
+        delegated = sum(d["op_name"] == "DELEGATE" for d in self.it._get_ops_details())
+        return {
+            "runtime": "litert",
+            "version": ver,
+            "kernels": "xnnpack" if delegated else "builtin",
+            "xnnpack_requested": self.xnnpack,
+            "threads": self.num_threads,
         }
 
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
