@@ -16,6 +16,9 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# exports for arm64 targets validate on emulated arm64 kernels only where a test asks (arm64="require",
+# the `arm64` marker): emulation costs seconds per run
+os.environ.setdefault("EDGELLM_ARM64", "off")
 # one trace per model for the whole run (and the CLI processes it starts): every export of the same
 # weights, class, config and options reuses the plain fp32 ONNX (edgellm.export.onnx_server.raw_key)
 _EXPORT_CACHE = None
@@ -44,7 +47,14 @@ def pytest_collection_modifyitems(config, items):
         has_cuda = torch.cuda.is_available()
     except ImportError:  # pragma: no cover
         has_cuda = False
+    arm64_missing = None
+    if any("arm64" in item.keywords for item in items):
+        from edgellm.runtime.arm64 import find_root
+
+        arm64_missing = find_root()[1] or None
     for item in items:
+        if "arm64" in item.keywords and arm64_missing:
+            item.add_marker(pytest.mark.skip(reason=f"emulated arm64 is not available: {arm64_missing}"))
         if "requires_tensorrt" in item.keywords and not has_trt:
             item.add_marker(
                 pytest.mark.skip(reason="TensorRT is not installed: pip install 'edgellm[tensorrt]'")
@@ -188,6 +198,17 @@ def mlp_art(tmp_path_factory):
         "x86-server",
         tmp_path_factory.mktemp("a") / "mlp",
     )
+
+
+@pytest.fixture(scope="session")
+def arm64_host():
+    """The arm64 root (scripts/arm64_root.sh) as an Arm64Host; tests marked ``arm64`` skip without it."""
+    from edgellm.runtime.arm64 import find_root
+
+    host, why = find_root()
+    if host is None:
+        pytest.skip(f"emulated arm64 is not available: {why}")
+    return host
 
 
 @pytest.fixture(scope="session")

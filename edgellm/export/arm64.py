@@ -25,12 +25,16 @@ from typing import Any
 import numpy as np
 
 from edgellm.errors import ExportError
-from edgellm.export.validate import Tolerance, check_parity, passes, summary
+from edgellm.export.validate import Tolerance, check_parity, compare, passes, summary
 
 MODES = ("auto", "require", "off")
 MODE_ENV = "EDGELLM_ARM64"
 # the runtime a format runs in inside the arm64 root (the root has aarch64 wheels of these)
-RUNTIMES = {"tflite": ("litert", "ai-edge-litert"), "ort": ("onnxruntime-mobile", "onnxruntime")}
+RUNTIMES = {
+    "tflite": ("litert", "ai-edge-litert"),
+    "ort": ("onnxruntime-mobile", "onnxruntime"),
+    "onnx": ("onnxruntime", "onnxruntime"),
+}
 # short shapes: every position is emulated (a static TFLite file runs its full length whatever the request)
 SHAPES = [(1, 7), (2, 33)]
 
@@ -41,6 +45,22 @@ def resolve_mode(mode: str | None) -> str:
     if chosen not in MODES:
         raise ExportError(f"unknown arm64 mode '{chosen}'", f"use one of {', '.join(MODES)}")
     return chosen
+
+
+def preflight(mode: str, target: Any, fmt: str) -> None:
+    """Refuse ``require`` before any work when the check cannot run (no root, or a format it cannot run)."""
+    from edgellm.runtime.arm64 import find_root, is_arm64
+
+    if mode != "require" or not is_arm64(target):
+        return
+    if fmt not in RUNTIMES:
+        raise ExportError(
+            f"cannot validate {fmt} files on arm64 kernels (the arm64 root runs {', '.join(RUNTIMES)})",
+            "export with --arm64 auto or off",
+        )
+    host, why = find_root()
+    if host is None:
+        raise ExportError(f"cannot validate on arm64 kernels: {why}", "or export with --arm64 auto/off")
 
 
 class _Recorded:
@@ -77,6 +97,53 @@ def validate_arm64(
     """The ``parity.arm64`` section of the artifact lowered into ``workdir`` (None: not an arm64 target,
     or ``mode == "off"``). ``runner`` is the x86 runner that passed parity (its specs are reused);
     ``passed`` is False on a miss, with the figures."""
+    return check_on_arm64(
+        workdir / fields["model_file"],
+        fields,
+        target,
+        reference,
+        model,
+        tolerance,
+        mode=mode,
+        specs={"inputs": list(runner.inputs), "outputs": list(runner.outputs)},
+    )
+
+
+def artifact_arm64_parity(
+    artifact: Any,
+    model: Any,
+    *,
+    reference: Any = None,
+    tolerance: Tolerance | None = None,
+    target: Any = None,
+    mode: str = "require",
+) -> dict[str, Any] | None:
+    """Check an exported artifact on arm64 kernels: against ``reference`` (default: ``model``, the
+    fp32 torch model) at ``tolerance`` (default: the manifest's), with the manifest's specs and target."""
+    from edgellm.targets import load_target
+
+    m = artifact.manifest
+    tol = tolerance or Tolerance(**m["parity"]["tolerance"])
+    tgt = load_target(target or m["target"]["name"])
+    specs = {"inputs": list(artifact.inputs), "outputs": list(artifact.outputs)}
+    return check_on_arm64(
+        artifact.model_path, m, tgt, reference or model, model, tol, mode=resolve_mode(mode), specs=specs
+    )
+
+
+def check_on_arm64(
+    model_file: Path,
+    fields: dict[str, Any],
+    target: Any,
+    reference: Any,
+    model: Any,
+    tolerance: Tolerance,
+    *,
+    mode: str,
+    specs: dict[str, Any],
+) -> dict[str, Any] | None:
+    """Run ``model_file`` (format and precision from the manifest ``fields``) on emulated arm64 against
+    ``reference`` and, for a quantized or fp16 file, against the fp32 ``model`` (``vs_fp32``)."""
     from edgellm.runtime.arm64 import Arm64Runner, find_root, is_arm64, qemu_cpu
 
     if mode == "off" or not is_arm64(target):
@@ -100,27 +167,23 @@ def validate_arm64(
         return {"skipped": why}
     host = host.with_cpu(qemu_cpu(target))
     rt, wheel = RUNTIMES[fmt]
-    model_file = workdir / fields["model_file"]
-    specs = {"inputs": list(runner.inputs), "outputs": list(runner.outputs)}
-    max_seq = getattr(runner, "max_seq", None)
     section: dict[str, Any] = {**host.describe(), "runtime": rt, "runtime_version": _pinned(host, wheel)}
     with Arm64Runner(rt, model_file, host, **specs) as arm:
-        section["kernels"] = arm.describe().get("kernels", "mlas" if fmt == "ort" else None)
-        recorded = _Recorded(arm, max_seq)
+        about = arm.describe()
+        section["kernels"] = about.get("kernels", "mlas" if fmt == "ort" else None)
+        recorded = _Recorded(arm, about.get("max_seq"))
         parity = check_parity(reference, recorded, shapes=SHAPES)
-        if _quantized_or_fp16(fields):
+        if fields.get("precision") not in (None, "fp32"):
             vs = check_parity(model, recorded, shapes=SHAPES)
             section["vs_fp32"] = {k: vs[k] for k in ("fixed", "random")}
     ok = passes(parity["fixed"], tolerance) and passes(parity["random"], tolerance)
-    if fmt == "tflite" and getattr(exporter, "mode", None) == "int8-dynamic":
+    if fields.get("recipe", {}).get("tflite", {}).get("mode") == "int8-dynamic":
         # the kernels a plain interpreter (no XNNPACK delegate) runs: the hybrid FULLY_CONNECTED
         with Arm64Runner(rt, model_file, host, xnnpack=False, **specs) as builtin:
-            fixed_inputs = model.fixed_inputs()
-            got = builtin.run({s.name: fixed_inputs[s.name] for s in builtin.inputs})
-        from edgellm.export.validate import compare
-
-        ref_fixed = compare(reference.run(fixed_inputs), got, builtin.outputs, fixed_inputs)
-        fp32_fixed = compare(model.run(fixed_inputs), got, builtin.outputs, fixed_inputs)
+            feeds = model.fixed_inputs()
+            got = builtin.run({s.name: feeds[s.name] for s in builtin.inputs})
+        ref_fixed = compare(reference.run(feeds), got, builtin.outputs, feeds)
+        fp32_fixed = compare(model.run(feeds), got, builtin.outputs, feeds)
         section["builtin_kernels"] = {"fixed": ref_fixed, "vs_fp32": {"fixed": fp32_fixed}}
         ok = ok and passes(ref_fixed, tolerance)
     section.update(
@@ -139,10 +202,6 @@ def miss_summary(section: dict[str, Any]) -> str:
     if "builtin_kernels" in section:
         parts.append(f"builtin kernels, fixed {summary(section['builtin_kernels']['fixed'])}")
     return f"on arm64 kernels (qemu-user, {section['cpu']}): " + "; ".join(parts)
-
-
-def _quantized_or_fp16(fields: dict[str, Any]) -> bool:
-    return fields.get("precision") not in (None, "fp32")
 
 
 def _pinned(host: Any, wheel: str) -> str | None:

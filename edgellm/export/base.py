@@ -191,9 +191,10 @@ def export(
 
     tgt = load_target(target)
     fmt = choose_format(tgt, format)
-    from edgellm.export.arm64 import resolve_mode, validate_arm64
+    from edgellm.export.arm64 import preflight, resolve_mode, validate_arm64
 
     arm64_mode = resolve_mode(arm64)
+    preflight(arm64_mode, tgt, fmt)
     spec = quant
     if quant is not None:
         _check_scale_signs(quant, fmt)

@@ -130,6 +130,7 @@ def _fake_cpu_files(host: Arm64Host, cores: int) -> None:
                 "unmount it: the runtimes must not read the x86 host's /proc or /sys",
             )
     cpu_dir.mkdir(parents=True, exist_ok=True)
+    proc.mkdir(exist_ok=True)
     info = "".join(
         f"processor\t: {i}\nBogoMIPS\t: 50.00\nFeatures\t: {features}\nCPU implementer\t: {implementer}\n"
         f"CPU architecture: 8\nCPU variant\t: 0x1\nCPU part\t: {part}\nCPU revision\t: 0\n\n"

@@ -49,6 +49,8 @@ def _child(conn: Any, runtime: str, model: Any, options: dict[str, Any]) -> None
             model = Artifact.load(model)
         runner = make_runner(model, runtime, **options)
         about = runner.describe() if hasattr(runner, "describe") else {"runtime": runtime}
+        if getattr(runner, "max_seq", None):  # a static-shape file: the longest request it takes
+            about = {**about, "max_seq": runner.max_seq}
         conn.send(
             ("ok", ([s.to_dict() for s in runner.inputs], [s.to_dict() for s in runner.outputs], about))
         )
