@@ -311,9 +311,9 @@ def lower_validated(
             from edgellm.export.arm64 import miss_summary
 
             raise ParityError(
-                f"{exporter.describe(model)} agrees with {exporter.reference_label(model)} on this host's "
-                f"kernels but not {miss_summary(second)} (tolerance: max_abs {tolerance.max_abs}, cosine "
-                f"{tolerance.min_cosine})",
+                f"{exporter.describe(model)} disagrees with {exporter.reference_label(model)} beyond tolerance "
+                f"(max_abs {tolerance.max_abs}, cosine {tolerance.min_cosine}) {miss_summary(second)}; on "
+                "this host's kernels it passes",
                 exporter.parity_hint(model),
             )
         raise ParityError(

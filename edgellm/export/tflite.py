@@ -51,6 +51,10 @@ class TFLiteExporter(Exporter):
         precision: ``fp32`` or ``fp16`` when ``quant`` is None.
         seq_len: the static sequence length of the file (inputs up to it are padded).
         num_threads: interpreter threads for validation.
+        asymmetric_inputs: dynamic-range INT8: every hybrid FULLY_CONNECTED quantizes its input per row
+            asymmetrically on every kernel (op version 9), as XNNPACK does; False keeps op version 3 for
+            interpreters older than TensorFlow 2.3, whose builtin kernels then quantize symmetrically
+            (measured on MiniLM: cosine against fp32 0.9943 instead of 0.9973 on those kernels).
     """
 
     def __init__(
@@ -59,13 +63,14 @@ class TFLiteExporter(Exporter):
         precision: str = "fp32",
         seq_len: int = 128,
         num_threads: int | None = None,
+        asymmetric_inputs: bool = True,
         **options: Any,
     ) -> None:
         unknown = set(options) - _IGNORED
         if unknown:
             raise ExportError(
                 f"the TFLite exporter does not take option(s) {sorted(unknown)}",
-                "its options are quant, precision, seq_len, num_threads",
+                "its options are quant, precision, seq_len, num_threads, asymmetric_inputs",
             )
         if quant is not None:
             bad = [n for n, lq in quant.layers.items() if lq.bits != 8]
@@ -97,6 +102,7 @@ class TFLiteExporter(Exporter):
             raise ExportError(f"seq_len {seq_len} must be positive", "use e.g. 128")
         self.quant, self.precision, self.seq_len = quant, precision, seq_len
         self.num_threads = num_threads or min(4, os.cpu_count() or 1)
+        self.asymmetric_inputs = asymmetric_inputs
         self._runner: Any = None
         self._built: tuple[Any, tuple[Any, Any, str]] | None = None
 
@@ -116,7 +122,9 @@ class TFLiteExporter(Exporter):
         if self.mode == "fp16":
             data = _quantize_bytes(data, "fp16")
         elif self.mode == "int8-dynamic":
-            data, self._asymmetric = asymmetric_inputs(_quantize_bytes(data, "int8-dynamic"))
+            data, self._asymmetric = _quantize_bytes(data, "int8-dynamic"), 0
+            if self.asymmetric_inputs:
+                data, self._asymmetric = asymmetric_inputs(data)
         dst = workdir / TFLITE_FILE
         dst.write_bytes(data)
         ops = read_ops(dst)  # before any interpreter: one would fail on a Flex op without saying which

@@ -92,15 +92,7 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("fmt,target,sdk,model_name,precision", CASES)
-def test_target_conformance(
-    fmt, target, sdk, model_name, precision, conformance_models, pydoc_batches, tmp_path
-):
-    _load_exporters()
-    assert fmt in EXPORTERS
-    if importlib.util.find_spec(sdk) is None:
-        pytest.skip(f"the '{sdk}' SDK is not installed: pip install 'edgellm[{EXTRA[fmt]}]'")
-    model = conformance_models[model_name]
+def _export_case(fmt, target, model, model_name, precision, pydoc_batches, out):
     spec = None
     if precision == "int8":
         spec = quantize(model, Int8Dynamic())
@@ -116,7 +108,29 @@ def test_target_conformance(
     if fmt == "pte" and precision == "fp16":  # ExecuTorch computes in float16 (LiteRT dequantizes to fp32)
         tol = Tolerance(max_abs=None, min_cosine=0.999)
     # the plain fp32 ONNX export is traced once per model for the run (conftest: EDGELLM_EXPORT_CACHE)
-    art = export(model, target, tmp_path / "art", format=fmt, quant=spec, precision=fp, tolerance=tol)
+    art = export(model, target, out, format=fmt, quant=spec, precision=fp, tolerance=tol)
+    reference = parity_reference(model, fmt, quant=spec, precision=fp)
+    _BUILT[(fmt, model_name, precision)] = (art, reference, tol)
+    return art, tol, reference
+
+
+# (format, model, precision) -> (artifact, its parity reference, tolerance): the arm64 cases below check
+# the artifacts the x86 cases exported, on emulated arm64 kernels, instead of exporting them again
+_BUILT: dict = {}
+
+
+@pytest.mark.parametrize("fmt,target,sdk,model_name,precision", CASES)
+def test_target_conformance(
+    fmt, target, sdk, model_name, precision, conformance_models, pydoc_batches, tmp_path
+):
+    _load_exporters()
+    assert fmt in EXPORTERS
+    if importlib.util.find_spec(sdk) is None:
+        pytest.skip(f"the '{sdk}' SDK is not installed: pip install 'edgellm[{EXTRA[fmt]}]'")
+    model = conformance_models[model_name]
+    art, tol, reference = _export_case(
+        fmt, target, model, model_name, precision, pydoc_batches, tmp_path / "art"
+    )
     # the artifact is what it says it is
     m = Artifact.load(art.path).manifest
     assert (
@@ -128,7 +142,6 @@ def test_target_conformance(
         build_engine(art.path)
     # parity, recomputed here through runtime/ against the reference the exporter names
     runner = make_runner(Artifact.load(art.path))
-    reference = parity_reference(model, fmt, quant=spec, precision=fp)
     parity = check_parity(reference, runner, seed=11)
     assert passes(parity["fixed"], tol) and passes(parity["random"], tol), parity
     # a short benchmark through the same harness as `edgellm bench`
@@ -143,6 +156,51 @@ def test_target_conformance(
         pause_s=0,
     )
     assert rep.results[0].p50_ms > 0 and rep.results[0].runs == 3
+
+
+# The phone formats on emulated arm64 kernels (qemu-user, the target's CPU: cortex-a76 for the
+# Snapdragon 865): the quantized files, whose kernels differ most between ISAs (XNNPACK's and TFLite's
+# hybrid INT8, MLAS's arm64 integer GEMMs), for MiniLM and the small Llama. fp32/fp16 agree to ~1e-7 on
+# both ISAs (benchmarks/arm64_parity.py covers every phone artifact of the demo)
+ARM64_CASES = [
+    pytest.param(
+        fmt,
+        "snapdragon-865",
+        sdk,
+        model,
+        "int8",
+        marks=[pytest.mark.arm64, mark],
+        id=f"arm64-{fmt}-{model}-int8",
+    )
+    for fmt, sdk, mark in (
+        ("tflite", "ai_edge_litert", pytest.mark.target_tflite),
+        ("ort", "onnxruntime", pytest.mark.target_ort),
+    )
+    for model in ("minilm", "llama")
+]
+
+
+@pytest.mark.parametrize("fmt,target,sdk,model_name,precision", ARM64_CASES)
+def test_arm64_conformance(
+    fmt, target, sdk, model_name, precision, conformance_models, pydoc_batches, arm64_host, tmp_path
+):
+    """The x86 case's artifact, run on arm64 kernels: parity with the same reference, and for MiniLM the
+    cosine against fp32 a phone gets (>= 0.99), on XNNPACK and on TFLite's builtin kernels."""
+    from edgellm.export.arm64 import artifact_arm64_parity
+
+    model = conformance_models[model_name]
+    key = (fmt, model_name, precision)
+    if key not in _BUILT:  # run alone: export it here
+        _export_case(fmt, target, model, model_name, precision, pydoc_batches, tmp_path / "art")
+    art, reference, tol = _BUILT[key]
+    sec = artifact_arm64_parity(art, model, reference=reference, tolerance=tol)
+    assert sec["passed"], sec
+    assert sec["cpu"] == "cortex-a76" and sec["kernels"] == ("xnnpack" if fmt == "tflite" else "mlas")
+    cos = min(v["cosine_min"] for v in sec["vs_fp32"]["fixed"].values())
+    assert cos >= (0.99 if model_name == "minilm" else 0.9), sec["vs_fp32"]
+    if fmt == "tflite":  # a hybrid INT8 file computes the same on both kernels (asymmetric per-row inputs)
+        builtin = min(v["cosine_min"] for v in sec["builtin_kernels"]["vs_fp32"]["fixed"].values())
+        assert abs(builtin - cos) < 2e-3, (builtin, cos)
 
 
 # The formats that hold a decoder for generation only (GGUF) or that the suite also runs as a step program
