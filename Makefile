@@ -8,7 +8,7 @@ EXTRAS ?= onnx,openvino,gguf,executorch,bench,dev,tflite,serve,data,ray,train
 
 LLAMA_STAMP := $(VENV)/.edgellm-llamacpp
 
-.PHONY: setup setup-llama demo test test-all bench lint format clean tiny-llama docs
+.PHONY: setup setup-llama arm64-root demo test test-all bench lint format clean tiny-llama docs
 
 # torch==2.13.0 goes in first and alone (a CPU wheel is cached on these machines); every later install
 # is pinned by constraints.txt, which holds torch==2.13.0 too, so nothing can replace it.
@@ -29,15 +29,21 @@ $(LLAMA_STAMP): $(STAMP)
 
 setup-llama: $(LLAMA_STAMP)
 
+# a Debian arm64 root with qemu-user and aarch64 wheels of the runtimes (~/.cache/edgellm/arm64-root,
+# about 40 s once): phone artifacts are then also validated on arm64 kernels. It needs root (chroot) and
+# Debian's mirror; without them it says why, and the arm64 checks and tests are skipped with that reason.
+arm64-root: $(STAMP)
+	@PIP="$(PY) -m pip" bash scripts/arm64_root.sh || echo "arm64 root not built: phone artifacts are validated on this host's kernels only (arm64 tests skip)"
+
 # the demo recipe: data -> compress -> partition -> export -> bench -> split check -> edgellm-out/report.md
-demo: $(STAMP)
+demo: $(STAMP) arm64-root
 	$(VENV)/bin/edgellm run recipes/demo.yaml
 
 # rebuild the bundled tiny-llama with edgellm's own data front end and trainer (recipes/tiny-llama.yaml)
 tiny-llama: $(STAMP)
 	$(PY) scripts/train_tiny_llama.py
 
-test: $(STAMP)
+test: $(STAMP) arm64-root
 	$(PY) -m pytest
 
 test-all: $(STAMP)

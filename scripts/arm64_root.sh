@@ -21,8 +21,11 @@ here="$(cd "$(dirname "$0")/.." && pwd)"
 root="${1:-${EDGELLM_ARM64_ROOT:-${XDG_CACHE_HOME:-$HOME/.cache}/edgellm/arm64-root}}"
 suite="${ARM64_SUITE:-bookworm}"
 mirror="${ARM64_MIRROR:-http://deb.debian.org/debian}"
-pip="${PIP:-$here/.venv/bin/pip}"
-[ -x "$pip" ] || pip="python3 -m pip"
+pip="${PIP:-}"
+if [ -z "$pip" ]; then
+  pip="$here/.venv/bin/pip"
+  [ -x "$pip" ] || pip="python3 -m pip"
+fi
 constraints="$here/constraints.txt"
 
 die() { echo "arm64_root: $*" >&2; exit 1; }

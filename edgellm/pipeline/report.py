@@ -19,6 +19,7 @@ TARGET_COLUMNS = [
     ("size_mb", "size MB"),
     ("parity_cosine_min", "parity cos (vs its reference)"),
     ("cosine_vs_fp32", "cos vs fp32"),
+    ("cosine_vs_fp32_arm64", "cos vs fp32 (arm64)"),
     ("host_p50_ms", "host p50 ms"),
     ("estimate_ms", "target est. ms"),
 ]
@@ -28,7 +29,7 @@ SPLIT_PARTS = ("device_ms", "encode_ms", "network_ms", "server_ms", "decode_ms",
 def _cell(key: str, v: Any) -> str:
     if v is None:
         return "-"
-    if key in ("parity_cosine_min", "cosine_vs_fp32"):
+    if key in ("parity_cosine_min", "cosine_vs_fp32", "cosine_vs_fp32_arm64"):
         return f"{v:.5f}"
     return (
         f"{v:.1f}"
@@ -38,12 +39,30 @@ def _cell(key: str, v: Any) -> str:
 
 
 def target_cells(r: dict[str, Any]) -> list[str]:
-    cells = [_cell(k, r.get(k)) for k, _ in TARGET_COLUMNS]
+    keys = [k for k, _ in TARGET_COLUMNS]
+    cells = [_cell(k, r.get(k)) for k in keys]
+    if r.get("arm64_skipped") and r.get("cosine_vs_fp32_arm64") is None:
+        cells[keys.index("cosine_vs_fp32_arm64")] = "not checked"
     if r.get("engine") == "pending":
-        cells[6] = "engine pending"
+        cells[keys.index("host_p50_ms")] = "engine pending"
     if r.get("error"):
-        cells[3:] = ["failed: " + r["error"][:60], "", "", "", ""]
+        first = keys.index("size_mb")
+        cells[first:] = ["failed: " + r["error"][:60]] + [""] * (len(keys) - first - 1)
     return cells
+
+
+def arm64_notes(matrix: list[dict[str, Any]]) -> list[str]:
+    """Why the arm64 column is empty where it is (each reason once), and what it measures."""
+    reasons = dict.fromkeys(r["arm64_skipped"] for r in matrix if r.get("arm64_skipped"))
+    notes = [f"arm64 not checked: {why}" for why in reasons]
+    cpus = dict.fromkeys(r["arm64_cpu"] for r in matrix if r.get("arm64_cpu"))
+    if cpus:
+        notes.append(
+            "cos vs fp32 (arm64): the same fixed sentences on arm64 kernels, emulated (qemu-user, "
+            + ", ".join(cpus)
+            + "); no timing is taken under emulation"
+        )
+    return notes
 
 
 # -- plots -------------------------------------------------------------------------------------------------
@@ -163,6 +182,8 @@ def print_targets(matrix: list[dict[str, Any]], title: str) -> None:
             console().print(
                 f"note: {r['target']} {r['format']} {r['precision']} keeps in fp32: {', '.join(r['kept_fp32'])}"
             )
+    for note in arm64_notes(matrix):
+        console().print(f"note: {note}")
     console().print("target est. = roofline on the target profile (an estimate, not a measurement)")
 
 
@@ -395,6 +416,7 @@ def render_markdown(s: dict[str, Any]) -> str:
             for r in b["matrix"]
             if r.get("kept_fp32")
         ]
+        lines += [f"- {note}" for note in arm64_notes(b["matrix"])]
         if f"targets:{m}" in plots:
             lines += ["", f"![latency per target]({plots[f'targets:{m}']})", ""]
     if "partition" in res:

@@ -64,12 +64,28 @@ class MatrixRow:
             "parity_cosine_min": _worst(par, "cosine_min", min),
             "parity_max_abs": _worst(par, "max_abs", max),
             "cosine_vs_fp32": self.cosine_vs_fp32,
+            **_arm64_cells(par.get("arm64")),
             "kept_fp32": self.kept,
             "host_p50_ms": self.host_p50_ms,
             "estimate_ms": self.estimate_ms,
             "engine": m.get("recipe", {}).get("tensorrt", {}).get("engine"),
             "error": self.error,
         }
+
+
+def _arm64_cells(sec: dict[str, Any] | None) -> dict[str, Any]:
+    """The manifest's ``parity.arm64`` as report cells: the cosine against fp32 on the fixed sentences
+    (an fp32 file's reference is fp32 itself), the emulated CPU, or why it was not checked."""
+    if not sec:
+        return {"cosine_vs_fp32_arm64": None}
+    if "skipped" in sec:
+        return {"cosine_vs_fp32_arm64": None, "arm64_skipped": sec["skipped"]}
+    fixed = sec.get("vs_fp32", {}).get("fixed") or sec["fixed"]
+    return {
+        "cosine_vs_fp32_arm64": min(v["cosine_min"] for v in fixed.values()),
+        "arm64_cpu": sec.get("cpu"),
+        "arm64_passed": sec.get("passed"),
+    }
 
 
 def _worst(par: dict[str, Any], key: str, pick: Any) -> float | None:

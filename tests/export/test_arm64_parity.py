@@ -93,9 +93,11 @@ def test_an_arm64_miss_refuses_the_variant_like_an_x86_miss(small_mlp, tmp_path)
     _load_exporters()
     tgt = load_target("snapdragon-865")
     with pytest.raises(
-        ParityError, match=r"disagrees .* on arm64 kernels \(qemu-user, cortex-a76\): fixed .*; on this host's kernels it passes"
+        ParityError,
+        match=r"disagrees .* on arm64 kernels \(qemu-user, cortex-a76\): fixed .*; on this host's kernels it passes",
     ):
         lower_validated(EXPORTERS["ort"](), small_mlp, tgt, tmp_path, Tolerance(), also=_miss)
+
     # an exporter with two variants (as the server exporter's fused, then plain): a miss on the first
     # falls back to the second, and the first's rejection is recorded
     class TwoTries(EXPORTERS["onnx"]):
@@ -109,9 +111,7 @@ def test_an_arm64_miss_refuses_the_variant_like_an_x86_miss(small_mlp, tmp_path)
         return _miss(fields, runner, reference) if len(calls) == 1 else {"passed": True, "cpu": "cortex-a76"}
 
     (tmp_path / "b").mkdir()
-    fields = lower_validated(
-        TwoTries(), small_mlp, tgt, tmp_path / "b", Tolerance(), also=second_passes
-    )
+    fields = lower_validated(TwoTries(), small_mlp, tgt, tmp_path / "b", Tolerance(), also=second_passes)
     assert len(calls) == 2 and fields["parity"]["arm64"]["passed"] is True
     assert "on arm64 kernels" in fields["recipe"]["fusion"]["rejected"][0]["reason"]
 
@@ -149,3 +149,32 @@ def test_an_int8_ort_file_on_an_armv9_phone_records_its_cpu_and_fp32_figures(sma
     assert sec["runtime_version"] and sec["emulator"].startswith("qemu-user")
     vs = next(iter(sec["vs_fp32"]["fixed"].values()))
     assert 0.99 < vs["cosine_min"] <= 1.0 and vs["max_abs"] > 0  # int8 is not fp32, and close to it
+
+
+def test_the_report_shows_the_arm64_cosine_beside_the_x86_one():
+    from edgellm.pipeline.report import TARGET_COLUMNS, arm64_notes, target_cells
+    from edgellm.pipeline.target_matrix import _arm64_cells
+
+    keys = [k for k, _ in TARGET_COLUMNS]
+    at = keys.index("cosine_vs_fp32_arm64")
+    assert keys[at - 1] == "cosine_vs_fp32"
+    checked = {
+        "cpu": "cortex-a76",
+        "passed": True,
+        "fixed": {"y": {"max_abs": 0.01, "cosine_min": 0.9991}},  # vs its (fake-quantized) reference
+        "vs_fp32": {"fixed": {"y": {"max_abs": 0.02, "cosine_min": 0.99731}}},
+    }
+    row = {"target": "snapdragon-865", "format": "tflite", "precision": "int8", "cosine_vs_fp32": 0.99752}
+    row |= _arm64_cells(checked)
+    cells = target_cells(row)
+    assert cells[at] == "0.99731" and cells[at - 1] == "0.99752"
+    skipped = {"target": "snapdragon-865", "format": "ort", "precision": "fp32"}
+    skipped |= _arm64_cells({"skipped": "no arm64 root at /x: build it with sudo scripts/arm64_root.sh"})
+    assert target_cells(skipped)[at] == "not checked"
+    server = {"target": "x86-server", "format": "onnx", "precision": "fp32"} | _arm64_cells(None)
+    assert target_cells(server)[at] == "-"
+    failed = dict(server, error="parity failed on arm64 kernels")
+    assert target_cells(failed)[keys.index("size_mb")].startswith("failed: parity failed")
+    assert len(target_cells(failed)) == len(keys)
+    notes = arm64_notes([row, skipped, server])
+    assert any("no arm64 root at /x" in n for n in notes) and any("cortex-a76" in n for n in notes)
