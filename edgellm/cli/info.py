@@ -37,7 +37,23 @@ def collect() -> dict[str, Any]:
             runtimes[label] = version(dist)
         except PackageNotFoundError:
             runtimes[label] = None
-    return {"edgellm": __version__, "packages": runtimes, "cpu": host_info(), "gpus": gpus()}
+    return {
+        "edgellm": __version__,
+        "packages": runtimes,
+        "cpu": host_info(),
+        "gpus": gpus(),
+        "arm64": arm64_status(),
+    }
+
+
+def arm64_status() -> dict[str, Any]:
+    """Whether phone artifacts can be validated on emulated arm64 kernels here, and if not, why."""
+    from edgellm.runtime.arm64 import find_root
+
+    host, why = find_root()
+    if host is None:
+        return {"available": False, "reason": why}
+    return {"available": True, "root": str(host.root), **host.about}
 
 
 def gpus() -> list[str]:
@@ -70,4 +86,13 @@ def info(json_out: bool = typer.Option(False, "--json", help="Print JSON instead
         ("cpu features", ", ".join(cpu["features"]) or "none of avx2/avx512/vnni/amx/neon"),
         ("gpus", "; ".join(data["gpus"]) or "none"),
     ]
+    arm = data["arm64"]
+    rows.append(
+        (
+            "arm64 validation",
+            f"qemu-user {arm.get('qemu', '')} root at {arm['root']}"
+            if arm["available"]
+            else f"off: {arm['reason']}",
+        )
+    )
     kv_table("edgellm info", rows)

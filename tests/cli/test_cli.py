@@ -40,6 +40,11 @@ def test_info_json(capsys):
     assert rc == 0 and d["packages"]["onnxruntime"] and d["packages"]["torch"].startswith("2.13")
     assert d["cpu"]["logical_cores"] >= 1 and isinstance(d["cpu"]["features"], list)
     assert isinstance(d["gpus"], list)
+    from edgellm.runtime.arm64 import find_root
+
+    arm = d["arm64"]  # the same answer the exporters get, with the reason when there is no root
+    assert arm["available"] == (find_root()[0] is not None)
+    assert arm.get("qemu") if arm["available"] else "arm64" in arm["reason"] or "root" in arm["reason"]
 
 
 def test_targets_list_and_show(capsys):
