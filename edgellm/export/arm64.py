@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from edgellm.errors import ExportError
+from edgellm.errors import EdgeLLMError, ExportError
 from edgellm.export.validate import Tolerance, check_parity, compare, passes, summary
 
 MODES = ("auto", "require", "off")
@@ -144,7 +144,7 @@ def check_on_arm64(
 ) -> dict[str, Any] | None:
     """Run ``model_file`` (format and precision from the manifest ``fields``) on emulated arm64 against
     ``reference`` and, for a quantized or fp16 file, against the fp32 ``model`` (``vs_fp32``)."""
-    from edgellm.runtime.arm64 import Arm64Runner, find_root, is_arm64, qemu_cpu
+    from edgellm.runtime.arm64 import find_root, is_arm64, qemu_cpu
 
     if mode == "off" or not is_arm64(target):
         return None
@@ -168,9 +168,44 @@ def check_on_arm64(
     host = host.with_cpu(qemu_cpu(target))
     rt, wheel = RUNTIMES[fmt]
     section: dict[str, Any] = {**host.describe(), "runtime": rt, "runtime_version": _pinned(host, wheel)}
+    try:
+        parity, ok = _run_checks(
+            section, fmt, rt, model_file, host, specs, fields, reference, model, tolerance
+        )
+    except EdgeLLMError as exc:  # the runtime could not run the file under emulation (not a parity miss)
+        if mode == "require":
+            raise ExportError(
+                f"the artifact could not be run on emulated arm64 ({host.cpu}): {exc.message}", exc.hint
+            ) from exc
+        return {"skipped": f"could not run on emulated arm64 ({host.cpu}): {exc.message}"}
+    section.update(
+        fixed=parity["fixed"],
+        random=parity["random"],
+        random_shapes=parity["random_shapes"],
+        tolerance=tolerance.to_dict(),
+        passed=ok,
+    )
+    return section
+
+
+def _run_checks(
+    section: dict[str, Any],
+    fmt: str,
+    rt: str,
+    model_file: Path,
+    host: Any,
+    specs: dict[str, Any],
+    fields: dict[str, Any],
+    reference: Any,
+    model: Any,
+    tolerance: Tolerance,
+) -> tuple[dict[str, Any], bool]:
+    """Run the checks in the emulated runtime; fills ``section`` and returns (parity, passed)."""
+    from edgellm.runtime.arm64 import Arm64Runner
+
     with Arm64Runner(rt, model_file, host, **specs) as arm:
         about = arm.describe()
-        section["kernels"] = about.get("kernels", "mlas" if fmt == "ort" else None)
+        section["kernels"] = about.get("kernels", "mlas" if fmt in ("ort", "onnx") else None)
         recorded = _Recorded(arm, about.get("max_seq"))
         parity = check_parity(reference, recorded, shapes=SHAPES)
         if fields.get("precision") not in (None, "fp32"):
@@ -186,14 +221,7 @@ def check_on_arm64(
         fp32_fixed = compare(model.run(feeds), got, builtin.outputs, feeds)
         section["builtin_kernels"] = {"fixed": ref_fixed, "vs_fp32": {"fixed": fp32_fixed}}
         ok = ok and passes(ref_fixed, tolerance)
-    section.update(
-        fixed=parity["fixed"],
-        random=parity["random"],
-        random_shapes=parity["random_shapes"],
-        tolerance=tolerance.to_dict(),
-        passed=ok,
-    )
-    return section
+    return parity, ok
 
 
 def miss_summary(section: dict[str, Any]) -> str:

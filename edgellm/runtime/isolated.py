@@ -125,8 +125,19 @@ class IsolatedRunner(Runner):
         )
         theirs.close()
         self._conn = Connection(ours.detach())
-        self._conn.send((runtime, model, options))
         self._pending = True
+        try:
+            self._conn.send((runtime, model, options))
+        except OSError:  # the child is gone already (its interpreter could not start)
+            try:
+                code = self._proc.wait(10)
+            except subprocess.TimeoutExpired:
+                code = None
+            self.close()
+            raise EdgeLLMError(
+                f"the {runtime} process ended before it started (exit code {code})",
+                "check the runtime's install (its message is above)",
+            ) from None
 
     def command(self, fd: int) -> list[str]:
         """The child's command line (a subclass runs it elsewhere, e.g. under an emulator)."""

@@ -178,3 +178,22 @@ def test_the_report_shows_the_arm64_cosine_beside_the_x86_one():
     assert len(target_cells(failed)) == len(keys)
     notes = arm64_notes([row, skipped, server])
     assert any("no arm64 root at /x" in n for n in notes) and any("cortex-a76" in n for n in notes)
+
+
+def test_a_root_that_cannot_run_the_file_is_reported_not_fatal_in_auto(small_mlp, tmp_path, monkeypatch):
+    import json
+    import os
+
+    if os.geteuid() != 0:
+        pytest.skip("chroot needs root")
+    broken = tmp_path / "broken-root"
+    (broken / "usr" / "bin").mkdir(parents=True)
+    (broken / "usr" / "bin" / "qemu-aarch64-static").write_bytes(b"")  # not an emulator
+    (broken / ".edgellm-arm64.json").write_text(json.dumps({"suite": "bookworm", "qemu": "0"}))
+    monkeypatch.setenv("EDGELLM_ARM64_ROOT", str(broken))
+    art = export(small_mlp, "snapdragon-865", tmp_path / "auto", format="ort", arm64="auto")
+    assert art.manifest["parity"]["arm64"]["skipped"].startswith("could not run on emulated arm64")
+    with pytest.raises(ExportError, match="could not be run on emulated arm64"):
+        export(small_mlp, "snapdragon-865", tmp_path / "req", format="ort", arm64="require")
+    assert not (tmp_path / "req").exists()
+    assert not list((broken / "tmp").iterdir())  # the scratch copies are gone
