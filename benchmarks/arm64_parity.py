@@ -31,6 +31,7 @@ ROWS = {  # name -> (format, precision, exporter options)
     "tflite-int8-static": ("tflite", "int8-static", {}),
     "ort-fp32": ("ort", "fp32", {}),
     "ort-int8": ("ort", "int8", {}),
+    "ort-int8-keep1": ("ort", "int8-keep1", {}),  # the demo's: the most sensitive layer kept in float
 }
 
 
@@ -81,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
             spec = None
             if prec == "int8":
                 spec = dyn = dyn or quantize(model, Int8Dynamic())
+            elif prec == "int8-keep1":
+                spec = quantize(model, Int8Dynamic(auto_keep=1), calibration_feeds(model, None))
             elif prec == "int8-static":
                 # full-integer: SmoothQuant 0.5, the outlier-output layers kept in fp32 (the conformance suite's)
                 static = static or quantize(
