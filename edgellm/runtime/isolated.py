@@ -179,7 +179,7 @@ class IsolatedRunner(Runner):
     def _reply(self) -> Any:
         try:
             status, payload = self._conn.recv()
-        except EOFError:
+        except (EOFError, OSError):  # the child died: the socket is closed or reset
             code = self._proc.poll()
             raise EdgeLLMError(
                 f"the {self.runtime_name} process ended unexpectedly (exit code {code})",
