@@ -285,19 +285,23 @@ def _shared_cache(model: Any, opts: OnnxOptions) -> Path | None:
 
 
 def raw_key(model: Any, opts: OnnxOptions) -> str:
-    """What a plain export depends on, hashed: the module's class and every state-dict tensor (name,
-    dtype, shape, bytes), the model's task, family, config and input/output specs, the options. Not its
-    name, which the file does not carry: a model saved and loaded again under another name is the same
-    trace."""
+    """What a plain export depends on, hashed: the model (:func:`model_key`) and the options."""
+    return model_key(model, "onnx", json.dumps(asdict(opts), sort_keys=True))
+
+
+def model_key(model: Any, *parts: str) -> str:
+    """The module's class and every state-dict tensor (name, dtype, shape, bytes), the model's task,
+    family, config and input/output specs, and ``parts`` (what else a conversion depends on), hashed.
+    Not its name, which no converted file carries: a model saved and loaded again under another name
+    converts the same."""
     import hashlib
 
     import torch
 
     mod = model.module
     h = hashlib.sha256()
-    head = [f"{type(mod).__module__}.{type(mod).__qualname__}", model.task, model.family]
+    head = [f"{type(mod).__module__}.{type(mod).__qualname__}", model.task, model.family, *parts]
     h.update(json.dumps(head, default=str).encode())
-    h.update(json.dumps(asdict(opts), sort_keys=True).encode())
     specs = [s.to_dict() for s in list(model.inputs) + list(model.outputs)]
     h.update(json.dumps(specs, sort_keys=True, default=str).encode())
     cfg = getattr(model, "config", None)

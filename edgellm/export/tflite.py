@@ -118,7 +118,7 @@ class TFLiteExporter(Exporter):
 
         module, _, _ = self._modules(model)
         seq_len = min(self.seq_len, max_positions(model))
-        data = _convert(model, module, seq_len, full_int=self.mode == "int8-full")
+        data = _convert_cached(model, module, seq_len, full_int=self.mode == "int8-full")
         if self.mode == "fp16":
             data = _quantize_bytes(data, "fp16")
         elif self.mode == "int8-dynamic":
@@ -354,6 +354,28 @@ def _quant_linear_class() -> Any:
 
 
 # -- conversion ----------------------------------------------------------------------------------
+def _convert_cached(model: Any, module: Any, seq_len: int, *, full_int: bool) -> bytes:
+    """:func:`_convert`, kept in ``$EDGELLM_EXPORT_CACHE`` (when set) where the module converted is the
+    model's own: its fp32 and fp16 files convert the same graph (quantized modules are converted fresh)."""
+    from edgellm.export.onnx_server import EXPORT_CACHE_ENV, model_key
+
+    root = os.environ.get(EXPORT_CACHE_ENV)
+    if not root or full_int or module is not model.module:
+        return _convert(model, module, seq_len, full_int=full_int)
+    from importlib.metadata import version
+
+    key = model_key(model, "tflite", version("litert-torch"), str(seq_len))
+    path = Path(root) / f"tflite-{key}.tflite"
+    if path.is_file():
+        return path.read_bytes()
+    data = _convert(model, module, seq_len, full_int=full_int)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)  # whole or not at all, also for another process of the same run
+    return data
+
+
 def _convert(model: Any, module: Any, seq_len: int, *, full_int: bool) -> bytes:
     import torch
 
