@@ -173,17 +173,19 @@ class OnnxServerExporter(Exporter):
         """The plain fp32 ONNX export, made once for all variants (and reused from ``raw_cache``)."""
         if self._raw is None:
             rawdir = Path(tempfile.mkdtemp(prefix=".raw-", dir=scratch))
-            cache = self.raw_cache
-            if cache is None and os.environ.get(EXPORT_CACHE_ENV):
-                cache = Path(os.environ[EXPORT_CACHE_ENV]) / raw_key(model, self.options)
-            if cache is not None and (cache / "export.json").is_file():
-                for f in cache.iterdir():
+            # this call's folder, then the shared one (both filled): compress()'s tries of a model that
+            # another export already traced reuse that trace
+            caches = [c for c in (self.raw_cache, _shared_cache(model, self.options)) if c is not None]
+            hit = next((c for c in caches if (c / "export.json").is_file()), None)
+            if hit is not None:
+                for f in hit.iterdir():
                     shutil.copy2(f, rawdir)
                 (rawdir / "export.json").unlink()
-                used, attempts = json.loads((cache / "export.json").read_text())
+                used, attempts = json.loads((hit / "export.json").read_text())
             else:
                 used, attempts = _export(model, rawdir / MODEL_FILE, self.options)
-                if cache is not None:
+            for cache in caches:
+                if not (cache / "export.json").is_file():
                     cache.mkdir(parents=True, exist_ok=True)
                     for f in rawdir.iterdir():
                         shutil.copy2(f, cache)
@@ -276,18 +278,30 @@ class OnnxBased(Exporter):
 EXPORT_CACHE_ENV = "EDGELLM_EXPORT_CACHE"
 
 
+def _shared_cache(model: Any, opts: OnnxOptions) -> Path | None:
+    """The model's folder in ``$EDGELLM_EXPORT_CACHE``, or None when it is not set."""
+    root = os.environ.get(EXPORT_CACHE_ENV)
+    return Path(root) / raw_key(model, opts) if root else None
+
+
 def raw_key(model: Any, opts: OnnxOptions) -> str:
-    """What a plain export depends on, hashed: the module's class and every state-dict tensor (name,
-    dtype, shape, bytes), the model's name, task, family, config and input/output specs, the options."""
+    """What a plain export depends on, hashed: the model (:func:`model_key`) and the options."""
+    return model_key(model, "onnx", json.dumps(asdict(opts), sort_keys=True))
+
+
+def model_key(model: Any, *parts: str) -> str:
+    """The module's class and every state-dict tensor (name, dtype, shape, bytes), the model's task,
+    family, config and input/output specs, and ``parts`` (what else a conversion depends on), hashed.
+    Not its name, which no converted file carries: a model saved and loaded again under another name
+    converts the same."""
     import hashlib
 
     import torch
 
     mod = model.module
     h = hashlib.sha256()
-    head = [f"{type(mod).__module__}.{type(mod).__qualname__}", model.name, model.task, model.family]
+    head = [f"{type(mod).__module__}.{type(mod).__qualname__}", model.task, model.family, *parts]
     h.update(json.dumps(head, default=str).encode())
-    h.update(json.dumps(asdict(opts), sort_keys=True).encode())
     specs = [s.to_dict() for s in list(model.inputs) + list(model.outputs)]
     h.update(json.dumps(specs, sort_keys=True, default=str).encode())
     cfg = getattr(model, "config", None)

@@ -118,7 +118,7 @@ class TFLiteExporter(Exporter):
 
         module, _, _ = self._modules(model)
         seq_len = min(self.seq_len, max_positions(model))
-        data = _convert(model, module, seq_len, full_int=self.mode == "int8-full")
+        data = _convert_cached(model, module, seq_len, full_int=self.mode == "int8-full")
         if self.mode == "fp16":
             data = _quantize_bytes(data, "fp16")
         elif self.mode == "int8-dynamic":
@@ -354,6 +354,28 @@ def _quant_linear_class() -> Any:
 
 
 # -- conversion ----------------------------------------------------------------------------------
+def _convert_cached(model: Any, module: Any, seq_len: int, *, full_int: bool) -> bytes:
+    """:func:`_convert`, kept in ``$EDGELLM_EXPORT_CACHE`` (when set) where the module converted is the
+    model's own: its fp32 and fp16 files convert the same graph (quantized modules are converted fresh)."""
+    from edgellm.export.onnx_server import EXPORT_CACHE_ENV, model_key
+
+    root = os.environ.get(EXPORT_CACHE_ENV)
+    if not root or full_int or module is not model.module:
+        return _convert(model, module, seq_len, full_int=full_int)
+    from importlib.metadata import version
+
+    key = model_key(model, "tflite", version("litert-torch"), str(seq_len))
+    path = Path(root) / f"tflite-{key}.tflite"
+    if path.is_file():
+        return path.read_bytes()
+    data = _convert(model, module, seq_len, full_int=full_int)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)  # whole or not at all, also for another process of the same run
+    return data
+
+
 def _convert(model: Any, module: Any, seq_len: int, *, full_int: bool) -> bytes:
     import torch
 
@@ -432,9 +454,13 @@ def asymmetric_inputs(data: bytes) -> tuple[bytes, int]:
     which run wherever XNNPACK does not take the op (an interpreter without the delegate, a CPU it does not
     recognize), quantize symmetric rows and lose about one bit after a GELU: cosine 0.9943 instead of 0.9973
     against fp32 for the demo's MiniLM on emulated arm64. Returns the file and the number of ops set."""
+    import numpy as np
     from ai_edge_litert.tools import flatbuffer_utils as fbu
 
     model = fbu.read_model_from_bytearray(bytearray(data))
+    for buf in model.buffers:  # as arrays, which pack in one copy (a bytearray packs byte by byte: ~45 s)
+        if buf.data is not None and not isinstance(buf.data, np.ndarray):
+            buf.data = np.frombuffer(bytes(buf.data), dtype=np.uint8)
     int8 = 9  # TensorType.INT8
     fc = [i for i, oc in enumerate(model.operatorCodes) if fbu.opcode_to_name(model, i) == "FULLY_CONNECTED"]
     n = 0
