@@ -1,26 +1,99 @@
 """MinHash signatures, computed for a whole batch of documents at once, and LSH with the band/row split
 derived from the similarity threshold.
 
-Shingles are word n-grams of lowercased tokens. Each token is hashed once (CRC-32, stable across
-processes), n-gram hashes are rolled from token hashes in numpy, and the signature is built by one-
-permutation hashing with densification (:func:`signatures`): one hash per shingle instead of
-``num_perm``, over the whole batch at once, which is where per-document MinHash spends its time.
+Tokens (:func:`tokens`): Unicode NFKC, case-folded, combining marks removed (``café`` = ``cafe``), then
+runs of word characters; every CJK ideograph, kana or hangul syllable (and Thai, Lao, Khmer, Myanmar
+letter) is a token of its own, since those scripts do not separate words with spaces. Punctuation and
+whitespace are gone by construction; digits are kept (``v1.2`` and ``v1.3`` differ). So case, width,
+accent, whitespace and punctuation edits do not change a document's shingles.
+
+Shingles are word n-grams of those tokens (:func:`shingle_hashes`). Each token is hashed once (CRC-32,
+stable across processes), n-gram hashes are rolled from token hashes in numpy, and the signature is
+built by one-permutation hashing with optimal densification (:func:`signatures`): one hash per shingle
+instead of ``num_perm``, over the whole batch at once. A short document leaves most of its bins empty;
+each empty bin takes the value of the first non-empty bin in its own fixed pseudo-random sequence of
+bins (Shrivastava, "Optimal densification for fast and accurate minwise hashing", ICML 2017), which
+keeps the estimate unbiased with close to the variance of independent permutations. Values are
+uint32 (:data:`SIG_DTYPE`, used by the Ray adapter too).
 
 LSH: the signature is cut into ``b`` bands of ``r`` rows (``b * r <= num_perm``), chosen to minimise
 the false-positive and false-negative areas around the threshold (the S-curve ``1 - (1 - s^r)^b``). A
 candidate pair is confirmed only if its signatures agree on at least ``threshold`` of the rows, the
-estimate of their Jaccard similarity.
+estimate of their Jaccard similarity. A document with fewer than ``min_tokens`` tokens gets the
+skip signature (every bin :data:`EMPTY`): it is indexed as a document of its own and never matches or is matched (two
+short fine-tuning examples that differ in one word are different examples; exact dedup still sees them).
+
+Measured (``python benchmarks/data_near_dup.py``; the table is filled in from its run, see there).
+
+Example:
+    >>> sig = signatures(["the cat sat on the mat today", "The cat sat on the mat, today!"], ngram=2)
+    >>> bool((sig[0] == sig[1]).all())
+    True
+    >>> idx = LSHIndex(0.6, 128)
+    >>> idx.query_insert(sig[0]) is None, idx.query_insert(sig[1])
+    (True, 0)
 """
 
 from __future__ import annotations
 
+import functools
 import re
+import unicodedata
 import zlib
 
 import numpy as np
 
-_TOKEN = re.compile(r"\w+", re.UNICODE)
+SIG_DTYPE = np.dtype(np.uint32)  # one signature value; the Ray adapter's band keys use its width
+EMPTY = np.iinfo(SIG_DTYPE).max  # every bin of the signature of a document too short to index
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+# scripts written without spaces between words: one token per character
+_CHAR_SCRIPTS = re.compile(
+    "(["
+    "\u0e00-\u0eff"  # Thai, Lao
+    "\u1000-\u109f"  # Myanmar
+    "\u1780-\u17ff"  # Khmer
+    "\u1100-\u11ff\u3130-\u318f\uac00-\ud7af"  # hangul jamo and syllables
+    "\u3040-\u30ff\u31f0-\u31ff"  # hiragana, katakana
+    "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"  # CJK ideographs
+    "\U00020000-\U0003134f"
+    "])"
+)
 _MIX = np.uint64(0x9E3779B97F4A7C15)
+_PROBE = 32  # first pass of the densification: 32 probes per empty bin
+_CHUNK = 1 << 22  # booleans per densification gather (rows x num_perm x probes)
+
+
+@functools.cache
+def _marks() -> re.Pattern[str]:
+    """A character class of every combining mark (categories Mn, Mc, Me), built once."""
+    ranges, start = [], None
+    points = [*range(0x20000), *range(0xE0000, 0xE0200)]
+    for cp in [*points, -1]:
+        mark = cp >= 0 and unicodedata.category(chr(cp)).startswith("M")
+        if mark and start is None:
+            start = cp
+        elif not mark and start is not None:
+            ranges.append(f"{re.escape(chr(start))}-{re.escape(chr(prev))}")
+            start = None
+        prev = cp
+    return re.compile("[" + "".join(ranges) + "]+")
+
+
+def tokens(text: str) -> list[str]:
+    """The normalised tokens shingles are made of (see the module docstring).
+
+    Example:
+        >>> tokens("Héllo,  WORLD!") == tokens("ＨＥＬＬＯ world") == ["hello", "world"]
+        True
+        >>> tokens("数据清洗 v1.2")
+        ['数', '据', '清', '洗', 'v1', '2']
+    """
+    if text.isascii():
+        return _WORD.findall(text.lower())
+    t = unicodedata.normalize("NFKC", text).casefold()
+    t = unicodedata.normalize("NFC", _marks().sub("", unicodedata.normalize("NFD", t)))
+    return _WORD.findall(_CHAR_SCRIPTS.sub(r" \1 ", t))
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
@@ -33,9 +106,7 @@ def _mix(x: np.ndarray) -> np.ndarray:
         return x ^ (x >> np.uint64(31))
 
 
-def shingle_hashes(text: str, ngram: int) -> np.ndarray:
-    """uint64 hashes of the distinct word n-grams of ``text`` (a short text is one shingle)."""
-    toks = _TOKEN.findall(text.lower())
+def _roll(toks: list[str], ngram: int) -> np.ndarray:
     if not toks:
         return np.zeros(0, np.uint64)
     h = np.fromiter((zlib.crc32(t.encode()) for t in toks), dtype=np.uint64, count=len(toks))
@@ -47,34 +118,89 @@ def shingle_hashes(text: str, ngram: int) -> np.ndarray:
     return out
 
 
-def signatures(texts: list[str], num_perm: int = 128, ngram: int = 5, seed: int = 1) -> np.ndarray:
-    """``(len(texts), num_perm)`` uint64 MinHash signatures by one-permutation hashing.
+def shingle_hashes(text: str, ngram: int) -> np.ndarray:
+    """uint64 hashes of the word n-grams of ``tokens(text)`` (a shorter text is one shingle)."""
+    return _roll(tokens(text), ngram)
+
+
+@functools.cache
+def _probes(num_perm: int, seed: int, width: int) -> np.ndarray:
+    """``(num_perm, width)`` bins: row ``i`` is empty bin ``i``'s probe sequence (a prefix of every wider one)."""
+    i = np.arange(num_perm, dtype=np.uint64)[:, None] << np.uint64(20)
+    t = np.arange(width, dtype=np.uint64)[None, :]
+    with np.errstate(over="ignore"):
+        x = _mix(i + t + np.uint64(seed) * _MIX)
+    return (x % np.uint64(num_perm)).astype(np.intp)
+
+
+def _densify(sig: np.ndarray, full: np.ndarray, seed: int) -> None:
+    """Fill the empty bins of every row with at least one non-empty bin, in place."""
+    k = sig.shape[1]
+    rows = np.flatnonzero(~full.all(axis=1) & full.any(axis=1))
+    probe, miss_r, miss_b = _probes(k, seed, _PROBE), [], []
+    step = max(1, _CHUNK // (k * _PROBE))
+    for a in range(0, len(rows), step):
+        chunk = rows[a : a + step]
+        f = full[chunk]  # (r, k)
+        hit = f[:, probe]  # (r, k, probes): is probe t of bin i non-empty?
+        t = hit.argmax(axis=-1)  # (r, k): the first non-empty probe
+        found = np.take_along_axis(hit, t[..., None], -1)[..., 0]
+        vals = np.take_along_axis(sig[chunk], probe[np.arange(k), t], 1)
+        block, fill = sig[chunk], ~f & found
+        block[fill] = vals[fill]
+        sig[chunk] = block
+        r, b = np.nonzero(~f & ~found)
+        miss_r.append(chunk[r])
+        miss_b.append(b)
+    if not miss_r or not sum(len(r) for r in miss_r):
+        return
+    # bins of rows with 1-20 shingles that missed in 32 probes: the same sequence, 4 * k probes long
+    r, b = np.concatenate(miss_r), np.concatenate(miss_b)
+    probe = _probes(k, seed, 4 * k)
+    hit = full[r[:, None], probe[b]]  # (misses, 4k)
+    t = hit.argmax(axis=-1)
+    found = hit[np.arange(len(r)), t]
+    sig[r[found], b[found]] = sig[r[found], probe[b[found], t[found]]]
+    for row, i in zip(r[~found], b[~found]):  # then the bins to the right, circularly: it always ends
+        nonempty = np.flatnonzero(full[row])
+        sig[row, i] = sig[row, nonempty[np.searchsorted(nonempty, i) % len(nonempty)]]
+
+
+def signatures(
+    texts: list[str], num_perm: int = 128, ngram: int = 5, seed: int = 1, min_tokens: int = 0
+) -> np.ndarray:
+    """``(len(texts), num_perm)`` :data:`SIG_DTYPE` MinHash signatures by one-permutation hashing.
 
     Each shingle is hashed once; its top bits pick one of ``num_perm`` bins and its low 32 bits are the
-    value, the minimum per bin is kept (Li, Owen & Zhang 2012). Empty bins (short documents) borrow the
-    next non-empty bin to their right, circularly, offset by the distance (rotation densification,
-    Shrivastava & Li 2014), so two signatures agree on a bin with probability equal to the Jaccard
-    similarity, as with ``num_perm`` independent permutations, at the cost of one hash per shingle.
-    A document with no tokens gets an all-ones signature.
+    value, the minimum per bin is kept (Li, Owen & Zhang 2012). Empty bins are filled by optimal
+    densification (module docstring), so two signatures agree on a bin with probability equal to the
+    Jaccard similarity of their shingle sets. A document with no tokens, or fewer than ``min_tokens``,
+    gets the skip signature (every bin :data:`EMPTY`), which :class:`LSHIndex` never matches.
+
+    Example:
+        >>> s = signatures(["a b c d", "a b c e", "x"], num_perm=64, ngram=1, min_tokens=2)
+        >>> s.dtype, s.shape, bool((s[2] == EMPTY).all())
+        (dtype('uint32'), (3, 64), True)
     """
-    parts = [shingle_hashes(t, ngram) for t in texts]
+    toks = [tokens(t) for t in texts]
+    parts = [_roll(t, ngram) if len(t) >= max(1, min_tokens) else np.zeros(0, np.uint64) for t in toks]
     counts = np.array([len(p) for p in parts], dtype=np.int64)
-    empty = np.iinfo(np.uint64).max
-    sig = np.full((len(texts), num_perm), empty, dtype=np.uint64)
+    sig = np.full((len(texts), num_perm), EMPTY, dtype=SIG_DTYPE)
     if counts.sum() == 0:
         return sig
     x = _mix(np.concatenate(parts) ^ np.uint64(seed * 0x2545F4914F6CDD1D & 0xFFFFFFFFFFFFFFFF))
     owner = np.repeat(np.arange(len(texts), dtype=np.int64), counts)
-    bins = ((x >> np.uint64(32)) % np.uint64(num_perm)).astype(np.int64)
-    np.minimum.at(sig.reshape(-1), owner * num_perm + bins, x & np.uint64(0xFFFFFFFF))
-    holes = (sig == empty) & (counts > 0)[:, None]
-    for row in np.flatnonzero(holes.any(axis=1)):
-        full = np.flatnonzero(~holes[row])
-        idx = np.arange(num_perm)
-        k = np.searchsorted(full, idx) % len(full)  # next non-empty bin to the right, circularly
-        dist = (full[k] - idx) % num_perm
-        sig[row] = sig[row, full[k]] + (dist.astype(np.uint64) << np.uint64(32))
+    flat = owner * num_perm + ((x >> np.uint64(32)) % np.uint64(num_perm)).astype(np.int64)
+    np.minimum.at(sig.reshape(-1), flat, (x & np.uint64(0xFFFFFFFF)).astype(SIG_DTYPE))
+    full = np.zeros(sig.shape, bool)
+    full.reshape(-1)[flat] = True
+    _densify(sig, full, seed)
     return sig
+
+
+def is_skip(sig: np.ndarray) -> bool:
+    """Whether ``sig`` is the skip signature (every bin :data:`EMPTY`): a document too short to be near-deduplicated."""
+    return bool(sig[0] == EMPTY and (sig == EMPTY).all())
 
 
 def optimal_bands(threshold: float, num_perm: int, fp_weight: float = 0.2) -> tuple[int, int]:
@@ -97,7 +223,14 @@ def optimal_bands(threshold: float, num_perm: int, fp_weight: float = 0.2) -> tu
 
 
 class LSHIndex:
-    """Streaming near-duplicate index: the first document of a cluster is kept, later ones match it."""
+    """Streaming near-duplicate index: the first document of a cluster is kept, later ones match it.
+
+    Example:
+        >>> s = signatures(["one two three four five six", "one two three four five seven"], ngram=1)
+        >>> idx = LSHIndex(0.6, 128)
+        >>> idx.query(s[0]), idx.query_insert(s[0]), idx.query(s[1]), len(idx.kept)
+        (None, None, 0, 1)
+    """
 
     def __init__(
         self,
@@ -112,19 +245,36 @@ class LSHIndex:
         self.threshold, self.bands, self.rows = threshold, bands, rows
         self.tables: list[dict[bytes, int]] = [{} for _ in range(bands)]
         self.kept: list[np.ndarray] = []  # signatures of kept documents, by representative index
+        self.candidates = 0  # signatures verified by query, over the index's life
 
-    def query_insert(self, sig: np.ndarray) -> int | None:
-        """The representative this signature duplicates, or None (then it is inserted as a new one)."""
-        keys = [sig[i * self.rows : (i + 1) * self.rows].tobytes() for i in range(self.bands)]
+    def _keys(self, sig: np.ndarray) -> list[bytes]:
+        return [sig[i * self.rows : (i + 1) * self.rows].tobytes() for i in range(self.bands)]
+
+    def query(self, sig: np.ndarray, keys: list[bytes] | None = None) -> int | None:
+        """The earliest-found kept document this signature duplicates, or None; nothing is inserted."""
+        if is_skip(sig):
+            return None
         seen: set[int] = set()
-        for table, key in zip(self.tables, keys):
+        for table, key in zip(self.tables, keys or self._keys(sig)):
             rep = table.get(key)
             if rep is not None and rep not in seen:
                 seen.add(rep)
+                self.candidates += 1
                 if float(np.mean(self.kept[rep] == sig)) >= self.threshold:
                     return rep
+        return None
+
+    def query_insert(self, sig: np.ndarray) -> int | None:
+        """The representative this signature duplicates, or None (then it is inserted as a new one).
+
+        A skip signature is kept (so representatives stay numbered by arrival) but not banded.
+        """
+        keys = None if is_skip(sig) else self._keys(sig)
+        rep = None if keys is None else self.query(sig, keys)
+        if rep is not None:
+            return rep
         rep = len(self.kept)
         self.kept.append(sig)
-        for table, key in zip(self.tables, keys):
+        for table, key in zip(self.tables, keys or []):
             table.setdefault(key, rep)
         return None

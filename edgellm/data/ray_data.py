@@ -48,6 +48,7 @@ def clean_ray(ds: Any, spec: list[Any], *, order: str = "_seq") -> tuple[Any, di
     import pyarrow as pa
 
     from edgellm.data.clean import run_steps
+    from edgellm.data.minhash import SIG_DTYPE
 
     steps = parse_steps(spec)
     if order not in ds.schema().names:
@@ -61,7 +62,8 @@ def clean_ray(ds: Any, spec: list[Any], *, order: str = "_seq") -> tuple[Any, di
         cols = {n: out.column(n) for n in out.schema.names}
         for i, p in payload.items():
             vals = [
-                None if v is None else (v if isinstance(v, bytes) else np.asarray(v).tobytes()) for v in p
+                None if v is None else (v if isinstance(v, bytes) else np.asarray(v, SIG_DTYPE).tobytes())
+                for v in p
             ]
             cols[f"_h{i}"] = pa.array(vals, pa.binary())
         return pa.Table.from_pydict(cols)
@@ -116,19 +118,22 @@ def _exact_dups(alive: Any, key: str, order: str) -> set:
 def _near_dups(alive: Any, key: str, order: str, step: Any) -> set:
     import pyarrow as pa
 
-    from edgellm.data.minhash import optimal_bands
+    from edgellm.data.minhash import EMPTY, SIG_DTYPE, optimal_bands
 
     if step.bands and step.rows:
         bands, rows = step.bands, step.rows
     else:
         bands, rows = optimal_bands(step.threshold, step.num_perm, step.fp_weight)
-    width = rows * 8  # uint64 rows
+    width = rows * SIG_DTYPE.itemsize  # bytes per band
+    skip = np.full(step.num_perm, EMPTY, SIG_DTYPE).tobytes()  # too short to index: in no band
 
     def explode(table: Any) -> Any:
         seq = table.column(order).to_pylist()
         sigs = table.column(key).to_pylist()
         keys, seqs, full = [], [], []
         for s, sig in zip(seq, sigs):
+            if sig == skip:
+                continue
             for b in range(bands):
                 keys.append(b.to_bytes(2, "little") + sig[b * width : (b + 1) * width])
                 seqs.append(s)
@@ -143,7 +148,7 @@ def _near_dups(alive: Any, key: str, order: str, step: Any) -> set:
         seq = table.column(order).to_pylist()
         if len(set(seq)) < 2:
             return pa.table({"dup": pa.array([], pa.int64()), "rep": pa.array([], pa.int64())})
-        sigs = [np.frombuffer(s, np.uint64) for s in table.column("sig").to_pylist()]
+        sigs = [np.frombuffer(s, SIG_DTYPE) for s in table.column("sig").to_pylist()]
         idx = sorted(range(len(seq)), key=lambda j: seq[j])
         rep = idx[0]
         dup, reps = [], []

@@ -215,6 +215,7 @@ def test_minhash_estimates_jaccard_and_bands_follow_the_threshold():
     edited = base.replace("w10 ", "x ").replace("w200 ", "y ")
     other = " ".join(f"v{i}" for i in range(400))
     s = signatures([base, edited, other], num_perm=256, ngram=5)
+    assert s.dtype == np.uint32 and s.shape == (3, 256)
     assert np.mean(s[0] == s[1]) > 0.9 and np.mean(s[0] == s[2]) < 0.05
     b_hi, r_hi = optimal_bands(0.9, 128)
     _b_lo, r_lo = optimal_bands(0.5, 128)
