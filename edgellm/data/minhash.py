@@ -66,17 +66,17 @@ _CHUNK = 1 << 22  # booleans per densification gather (rows x num_perm x probes)
 
 @functools.cache
 def _marks() -> re.Pattern[str]:
-    """A character class of every combining mark (categories Mn, Mc, Me), built once."""
-    ranges, start = [], None
+    """A character class of every combining mark (categories Mn, Mc, Me), built once.
+
+    The kana voicing marks are kept: ``デ`` and ``テ`` are different sounds, not an accent.
+    """
     points = [*range(0x20000), *range(0xE0000, 0xE0200)]
-    for cp in [*points, -1]:
-        mark = cp >= 0 and unicodedata.category(chr(cp)).startswith("M")
-        if mark and start is None:
+    marks = [cp for cp in points if unicodedata.category(chr(cp))[0] == "M" and cp not in (0x3099, 0x309A)]
+    ranges, start = [], marks[0]
+    for prev, cp in zip(marks, [*marks[1:], -1]):
+        if cp != prev + 1:
+            ranges.append(f"{chr(start)}-{chr(prev)}")
             start = cp
-        elif not mark and start is not None:
-            ranges.append(f"{re.escape(chr(start))}-{re.escape(chr(prev))}")
-            start = None
-        prev = cp
     return re.compile("[" + "".join(ranges) + "]+")
 
 
@@ -264,17 +264,22 @@ class LSHIndex:
                     return rep
         return None
 
-    def query_insert(self, sig: np.ndarray) -> int | None:
-        """The representative this signature duplicates, or None (then it is inserted as a new one).
+    def insert(self, sig: np.ndarray, keys: list[bytes] | None = None) -> int:
+        """Add ``sig`` as a kept document whatever it matches; returns its representative index.
 
         A skip signature is kept (so representatives stay numbered by arrival) but not banded.
         """
-        keys = None if is_skip(sig) else self._keys(sig)
-        rep = None if keys is None else self.query(sig, keys)
-        if rep is not None:
-            return rep
         rep = len(self.kept)
         self.kept.append(sig)
-        for table, key in zip(self.tables, keys or []):
-            table.setdefault(key, rep)
-        return None
+        if not is_skip(sig):
+            for table, key in zip(self.tables, keys or self._keys(sig)):
+                table.setdefault(key, rep)
+        return rep
+
+    def query_insert(self, sig: np.ndarray) -> int | None:
+        """The representative this signature duplicates, or None (then it is inserted as a new one)."""
+        keys = self._keys(sig)
+        rep = self.query(sig, keys)
+        if rep is None:
+            self.insert(sig, keys)
+        return rep
