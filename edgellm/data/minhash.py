@@ -65,19 +65,20 @@ _CHUNK = 1 << 22  # booleans per densification gather (rows x num_perm x probes)
 
 
 @functools.cache
-def _marks() -> re.Pattern[str]:
-    """A character class of every combining mark (categories Mn, Mc, Me), built once.
+def _marks(plane: int) -> re.Pattern[str]:
+    """A character class of the combining marks (categories Mn, Mc, Me) of the BMP (``plane`` 0) or
+    above it, built once. The kana voicing marks are kept: ``デ`` and ``テ`` are different sounds.
 
-    The kana voicing marks are kept: ``デ`` and ``テ`` are different sounds, not an accent.
+    Two classes, because one that holds astral characters makes ``re`` test every character slowly.
     """
-    points = [*range(0x20000), *range(0xE0000, 0xE0200)]
+    points = range(0x10000) if plane == 0 else [*range(0x10000, 0x20000), *range(0xE0000, 0xE0200)]
     marks = [cp for cp in points if unicodedata.category(chr(cp))[0] == "M" and cp not in (0x3099, 0x309A)]
     ranges, start = [], marks[0]
     for prev, cp in zip(marks, [*marks[1:], -1]):
         if cp != prev + 1:
             ranges.append(f"{chr(start)}-{chr(prev)}")
             start = cp
-    return re.compile("[" + "".join(ranges) + "]+")
+    return re.compile("[" + "".join(ranges) + "]")
 
 
 def tokens(text: str) -> list[str]:
@@ -92,8 +93,12 @@ def tokens(text: str) -> list[str]:
     if text.isascii():
         return _WORD.findall(text.lower())
     t = unicodedata.normalize("NFKC", text).casefold()
-    t = unicodedata.normalize("NFC", _marks().sub("", unicodedata.normalize("NFD", t)))
-    return _WORD.findall(_CHAR_SCRIPTS.sub(r" \1 ", t))
+    t = _marks(0).sub("", unicodedata.normalize("NFD", t))
+    top = max(t, default="a")
+    if top > "\uffff":
+        t = _marks(1).sub("", t)
+    t = unicodedata.normalize("NFC", t)
+    return _WORD.findall(_CHAR_SCRIPTS.sub(r" \1 ", t) if top >= "\u0e00" else t)
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
