@@ -7,7 +7,8 @@ What counts as a near-duplicate (the positives): a copy of a base document with 
 edited (at least one: substituted, inserted or deleted), or with case, whitespace, punctuation or a one-
 character typo changed. The negatives share at most half of their text with a base, or are a template of
 it with 30 % of the words replaced by other content words: an unrelated document of the same length and
-source; the first 30 % or 50 % of a base continued with other text; the template.
+source; the first 30 % or 50 % of a base continued with other text; a base followed by as much other
+text (half of it is the base: Jaccard about 0.5, the boundary of the definition); the template.
 
 Bases are cut to exactly 20, 30, 50, 100, 300, 1000 and 2000 words from two sources: the pydoc topics'
 prose sentences and the docstring paragraphs of stdlib modules (100 bases per length, 50 at 1000 and 30
@@ -47,11 +48,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 CHOSEN = {"ngram": 2, "threshold": 0.6, "num_perm": 128}
+CHOSEN_MIN_TOKENS = 16
 LEGACY = {"ngram": 5, "threshold": 0.8, "num_perm": 128}
 DATASKETCH_DEFAULT_THRESHOLD = 0.9  # MinHashLSH()'s default (datasketch 2.0.0)
 LENGTHS = {20: 100, 30: 100, 50: 100, 100: 100, 300: 100, 1000: 50, 2000: 30}
 EDITS = ("1w", "2w", "1%", "2%", "5%", "10%", "case", "space", "punct", "typo")
-NEGATIVES = ("unrelated", "share30", "share50", "template")
+NEGATIVES = ("unrelated", "share30", "share50", "append", "template")
 MODULES = (  # noqa: SIM905 (a list of 80 names reads better as words)
     "abc argparse array ast asyncio base64 bisect calendar codecs collections configparser contextlib copy csv "
     "dataclasses datetime decimal difflib doctest email enum fnmatch fractions functools gettext glob gzip hashlib "
@@ -157,6 +159,8 @@ def negative(words: list[str], family: str, src: Source, rng: random.Random) -> 
     n = len(words)
     if family == "unrelated":
         return " ".join(src.words(n))
+    if family == "append":  # the base and as much other text: half of it is the base, J about 0.5
+        return " ".join(words + src.words(n))
     if family.startswith("share"):
         keep = round(n * int(family[5:]) / 100)
         return " ".join(words[:keep] + src.words(n - keep))
@@ -174,14 +178,22 @@ def build(seed: int, quick: bool) -> dict:
     """Bases, and the query pairs ``(text, base index or -1, length, label)``, reproducible from ``seed``."""
     from data_corpus import sentences
 
+    from edgellm.data.minhash import shingle_hashes
+
     rng = random.Random(seed)
     sources = [Source("pydoc", sentences(), rng), Source("docstrings", docstring_paragraphs(), rng)]
     bases, base_len, queries = [], [], []
     for length, count in LENGTHS.items():
         count = count // 2 if quick else count
+        group: list[set[int]] = []
         for j in range(count):
             src = sources[j % 2]
-            words = src.words(length)
+            while True:  # no two bases alike (docstrings repeat themselves across classes)
+                words = src.words(length)
+                sh = set(shingle_hashes(" ".join(words), 2).tolist())
+                if all(len(sh & g) / len(sh | g) < 0.2 for g in group):
+                    break
+            group.append(sh)
             b = len(bases)
             bases.append(" ".join(words))
             base_len.append(length)
@@ -384,8 +396,9 @@ def sweep(data: dict) -> tuple[list[dict], dict | None]:
             ).mean(axis=1)
             sd = float(np.std((est - jac)[jac < 1.0]))  # identical shingle sets cannot err
             for threshold in np.round(np.arange(0.40, 0.801, 0.05), 2):
-                matched, cands, _, b, r = run_edgellm(data, ngram, float(threshold), num_perm)
+                matched, cands, secs, b, r = run_edgellm(data, ngram, float(threshold), num_perm)
                 s = score(data, matched, cands)
+                docs = len(data["bases"]) + len(data["queries"])
                 rows.append(
                     {
                         "shingles": f"word-{ngram}",
@@ -402,11 +415,44 @@ def sweep(data: dict) -> tuple[list[dict], dict | None]:
                         "positives_jaccard_p5": round(p5, 4),
                         "signature_sd": round(sd, 4),
                         "margin_sd": round((p5 - float(threshold)) / sd, 2),
+                        "docs_per_s_one_round": round(docs / sum(secs.values()), 1),
                     }
                 )
     ok = [x for x in rows if x["precision"] >= 0.995 and x["margin_sd"] >= 2.0]
     best = max(ok, key=lambda x: (x["recall"], -x["num_perm"], x["threshold"])) if ok else None
     return rows, best
+
+
+def short_records(seed: int, cfg: dict, min_tokens: int) -> dict:
+    """Share of records of 8..24 words merged with a copy that differs in one substituted word, with and
+    without ``min_tokens``: in instruction data such a pair is usually two examples, not a copy."""
+    from data_corpus import sentences
+
+    from edgellm.data.minhash import LSHIndex, signatures
+
+    rng = random.Random(seed + 1)
+    src = Source("pydoc", sentences(), rng)
+    out = {}
+    for n in (8, 10, 12, 14, 16, 20, 24):
+        base = [src.words(n) for _ in range(200)]
+        subs = []
+        for w in base:
+            w = list(w)
+            i = rng.randrange(1, n - 1)
+            w[i] = rng.choice(src.vocab)
+            subs.append(" ".join(w))
+        row = {}
+        for m in (0, min_tokens):
+            sa = signatures([" ".join(w) for w in base], cfg["num_perm"], cfg["ngram"], min_tokens=m)
+            sb = signatures(subs, cfg["num_perm"], cfg["ngram"], min_tokens=m)
+            hits = 0
+            for a, b in zip(sa, sb):
+                idx = LSHIndex(cfg["threshold"], cfg["num_perm"])
+                idx.insert(a)
+                hits += idx.query(b) == 0
+            row[f"min_tokens_{m}"] = round(hits / len(base), 3)
+        out[str(n)] = row
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -484,6 +530,7 @@ def main(argv: list[str] | None = None) -> int:
             > max(v["docs_per_s"] for k, v in systems.items() if k.startswith("datasketch")),
         },
     }
+    report["short_records_merged"] = short_records(a.seed, CHOSEN, CHOSEN_MIN_TOKENS)
     if a.sweep:
         report["sweep"], report["sweep_choice"] = sweep(data)
     for name, s in systems.items():
@@ -495,6 +542,10 @@ def main(argv: list[str] | None = None) -> int:
         print("    recall by length " + json.dumps(s["recall_by_length"]), file=sys.stderr)
         print("    recall by edit   " + json.dumps(s["recall_by_edit"]), file=sys.stderr)
         print("    negatives matched " + json.dumps(s["negatives_matched"]), file=sys.stderr)
+    print(
+        "short records merged with a one-word substitute: " + json.dumps(report["short_records_merged"]),
+        file=sys.stderr,
+    )
     if a.sweep:
         print(f"sweep choice: {json.dumps(report['sweep_choice'])}", file=sys.stderr)
     from edgellm.bench.report import write_json
