@@ -47,6 +47,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+# the sweep's rule picks word 2-grams at 0.6 with 256 permutations (P 0.9995, R 0.9991); 128 also meets
+# its conditions (P 0.9979, R 0.9979, 3.8 sd margin) at about twice the speed and half the memory
 CHOSEN = {"ngram": 2, "threshold": 0.6, "num_perm": 128}
 CHOSEN_MIN_TOKENS = 16
 LEGACY = {"ngram": 5, "threshold": 0.8, "num_perm": 128}
