@@ -13,7 +13,9 @@ Defaults (documented, all configurable):
   collapsed, at most one blank line in a row, lines stripped.
 - ``quality``: :class:`~edgellm.data.quality.Quality` (Gopher and C4's rules; see that module).
 - ``language``: py3langid's bundled model (97 languages, no download); ``keep`` (e.g. ``[en]``) and
-  ``min_confidence`` (normalised probability, default 0.5); the language goes to a ``lang`` column.
+  ``min_confidence`` (normalised probability, default 0.5), which texts shorter than ``short_text_chars``
+  (80) need not reach (py3langid gives "Translate to German: good morning" ``en`` at 0.31); the
+  language goes to a ``lang`` column.
 - ``pii``: :class:`~edgellm.data.pii.PiiScanner` with ``action`` mask | drop | hash (salt from the
   environment variable named by ``salt_env``), over the text only unless told more: ``fields: [text,
   author_email]`` (``text`` and ``id`` are the text and the id whatever they are called in the input)
@@ -87,6 +89,9 @@ class Language(Step):
     kind: Literal["language"] = "language"
     keep: list[str] = Field(default_factory=lambda: ["en"])
     min_confidence: float = Field(0.5, ge=0.0, le=1.0)
+    short_text_chars: int = Field(
+        80, ge=0, description="below this length only 'keep' applies: confidence on a short text is noise"
+    )
 
     def run(self, texts):
         ident = _langid()
@@ -97,9 +102,10 @@ class Language(Step):
                 continue
             lang, prob = ident.classify(t[:1500])  # the first 1500 characters decide
             langs.append(lang)
-            if (self.keep and lang not in self.keep) or prob < self.min_confidence:
+            sure = prob >= self.min_confidence or len(t) < self.short_text_chars
+            if (self.keep and lang not in self.keep) or not sure:
                 drop[i] = True
-                why[f"lang_{lang}" if prob >= self.min_confidence else "low_confidence"] += 1
+                why[f"lang_{lang}" if sure else "low_confidence"] += 1
         return texts, drop, {"lang": langs}, why
 
 
