@@ -122,7 +122,10 @@ def test_a_dedup_sees_documents_a_later_step_drops(tmp_path):
     r = clean(
         src,
         tmp_path / "o",
-        CleanConfig(steps=["exact_dedup", {"quality": {"preset": "web", "min_words": 1, "min_stop_words": 0}}], workers=1),
+        CleanConfig(
+            steps=["exact_dedup", {"quality": {"preset": "web", "min_words": 1, "min_stop_words": 0}}],
+            workers=1,
+        ),
     )
     assert r["documents_out"] == 0 and r["steps"][0]["dropped"] == 1 and r["steps"][1]["dropped"] == 1
 
