@@ -47,119 +47,27 @@ from edgellm.data.step import Step
 from edgellm.errors import EdgeLLMError
 
 GOPHER_STOP_WORDS = ["the", "be", "to", "of", "and", "that", "have", "with"]
+
+
+def _words(s: str) -> list[str]:
+    return s.split()
+
+
 # English function words (Gopher's 8 among them): one of them in a sentence of 8 words is near certain
 FUNCTION_WORDS = [
     *GOPHER_STOP_WORDS,
-    *[
-        "a",
-        "an",
-        "or",
-        "but",
-        "if",
-        "then",
-        "than",
-        "is",
-        "are",
-        "was",
-        "were",
-        "been",
-        "being",
-        "it",
-        "its",
-        "this",
-        "these",
-        "those",
-    ],
-    *[
-        "in",
-        "on",
-        "at",
-        "by",
-        "for",
-        "from",
-        "as",
-        "into",
-        "not",
-        "no",
-        "can",
-        "will",
-        "may",
-        "must",
-        "should",
-        "which",
-        "when",
-        "where",
-        "who",
-    ],
+    *_words("a an or but if then than is are was were been being it its this these those"),
+    *_words("in on at by for from as into not no can will may must should which when where who"),
 ]
 # the lorem-ipsum vocabulary (English look-alikes such as "in", "do", "id", "non" left out)
 FILLER_WORDS = frozenset(
-    [
-        "lorem",
-        "ipsum",
-        "dolor",
-        "sit",
-        "amet",
-        "consectetur",
-        "consectetuer",
-        "adipiscing",
-        "adipisicing",
-        "elit",
-        "sed",
-        "eiusmod",
-        "tempor",
-        "incididunt",
-        "ut",
-        "labore",
-        "et",
-        "dolore",
-        "magna",
-        "aliqua",
-        "aliquam",
-        "enim",
-        "minim",
-        "veniam",
-        "quis",
-        "nostrud",
-        "exercitation",
-        "ullamco",
-        "laboris",
-        "nisi",
-        "aliquip",
-        "ea",
-        "commodo",
-        "consequat",
-        "duis",
-        "aute",
-        "irure",
-        "reprehenderit",
-        "voluptate",
-        "velit",
-        "esse",
-        "cillum",
-        "eu",
-        "fugiat",
-        "nulla",
-        "pariatur",
-        "excepteur",
-        "sint",
-        "occaecat",
-        "cupidatat",
-        "proident",
-        "sunt",
-        "culpa",
-        "qui",
-        "officia",
-        "deserunt",
-        "mollit",
-        "anim",
-        "laborum",
-        "vestibulum",
-        "donec",
-        "mauris",
-        "nunc",
-        "integer",
-    ]
+    _words(
+        """lorem ipsum dolor sit amet consectetur consectetuer adipiscing adipisicing elit sed eiusmod tempor
+        incididunt ut labore et dolore magna aliqua aliquam enim minim veniam quis nostrud exercitation
+        ullamco laboris nisi aliquip ea commodo consequat duis aute irure reprehenderit voluptate velit esse
+        cillum eu fugiat nulla pariatur excepteur sint occaecat cupidatat proident sunt culpa qui officia
+        deserunt mollit anim laborum vestibulum donec mauris nunc integer"""
+    )
 )
 # the order a profile table lists the rules in (the order ``reason`` checks them)
 RULES = (
