@@ -41,7 +41,8 @@ from edgellm.errors import EdgeLLMError
 ACTIONS = ("mask", "drop", "hash")
 
 _EMAIL = r"(?<![\w.+-])[A-Za-z0-9._%+-]{1,64}@(?:[A-Za-z0-9-]{1,63}\.)+[A-Za-z]{2,24}(?![\w-])"
-_CN_MOBILE = r"(?<![\d+])(?:\+?86[ -]?)?1[3-9]\d{9}(?!\d)"
+# not inside a token of letters and digits (a UPS tracking number 1ZC5T5B19161337463)
+_CN_MOBILE = r"(?<![\dA-Za-z+])(?:\+?86[ -]?)?1[3-9]\d{9}(?!\d)"
 # 3-4-4 with one separator throughout, not inside a longer run of digit groups nor after '#' (a number)
 _CN_MOBILE_GROUPED = (
     r"(?<![\dA-Za-z+#-])(?:\+?86[ -]?)?1[3-9]\d(?P<cn_sep>[ -])\d{4}(?P=cn_sep)\d{4}(?!\d|[ -]\d)"
