@@ -169,10 +169,14 @@ def features() -> dict[str, Any]:
     from edgellm.data.steps import STEPS
 
     field = STEPS["quality"].model_fields.get("preset")
-    presets = [p for p in get_args(field.annotation) if p != "auto"] if field is not None else []
+    names = list(get_args(field.annotation)) if field is not None else []
+    if field is not None and not names:  # not a Literal: the quality module's table
+        import importlib
+
+        names = ["auto", *getattr(importlib.import_module("edgellm.data.quality"), "PRESETS", {})]
     return {
-        "presets": presets,
-        "auto": field is not None and "auto" in get_args(field.annotation),
+        "presets": [p for p in names if p != "auto"],
+        "auto": "auto" in names,
         "dry_run": getattr(clean_mod, "dry_run", None),
         "model_quality": "model_quality" in STEPS,
     }
@@ -233,7 +237,7 @@ def run_one(rows, truth, corpus: Path, work: Path, name: str, steps, auto: bool,
     seconds = time.perf_counter() - t0
     used, why = _chosen(report)
     if auto and used is not None:
-        preset.setdefault("why", why)
+        preset["why"] = preset["why"] or why
         if preset["chosen"] not in (None, used):
             preset["dry_run_chose"] = preset["chosen"]
         preset["chosen"] = used
@@ -338,6 +342,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="held-out split, the first config only, model off")
     ap.add_argument("--output", default="edgellm-out/data_heldout.json")
+    ap.add_argument("--corpus", help="score this saved corpus (x.jsonl beside x.truth.json) instead")
     a = ap.parse_args(argv)
     feat = features()
     cfgs = configs(feat)[:1] if a.quick else configs(feat)
@@ -350,23 +355,32 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     models = [False] + ([True] if feat["model_quality"] and not a.quick else [])
     runs, corpora = [], []
+    if a.corpus:
+        rows, truth = data_labelled.read(a.corpus)
+        meta = truth.get("meta", {})
+        plan = [(meta.get("split", "heldout"), meta.get("domain", "given"), rows, truth)]
+    else:
+        plan = [
+            (split, domain, *data_labelled.generate(a.docs, a.seed, domain=domain, split=split))
+            for split in splits
+            for domain in a.domains.split(",")
+            if not (domain == "legal" and split == "tune")
+        ]
     with tempfile.TemporaryDirectory() as tmp:
-        for split in splits:
-            for domain in a.domains.split(","):
-                if domain == "legal" and split == "tune":
-                    continue
-                rows, truth = data_labelled.generate(a.docs, a.seed, domain=domain, split=split)
-                corpus, _ = data_labelled.write(rows, truth, Path(tmp) / f"{split}-{domain}.jsonl")
-                corpora.append((split, domain, rows, truth))
-                for name, steps, auto in cfgs:
-                    for model in models:
-                        res = run_one(
-                            rows, truth, corpus, Path(tmp) / "out", name,
-                            _with_model(steps) if model else steps, auto, feat, a.workers,
-                        )  # fmt: skip
-                        runs.append({"split": split, "domain": domain, "docs": len(rows), "config": name,
-                                     "model_quality": model, **res})  # fmt: skip
-                        print(table(runs[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
+        for split, domain, rows, truth in plan:
+            corpus = Path(a.corpus) if a.corpus else Path(tmp) / f"{split}-{domain}.jsonl"
+            if not a.corpus:
+                data_labelled.write(rows, truth, corpus)
+            corpora.append((split, domain, rows, truth))
+            for name, steps, auto in cfgs:
+                for model in models:
+                    res = run_one(
+                        rows, truth, corpus, Path(tmp) / "out", name,
+                        _with_model(steps) if model else steps, auto, feat, a.workers,
+                    )  # fmt: skip
+                    runs.append({"split": split, "domain": domain, "docs": len(rows), "config": name,
+                                 "model_quality": model, **res})  # fmt: skip
+                    print(table(runs[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
     met, per = goals(runs, cfgs[0][0])
     result = {
         "runs": runs,
