@@ -113,7 +113,7 @@ class _Deal:
         self.used: set[int] = set()
         self.doc_words: list[int] = []
         self.sent_docs: dict[int, list[int]] = {}
-        self.passes, self.overlapping = 1, 0
+        self.passes, self.overlapping, self.bags = 1, 0, 0
         self.records: set[str] = set()  # the short domain's records so far
 
     def _run(self, target: int, reuse: bool) -> list[int]:
@@ -165,6 +165,7 @@ class _Deal:
                 break
         else:
             self.overlapping += 1
+        self.bags += self.passes > 1 and attempt >= 5
         n = len(self.doc_words)
         self.doc_words.append(sum(self.sw[k] for k in sids))
         for k in sids:
@@ -540,6 +541,7 @@ def generate(
         "domain": domain, "split": split, "seed": seed, "docs": len(rows), "python": sys.version.split()[0],
         "classes": dict(Counter(d["class"] for d in truth_docs.values())),
         "source_units": len(deal.units), "source_passes": deal.passes, "overlapping_bodies": deal.overlapping,
+        "sentence_bag_bodies": deal.bags,
     }  # fmt: skip
     return rows, {"meta": meta, "docs": truth_docs}
 
