@@ -144,10 +144,11 @@ class _Deal:
                 run += [j for j in more if j not in run]
             sids = [k for j in run for k in self.unit_sents[j]]
             return [self.units[j][1] for j in run], sids, [self.units[j][0] for j in run]
-        sids, words = [], 0
+        sids, words, seen = [], 0, set()
         while words < target:
             k = self.rng.randrange(len(self.sents))
-            if k not in sids:
+            if self.sents[k][1] not in seen:  # the same sentence can be in two units
+                seen.add(self.sents[k][1])
                 sids.append(k)
                 words += self.sw[k]
         texts, i = [], 0
@@ -223,7 +224,11 @@ def _body(domain: str, split: str, deal: _Deal, rng: random.Random) -> tuple[lis
         n += _words(out[-1])
     if domain == "web":
         nav, cookie, foot, site = src.SITES[split]
-        head = [f"{_trim(out[0], 10).rstrip('.')} - {rng.choice(site)}", rng.choice(nav)]
+        topic = sources[0].removeprefix("pydoc:").replace("_", " ").replace(".", " ")
+        head = [
+            f"{topic} {rng.choice(['reference', 'guide', 'notes', 'overview'])} - {rng.choice(site)}",
+            rng.choice(nav),
+        ]
         out = [*head, *out, rng.choice(cookie), "\n".join(rng.sample(foot, rng.randint(1, 2)))]
     return out, sources
 

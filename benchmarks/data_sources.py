@@ -107,6 +107,7 @@ def docstrings(side: str) -> tuple[tuple[tuple[str, str], ...], tuple[tuple[str,
     names = HELDOUT_MODULES if side == "heldout" else TUNE_MODULES
     paras: list[tuple[str, str]] = []
     firsts: list[tuple[str, str]] = []
+    known: set[str] = set()  # a paragraph (or first line) copied into another docstring is kept once
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for name in _submodules(names):
@@ -123,9 +124,18 @@ def docstrings(side: str) -> tuple[tuple[tuple[str, str], ...], tuple[tuple[str,
                 d = inspect.cleandoc(d)
                 qual = getattr(o, "__qualname__", None) or getattr(o, "__name__", name)
                 first = d.split("\n\n")[0].replace("\n", " ").strip()
-                if o is not mod and 3 <= len(first.split()) <= 30 and first[0].isupper():
+                if (
+                    o is not mod
+                    and 3 <= len(first.split()) <= 30
+                    and first[0].isupper()
+                    and first not in known
+                ):
+                    known.add(first)
                     firsts.append((f"{name}.{qual}" if qual != name else name, first))
-                paras += [(name, p.strip()) for p in re.split(r"\n\s*\n", d) if _prose(p.strip())]
+                for p in (p.strip() for p in re.split(r"\n\s*\n", d)):
+                    if _prose(p) and p not in known:
+                        known.add(p)
+                        paras.append((name, p))
     return tuple(paras), tuple(firsts)
 
 
