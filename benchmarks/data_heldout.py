@@ -254,8 +254,16 @@ def run_one(rows, truth, corpus: Path, work: Path, name: str, steps, auto: bool,
     }
 
 
+def _pr(c: Counter) -> dict[str, float | None]:
+    """Precision and recall of dropping, from counts of ``(is noise, dropped)``."""
+    tp, fp, fn = c[(True, True)], c[(False, True)], c[(True, False)]
+    return {"precision": _ratio(tp, tp + fp), "recall": _ratio(tp, tp + fn)}
+
+
 def model_scores(corpora: list[tuple[str, str, list[dict], dict]]) -> dict[str, Any]:
-    """Precision and recall of the model step's drops on its own (after normalize), per family and domain."""
+    """Precision and recall of the model step's drops on its own (normalize -> model_quality, every
+    document of the held-out corpora; noise is the positive class), per noise family and per domain, with
+    the share of the clean, PII and look-alike documents it keeps."""
     import pyarrow as pa
 
     from edgellm.data.clean import run_steps
@@ -264,28 +272,30 @@ def model_scores(corpora: list[tuple[str, str, list[dict], dict]]) -> dict[str, 
     steps = parse_steps(["normalize", "model_quality"])
     tot: Counter = Counter()
     fam: dict[str, list[int]] = {}
-    dom: dict[str, list[int]] = {}
+    dom: dict[str, Counter] = {}
     for split, domain, rows, truth in corpora:
         if split != "heldout":
             continue
         batch = pa.RecordBatch.from_pydict({"id": [r["id"] for r in rows], "text": [r["text"] for r in rows]})
         out, _, _ = run_steps(batch, steps)
-        dropped = [int(x) != ALIVE for x in out.column("_drop_at").to_pylist()]
-        for r, d in zip(rows, dropped):
-            info = truth["docs"][r["id"]]
+        c = dom.setdefault(domain, Counter())
+        for r, x in zip(rows, out.column("_drop_at").to_pylist()):
+            info, d = truth["docs"][r["id"]], int(x) != ALIVE
             bad = info["class"] == "noise"
             tot[(bad, d)] += 1
+            c[(bad, d)] += 1
             if bad:
                 fam.setdefault(info["family"], [0, 0])[0] += d
                 fam[info["family"]][1] += 1
             elif info["class"] in KEPT_CLASSES:
-                dom.setdefault(domain, [0, 0])[0] += not d
-                dom[domain][1] += 1
+                c["kept"] += not d
+                c["scored"] += 1
     return {
-        "precision": _ratio(tot[(True, True)], tot[(True, True)] + tot[(False, True)]),
-        "recall": _ratio(tot[(True, True)], tot[(True, True)] + tot[(True, False)]),
+        **_pr(tot),
         "by_family": {f: _ratio(a, b) for f, (a, b) in sorted(fam.items())},
-        "kept_by_domain": {d: _ratio(a, b) for d, (a, b) in sorted(dom.items())},
+        "by_domain": {
+            d: {**_pr(c), "clean_kept": _ratio(c["kept"], c["scored"])} for d, c in sorted(dom.items())
+        },
         "threshold": getattr(steps[1], "threshold", None),
     }
 
