@@ -29,7 +29,9 @@ Classes (every document has exactly one; ``truth["docs"][id]["class"]``):
   ``word_salad``, ``mojibake``, ``nav_menu``, ``base64``, ``keyword_stuffing``, ``char_repetition``. Noise
   lengths follow the domain's, so length alone does not tell noise apart.
 
-No two documents outside a cluster share more than 30 % of their source text (checked as they are dealt).
+No two documents outside a cluster share more than 30 % of their words' union of source text (checked as
+they are dealt; ``truth["meta"]["overlapping_bodies"]`` counts the few that could not be drawn otherwise,
+``sentence_bag_bodies`` those drawn as random sentences once every paragraph was used).
 
     python benchmarks/data_labelled.py --domain docs --split heldout --docs 1500 -o edgellm-out/labelled/heldout-docs.jsonl
 
@@ -49,6 +51,7 @@ import random
 import re
 import string
 import sys
+import textwrap
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -234,8 +237,6 @@ def _body(domain: str, split: str, deal: _Deal, rng: random.Random) -> tuple[lis
 
 
 def _wrap(text: str, width: int = 72) -> str:
-    import textwrap
-
     return textwrap.fill(text, width)
 
 
