@@ -107,7 +107,8 @@ def docstrings(side: str) -> tuple[tuple[tuple[str, str], ...], tuple[tuple[str,
     names = HELDOUT_MODULES if side == "heldout" else TUNE_MODULES
     paras: list[tuple[str, str]] = []
     firsts: list[tuple[str, str]] = []
-    known: set[str] = set()  # a paragraph (or first line) copied into another docstring is kept once
+    known: set[str] = set()  # a paragraph copied into another docstring is kept once (first lines too)
+    known_first: set[str] = set()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for name in _submodules(names):
@@ -128,9 +129,9 @@ def docstrings(side: str) -> tuple[tuple[tuple[str, str], ...], tuple[tuple[str,
                     o is not mod
                     and 3 <= len(first.split()) <= 30
                     and first[0].isupper()
-                    and first not in known
+                    and first not in known_first
                 ):
-                    known.add(first)
+                    known_first.add(first)
                     firsts.append((f"{name}.{qual}" if qual != name else name, first))
                 for p in (p.strip() for p in re.split(r"\n\s*\n", d)):
                     if _prose(p) and p not in known:
