@@ -136,7 +136,7 @@ def test_the_scorer_on_hand_made_outputs():
 def test_why_dropped_replays_the_steps():
     why = H.why_dropped(
         ["far too short", "the cat and the dog sat with that rat\n" * 10, "A fine sentence here."],
-        ["normalize", "quality"],
+        ["normalize", {"quality": {"preset": "web"}}],  # the spec the run replays is resolved
     )
     assert why == {"quality:too_short": 2, "quality:dup_lines": 1}
 
