@@ -20,6 +20,13 @@ part so that at least 99 % of the good validation documents are kept. :func:`boo
 corpus with the rules' decisions. The bundled model is trained by ``scripts/train_quality_model.py``; its
 card (``model.json``) lists the sources and the held-out precision and recall of dropping.
 
+Measured (the card's ``heldout``: 1,200 clean documents of three domains it never saw, 2,000 noise documents
+of eight families, six of them never seen): at the card's threshold 0.62 it keeps 0.96 of the clean ones
+(0.98 docstrings of other modules, 0.97 IDLE's manual, 0.92 changelog entries) and drops 0.70 of the noise
+with precision 0.97: word salad 0.81, mojibake 0.84, typos 0.77, but Markov-chain text 0.03 and tag soup 0.0
+(the rules drop tag soup). It is therefore not in the default steps: add ``model_quality`` where salad or
+mojibake are expected, beside the rules, not instead of them.
+
 Example:
     >>> m = QualityModel.load("bundled")                                      # doctest: +SKIP
     >>> m.score(["Return the number of items in the list.", "list the items of number Return in"])  # doctest: +SKIP
