@@ -42,6 +42,7 @@ from pydantic import Field
 
 from edgellm import plugins
 from edgellm.data.quality import Quality
+from edgellm.data.quality_model import ModelQuality
 from edgellm.data.step import ALIVE, Step
 from edgellm.errors import EdgeLLMError, first_error
 
@@ -229,6 +230,7 @@ STEPS: dict[str, type[Step]] = {
     "pii": Pii,
     "exact_dedup": ExactDedup,
     "near_dedup": NearDedup,
+    "model_quality": ModelQuality,
 }
 
 
