@@ -437,12 +437,12 @@ def train(
 
 def bootstrap(texts: list[str], rules: Any = None) -> tuple[list[str], list[str]]:
     """Labels from the rules' decisions, for a user with an unlabelled reference corpus: good = passes every
-    rule of ``rules`` (a :class:`~edgellm.data.quality.Quality` or its options, default the ``quality``
-    step's defaults); bad = fails a rule other than length (``too_short`` and ``too_long`` are no label:
+    rule of ``rules`` (a :class:`~edgellm.data.quality.Quality` or its options, default the ``web`` preset:
+    Gopher's and C4's rules); bad = fails a rule other than length (``too_short`` and ``too_long`` are no label:
     length is not quality)."""
     from edgellm.data.quality import Quality
 
-    q = rules if isinstance(rules, Quality) else Quality(**(rules or {}))
+    q = rules if isinstance(rules, Quality) else Quality(**{"preset": "web", **(rules or {})})
     good, bad = [], []
     for t in texts:
         r = q.reason(t)
