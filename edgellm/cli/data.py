@@ -23,7 +23,9 @@ STORE_OPT = typer.Option(Path("edgellm-data"), "--store", "-s", help="The datase
 @app.command("clean")
 def clean_cmd(
     source: Path = typer.Argument(..., help="A .jsonl, .parquet or .txt file, or a folder of them."),
-    output: Path = typer.Option(..., "--output", "-o", help="Folder for the cleaned shards and _report/."),
+    output: Optional[Path] = typer.Option(
+        None, "--output", "-o", help="Folder for the cleaned shards and _report/ (not with --dry-run)."
+    ),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="clean.yaml: steps and settings."),
     text_field: Optional[str] = typer.Option(
         None, "--text-field", help="Field holding the text (default: text)."
@@ -36,27 +38,62 @@ def clean_cmd(
     ),
     encoding: Optional[str] = typer.Option(None, "--encoding", help="Input encoding (default utf-8)."),
     fmt: Optional[str] = typer.Option(None, "--format", help="Output format: jsonl or parquet."),
+    preset: Optional[str] = typer.Option(
+        None, "--preset", help="Quality preset of every quality step: web, docs, short or auto."
+    ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Print what each quality rule would drop per preset; write nothing."
+    ),
+    all_docs: bool = typer.Option(
+        False, "--all", help="With --dry-run: profile every document, not the first profile_docs."
+    ),
     force: bool = typer.Option(False, "--force", help="Replace an existing output folder."),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Clean SOURCE into OUTPUT (sharded), with a JSON + markdown report and the near-duplicate clusters.
 
-    Example: edgellm data clean corpus.jsonl -o out/clean --config clean.yaml --workers 2
+    The quality step's preset (web: Gopher/C4 for web pages; docs: technical prose; short: fine-tuning
+    examples and answers) is chosen on the first documents unless named (auto); --dry-run prints that
+    choice and what every rule would drop under each preset, with examples, and writes nothing.
 
-    clean.yaml: {text_field: content, steps: [normalize, {quality: {min_words: 20}}, {language: {keep: [en]}},
-    {pii: {action: hash, salt_env: MY_SALT}}, exact_dedup, {near_dedup: {threshold: 0.8}}]}
+    Example: edgellm data clean corpus.jsonl --dry-run && edgellm data clean corpus.jsonl -o out/clean --workers 2
+
+    clean.yaml: {text_field: content, steps: [normalize, {quality: {preset: docs, min_words: 20}},
+    {language: {keep: [en]}}, {pii: {action: hash, salt_env: MY_SALT}}, exact_dedup, {near_dedup: {threshold: 0.8}}]}
     """
-    from edgellm.data.clean import CleanConfig, clean
+    from edgellm.data.clean import CleanConfig
+    from edgellm.errors import EdgeLLMError
 
+    if output is None and not dry_run:
+        raise EdgeLLMError(
+            "no output folder given", "give --output (or --dry-run to only see what would be dropped)"
+        )
     cfg = CleanConfig.load(
         config, text_field=text_field, workers=workers, on_error=on_error, encoding=encoding, format=fmt
     )
+    if preset is not None:
+        from edgellm.data.profile import quality_items, with_preset
+
+        if dry_run and not quality_items(cfg.steps):
+            cfg = cfg.model_copy(update={"steps": [*cfg.steps, "quality"]})
+        cfg = cfg.model_copy(update={"steps": with_preset(cfg.steps, preset)})
+    if dry_run:
+        from edgellm.data.clean import dry_run as run_dry
+        from edgellm.data.profile import profile_markdown
+
+        d = run_dry(source, cfg, all_docs=all_docs)
+        if json_out:
+            emit_json(d)
+            return
+        console().print(profile_markdown(d["quality"]["profile"]), markup=False)
+        console().print("nothing written (--dry-run)")
+        return
+    from edgellm.data.clean import clean, report_markdown
+
     r = clean(source, output, cfg, force=force)
     if json_out:
         emit_json(r)
         return
-    from edgellm.data.clean import report_markdown
-
     console().print(report_markdown(r), markup=False)
     console().print(f"wrote {output} ({len(r['shards'])} shard(s)) and {output}/_report/")
 

@@ -7,6 +7,8 @@ cleaned shards, and report what each step did.
 Example:
     >>> report = clean("corpus.jsonl", "out/clean", CleanConfig(steps=["normalize", "quality"]))  # doctest: +SKIP
     >>> report["documents_out"], report["steps"][1]["reasons"]                                    # doctest: +SKIP
+    >>> dry_run("corpus.jsonl")["quality"]["preset"]  # what ``quality`` (preset auto) would pick   # doctest: +SKIP
+    'docs'
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from edgellm.data import profile as prof
 from edgellm.data.steps import ALIVE, Step, parse_steps
 from edgellm.errors import EdgeLLMError, first_error
 
@@ -43,6 +46,9 @@ class CleanConfig(BaseModel):
     format: str = "jsonl"
     on_error: str = "skip"
     encoding: str = "utf-8"
+    profile_docs: int = Field(
+        5000, ge=100, description="the first documents a quality preset 'auto' is chosen on"
+    )
 
     @classmethod
     def load(cls, path: str | Path | None, **over: Any) -> CleanConfig:
@@ -231,6 +237,9 @@ def clean(
     from edgellm.data.io import CorpusReader, ShardWriter
 
     cfg = config or CleanConfig()
+    cfg.parsed()  # step errors before the first pass
+    spec, profile = _resolve(source, cfg)
+    cfg = cfg.model_copy(update={"steps": spec})
     steps = cfg.parsed()
     for s in steps:  # configuration errors (a missing salt) before any work
         if s.kind == "pii":
@@ -258,6 +267,7 @@ def clean(
         report = _report(
             source, output, cfg, steps, n_in, dropped, reasons, dedup, reader, w, seconds, workers
         )
+        report["quality"] = prof.summary(cfg.steps, profile)
         meta = w.tmp / REPORT_DIR
         meta.mkdir()
         with open(meta / "clusters.jsonl", "w", encoding="utf-8") as f:
@@ -267,6 +277,60 @@ def clean(
         (meta / "report.json").write_text(json.dumps(report, indent=2) + "\n")
         (meta / "report.md").write_text(report_markdown(report))
     return report
+
+
+def _sample(source: str | Path, cfg: CleanConfig, n: int | None) -> tuple[list[str], list[str]]:
+    """The texts and ids of the first ``n`` documents (all with None), read as ``clean`` reads them."""
+    from edgellm.data.io import CorpusReader
+
+    reader = CorpusReader(source, cfg.text_field, cfg.id_field, cfg.batch_size, cfg.on_error, cfg.encoding)
+    texts: list[str] = []
+    ids: list[str] = []
+    for batch in reader.batches():
+        texts += batch.column("text").to_pylist()
+        ids += [str(i) for i in batch.column("id").to_pylist()]
+        if n is not None and len(texts) >= n:
+            break
+    if n is not None:
+        texts, ids = texts[:n], ids[:n]
+    return [t or "" for t in texts], ids
+
+
+def _resolve(source: str | Path, cfg: CleanConfig) -> tuple[list[Any], dict[str, Any] | None]:
+    """The steps with every quality preset ``auto`` chosen on the first ``profile_docs`` documents, once,
+    in this process (the workers get the resolved spec), and the profile it was chosen on."""
+    if not prof.needs_sample(cfg.steps):
+        return list(cfg.steps), None
+    texts, ids = _sample(source, cfg, cfg.profile_docs)
+    return prof.resolve(cfg.steps, texts, ids)
+
+
+def dry_run(
+    source: str | Path, config: CleanConfig | None = None, *, all_docs: bool = False
+) -> dict[str, Any]:
+    """What the quality rules would drop from ``source`` under each preset, and the preset ``auto`` picks
+    (or the one the config names), from the first ``profile_docs`` documents (every one with
+    ``all_docs``). Nothing is written. Returns ``{"input", "quality": {preset, auto, why, profile}}``.
+    """
+    cfg = config or CleanConfig()
+    cfg.parsed()
+    spec = list(cfg.steps)
+    items = prof.quality_items(spec)
+    if not items:  # profile the default quality step after the steps given
+        spec = [*spec, "quality"]
+        items = prof.quality_items(spec)
+    i, options = items[0]
+    texts, ids = _sample(source, cfg, None if all_docs else cfg.profile_docs)
+    p = prof.profile(texts, parse_steps(spec[:i]), ids=ids, options=options)
+    named = options.get("preset", "auto")
+    if named == "auto":
+        p["chosen"], p["why"] = prof.choose_preset(p)
+    else:
+        p["chosen"], p["why"] = named, "named in the config"
+    return {
+        "input": str(source),
+        "quality": {"preset": p["chosen"], "auto": named == "auto", "why": p["why"], "profile": p},
+    }
 
 
 def _report(
@@ -363,6 +427,12 @@ def report_markdown(r: dict[str, Any]) -> str:
             ]
         if f["not_found"]:
             lines += [f"PII fields no document had: {', '.join(f['not_found'])}.", ""]
+    q = r.get("quality")
+    if q:
+        how = "chosen by the first pass" if q["auto"] else "named"
+        lines += [f"Quality preset: {q['preset']} ({how}: {q['why']}).", ""]
+        if q["profile"]:
+            lines += [prof.profile_markdown(q["profile"]), ""]
     m = r["malformed_lines"]
     if m["count"]:
         where = ", ".join(f"{e['file']}:{e['line']}" for e in m["first"])

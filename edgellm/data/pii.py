@@ -11,7 +11,8 @@ Detected types (each with validation beyond the pattern, so numbers that only lo
 - ``cn_id``: Chinese resident identity numbers, 18 characters, the last a checksum (ISO 7064 MOD 11-2)
   and a plausible birth date;
 - ``credit_card``: 13-19 digits, optionally grouped by spaces or hyphens, passing the Luhn check;
-- ``ipv4`` / ``ipv6``: validated by :mod:`ipaddress`;
+- ``ipv4`` / ``ipv6``: validated by :mod:`ipaddress`; a dotted quad right after ``version``, ``release``,
+  ``build`` or ``v`` (``version 2.0.0.1``, ``v1.2.3.4``) is a version number, not an address;
 - any user pattern (``{"employee_id": r"EMP-\\d{6}"}``).
 
 Full-width forms (``１３８００１３８０００``, ``ｊａｎｅ＠ｅｘａｍｐｌｅ．ｏｒｇ``) are found as their ASCII
@@ -40,7 +41,8 @@ from edgellm.errors import EdgeLLMError
 ACTIONS = ("mask", "drop", "hash")
 
 _EMAIL = r"(?<![\w.+-])[A-Za-z0-9._%+-]{1,64}@(?:[A-Za-z0-9-]{1,63}\.)+[A-Za-z]{2,24}(?![\w-])"
-_CN_MOBILE = r"(?<![\d+])(?:\+?86[ -]?)?1[3-9]\d{9}(?!\d)"
+# not inside a token of letters and digits (a UPS tracking number 1ZC5T5B19161337463)
+_CN_MOBILE = r"(?<![\dA-Za-z+])(?:\+?86[ -]?)?1[3-9]\d{9}(?!\d)"
 # 3-4-4 with one separator throughout, not inside a longer run of digit groups nor after '#' (a number)
 _CN_MOBILE_GROUPED = (
     r"(?<![\dA-Za-z+#-])(?:\+?86[ -]?)?1[3-9]\d(?P<cn_sep>[ -])\d{4}(?P=cn_sep)\d{4}(?!\d|[ -]\d)"
@@ -100,6 +102,13 @@ def _card(v: str) -> bool:
     return any(d.startswith(prefixes) and len(d) in lengths for prefixes, lengths in _IIN)
 
 
+# a dotted quad right after one of these words is a version number, not an address: "version 2.0.0.1",
+# "release 1.2.3.4", "build: 10.0.0.12", "v1.2.3.4" (the text before the match, case-insensitive)
+_VERSION_BEFORE = re.compile(
+    r"(?:\b(?:versions?|releases?|build|ver)\.?[ \t]*[:=#]?[ \t]*|\bv\.?)$", re.IGNORECASE
+)
+
+
 def _ipv4(v: str) -> bool:
     try:
         ipaddress.IPv4Address(v)
@@ -130,6 +139,9 @@ def _phone(v: str) -> bool:
 # spans found in the folded text are the spans of the original
 _FOLD = {cp: cp - 0xFEE0 for cp in range(0xFF01, 0xFF5F)} | {0x3000: 0x20}
 
+
+# type -> a test on the text before a match that makes it not that type
+_NOT_AFTER: dict[str, re.Pattern] = {"ipv4": _VERSION_BEFORE}
 
 # type -> (pattern, validator); order matters: earlier types claim their spans first
 BUILTIN: dict[str, tuple[str, Callable[[str], bool] | None]] = {
@@ -198,6 +210,8 @@ class PiiScanner:
                 v = m.group(0)
                 if check is not None and not check(v):
                     continue
+                if k < n_builtin and t in _NOT_AFTER and _NOT_AFTER[t].search(folded[max(0, s - 16) : s]):
+                    continue  # a version number, not an address
                 if any(s < te and ts < e for ts, te in taken):
                     continue
                 spans.append((s, e, t))

@@ -39,17 +39,28 @@ def _to_batch(table: Any) -> Any:
     return batches[0] if batches else pa.RecordBatch.from_pydict({n: [] for n in table.schema.names})
 
 
-def clean_ray(ds: Any, spec: list[Any], *, order: str = "_seq") -> tuple[Any, dict[str, Any]]:
+def clean_ray(
+    ds: Any, spec: list[Any], *, order: str = "_seq", profile_docs: int = 5000
+) -> tuple[Any, dict[str, Any]]:
     """Clean a Ray Dataset with ``id``, ``text`` and an ``order`` column (which copy counts as first).
 
-    Returns the dataset of kept documents and the number each step dropped.
+    A quality preset ``auto`` is chosen once, on the dataset's first ``profile_docs`` rows (as locally;
+    a dataset whose order differs from the files' should name its preset).
+
+    Returns the dataset of kept documents, and the number each step dropped with the ``quality`` choice.
     """
     _require_ray()
     import pyarrow as pa
 
     from edgellm.data.clean import run_steps
     from edgellm.data.minhash import SIG_DTYPE
+    from edgellm.data.profile import needs_sample, resolve, summary
 
+    parse_steps(spec)  # step errors before the first pass
+    profile = None
+    if needs_sample(spec):
+        rows = ds.limit(profile_docs).take_all()
+        spec, profile = resolve(spec, [r["text"] or "" for r in rows], [str(r["id"]) for r in rows])
     steps = parse_steps(spec)
     if order not in ds.schema().names:
         raise EdgeLLMError(
@@ -94,7 +105,8 @@ def clean_ray(ds: Any, spec: list[Any], *, order: str = "_seq") -> tuple[Any, di
     counts = {int(k): v for k, v in _drop_counts(ds).items()}
     internal = ["_drop_at", *[f"_h{i}" for i, s in enumerate(steps) if s.stateful]]
     kept = ds.filter(lambda r: r["_drop_at"] == ALIVE).drop_columns(internal)
-    return kept, {"dropped": {steps[k].kind + f"#{k}": v for k, v in sorted(counts.items()) if k != ALIVE}}
+    dropped = {steps[k].kind + f"#{k}": v for k, v in sorted(counts.items()) if k != ALIVE}
+    return kept, {"dropped": dropped, "quality": summary(spec, profile)}
 
 
 def _drop_counts(ds: Any) -> dict[int, int]:

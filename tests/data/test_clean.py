@@ -55,6 +55,7 @@ def corpus(tmp_path_factory):
 
 # pydoc topics are technical prose with code: looser word-length and repetition limits keep every original
 LOOSE = {
+    "preset": "web",
     "min_words": 50,
     "max_mean_word_length": 20,
     "min_alpha_words": 0.6,
@@ -121,7 +122,10 @@ def test_a_dedup_sees_documents_a_later_step_drops(tmp_path):
     r = clean(
         src,
         tmp_path / "o",
-        CleanConfig(steps=["exact_dedup", {"quality": {"min_words": 1, "min_stop_words": 0}}], workers=1),
+        CleanConfig(
+            steps=["exact_dedup", {"quality": {"preset": "web", "min_words": 1, "min_stop_words": 0}}],
+            workers=1,
+        ),
     )
     assert r["documents_out"] == 0 and r["steps"][0]["dropped"] == 1 and r["steps"][1]["dropped"] == 1
 
@@ -196,7 +200,7 @@ def test_config_file_errors_name_the_key(tmp_path):
 def test_normalize_and_quality_rules():
     texts, *_ = Normalize().run(["ｆｕｌｌ\u200bwidth  and\ttabs\r\n\r\n\r\n\r\nnext\x07line"])
     assert texts == ["fullwidth and tabs\n\nnextline"]  # NFKC, zero-width and control chars gone
-    q = Quality(min_words=5)
+    q = Quality(preset="web", min_words=5)
     assert q.reason("the quick brown foxes and the sleepy dogs rested with their owners") is None
     assert q.reason("lorem ipsum dolor sit amet and the rest of it") == "boilerplate"
     assert q.reason("a b") == "too_short"

@@ -44,11 +44,35 @@ def test_each_type_is_found_and_masked(text, kind):
         "std::vector and a::b are code",
         "the year 2024 and 12345 items",
         "phone 1234567 is too short",
+        "tracking number 1ZC5T5B19161337463 is in transit",  # digits after a letter: not a mobile number
     ],
 )
 def test_lookalikes_are_left_alone(text):
     out, counts = PiiScanner().apply(text)
     assert not counts and out == text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "upgrade to version 2.0.0.1 today",
+        "Release 1.2.3.4 fixed it",
+        "built from v1.2.3.4 last night",
+        "Windows build: 10.0.0.12 is needed",
+        "VERSION=4.2.0.1",
+    ],
+)
+def test_a_four_part_version_is_not_an_ipv4_address(text):
+    out, counts = PiiScanner().apply(text)
+    assert not counts and out == text
+
+
+@pytest.mark.parametrize(
+    "text", ["the server 10.0.0.1 runs version 2", "dev 1.2.3.4 is up", "conversion 1.2.3.4 failed"]
+)
+def test_an_address_after_other_words_is_still_found(text):
+    out, counts = PiiScanner().apply(text)
+    assert counts == {"ipv4": 1} and "[IPV4]" in out
 
 
 def test_validators():
