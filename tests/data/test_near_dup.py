@@ -22,9 +22,16 @@ from edgellm.data.minhash import (  # noqa: E402
     tokens,
 )
 
-# the settings benchmarks/data_near_dup.py --sweep chose (NearDedup's defaults once the main session applies them)
-NEAR = {"ngram": 2, "threshold": 0.6}
+# NearDedup's defaults: the settings benchmarks/data_near_dup.py --sweep chose (word 2-grams, 0.6, 16 tokens)
+NEAR: dict = {}
 MIN_TOKENS = 16
+
+
+def test_near_dedup_defaults_are_the_benchmarked_settings():
+    from edgellm.data.steps import NearDedup
+
+    d = NearDedup()
+    assert (d.ngram, d.threshold, d.min_tokens, d.num_perm) == (2, 0.6, MIN_TOKENS, 128)
 
 
 def sentence_pool(seed: int) -> list[str]:
