@@ -265,16 +265,11 @@ def score(data: dict, matched: list[set[int]], candidates: float) -> dict:
         for d, k in ((by_len, str(length)), (by_edit, label)):
             d.setdefault(k, [0, 0])[0] += hit
             d[k][1] += 1
-    p = tp / (tp + fp) if tp + fp else 1.0
-    r = tp / (tp + fn) if tp + fn else 1.0
+    from data_quality import prf
+
     neg = {k: round(v[0] / v[1], 4) for k, v in by_edit.items() if k in NEGATIVES}
     return {
-        "precision": round(p, 4),
-        "recall": round(r, 4),
-        "f1": round(2 * p * r / (p + r), 4) if p + r else 0.0,
-        "tp": tp,
-        "fp": fp,
-        "fn": fn,
+        **prf(tp, fp, fn),
         "recall_by_length": {k: round(a / b, 4) for k, (a, b) in by_len.items()},
         "recall_by_edit": {k: round(v[0] / v[1], 4) for k, v in by_edit.items() if k not in NEGATIVES},
         "negatives_matched": neg,

@@ -48,6 +48,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, field_validator
 
+from edgellm.data.minhash import _mix  # splitmix64 finaliser: every input bit affects every output bit
 from edgellm.data.step import Step
 from edgellm.errors import ArtifactError, EdgeLLMError
 
@@ -80,16 +81,6 @@ _FUNCTION_WORDS = (
 )
 _FUNCTION = frozenset(_FUNCTION_WORDS.split())
 _P = np.uint64(0x100000001B3)
-
-
-def _mix(x: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser (as :mod:`edgellm.data.minhash`): every input bit affects every output bit."""
-    with np.errstate(over="ignore"):
-        x = x ^ (x >> np.uint64(30))
-        x = x * np.uint64(0xBF58476D1CE4E5B9)
-        x = x ^ (x >> np.uint64(27))
-        x = x * np.uint64(0x94D049BB133111EB)
-        return x ^ (x >> np.uint64(31))
 
 
 @lru_cache(maxsize=1 << 17)

@@ -2,6 +2,7 @@
 mojibake, training and the save/load round trip, the step in worker processes, and rule-bootstrapped labels."""
 
 import importlib
+import importlib.util
 import inspect
 import json
 import random
@@ -47,19 +48,22 @@ def heldout_paragraphs(n: int, seed: int = 5) -> list[str]:
     return random.Random(seed).sample(sorted(paras), n)
 
 
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
+
+
+def _training_script():
+    """scripts/train_quality_model.py as a module: the test breaks text the way the model was trained on."""
+    spec = importlib.util.spec_from_file_location(
+        "train_quality_model", ROOT / "scripts" / "train_quality_model.py"
+    )
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def mojibake(text: str, rng: random.Random) -> str:
     """UTF-8 read as cp1252 after typographic quotes and a few accents (as the training script makes it)."""
-    t = (
-        text.replace("'", "\u2019")
-        .replace(' "', " \u201c")
-        .replace('" ', "\u201d ")
-        .replace(" - ", " \u2014 ")
-    )
-    w = t.split(" ")
-    for _ in range(max(1, len(w) // 12)):
-        i = rng.randrange(len(w))
-        w[i] = w[i].replace("e", "\u00e9", 1).replace("a", "\u00e0", 1)
-    return " ".join(w).encode("utf-8").decode("cp1252", errors="replace")
+    return _training_script().mojibake(text, rng)
 
 
 def test_bundled_model_loads_offline_and_matches_its_card(tmp_path, monkeypatch):
