@@ -36,6 +36,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import itertools
 import re
 from collections import Counter
 from typing import Any, Literal
@@ -59,6 +60,7 @@ FUNCTION_WORDS = [
     *_words("a an or but if then than is are was were been being it its this these those"),
     *_words("in on at by for from as into not no can will may must should which when where who"),
 ]
+_FUNCTION = frozenset(FUNCTION_WORDS)
 # the lorem-ipsum vocabulary (English look-alikes such as "in", "do", "id", "non" left out)
 FILLER_WORDS = frozenset(
     _words(
@@ -77,9 +79,12 @@ RULES = (
     "mean_word_length",
     "symbol_ratio",
     "non_alphabetic",
+    "mojibake",
     "bullet_lines",
     "ellipsis_lines",
     "stop_words",
+    "word_variety",
+    "word_order",
     "dup_lines",
     "dup_line_chars",
     "dup_paragraphs",
@@ -110,6 +115,11 @@ _LENIENT = {
     ],
     "boilerplate_max_words": 12,
     "filler_share": 0.2,
+    # API references repeat their phrasing from entry to entry ("Return True if the argument is ..."):
+    # repeated n-grams drop a document when about half its words repeat (degenerate repetition is also
+    # caught by the duplicate-line, word-variety and top n-gram rules)
+    "max_top_ngram_share": {2: 0.30, 3: 0.27, 4: 0.24},
+    "max_dup_ngram_share": {5: 0.50, 6: 0.48, 7: 0.46, 8: 0.44, 9: 0.42, 10: 0.40},
 }
 # the keys each preset sets; ``web`` is the field defaults. Nested: short <= docs <= web in what they drop.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -123,6 +133,21 @@ PRESETS: dict[str, dict[str, Any]] = {
         "max_ellipsis_lines": 0.5,
     },
 }
+# sentence ends that are not: abbreviations whose period is part of the word
+_ABBREVIATIONS = frozenset(
+    _words("e.g. i.e. etc. vs. cf. approx. no. fig. al. mr. mrs. ms. dr. st. jr. inc. ltd.")
+)
+# determiners ("a" left out: it is also the usual name of a variable in technical prose, "a and b")
+_DETERMINERS = frozenset(_words("the an this these those its their our your my every each"))
+# words that do not follow a determiner in English ("the of", "an and"); other languages have none
+_NOT_AFTER_DETERMINER = _DETERMINERS.union(
+    _words("a of to in on at by for from with as into and or but if than is are was")
+) | {"were", "be", "been", "it", "which", "that"}
+# words that open a sentence: capitalised after a word that ends none, they are out of place
+_OPENERS = frozenset(
+    w.capitalize() for w in _words("the a an this these those it its if in on for when while return")
+)
+_EDGE_PUNCT = "\"'()[]{}<>,.;:!?`“”‘’"
 _BULLET = re.compile(r"^\s*[-*•●▪‣◦]")
 _WORD = re.compile(r"\S+")
 _LETTERS = re.compile(r"[^\W\d_]+")
@@ -162,11 +187,28 @@ class Quality(Step):
     max_mean_word_length: float = 10.0
     max_symbol_ratio: float = 0.1
     min_alpha_words: float = 0.8
+    max_mojibake: float | None = Field(
+        0.02, ge=0.0, description="drop when ftfy's mojibake sequences per word exceed this (None: off)"
+    )
     max_bullet_lines: float = 0.9
     max_ellipsis_lines: float = 0.3
     min_stop_words: int = 2
     stop_words: list[str] = Field(default_factory=lambda: list(GOPHER_STOP_WORDS))
     stop_words_min_doc_words: int = Field(0, ge=0, description="the stop-word rule applies from this length")
+    min_word_variety: float | None = Field(
+        0.4, ge=0.0, le=1.0, description="distinct words per word in windows of 50 (MATTR); None: off"
+    )
+    word_variety_min_words: int = Field(
+        10, ge=1, description="the word-variety rule applies from this length"
+    )
+    max_word_order_breaks: float | None = Field(
+        0.34,
+        gt=0.0,
+        le=1.0,
+        description="share of sentence ends followed by a lower-case word and determiners followed by a "
+        "function word ('the of') above which a document is word salad; None: off",
+    )
+    word_order_min_breaks: int = Field(2, ge=1, description="the word-order rule needs this many breaks")
     max_dup_lines: float = 0.3
     max_dup_paragraphs: float = 0.3
     max_dup_line_chars: float = 0.2
@@ -232,6 +274,8 @@ class Quality(Step):
             return "symbol_ratio"
         if sum(any(c.isalpha() for c in w) for w in words) / n < self.min_alpha_words:
             return "non_alphabetic"
+        if self.max_mojibake is not None and _mojibake(text) / n > self.max_mojibake:
+            return "mojibake"
         lines = [ln for ln in text.split("\n") if ln.strip()]
         if lines:
             if sum(bool(_BULLET.match(ln)) for ln in lines) / len(lines) > self.max_bullet_lines:
@@ -244,6 +288,16 @@ class Quality(Step):
             and len(self._stop.intersection(w.lower() for w in words)) < self.min_stop_words
         ):
             return "stop_words"
+        if (
+            self.min_word_variety is not None
+            and n >= self.word_variety_min_words
+            and word_variety(words) < self.min_word_variety
+        ):
+            return "word_variety"
+        if self.max_word_order_breaks is not None:
+            breaks, chances = word_order(text)
+            if breaks >= self.word_order_min_breaks and breaks / chances > self.max_word_order_breaks:
+                return "word_order"
         if lines:
             counts = Counter(lines)
             dup = sum(c for c in counts.values() if c > 1)
@@ -309,3 +363,83 @@ class Quality(Step):
 def _filler_share(low: str) -> float:
     words = _LETTERS.findall(low)
     return sum(w in FILLER_WORDS for w in words) / max(len(words), 1)
+
+
+def _mojibake(text: str) -> int:
+    """How many mojibake sequences (UTF-8 read as cp1252/latin-1: ``Ã©``, ``â€™``) ftfy finds in ``text``."""
+    if text.isascii():
+        return 0
+    try:
+        from ftfy.badness import badness
+    except ImportError as e:  # pragma: no cover - ftfy is in the data extra
+        raise EdgeLLMError(
+            "the quality step's mojibake rule needs ftfy",
+            "pip install 'edgellm[data]', or set max_mojibake: null",
+        ) from e
+    return badness(text)
+
+
+def word_variety(words: list[str], window: int = 50) -> float:
+    """Moving-average type-token ratio: distinct words per word over every window of ``window`` words
+    (lower-cased, edge punctuation stripped). Prose is 0.6-0.9 at 50; keyword stuffing and repeated
+    templates 0.1-0.3. A shorter text gets its plain ratio; under 20 words, with six content words (not
+    function words) or more, their ratio less 0.1 if that is lower: a one-line text that repeats its few
+    content words is keyword stuffing, one that repeats "the" and "of" is not.
+
+    Example:
+        >>> round(word_variety("cheap flights cheap hotels best cheap flights deals".split()), 3)
+        0.525
+        >>> round(word_variety("Return the name of the file and the size of the file".split()), 3)
+        0.583
+    """
+    w = [x.lower().strip(_EDGE_PUNCT) or x for x in words]
+    if len(w) <= window:
+        plain = len(set(w)) / max(len(w), 1)
+        content = [x for x in w if x not in _FUNCTION and any(c.isalpha() for c in x)]
+        if len(w) < 20 and len(content) >= 6:
+            return min(plain, len(set(content)) / len(content) - 0.1)
+        return plain
+    counts = Counter(w[:window])
+    total = distinct = len(counts)
+    for i in range(window, len(w)):
+        old, new = w[i - window], w[i]
+        counts[old] -= 1
+        if not counts[old]:
+            distinct -= 1
+        if not counts[new]:
+            distinct += 1
+        counts[new] += 1
+        total += distinct
+    return total / ((len(w) - window + 1) * window)
+
+
+def word_order(text: str) -> tuple[int, int]:
+    """``(breaks, chances)`` of English word order, line by line: a sentence end (``word.``) followed by a
+    lower-case word, a determiner followed by a function word (``the of``), and a capitalised sentence
+    opener (``The``, ``If``, ``Return``) after a word that ends no sentence, over the sentence ends,
+    determiners and openers. Prose breaks it rarely (list items, abbreviations, headings on a line of
+    their own are not counted); shuffled words about half the time. Other languages give no chances.
+
+    Example:
+        >>> word_order("Open the file. Read it to the end.")
+        (0, 3)
+        >>> word_order("file. the it end. read the to Open")
+        (4, 4)
+        >>> word_order("Read the file The end.")
+        (1, 3)
+    """
+    breaks = chances = 0
+    for line in text.split("\n"):
+        toks = line.split()
+        for x, nxt in itertools.pairwise(toks):
+            low = x.lower()
+            if x[-1] in ".!?" and x[:-1].isalpha() and low not in _ABBREVIATIONS:
+                chances += 1
+                breaks += nxt[0].islower()
+            elif low in _DETERMINERS:
+                chances += 1
+                breaks += nxt.lower().strip(_EDGE_PUNCT) in _NOT_AFTER_DETERMINER
+            if nxt in _OPENERS:
+                chances += 1
+                breaks += x[-1].isalpha()
+    return breaks, max(chances, 1)

@@ -22,7 +22,9 @@ Defaults (documented, all configurable):
   or ``all_strings: true`` (every field, strings inside lists and objects included). A hit in any
   scanned field masks or hashes it there, or drops the document; the report names the fields that held
   strings and were not scanned.
-- ``exact_dedup``: SHA-1 of the text lowercased with whitespace collapsed; the first copy is kept.
+- ``exact_dedup``: SHA-1 of the text case-folded, with punctuation stripped from the ends of words and
+  whitespace collapsed (``Hello, World!`` and ``hello world`` are copies; ``2+2`` and ``2-2`` are not);
+  ``normalize_key: false`` hashes the text as it is; the first copy is kept.
 - ``near_dedup``: MinHash LSH (:mod:`edgellm.data.minhash`) over normalised tokens (case, width, accents,
   punctuation and whitespace folded): ``ngram`` 2 words, ``num_perm`` 128, ``threshold`` 0.6 Jaccard
   (chosen on ``benchmarks/data_near_dup.py``: precision 0.998, recall 0.998 on copies with up to 10 % of
@@ -198,11 +200,39 @@ class ExactDedup(Step):
     kind: Literal["exact_dedup"] = "exact_dedup"
     stateful: ClassVar[bool] = True
 
+    normalize_key: bool = True
+
     def run(self, texts):
-        keys = [
-            None if t is None else hashlib.sha1(" ".join(t.lower().split()).encode()).digest() for t in texts
-        ]
+        key = dedup_key if self.normalize_key else str
+        keys = [None if t is None else hashlib.sha1(key(t).encode()).digest() for t in texts]
         return texts, np.zeros(len(texts), bool), {"key": keys}, Counter()
+
+
+# what a word may lose at either end for exact deduplication: sentence punctuation, brackets and quotes
+# (ASCII and Unicode's punctuation classes but dashes); signs, currency, ``%`` and ``#`` carry meaning
+_PUNCT = "".join(
+    {
+        *"!\"'(),.:;?[]{}`",
+        *(
+            chr(c)
+            for c in range(0xA1, 0x3000)
+            if unicodedata.category(chr(c)) in ("Po", "Ps", "Pe", "Pi", "Pf")
+        ),
+    }
+)
+
+
+def dedup_key(text: str) -> str:
+    """The text ``exact_dedup`` compares: case-folded, words stripped of edge punctuation, single spaces.
+
+    Example:
+        >>> dedup_key("Is it  READY? (yes)") == dedup_key("is it ready (yes).")
+        True
+        >>> dedup_key("2+2") == dedup_key("2-2")
+        False
+    """
+    words = (w.strip(_PUNCT) for w in text.casefold().split())
+    return " ".join(w for w in words if w)
 
 
 class NearDedup(Step):
