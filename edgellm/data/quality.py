@@ -19,6 +19,11 @@
   the Latin filler words are >= 20 % of it (documentation about placeholders mentions it).
 - ``short`` (fine-tuning examples, questions, answers): as ``docs`` with no length floor, mean word
   length 1.5..14, >= 50 % alphabetic words and <= 50 % ellipsis lines.
+- every preset (beside Gopher/C4): mojibake (ftfy's badness sequences per word <= 0.02), markup (tags,
+  attributes, entities <= 25 % of the words), OCR glyph words (a digit or symbol between letters, from 3
+  words and <= 12 %), word variety (:func:`word_variety` >= 0.4 from 10 words: keyword stuffing) and word
+  order (:func:`word_order`'s breaks <= 0.34 of its chances, from 2 breaks: word salad); in ``docs`` and
+  ``short`` the repeated n-gram rules drop from about half the words (API references repeat phrases).
 - ``auto`` (the default): :func:`edgellm.data.profile.choose_preset` picks one of the three from a first
   pass over the corpus (``clean`` and ``clean_ray`` do it before any worker starts).
 
@@ -80,11 +85,11 @@ RULES = (
     "symbol_ratio",
     "non_alphabetic",
     "mojibake",
+    "markup",
+    "glyph_words",
     "bullet_lines",
     "ellipsis_lines",
     "stop_words",
-    "word_variety",
-    "word_order",
     "dup_lines",
     "dup_line_chars",
     "dup_paragraphs",
@@ -92,6 +97,8 @@ RULES = (
     "top_3gram",
     "top_4gram",
     *(f"dup_{k}gram" for k in range(5, 11)),
+    "word_variety",
+    "word_order",
 )
 _LENIENT = {
     "max_mean_word_length": 14.0,
@@ -148,6 +155,11 @@ _OPENERS = frozenset(
     w.capitalize() for w in _words("the a an this these those it its if in on for when while return")
 )
 _EDGE_PUNCT = "\"'()[]{}<>,.;:!?`“”‘’"
+# a tag (<div, </td>, <br/>), an attribute (class="x">), an entity (&nbsp;) or a tag's end
+_MARKUP = re.compile(r"""^(</?[A-Za-z][\w:-]*/?(>|$)|[\w:-]+=["'].*|&[a-z]+;|/?>)$""")
+# a digit or symbol between two letters: what OCR makes of letters (c0de, fi1e, st@te); utf8, k8s, i18n
+# and x86_64 match too, so the rule needs three such words and a share of them
+_GLYPH = re.compile(r"[^\W\d_][0-9@!+$|]+[^\W\d_]")
 _BULLET = re.compile(r"^\s*[-*•●▪‣◦]")
 _WORD = re.compile(r"\S+")
 _LETTERS = re.compile(r"[^\W\d_]+")
@@ -189,6 +201,15 @@ class Quality(Step):
     min_alpha_words: float = 0.8
     max_mojibake: float | None = Field(
         0.02, ge=0.0, description="drop when ftfy's mojibake sequences per word exceed this (None: off)"
+    )
+    max_markup: float | None = Field(
+        0.25, gt=0.0, le=1.0, description="share of words that are HTML/XML tags, attributes or entities"
+    )
+    max_glyph_words: float | None = Field(
+        0.12,
+        gt=0.0,
+        le=1.0,
+        description="share of words with a digit or symbol between letters (OCR's 'c0de', 'fi1e'), from 3",
     )
     max_bullet_lines: float = 0.9
     max_ellipsis_lines: float = 0.3
@@ -276,6 +297,12 @@ class Quality(Step):
             return "non_alphabetic"
         if self.max_mojibake is not None and _mojibake(text) / n > self.max_mojibake:
             return "mojibake"
+        if self.max_markup is not None and sum(bool(_MARKUP.match(w)) for w in words) / n > self.max_markup:
+            return "markup"
+        if self.max_glyph_words is not None:
+            glyphs = sum(bool(_GLYPH.search(w)) for w in words)
+            if glyphs >= 3 and glyphs / n > self.max_glyph_words:
+                return "glyph_words"
         lines = [ln for ln in text.split("\n") if ln.strip()]
         if lines:
             if sum(bool(_BULLET.match(ln)) for ln in lines) / len(lines) > self.max_bullet_lines:
@@ -288,16 +315,6 @@ class Quality(Step):
             and len(self._stop.intersection(w.lower() for w in words)) < self.min_stop_words
         ):
             return "stop_words"
-        if (
-            self.min_word_variety is not None
-            and n >= self.word_variety_min_words
-            and word_variety(words) < self.min_word_variety
-        ):
-            return "word_variety"
-        if self.max_word_order_breaks is not None:
-            breaks, chances = word_order(text)
-            if breaks >= self.word_order_min_breaks and breaks / chances > self.max_word_order_breaks:
-                return "word_order"
         if lines:
             counts = Counter(lines)
             dup = sum(c for c in counts.values() if c > 1)
@@ -325,6 +342,16 @@ class Quality(Step):
                     return f"dup_{k}gram"
                 if share == 0.0:  # no repeated k-gram: no longer one repeats either
                     break
+        if (
+            self.min_word_variety is not None
+            and n >= self.word_variety_min_words
+            and word_variety(words) < self.min_word_variety
+        ):
+            return "word_variety"
+        if self.max_word_order_breaks is not None:
+            breaks, chances = word_order(text)
+            if breaks >= self.word_order_min_breaks and breaks / chances > self.max_word_order_breaks:
+                return "word_order"
         return None
 
     def check(self, text: str) -> tuple[str, str | None, int]:

@@ -136,9 +136,11 @@ def test_web_preset_is_the_gopher_c4_rules():
         "boilerplate_max_words": None,
         "filler_share": None,
     }
-    # beside Gopher/C4: mojibake, keyword stuffing and word salad, the same in every preset
+    # beside Gopher/C4: mojibake, markup, OCR glyphs, keyword stuffing and word salad, in every preset
     added = {
         "max_mojibake": 0.02,
+        "max_markup": 0.25,
+        "max_glyph_words": 0.12,
         "min_word_variety": 0.4,
         "word_variety_min_words": 10,
         "max_word_order_breaks": 0.34,

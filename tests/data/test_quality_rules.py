@@ -31,6 +31,19 @@ def test_mojibake_is_dropped_and_accented_text_is_kept(preset):
     assert Quality(preset=preset, max_mojibake=None).reason(_mojibake(accented)) is None
 
 
+@pytest.mark.parametrize("preset", ["web", "docs", "short"])
+def test_markup_and_ocr_glyphs_are_dropped_prose_about_them_is_kept(preset):
+    q = Quality(preset=preset)
+    words = PROSE.split()
+    soup = " ".join(f'<td class="c{i}"> {w} </td>' for i, w in enumerate(words))
+    assert q.reason(soup) == "markup"
+    assert q.reason(PROSE + " Wrap it in a <div> element, or use &nbsp; between the words.") is None
+    glyph = {"e": "c", "l": "1", "o": "0", "a": "@", "s": "5"}
+    ocr = "".join(glyph.get(c, c) if c in glyph and i % 3 == 0 else c for i, c in enumerate(PROSE))
+    assert q.reason(ocr) == "glyph_words"
+    assert q.reason(PROSE + " It reads utf8 text on x86_64 and arm64 (see the i18n notes).") is None
+
+
 def test_word_variety_separates_stuffing_from_prose():
     rng = random.Random(0)
     kw = ["cheap", "flights", "hotels", "best", "deals", "london"]
