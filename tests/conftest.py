@@ -108,20 +108,72 @@ def save_llama(path: Path, **overrides) -> Path:
     return path
 
 
-def _save_decoder(kind: str, root: Path) -> Path:
-    import torch
-    from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, Qwen2Config
+def tiny_config(kind: str):
+    """A tiny random-init config of family ``kind`` (64 wide, 2 layers, vocabulary 320)."""
+    import transformers as t
 
-    cfg = {
-        "llama": lambda: LlamaConfig(**SMALL),
-        "qwen2": lambda: Qwen2Config(**SMALL),
-        "gpt2": lambda: GPT2Config(vocab_size=320, n_embd=64, n_layer=2, n_head=4, n_positions=256),
+    return {
+        "llama": lambda: t.LlamaConfig(**SMALL),
+        "qwen2": lambda: t.Qwen2Config(**SMALL),
+        "gpt2": lambda: t.GPT2Config(vocab_size=320, n_embd=64, n_layer=2, n_head=4, n_positions=256),
+        # fused qkv_proj (GQA 4:2) and gate_up_proj, rotary on half of each head, untied embeddings
+        "phi3": lambda: t.Phi3Config(
+            **SMALL, partial_rotary_factor=0.5, pad_token_id=0, bos_token_id=1, eos_token_id=2
+        ),
+        # (1 + w) RMSNorm, embeddings scaled by sqrt(hidden) and tied to the LM head, GELU-gated MLP
+        "gemma": lambda: t.GemmaConfig(**SMALL, head_dim=16),
+        # Gemma plus logit soft-capping and every other layer attending over a sliding window
+        "gemma2": lambda: t.Gemma2Config(**SMALL, head_dim=16, sliding_window=8),
+        # query/key RMSNorms, a local rotary for its sliding-window layers
+        "gemma3_text": lambda: t.Gemma3TextConfig(**SMALL, head_dim=16, sliding_window=8),
+        "distilbert": lambda: t.DistilBertConfig(
+            vocab_size=320, dim=64, n_layers=2, n_heads=4, hidden_dim=128, max_position_embeddings=256
+        ),
     }[kind]()
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(cfg)
-    path = root / f"tiny-{kind}"
-    model.save_pretrained(path)
+
+
+def save_char_tokenizer(path: Path, vocab_size: int = 320) -> Path:
+    """A WordPiece tokenizer of exactly ``vocab_size`` entries that spells any English text: the BERT
+    specials, ASCII characters and their ``##`` continuations, then unused slots. Saved into ``path``."""
+    import string
+
+    from transformers import BertTokenizerFast
+
+    cont = string.ascii_lowercase + string.digits
+    vocab = [
+        "[PAD]",
+        "[UNK]",
+        "[CLS]",
+        "[SEP]",
+        "[MASK]",
+        *cont,
+        *string.punctuation,
+        *("##" + c for c in cont),
+    ]
+    vocab += [f"[unused{i}]" for i in range(vocab_size - len(vocab))]
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizerFast(vocab_file=str(path / "vocab.txt"), do_lower_case=True).save_pretrained(path)
     return path
+
+
+def save_tiny(kind: str, path: Path, *, tokenizer: bool = False) -> Path:
+    """Save a seeded random-weight model of :func:`tiny_config` ``kind`` (an encoder as its base model, a
+    decoder with its LM head), with :func:`save_char_tokenizer` beside it if asked; returns ``path``."""
+    import torch
+    from transformers import AutoModel, AutoModelForCausalLM
+
+    cfg = tiny_config(kind)
+    torch.manual_seed(0)
+    auto = AutoModel if kind == "distilbert" else AutoModelForCausalLM
+    auto.from_config(cfg).save_pretrained(path)
+    if tokenizer:
+        save_char_tokenizer(path, cfg.vocab_size)
+    return path
+
+
+def _save_decoder(kind: str, root: Path) -> Path:
+    return save_tiny(kind, root / f"tiny-{kind}")
 
 
 @pytest.fixture(scope="session")
@@ -133,6 +185,21 @@ def decoder_dir(tmp_path_factory):
     def make(kind: str) -> Path:
         if kind not in cache:
             cache[kind] = _save_decoder(kind, root)
+        return cache[kind]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    """A factory: ``tiny_dir("distilbert")`` -> directory of a tiny random-weight model of that family
+    (:func:`tiny_config`) with a character tokenizer beside it, saved once."""
+    root = tmp_path_factory.mktemp("tiny")
+    cache: dict[str, Path] = {}
+
+    def make(kind: str) -> Path:
+        if kind not in cache:
+            cache[kind] = save_tiny(kind, root / f"tiny-{kind}", tokenizer=True)
         return cache[kind]
 
     return make

@@ -100,6 +100,12 @@ def check_family(adapter: Any) -> str:
             f"GGUF export does not write rope scaling '{kind}' yet ({adapter.name})",
             "export to --format onnx, or a model without rope_scaling",
         )
+    if getattr(cfg, "pruned_heads", None):
+        raise ExportError(
+            f"GGUF export cannot write '{adapter.name}': its heads were pruned per layer "
+            "(config.pruned_heads), and a GGUF file holds one head count for every layer",
+            "export the pruned model to --format onnx / ort / tflite, or prune FFN channels only for GGUF",
+        )
     return ARCHES[family]
 
 

@@ -196,9 +196,21 @@ class StepDims:
         cfg = lm.config
         heads = int(getattr(cfg, "num_attention_heads", None) or cfg.n_head)
         hidden = int(cfg.hidden_size)
+        kv_heads = int(getattr(cfg, "num_key_value_heads", None) or heads)
+        head_dim = int(getattr(cfg, "head_dim", None) or hidden // heads)
+        pruned = getattr(cfg, "pruned_heads", None) or {}
+        if pruned:  # heads pruned per layer (GPT-2): the config keeps the unpruned count
+            left = {heads - len(pruned.get(i, ())) for i in range(int(cfg.num_hidden_layers))}
+            if len(left) > 1:
+                raise EdgeLLMError(
+                    f"the layers keep different numbers of heads ({sorted(left)}, config.pruned_heads), "
+                    "so their key/value caches cannot share one shape",
+                    "prune heads with scope layer (the same number in every layer) for generation",
+                )
+            kv_heads = left.pop()
         return cls(
-            int(getattr(cfg, "num_key_value_heads", None) or heads),
-            int(getattr(cfg, "head_dim", None) or hidden // heads),
+            kv_heads,
+            head_dim,
             hidden,
             int(cfg.vocab_size),
             int(getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", 2048)),

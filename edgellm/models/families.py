@@ -20,6 +20,9 @@ class Family:
         layers: dotted path of the ``nn.ModuleList`` of transformer blocks.
         final: dotted paths of modules after the last block (final norm, LM head).
         ort_model_type: ``model_type`` for ONNX Runtime's transformer optimizer, or None to skip fusion.
+        scales_embeds: the base model multiplies its input embeddings by ``sqrt(hidden_size)`` inside its
+            ``forward``, also when given ``inputs_embeds`` (Gemma, Gemma 2; Gemma 3 scales in its
+            embedding module instead).
     """
 
     kind: str
@@ -27,10 +30,14 @@ class Family:
     layers: str
     final: tuple[str, ...] = ()
     ort_model_type: str | None = None
+    scales_embeds: bool = False
 
 
 _BERT = Family("encoder", ("embeddings",), "encoder.layer", (), "bert")
 _LLAMA = Family("decoder", ("model.embed_tokens",), "model.layers", ("model.norm", "lm_head"), "gpt2")
+_GEMMA = Family(
+    "decoder", ("model.embed_tokens",), "model.layers", ("model.norm", "lm_head"), "gpt2", scales_embeds=True
+)
 
 FAMILIES: dict[str, Family] = {
     # BERT-style encoders
@@ -45,6 +52,13 @@ FAMILIES: dict[str, Family] = {
     "mistral": _LLAMA,
     "qwen2": _LLAMA,
     "qwen3": _LLAMA,
+    # Phi-3 (fused qkv_proj and gate_up_proj, partial rotary, untied embeddings); Gemma ((1 + w) RMSNorm,
+    # embeddings scaled by sqrt(hidden), tied embeddings; Gemma 2 adds logit soft-capping and sliding
+    # windows, Gemma 3 query/key norms): the same module layout as Llama
+    "phi3": _LLAMA,
+    "gemma": _GEMMA,
+    "gemma2": _GEMMA,
+    "gemma3_text": _LLAMA,
     "gpt2": Family(
         "decoder",
         ("transformer.wte", "transformer.wpe"),

@@ -6,11 +6,12 @@ take it unchanged. The halves share the parent's parameters (nothing is copied).
 - Hugging Face encoders (BERT family): the device half runs the embeddings and the first layers and
   returns the hidden states; the server half takes ``hidden`` and ``attention_mask``, runs the remaining
   layers (the embeddings module passes ``hidden`` through) and the pooling head.
-- Hugging Face decoders (Llama, Qwen2, Mistral, GPT-2): the device half runs the token embeddings and the
-  first layers (the final norm is left to the server); the server half feeds ``hidden`` as
-  ``inputs_embeds`` (position embeddings that a family adds on top are zeroed: the device half already
-  added them), runs the remaining layers, the final norm and the LM head. Rotary positions and the causal
-  mask are recomputed from ``attention_mask`` on each side, so they agree.
+- Hugging Face decoders (Llama, Qwen2, Mistral, Phi-3, Gemma, GPT-2): the device half runs the token
+  embeddings and the first layers (the final norm is left to the server); the server half feeds
+  ``hidden`` as ``inputs_embeds`` (position embeddings that a family adds on top are zeroed, and an
+  embedding scale that its base model applies to ``inputs_embeds`` (Gemma) is divided out: the device
+  half already applied them), runs the remaining layers, the final norm and the LM head. Rotary positions
+  and the causal mask are recomputed from ``attention_mask`` on each side, so they agree.
 - Plain torch modules whose children run in order (an ``nn.Sequential``, such as the bundled CNNs): the
   device half is the first ``cut`` children, the server half the rest. A module whose ``forward`` is not
   its children in order is refused, since cutting it would change what it computes.
@@ -24,6 +25,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import inspect
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -61,10 +63,27 @@ def _replaced(root: nn.Module, path: str, new: nn.Module) -> nn.Module:
 
 
 class _Inject(nn.Module):
-    """Stands in for an encoder's embeddings module: returns the hidden states given as inputs_embeds."""
+    """Stands in for an encoder's embeddings module: returns the hidden states it is given as embeddings.
 
-    def forward(self, input_ids=None, token_type_ids=None, position_ids=None, inputs_embeds=None, **_):
-        return inputs_embeds
+    Families call their embeddings differently (BERT by keyword ``inputs_embeds=``, DistilBERT
+    positionally as ``(input_ids, input_embeds)``), so the call is bound to the replaced module's own
+    signature and the argument that parameter names (``*embeds``) is returned.
+    """
+
+    def __init__(self, replaced: nn.Module) -> None:
+        super().__init__()
+        self._signature = inspect.signature(replaced.forward)
+        names = [n for n in self._signature.parameters if n.endswith("embeds")]
+        if len(names) != 1:
+            raise EdgeLLMError(
+                f"cannot cut: the embeddings module {type(replaced).__name__} takes no single '*embeds' "
+                f"argument (its parameters: {', '.join(self._signature.parameters)})",
+                "cut a model whose embeddings accept precomputed embeddings (inputs_embeds)",
+            )
+        self._embeds = names[0]
+
+    def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return self._signature.bind(*args, **kwargs).arguments[self._embeds]
 
 
 class _Zeros(nn.Module):
@@ -109,11 +128,17 @@ class DecoderDevice(nn.Module):
 
 
 class DecoderServer(nn.Module):
-    def __init__(self, lm: nn.Module) -> None:
+    """The rest of a causal LM on ``hidden``. ``embed_scale``: the factor the family's base model multiplies
+    its input embeddings by (Gemma's ``sqrt(hidden_size)``), divided out first: the device half applied it."""
+
+    def __init__(self, lm: nn.Module, embed_scale: float | None = None) -> None:
         super().__init__()
         self.lm = lm
+        self.embed_scale = embed_scale
 
     def forward(self, hidden, attention_mask):
+        if self.embed_scale is not None:
+            hidden = hidden / torch.tensor(self.embed_scale, dtype=hidden.dtype)
         return self.lm(inputs_embeds=hidden, attention_mask=attention_mask, use_cache=False).logits
 
 
@@ -241,7 +266,7 @@ def _split_hf(adapter: ModelAdapter, family: Any, cut: int, after: str | None) -
         dev_base = _replaced(base, rel, nn.ModuleList(list(layers)[:k]))
         srv_base = _replaced(base, rel, nn.ModuleList(list(layers)[k:]))
         for p in family.embeddings:
-            srv_base = _replaced(srv_base, p, _Inject())
+            srv_base = _replaced(srv_base, p, _Inject(base.get_submodule(p)))
         dev_mod: nn.Module = EncoderDevice(dev_base)
         srv_mod: nn.Module = EncoderServer(srv_base, module.get_submodule("pooling"))
     elif adapter.task == "causal-lm":
@@ -257,7 +282,8 @@ def _split_hf(adapter: ModelAdapter, family: Any, cut: int, after: str | None) -
             emb = lm.get_submodule(p)
             srv_lm = _replaced(srv_lm, p, _Zeros(int(emb.embedding_dim)))
         dev_mod = DecoderDevice(dev_base)
-        srv_mod = DecoderServer(srv_lm)
+        scale = float(adapter.config.hidden_size) ** 0.5 if family.scales_embeds else None
+        srv_mod = DecoderServer(srv_lm, scale)
     else:
         raise EdgeLLMError(
             f"cannot cut a model with task '{adapter.task}'", "use an embedding or causal-lm model"

@@ -112,6 +112,8 @@ def prune_and_report(
                 "ratio": rec["flops_ratio"],
             },
             "onnx_size_mb": {k: round(a.size_bytes / 1e6, 3) for k, a in arts.items()},
+            # each export's own check against its torch model (export() refuses a failing one)
+            "onnx_parity": {k: _parity_summary(a.manifest["parity"]) for k, a in arts.items()},
             "latency": {
                 "runtime": "onnxruntime (x86-server, fp32)",
                 "batch": b,
@@ -135,6 +137,16 @@ def prune_and_report(
         out.parent / f"{out.name}.report.json", json.dumps(report, indent=2, default=str) + "\n"
     )
     return report
+
+
+def _parity_summary(parity: dict[str, Any]) -> dict[str, Any]:
+    """An artifact's parity section in three numbers: passed, worst cosine, largest difference."""
+    runs = [m for k in ("fixed", "random") for m in parity.get(k, {}).values()]
+    return {
+        "passed": bool(parity.get("passed")),
+        "cosine_min": min((m["cosine_min"] for m in runs), default=None),
+        "max_abs": max((m["max_abs"] for m in runs), default=None),
+    }
 
 
 def _what(config: PruneConfig) -> str:

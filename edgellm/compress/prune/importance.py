@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from edgellm import plugins
-from edgellm.compress.prune.layout import Layout, get_module, hf_model, layers_of
+from edgellm.compress.prune.layout import Layout, get_module, head_units, hf_model, layers_of
 from edgellm.errors import EdgeLLMError
 
 if TYPE_CHECKING:
@@ -241,19 +241,27 @@ def unit_scores(
         norms = input_norms(adapter.module, targets, ((_feeds(adapter, f), _token_mask(f)) for f in calib))
     grads = gradients(adapter.module, _model_losses(adapter, calib)) if imp.stat == "grad" else nullcontext()
 
-    def w(i: int, path: str) -> torch.Tensor:
+    def w(i: int, path: str) -> torch.Tensor:  # element scores of a linear's weight, [out, in]
         lin = get_module(layers[i], path)
         norm = norms.get((i, path))
         return imp.weight(
-            lin.weight.detach().float(), lin.weight.grad, None if norm is None else norm.unsqueeze(0)
+            lay.weight(lin).detach().float(), lay.grad(lin), None if norm is None else norm.unsqueeze(0)
         )
 
     heads, ffn, blocks = [], [], []
     with grads:
         for i in range(len(layers)):
-            q, k, v, o = (w(i, p) for p in (lay.q, lay.k, lay.v, lay.o))
-            hs = torch.stack([q[qr].sum() + k[kr].sum() + v[kr].sum() + o[:, qr].sum() for qr, kr in units])
+            own = _layer_units(units, lay, get_module(layers[i], lay.q))
+            if lay.fused_qkv:  # one projection: its query, key and value rows
+                q_rows, kv_rows = sum(len(u[0]) for u in own), sum(len(u[1]) for u in own)
+                q, k, v = w(i, lay.q).split([q_rows, kv_rows, kv_rows], dim=0)
+            else:
+                q, k, v = (w(i, p) for p in (lay.q, lay.k, lay.v))
+            o = w(i, lay.o)
+            hs = torch.stack([q[qr].sum() + k[kr].sum() + v[kr].sum() + o[:, qr].sum() for qr, kr in own])
             fin = sum(w(i, p).sum(dim=1) for p in lay.ffn_in)
+            if lay.gate_up:  # gate and up rows of one projection: a channel is one row of each
+                fin = fin.reshape(2, -1).sum(0)
             fs = fin + w(i, lay.ffn_out).sum(dim=0)
             hs, fs = imp.finish(hs), imp.finish(fs)
             heads.append(hs)
@@ -264,6 +272,20 @@ def unit_scores(
                 tot = sum(imp.weight(p.detach().float(), None, None).sum() for p in layers[i].parameters())
                 blocks.append(imp.finish(tot))
     return {"heads": heads, "ffn": ffn, "blocks": torch.stack(blocks)}
+
+
+def _layer_units(
+    units: list[tuple[list[int], list[int]]], lay: Layout, q: nn.Module
+) -> list[tuple[list[int], list[int]]]:
+    """``units`` if layer's query projection ``q`` has their rows, else the heads it has: a layer whose
+    heads were pruned on their own (``config.pruned_heads``, multi-head attention) has fewer."""
+    q_rows, kv_rows = sum(len(u[0]) for u in units), sum(len(u[1]) for u in units)
+    rows = int(lay.weight(q).shape[0])
+    if rows == (q_rows + 2 * kv_rows if lay.fused_qkv else q_rows):
+        return units
+    d = len(units[0][1])  # one key/value head's rows
+    n = rows // (3 * d if lay.fused_qkv else d)
+    return head_units(n, n, d)
 
 
 def _feeds(adapter: Any, f: dict[str, Any]) -> list[torch.Tensor]:

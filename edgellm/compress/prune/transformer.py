@@ -6,15 +6,22 @@ layers, written into its ``config.json``), so every exporter, the partitioner an
 - **Heads.** Under grouped-query attention the unit is a KV group: one key/value head and the query
   heads that read it are removed together, so ``num_attention_heads / num_key_value_heads`` stays whole.
   With plain multi-head attention the unit is one head. ``head_dim`` is written explicitly (it no longer
-  equals ``hidden_size / num_attention_heads``).
-- **FFN channels.** Gate/up rows and the matching down-projection columns (Llama family); intermediate
-  rows and output columns (BERT family).
+  equals ``hidden_size / num_attention_heads``); Phi-3's fused ``qkv_proj`` loses the removed heads'
+  query, key and value rows together. BERT, DistilBERT and GPT-2 configs derive the head size from the
+  hidden size, so their heads go through Hugging Face's own ``prune_heads`` (recorded per layer in
+  ``config.pruned_heads``, rebuilt on load); for GPT-2 that cuts the same heads out of the query, key
+  and value thirds of the fused ``c_attn`` and the matching input rows of ``c_proj``, and updates the
+  attention's ``num_heads`` and ``split_size``.
+- **FFN channels.** Gate/up rows and the matching down-projection columns (Llama family; both halves of
+  Phi-3's fused ``gate_up_proj``); intermediate rows and output columns (BERT family; DistilBERT's
+  ``lin1``/``lin2``; GPT-2's ``c_fc``/``c_proj``, Conv1Ds whose weights are stored transposed).
 - **Blocks.** The least important whole layers (by the same score summed over the block).
 
 The same number of units is removed in every layer (a Hugging Face config holds one head count and one
 FFN width for all layers); *which* units go is decided per layer by the score. ``scope="global"`` ranks
-heads across layers instead (each layer keeps at least one): BERT-family configs record per-layer heads
-(``pruned_heads``), so there it is allowed for heads; a Llama-family config cannot hold per-layer widths.
+heads across layers instead (each layer keeps at least one): configs that record per-layer heads
+(``pruned_heads``: BERT, DistilBERT, GPT-2) allow it for heads; a Llama-family config cannot hold
+per-layer widths.
 ``multiple_of`` rounds what is kept (heads x head_dim, FFN width) to a multiple of 8/16 for fast kernels.
 
 Where each family keeps these weights: :mod:`~edgellm.compress.prune.layout`; their scores:
@@ -33,7 +40,6 @@ from torch import nn
 from edgellm.compress.prune.config import PruneConfig, PruneRecord, flops
 from edgellm.compress.prune.importance import get_importance, unit_scores
 from edgellm.compress.prune.layout import (
-    BERT,
     geometry,
     get_module,
     head_units,
@@ -56,7 +62,12 @@ def _keep_count(n: int, ratio: float, unit: int, multiple_of: int) -> int:
 
 
 # -- physical removal ---------------------------------------------------------------------------------------
-def _rows(lin: nn.Linear, idx: torch.Tensor) -> nn.Linear:
+def _rows(lin: nn.Module, idx: torch.Tensor) -> nn.Module:
+    """``lin`` keeping the output features ``idx`` (an ``nn.Linear`` or a Hugging Face ``Conv1D``)."""
+    if not isinstance(lin, nn.Linear):
+        from transformers.pytorch_utils import prune_conv1d_layer
+
+        return prune_conv1d_layer(lin, idx, dim=1)  # Conv1D: weight [in, out]
     new = nn.Linear(lin.in_features, len(idx), bias=lin.bias is not None)
     with torch.no_grad():
         new.weight.copy_(lin.weight[idx])
@@ -65,7 +76,12 @@ def _rows(lin: nn.Linear, idx: torch.Tensor) -> nn.Linear:
     return new
 
 
-def _cols(lin: nn.Linear, idx: torch.Tensor) -> nn.Linear:
+def _cols(lin: nn.Module, idx: torch.Tensor) -> nn.Module:
+    """``lin`` keeping the input features ``idx`` (an ``nn.Linear`` or a Hugging Face ``Conv1D``)."""
+    if not isinstance(lin, nn.Linear):
+        from transformers.pytorch_utils import prune_conv1d_layer
+
+        return prune_conv1d_layer(lin, idx, dim=0)
     new = nn.Linear(len(idx), lin.out_features, bias=lin.bias is not None)
     with torch.no_grad():
         new.weight.copy_(lin.weight[:, idx])
@@ -96,12 +112,18 @@ def prune_transformer(
             "channels is the ratio for plain torch modules", "prune a transformer by heads, ffn or blocks"
         )
     lay = layout_of(adapter)
-    if config.scope == "global" and (lay is not BERT or config.ffn):
+    if config.scope == "global" and (not lay.hf_heads or config.ffn):
         raise EdgeLLMError(
             f"global ratios give layers different widths, which a '{adapter.family}' config cannot hold for "
             f"{'FFN channels' if config.ffn else 'heads'} (one count for all layers)",
             "use scope: layer"
-            + (" (global works for the heads of BERT-family encoders)" if lay is BERT else ""),
+            + (f" (global works for the heads of '{adapter.family}' models)" if lay.hf_heads else ""),
+        )
+    if config.heads and lay.hf_heads and getattr(adapter.config, "pruned_heads", None):
+        raise EdgeLLMError(
+            f"'{adapter.name}' already has pruned heads (config.pruned_heads: "
+            f"{dict(adapter.config.pruned_heads)}); its layers no longer have the config's head count",
+            "prune heads once, from the unpruned model (heads: 0 still prunes FFN channels and blocks)",
         )
     if get_importance(config.score).needs_data and not calib and scores is None:
         raise EdgeLLMError(
@@ -150,26 +172,32 @@ def prune_transformer(
             if not drop:
                 continue
             record.heads[i] = drop
-            if lay is BERT:  # Hugging Face's own head pruning: config.pruned_heads rebuilds it on load
+            if lay.hf_heads:  # Hugging Face's own head pruning: config.pruned_heads rebuilds it on load
                 hf.prune_heads({i: drop})
                 continue
             keep = [u for u in range(len(units)) if u not in drop]
             q_idx = torch.tensor([r for u in keep for r in units[u][0]])
             kv_idx = torch.tensor([r for u in keep for r in units[u][1]])
-            set_module(layer, lay.q, _rows(get_module(layer, lay.q), q_idx))
-            set_module(layer, lay.k, _rows(get_module(layer, lay.k), kv_idx))
-            set_module(layer, lay.v, _rows(get_module(layer, lay.v), kv_idx))
+            if lay.fused_qkv:  # one projection: the kept query, key and value rows
+                q_n, kv_n = h * d, kv * d
+                rows = torch.cat([q_idx, q_n + kv_idx, q_n + kv_n + kv_idx])
+                set_module(layer, lay.q, _rows(get_module(layer, lay.q), rows))
+            else:
+                set_module(layer, lay.q, _rows(get_module(layer, lay.q), q_idx))
+                set_module(layer, lay.k, _rows(get_module(layer, lay.k), kv_idx))
+                set_module(layer, lay.v, _rows(get_module(layer, lay.v), kv_idx))
             set_module(layer, lay.o, _cols(get_module(layer, lay.o), q_idx))
     for i, layer in enumerate(layers):
         if config.ffn:
             s = scores["ffn"][i]
             idx = torch.sort(torch.argsort(s, descending=True)[:keep_ffn]).values
+            rows = torch.cat([idx, width + idx]) if lay.gate_up else idx  # gate and up halves alike
             for p in lay.ffn_in:
-                set_module(layer, p, _rows(get_module(layer, p), idx))
+                set_module(layer, p, _rows(get_module(layer, p), rows))
             set_module(layer, lay.ffn_out, _cols(get_module(layer, lay.ffn_out), idx))
             record.ffn[i] = width - keep_ffn
     cfg = hf.config
-    if config.heads and lay is not BERT:
+    if config.heads and not lay.hf_heads:
         _fix_attention_modules(layers, keep_units, units, h, kv, d)
         per = len(units[0][0]) // d
         setattr(cfg, lay.heads_attr, keep_units * per)
@@ -177,29 +205,41 @@ def prune_transformer(
             setattr(cfg, lay.kv_attr, keep_units if kv < h else keep_units * per)
         cfg.head_dim = d
     if config.ffn:
-        cfg.intermediate_size = keep_ffn
+        setattr(cfg, lay.ffn_attr, keep_ffn)
     if config.blocks:
-        n = len(layers)
-        k = n - _keep_count(n, config.blocks, 1, 1)
-        block_score = scores["blocks"]
-        drop_blocks = sorted(torch.argsort(block_score)[:k].tolist())
-        kept = nn.ModuleList([layers[i] for i in range(n) if i not in drop_blocks])
-        from edgellm.models.families import FAMILIES
-
-        set_module(hf, FAMILIES[adapter.family].layers, kept)
-        for j, layer in enumerate(kept):
-            attn = getattr(layer, "self_attn", None)
-            if attn is not None and hasattr(attn, "layer_idx"):
-                attn.layer_idx = j
-        cfg.num_hidden_layers = len(kept)
-        if getattr(cfg, "layer_types", None):
-            cfg.layer_types = [t for i, t in enumerate(cfg.layer_types) if i not in drop_blocks]
-        record.removed_blocks = drop_blocks
+        record.removed_blocks = _drop_blocks(adapter, layers, scores["blocks"], config.blocks)
     record.params_before = before
     record.params_after = adapter.num_parameters
     record.flops_before = flops_before
     record.flops_after = flops(adapter)
     return record
+
+
+def _drop_blocks(adapter: Any, layers: nn.ModuleList, score: torch.Tensor, ratio: float) -> list[int]:
+    """Remove the lowest-scoring ``ratio`` of whole layers; renumber the kept ones (their cache index, the
+    config's per-layer lists) as a model built with that many layers has them. Returns the removed ids."""
+    from edgellm.models.families import FAMILIES
+
+    n = len(layers)
+    k = n - _keep_count(n, ratio, 1, 1)
+    drop = sorted(torch.argsort(score)[:k].tolist())
+    kept_ids = [i for i in range(n) if i not in drop]
+    kept = nn.ModuleList([layers[i] for i in kept_ids])
+    family = FAMILIES[adapter.family]
+    hf = hf_model(adapter)
+    set_module(hf.base_model if family.kind == "encoder" else hf, family.layers, kept)
+    for j, layer in enumerate(kept):
+        attn = getattr(layer, "self_attn", None) or getattr(layer, "attn", None)  # Llama / GPT-2
+        if attn is not None and hasattr(attn, "layer_idx"):
+            attn.layer_idx = j
+    cfg = hf.config
+    cfg.num_hidden_layers = len(kept)
+    if getattr(cfg, "layer_types", None):
+        cfg.layer_types = [t for i, t in enumerate(cfg.layer_types) if i not in drop]
+    if getattr(cfg, "pruned_heads", None):  # keyed by layer: the kept layers' new numbers
+        old = {int(i): v for i, v in cfg.pruned_heads.items()}
+        cfg.pruned_heads = {j: old[i] for j, i in enumerate(kept_ids) if i in old}
+    return drop
 
 
 def _global_heads(scores: list[torch.Tensor], per_layer: int) -> list[list[int]]:
