@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 ENCODERS = ("bert", "roberta", "xlm-roberta", "distilbert", "electra")
-DECODERS = ("llama", "mistral", "qwen2", "qwen3", "gpt2", "phi3", "gemma")
+DECODERS = ("llama", "mistral", "qwen2", "qwen3", "gpt2", "phi3", "gemma", "gemma2", "gemma3_text")
 SUPPORTED, REFUSED = "supported", "refused"
 
 
@@ -46,14 +46,24 @@ STAGES: tuple[Stage, ...] = (
     Stage("ort", "ORT-mobile", "`edgellm export DIR --target snapdragon-865 --format ort`"),
     Stage("tflite", "LiteRT", "`edgellm export DIR --target snapdragon-865 --format tflite`"),
     Stage("pte", "ExecuTorch", "`edgellm export DIR --target snapdragon-8-gen-3 --format pte`"),
-    Stage("tensorrt", "TensorRT", "`edgellm export DIR --target nvidia-a100 --format tensorrt` (Q/DQ ONNX)"),
+    Stage(
+        "tensorrt",
+        "TensorRT",
+        "`edgellm export DIR --target nvidia-a100 --format tensorrt` (the Q/DQ ONNX, checked in ONNX Runtime;"
+        " the engine is built where TensorRT and a GPU are)",
+    ),
     Stage("int8", "INT8", "`edgellm compress DIR --recipe int8-dynamic` (ONNX Runtime)"),
     Stage("int4", "INT4", "`edgellm compress DIR --recipe w4a16-rtn --group-size 32` (`MatMulNBits`)"),
     Stage("prune", "pruning", "`edgellm compress DIR --prune heads=0.5,ffn=0.25`"),
     Stage("split", "split", "`edgellm partition DIR`, then `edgellm split export DIR --cut 1`"),
     Stage("split-generate", "split generation", "`edgellm split export DIR --generate --cut 1`"),
     Stage("generate", "generation", "`edgellm export DIR --generate` (key/value-cache step graph)"),
-    Stage("gguf", "GGUF", "`edgellm export DIR --generate --format gguf` (checked in llama.cpp)"),
+    Stage(
+        "gguf",
+        "GGUF",
+        "`edgellm export DIR --generate --format gguf` (run in llama.cpp where `make setup-llama` installed"
+        " it; without it the file's tensor layout is checked in torch)",
+    ),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
 GENERATION_STAGES = ("split-generate", "generate", "gguf")
@@ -77,11 +87,10 @@ class Cell:
 
 OK = Cell(SUPPORTED)
 NOT_A_DECODER = Cell(REFUSED, "decoders only: an encoder has no causal-LM head or key/value cache")
-# issue 26: the families and stages another branch (i26-fix) is adding while this declaration was written
-I26_FIX = "i26-fix"
-PENDING = Cell(SUPPORTED, pending=I26_FIX)
 NO_CACHE_GRAPH = Cell(
-    REFUSED, "no key/value-cache step graph for this family yet (it exports as a whole model)", I26_FIX
+    REFUSED,
+    "no key/value-cache step graph for this family yet (Phi-3's fused projections, Gemma's embedding "
+    "scale, soft-capping and sliding windows): it exports, compresses and splits as a whole model",
 )
 
 
@@ -94,42 +103,33 @@ def _row(family: str, **cells: Cell) -> dict[str, Cell]:
     return {**row, **cells}
 
 
-def _pending_family() -> dict[str, Cell]:
-    """A family being added: every stage pending, the generation stages refused by name."""
-    return {s: (NO_CACHE_GRAPH if s in GENERATION_STAGES else PENDING) for s in STAGE_NAMES}
+def _no_cache_graph(family: str) -> dict[str, Cell]:
+    """A decoder whose generation stages have no key/value-cache graph: refused by name."""
+    return _row(family, **{s: NO_CACHE_GRAPH for s in GENERATION_STAGES})
 
 
 SUPPORT: dict[str, dict[str, Cell]] = {
     "bert": _row("bert"),
     "roberta": _row("roberta"),
     "xlm-roberta": _row("xlm-roberta"),
-    # the server half of a cut DistilBERT did not export (its embeddings take input_embeds positionally);
-    # its attention/FFN layout (q_lin/k_lin/v_lin/out_lin, ffn.lin1/lin2) was unknown to pruning
-    "distilbert": _row("distilbert", split=PENDING, prune=PENDING),
-    # ELECTRA whose embeddings are narrower than its layers (electra-small: embedding_size 128, hidden
-    # 256) projects them with `embeddings_project`, which the server half of a cut applies again
-    "electra": _row("electra", split=Cell(SUPPORTED, pending="electra-split")),
+    "distilbert": _row("distilbert"),
+    "electra": _row("electra"),
     "llama": _row("llama"),
     "mistral": _row("mistral"),
     "qwen2": _row("qwen2"),
     "qwen3": _row("qwen3"),
-    # GPT-2's fused c_attn (query, key and value in one Conv1D) was unknown to pruning
-    "gpt2": _row("gpt2", prune=PENDING),
-    "phi3": _pending_family(),
-    "gemma": _pending_family(),
+    "gpt2": _row("gpt2"),
+    "phi3": _no_cache_graph("phi3"),
+    "gemma": _no_cache_graph("gemma"),
+    "gemma2": _no_cache_graph("gemma2"),
+    "gemma3_text": _no_cache_graph("gemma3_text"),
 }
 FAMILY_NAMES = tuple(SUPPORT)
 # model types the loader takes that share a declared family's row (the README does not list them)
 ALIASES = {"camembert": "roberta"}
 
-# what the table says about the work a pending cell waits for
-PENDING_NOTES = {
-    I26_FIX: "being added by issue 26's fixes (branch i26-fix)",
-    "electra-split": (
-        "ELECTRA with embeddings narrower than its layers (`embedding_size` < `hidden_size`, as in "
-        "electra-small): the server half of a cut runs `embeddings_project` again, on the layers' width"
-    ),
-}
+# what the table says about the work a pending cell waits for (none is pending today)
+PENDING_NOTES: dict[str, str] = {}
 
 
 def cell(family: str, stage: str) -> Cell:

@@ -267,6 +267,8 @@ def _split_hf(adapter: ModelAdapter, family: Any, cut: int, after: str | None) -
         srv_base = _replaced(base, rel, nn.ModuleList(list(layers)[k:]))
         for p in family.embeddings:
             srv_base = _replaced(srv_base, p, _Inject(base.get_submodule(p)))
+        if hasattr(srv_base, "embeddings_project"):  # ELECTRA: the device half already projected them
+            srv_base = _replaced(srv_base, "embeddings_project", nn.Identity())
         dev_mod: nn.Module = EncoderDevice(dev_base)
         srv_mod: nn.Module = EncoderServer(srv_base, module.get_submodule("pooling"))
     elif adapter.task == "causal-lm":

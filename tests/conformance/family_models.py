@@ -141,6 +141,10 @@ def config_of(family: str, tok: Any) -> Any:
         return tf.Phi3Config(vocab_size=v, partial_rotary_factor=0.5, tie_word_embeddings=False, **DEC, **ids)
     if family == "gemma":  # scaled embeddings, (1 + w) RMSNorm, tied head, gelu
         return tf.GemmaConfig(vocab_size=v, head_dim=16, **DEC, **ids)
+    if family == "gemma2":  # Gemma plus logit soft-capping and a sliding window every other layer
+        return tf.Gemma2Config(vocab_size=v, head_dim=16, sliding_window=8, **DEC, **ids)
+    if family == "gemma3_text":  # query/key norms, embedding scale inside the embedding module
+        return tf.Gemma3TextConfig(vocab_size=v, head_dim=16, sliding_window=8, **DEC, **ids)
     raise KeyError(family)
 
 

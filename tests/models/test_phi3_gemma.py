@@ -7,12 +7,9 @@ stages without a graph for them (key/value-cache generation, GGUF) refuse them b
 import numpy as np
 import pytest
 
-from edgellm.compress.quant import Int4WeightOnly, Int8Dynamic, quantize
 from edgellm.errors import EdgeLLMError
-from edgellm.export import Tolerance, export, parity_reference
 from edgellm.models import load
 from edgellm.partition.cut import split_model
-from edgellm.runtime import make_runner
 
 NEW = ["phi3", "gemma", "gemma2", "gemma3_text"]
 
@@ -34,29 +31,7 @@ def test_loads_as_a_causal_lm_with_its_layout(decoder_dir, kind):
     assert out.shape == (2, 12, 320) and np.isfinite(out).all()
 
 
-@pytest.mark.parametrize("kind", NEW)
-def test_onnx_exports_match_torch_at_fp32_int8_and_int4(decoder_dir, kind, tmp_path):
-    """fp32 against torch, INT8 (dynamic) and INT4 (weight-only, groups of 32) against the fake-quantized
-    torch model; the fp32 trace is reused by the quantized exports (conftest: EDGELLM_EXPORT_CACHE)."""
-    m = load(decoder_dir(kind))
-    feeds = m.example_inputs(batch=3, seq=21, seed=7)  # padded rows; 21 > gemma2's sliding window of 8
-    mask = feeds["attention_mask"].astype(bool)
-    for name, cfg in (("fp32", None), ("int8", Int8Dynamic()), ("int4", Int4WeightOnly(group_size=32))):
-        if kind in ("gemma2", "gemma3_text") and cfg is not None:
-            continue  # fp32 checks their attention; Phi-3's and Gemma's quantized rows, the same linears
-        spec = quantize(m, cfg) if cfg is not None else None
-        tol = Tolerance.quantized() if spec is not None else Tolerance()
-        art = export(m, "x86-server", tmp_path / name, quant=spec, tolerance=tol)
-        par = art.manifest["parity"]
-        assert par["passed"] and art.manifest["precision"] == name
-        assert min(par[k]["logits"]["cosine_min"] for k in ("fixed", "random")) >= 0.9999, par
-        got = make_runner(art).run(feeds)["logits"]
-        if spec is None:
-            np.testing.assert_allclose(got[mask], m.run(feeds)["logits"][mask], atol=1e-4)
-            continue
-        ref = parity_reference(m, "onnx", quant=spec).run(feeds)["logits"][mask]  # fake-quantized torch
-        cos = (got[mask] * ref).sum(-1) / np.linalg.norm(got[mask], axis=-1) / np.linalg.norm(ref, axis=-1)
-        assert cos.min() > 0.999, (name, cos.min())
+# ONNX export at fp32 / INT8 / INT4 of each: tests/conformance/test_family_matrix.py
 
 
 @pytest.mark.parametrize("kind", NEW)
