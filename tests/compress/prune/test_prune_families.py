@@ -155,7 +155,7 @@ def test_pruning_units_of_zero_contribution_leaves_the_output_unchanged(
     assert np.abs(_out(pruned, feeds) - ref).max() < 1e-5  # the reloaded directory computes the same
 
 
-@pytest.mark.parametrize("kind", ["distilbert"])  # GPT-2 through prune_model: the family matrix
+@pytest.mark.parametrize("kind", ["distilbert", "gpt2"])
 def test_cli_prune_exports_both_models_with_parity(tiny_dir, tmp_path, capsys, kind):
     from edgellm.cli import main
 
