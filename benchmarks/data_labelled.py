@@ -63,6 +63,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import data_sources as src
 from data_corpus import TEMPLATES, cn_id, luhn_complete, pii_value
 from data_noise import noise
+from data_noise import word_count as _words
 
 from edgellm.errors import EdgeLLMError
 
@@ -85,10 +86,6 @@ _SENT = re.compile(r"(?<=[.!?])\s+")
 def _length(rng: random.Random, domain: str) -> int:
     lo, hi = LENGTHS[domain]
     return round(math.exp(rng.uniform(math.log(lo), math.log(hi))))
-
-
-def _words(text: str) -> int:
-    return len(text.split())
 
 
 class _Deal:

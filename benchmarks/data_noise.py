@@ -11,7 +11,8 @@ from typing import Any
 import data_sources as src
 
 
-def _words(text: str) -> int:
+def word_count(text: str) -> int:
+    """Words of ``text`` as the corpora count them (whitespace-separated)."""
     return len(text.split())
 
 
@@ -39,7 +40,7 @@ def noise(family: str, n_words: int, split: str, deal: Any, rng: random.Random) 
         return " ".join("".join(rng.choice(alnum) for _ in range(rng.randint(12, 20))) for _ in range(n))
     if family == "spam":
         line = rng.choice(src.SPAM[split])
-        return "\n".join([line] * max(2, round(n / _words(line))))
+        return "\n".join([line] * max(2, round(n / word_count(line))))
     if family == "lorem":
         words = ["Lorem", "ipsum", "dolor", "sit", "amet,"] + [rng.choice(src.LOREM) for _ in range(n - 5)]
         return " ".join(words) + "."
@@ -57,7 +58,7 @@ def noise(family: str, n_words: int, split: str, deal: Any, rng: random.Random) 
         while k < n:
             line = rng.choice([" | ", " · ", " › "]).join(rng.sample(src.NAV, rng.randint(3, 8)))
             lines.append(line)
-            k += _words(line)
+            k += word_count(line)
         return "\n".join(lines)
     if family == "base64":
         blob = base64.b64encode(rng.randbytes(max(60, n * 6))).decode()
