@@ -8,7 +8,7 @@ the reason) and seconds, the totals per stage and family, and whether every cell
 
     python benchmarks/family_matrix.py [--families llama,gpt2] [--stages onnx,prune] [--output FILE]
 
-Exit status 1 when a cell failed.
+Exit status 1 when a cell failed, 2 for an unknown family or stage.
 """
 
 from __future__ import annotations
@@ -59,6 +59,14 @@ def main(argv: list[str] | None = None) -> int:
 
     fams = args.families.split(",") if args.families else list(support.FAMILY_NAMES)
     stages = args.stages.split(",") if args.stages else list(support.STAGE_NAMES)
+    for what, given, known in (
+        ("family", fams, support.FAMILY_NAMES),
+        ("stage", stages, support.STAGE_NAMES),
+    ):
+        unknown = [x for x in given if x not in known]
+        if unknown:
+            print(f"unknown {what} {', '.join(unknown)}: choose from {', '.join(known)}", file=sys.stderr)
+            return 2
     ids = [f"{f}-{s}" for f in fams for s in stages]
     with tempfile.TemporaryDirectory() as tmp:
         xml = Path(tmp) / "matrix.xml"

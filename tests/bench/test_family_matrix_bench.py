@@ -38,3 +38,10 @@ def test_cells_are_read_from_junit_xml_with_outcome_time_and_reason(tmp_path):
     # a family whose name holds another's ("gemma3_text" vs "gemma") and a stage with a dash
     assert FM._split("gemma3_text-onnx", support) == ("gemma3_text", "onnx")
     assert FM._split("qwen2-split-generate", support) == ("qwen2", "split-generate")
+
+
+def test_an_unknown_family_or_stage_is_named_with_the_choices(capsys):
+    assert FM.main(["--families", "llama,bloom"]) == 2
+    assert "unknown family bloom: choose from bert," in capsys.readouterr().err
+    assert FM.main(["--stages", "fly"]) == 2
+    assert "unknown stage fly" in capsys.readouterr().err
