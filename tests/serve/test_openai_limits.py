@@ -258,17 +258,26 @@ def test_sigterm_drains_running_streams(gen_artifact, serve_cli, tmp_path):
     proc, port = serve_cli(gen_artifact, tmp_path, "--max-batch-size", "4", "--threads", "1")
     try:
         done, stamps = [], []
+        started = threading.Semaphore(0)
 
         def stream():
             r = post(port, body(240, prompt="a b c"))
-            got = events(r)
+            first = []
+
+            def on_event(_):
+                if not first:
+                    first.append(1)
+                    started.release()
+
+            got = events(r, on_event)
             stamps.append(time.perf_counter())
             done.append(got)
 
         threads = [threading.Thread(target=stream) for _ in range(3)]
         for t in threads:
             t.start()
-        time.sleep(0.15)
+        for _ in threads:  # every stream has its first chunk (a fixed sleep raced a fast decode)
+            assert started.acquire(timeout=60)
         term = time.perf_counter()
         proc.send_signal(signal.SIGTERM)
         time.sleep(0.05)
