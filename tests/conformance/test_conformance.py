@@ -48,6 +48,10 @@ ONLY = {("pte", "llama"): ("fp32", "int4")}
 # MiniLM in 40-60 s per precision, full-integer TFLite calibrates and converts it in ~50 s; the small Llama
 # and the MLP cover those formats' mechanics in the default run
 SLOW = {("pte", "minilm", None), ("tflite", "minilm", "int8-static")}
+# The small Llama's fp32 program: the default run lowers its layers to XNNPACK in fp32 for generation
+# (test_generation_conformance[pte-generate-fp32]), and benchmarks/family_matrix.py's llama-pte cell
+# exports this whole-model program with its parity check
+SLOW |= {("pte", "llama", "fp32")}
 
 
 def _slow(fmt, model, precision):

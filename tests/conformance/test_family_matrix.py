@@ -47,13 +47,14 @@ DEFAULT_RUN = {
     "split": (*support.ENCODERS, "gpt2", "gemma"),  # tests/partition/test_split.py splits a small Llama
 }
 # transformers' XLM-RoBERTa is a copy of its RoBERTa, Mistral without a sliding window is Llama's modules:
-# past loading and ONNX, their cells are the roberta and llama cells again
+# past loading (their config and weights are read as theirs), their cells are the roberta and llama cells
+# again
 COPIES = {"xlm-roberta": "roberta", "mistral": "llama"}
 SLOW = {
     (f, s)
     for f in support.FAMILY_NAMES
     for s in STAGE_NAMES
-    if (s in DEFAULT_RUN and f not in DEFAULT_RUN[s]) or (f in COPIES and s not in ("load", "onnx"))
+    if (s in DEFAULT_RUN and f not in DEFAULT_RUN[s]) or (f in COPIES and s != "load")
 }
 # how the library words each refusal (the error also names the family)
 REFUSAL = {s: r"needs a causal LM with a key/value-cache graph" for s in support.GENERATION_STAGES}

@@ -20,16 +20,18 @@ pytest.importorskip("litert_torch", reason="pip install 'edgellm[tflite]'")
 pytestmark = pytest.mark.target_tflite
 
 
+# MiniLM at the default sequence length (128), as tests/conformance exports it: litert-torch converts it
+# once for the run (conftest: EDGELLM_EXPORT_CACHE), and the fp16 files below reuse that conversion
 @pytest.fixture(scope="module")
 def minilm_tflite(minilm, tmp_path_factory):
-    return export(minilm, "snapdragon-865", tmp_path_factory.mktemp("tfl") / "minilm", seq_len=64)
+    return export(minilm, "snapdragon-865", tmp_path_factory.mktemp("tfl") / "minilm")
 
 
 def test_fp32_artifact_manifest_lists_ops_and_fallbacks(minilm_tflite):
     m = minilm_tflite.manifest
     assert m["target"] == {**m["target"], "runtime": "litert", "format": "tflite"}
     t = m["recipe"]["tflite"]
-    assert t["file_inputs"]["input_ids"] == {"shape": [1, 64], "dtype": "int32"}
+    assert t["file_inputs"]["input_ids"] == {"shape": [1, 128], "dtype": "int32"}
     assert t["ops"]["FULLY_CONNECTED"] == 36 and t["builtin_only"]
     # the embedding lookups are not XNNPACK ops: they run on TFLite's reference kernels, and say so
     assert "EMBEDDING_LOOKUP" in t["xnnpack_fallback_ops"]
@@ -45,12 +47,12 @@ def test_runner_pads_and_loops_batch(minilm, minilm_tflite):
     ref = minilm.run(feeds)["sentence_embedding"]
     assert out.shape == (3, 384)
     np.testing.assert_allclose(out, ref, atol=1e-4)
-    with pytest.raises(EdgeLLMError, match="at most 64"):
-        runner.run(minilm.example_inputs(batch=1, seq=65))
+    with pytest.raises(EdgeLLMError, match="at most 128"):
+        runner.run(minilm.example_inputs(batch=1, seq=129))
 
 
 def test_fp16_halves_the_file(minilm, minilm_tflite, tmp_path):
-    art = export(minilm, "snapdragon-865", tmp_path / "fp16", precision="fp16", seq_len=64)
+    art = export(minilm, "snapdragon-865", tmp_path / "fp16", precision="fp16")
     assert art.manifest["precision"] == "fp16"
     assert art.size_bytes < 0.55 * minilm_tflite.size_bytes
     assert art.manifest["parity"]["vs_fp32"]["random"]["sentence_embedding"]["cosine_min"] > 0.9999
@@ -179,7 +181,7 @@ def test_cli_export_tflite_fp16(tmp_path, capsys):
             "-p",
             "fp16",
             "--seq-len",
-            "32",
+            "128",  # the conformance run's conversion, reused
             "-o",
             str(out),
             "--json",
@@ -187,7 +189,7 @@ def test_cli_export_tflite_fp16(tmp_path, capsys):
     )
     assert rc == 0
     m = json.loads(capsys.readouterr().out)
-    assert m["precision"] == "fp16" and m["recipe"]["tflite"]["file_inputs"]["input_ids"]["shape"] == [1, 32]
+    assert m["precision"] == "fp16" and m["recipe"]["tflite"]["file_inputs"]["input_ids"]["shape"] == [1, 128]
 
 
 def test_missing_litert_names_the_install_command(minilm, tmp_path, monkeypatch):

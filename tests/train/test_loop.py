@@ -186,7 +186,7 @@ def test_search_finds_the_better_learning_rate_with_parallel_trials(small_llama,
 
     space = {"lr": {"type": "categorical", "choices": [1e-7, 5e-3]}}
     r = search(
-        cfg(small_llama, tmp_path / "hpo", max_steps=8, eval_every=4), space, n_trials=4, n_jobs=2, seed=0
+        cfg(small_llama, tmp_path / "hpo", max_steps=4, eval_every=2), space, n_trials=4, n_jobs=2, seed=0
     )
     assert r["best"]["params"]["lr"] == 5e-3
     assert {t["params"]["lr"] for t in r["trials"]} == {1e-7, 5e-3} and len(r["trials"]) == 4
