@@ -46,6 +46,7 @@ import numpy as np
 from pydantic import Field
 
 from edgellm import plugins
+from edgellm.data.perplexity import Perplexity
 from edgellm.data.quality import Quality
 from edgellm.data.quality_model import ModelQuality
 from edgellm.data.step import ALIVE, Step
@@ -271,6 +272,7 @@ STEPS: dict[str, type[Step]] = {
     "exact_dedup": ExactDedup,
     "near_dedup": NearDedup,
     "model_quality": ModelQuality,
+    "perplexity": Perplexity,
 }
 
 

@@ -152,3 +152,22 @@ def test_a_cleaned_corpus_is_scored_from_its_shards(tmp_path):
     # case and whitespace copies are exact duplicates after normalisation; nothing else is a duplicate
     assert m["copies_caught_by_edit"]["upper"] == 1.0 and m["copies_caught_by_edit"]["whitespace"] == 1.0
     assert m["clean_kept"] == 1.0 and m["noise_removed"] < 0.5
+
+
+def test_the_perplexity_benchmark_scores_auc_and_refuses_an_unknown_domain(tmp_path, capsys):
+    import data_perplexity as P
+    import numpy as np
+
+    assert P.auc(np.array([3.0, 4.0]), np.array([1.0, 2.0])) == 1.0
+    assert P.auc(np.array([1.0]), np.array([1.0])) == 0.5 and P.auc(np.array([0.0]), np.array([1.0])) == 0.0
+    rep = P.main(
+        ["--domains", "short", "--docs", "120", "--clean", "12", "--output", str(tmp_path / "p.json")]
+    )
+    d = rep["domains"]["short"]
+    aucs = [f["auc"] for f in d["families"].values() if f["auc"] is not None]  # None: none long enough
+    assert d["clean_scored"] >= 6 and aucs and all(0 <= a <= 1 for a in aucs)
+    assert P.auc(np.array([]), np.array([1.0])) is None
+    assert (tmp_path / "p.json").is_file()
+    with pytest.raises(SystemExit) as exc:
+        P.main(["--domains", "tweets", "--output", str(tmp_path / "q.json")])
+    assert exc.value.code == 2 and "unknown domain 'tweets'" in capsys.readouterr().err
