@@ -78,6 +78,9 @@ def load_lm(model: str) -> tuple[Any, Any]:
     return _MODELS[key]
 
 
+LOGITS_BYTES = 1 << 29  # a forward pass holds at most ~512 MB of fp32 logits (rows x tokens x vocabulary)
+
+
 def perplexities(
     texts: list[str],
     model: str = "bundled",
@@ -86,19 +89,25 @@ def perplexities(
     min_tokens: int = 8,
     batch_size: int = 16,
 ) -> list[float | None]:
-    """Per text, the model's perplexity over its first ``max_tokens`` tokens; None under ``min_tokens``."""
+    """Per text, the model's perplexity over its first ``max_tokens`` tokens (at most the model's positions);
+    None under ``min_tokens``. Texts of similar length share a pass; a large vocabulary gets fewer rows."""
     import torch
 
     tok, lm = load_lm(model)
-    ids = [
-        tok(t, add_special_tokens=False, truncation=True, max_length=max_tokens)["input_ids"] for t in texts
-    ]
+    cfg = lm.config
+    positions = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
+    n = min(max_tokens, positions) if positions else max_tokens
+    ids = [tok(t, add_special_tokens=False, truncation=True, max_length=n)["input_ids"] for t in texts]
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    vocab = int(getattr(cfg, "vocab_size", 0) or len(tok))
     out: list[float | None] = [None] * len(texts)
     todo = sorted((i for i, x in enumerate(ids) if len(x) >= max(min_tokens, 2)), key=lambda i: len(ids[i]))
-    for start in range(0, len(todo), batch_size):
+    start = 0
+    while start < len(todo):
         rows = todo[start : start + batch_size]
         width = max(len(ids[i]) for i in rows)
+        rows = rows[: max(1, LOGITS_BYTES // (width * vocab * 4))]
+        start += len(rows)
         x = torch.full((len(rows), width), pad, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
         for k, i in enumerate(rows):
@@ -106,11 +115,13 @@ def perplexities(
             mask[k, : len(ids[i])] = 1
         with torch.no_grad():
             logits = lm(input_ids=x, attention_mask=mask).logits.float()
-        logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, x[:, 1:, None])[..., 0]
+            nll = torch.nn.functional.cross_entropy(
+                logits[:, :-1].transpose(1, 2), x[:, 1:], reduction="none"
+            )  # (rows, width - 1)
         m = mask[:, 1:].float()
-        nll = -(logp * m).sum(1) / m.sum(1)
+        mean = (nll * m).sum(1) / m.sum(1)
         for k, i in enumerate(rows):
-            out[i] = round(float(np.exp(min(float(nll[k]), 50.0))), 3)
+            out[i] = round(float(np.exp(min(float(mean[k]), 50.0))), 3)
     return out
 
 

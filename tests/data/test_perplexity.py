@@ -37,12 +37,16 @@ def test_shuffled_words_score_higher_and_short_texts_are_not_scored(paragraphs):
     assert got[16] is None  # 3 tokens < min_tokens
 
 
-def test_scores_do_not_depend_on_the_batch(paragraphs):
+def test_scores_do_not_depend_on_the_batch(paragraphs, monkeypatch):
+    import edgellm.data.perplexity as P
+
     texts, shuffled = paragraphs
     both = [*texts, *shuffled]
     one = np.array(perplexities(both, batch_size=1))
     padded = np.array(perplexities(both, batch_size=16))  # rows of different lengths, right-padded
     np.testing.assert_allclose(padded, one, rtol=1e-3)
+    monkeypatch.setattr(P, "LOGITS_BYTES", 1)  # a vocabulary too large for two rows a pass: one at a time
+    np.testing.assert_allclose(np.array(perplexities(both, batch_size=16)), one, rtol=1e-3)
     cut = np.array(perplexities(both, max_tokens=16))
     assert not np.allclose(cut, one)  # max_tokens is honoured
 
