@@ -16,8 +16,9 @@ noise among short examples (0.04-0.80). Separating Markov-chain text needs a mod
 (CCNet's are 5-gram models trained on Wikipedia): give ``model`` one, and pick ``max_perplexity`` from the
 distribution the step writes (run it first without a threshold).
 
-The model is loaded once per process (``clean``'s worker processes and Ray's ``map_batches`` run the step
-unchanged) and scores ``batch_size`` documents a forward pass, sorted by length.
+The model is loaded once per process, so ``clean``'s worker processes and Ray's ``map_batches`` run the step
+unchanged (each worker pays torch's import and the model's load once, a few seconds), and scores
+``batch_size`` documents a forward pass, sorted by length.
 
 Example:
     >>> Perplexity(max_perplexity=2000).run(["Return the list of names in the folder, sorted."])[1]  # doctest: +SKIP
