@@ -383,9 +383,12 @@ def edit(text: str, kind: str, rng: random.Random) -> str:
     elif kind == "typo":
         i = _word_at(w, rng, 4)
         c = list(w[i])
-        j = rng.randrange(len(c) - 1) if len(c) > 1 else 0
-        c[j : j + 2] = c[j : j + 2][::-1] if len(c) > 1 and c[j] != c[j + 1] else [c[j], c[j]]
-        w[i] = "".join(c)
+        if len(c) < 2:  # a one-letter or empty word (double spaces): doubled, or a letter typed in
+            w[i] = w[i] * 2 if c else "a"
+        else:
+            j = rng.randrange(len(c) - 1)
+            c[j : j + 2] = c[j : j + 2][::-1] if c[j] != c[j + 1] else [c[j], c[j]]
+            w[i] = "".join(c)
     elif kind == "punctuation":
         i = rng.randrange(len(w))
         w[i] = w[i][:-1] + rng.choice(";!") if w[i][-1:] in ".,;:!?" else w[i] + ","

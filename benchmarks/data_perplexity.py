@@ -6,7 +6,7 @@ that a noise document scores above a clean one: 1.0 separates them, 0.5 is a coi
 threshold at the clean documents' 97th percentile would drop (what ``max_perplexity`` set there removes
 while keeping 97 % of clean text).
 
-    python benchmarks/data_perplexity.py [--model bundled|HF_CAUSAL_LM_DIR] [--docs 1500] [--clean 150]
+    python benchmarks/data_perplexity.py [--model bundled|HF_CAUSAL_LM_DIR] [--docs 3000] [--clean 300]
         [--domains docs,short,web,legal] [--seed 101] [--output edgellm-out/data_perplexity.json]
 
 JSON to stdout and ``--output``, a table to stderr.
@@ -72,21 +72,28 @@ def score_domain(domain: str, model: str, docs: int, n_clean: int, seed: int) ->
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="bundled", help="'bundled' (tiny-llama) or a causal-LM folder")
-    ap.add_argument("--docs", type=int, default=1500, help="documents generated per domain")
-    ap.add_argument("--clean", type=int, default=150, help="clean documents scored per domain")
+    ap.add_argument("--docs", type=int, default=3000, help="documents generated per domain (10 %% noise)")
+    ap.add_argument("--clean", type=int, default=300, help="clean documents scored per domain")
     ap.add_argument("--domains", default=",".join(data_labelled.DOMAINS))
     ap.add_argument("--seed", type=int, default=101)
     ap.add_argument("--output", default="edgellm-out/data_perplexity.json")
     a = ap.parse_args(argv)
     from edgellm.data.perplexity import model_folder
 
-    rep = {"model": str(model_folder(a.model)), "split": "heldout", "seed": a.seed, "domains": {}}
-    for d in a.domains.split(","):
+    domains = a.domains.split(",")
+    for d in domains:  # before any work
         if d not in data_labelled.DOMAINS:
             ap.error(f"unknown domain '{d}' (domains: {', '.join(data_labelled.DOMAINS)})")
+    rep = {"model": str(model_folder(a.model)), "split": "heldout", "seed": a.seed, "domains": {}}
+    for d in domains:
         r = rep["domains"][d] = score_domain(d, a.model, a.docs, a.clean, a.seed)
-        fams = ", ".join(f"{f} {v['auc']}/{v['dropped_at_p97']}" for f, v in r["families"].items())
-        print(f"{d:6} clean ppl {r['clean_quantiles']}  AUC/dropped@p97: {fams}", file=sys.stderr)
+        fams = ", ".join(
+            f"{f} {v['auc']}/{v['dropped_at_p97']} (n={v['scored']})" for f, v in r["families"].items()
+        )
+        print(
+            f"{d:6} clean ppl {r['clean_quantiles']} (n={r['clean_scored']})  AUC/dropped@p97: {fams}",
+            file=sys.stderr,
+        )
     Path(a.output).parent.mkdir(parents=True, exist_ok=True)
     Path(a.output).write_text(json.dumps(rep, indent=1))
     print(json.dumps(rep, indent=1))

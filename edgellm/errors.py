@@ -80,4 +80,6 @@ def require(module: str, extra: str, purpose: str):
 def first_error(exc: Any) -> str:
     """``'dotted.path': message`` of a pydantic ValidationError's first error, for one-line messages."""
     err = exc.errors()[0]
-    return f"'{'.'.join(str(x) for x in err['loc'])}': {err['msg']}"
+    msg = err["msg"].removeprefix("Value error, ")  # a validator's own message, without pydantic's label
+    loc = ".".join(str(x) for x in err["loc"])
+    return f"'{loc}': {msg}" if loc else msg  # a check of the whole model has no location

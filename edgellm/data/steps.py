@@ -303,7 +303,12 @@ def parse_steps(spec: list[Any]) -> list[Step]:
         try:
             steps.append(STEPS[name](**cfg))
         except ValidationError as exc:
-            raise EdgeLLMError(
-                f"steps[{i}].{name}: {first_error(exc)}", "see the step's documented options"
-            ) from exc
+            cause = (exc.errors()[0].get("ctx") or {}).get("error")
+            own = getattr(cause, "__cause__", None)  # a validator's EdgeLLMError carries its own fix
+            hint = (
+                own.hint
+                if isinstance(own, EdgeLLMError) and own.hint
+                else "see the step's documented options"
+            )
+            raise EdgeLLMError(f"steps[{i}].{name}: {first_error(exc)}", hint) from exc
     return steps

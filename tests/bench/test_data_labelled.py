@@ -169,5 +169,5 @@ def test_the_perplexity_benchmark_scores_auc_and_refuses_an_unknown_domain(tmp_p
     assert P.auc(np.array([]), np.array([1.0])) is None
     assert (tmp_path / "p.json").is_file()
     with pytest.raises(SystemExit) as exc:
-        P.main(["--domains", "tweets", "--output", str(tmp_path / "q.json")])
+        P.main(["--domains", "docs,tweets", "--output", str(tmp_path / "q.json")])
     assert exc.value.code == 2 and "unknown domain 'tweets'" in capsys.readouterr().err

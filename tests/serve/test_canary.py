@@ -78,10 +78,10 @@ def get(port, path):
 
 
 def canary_budget_ms(port) -> float:
-    """Half the extra milliseconds the slow version costs over the fast one, from requests pinned to each
-    on a server that sends the slow one no traffic: every unpinned request the slow canary serves then takes more than
-    the budget whatever the speed of the machine (a fixed 10 ms was under the slow model's time on a fast
-    CPU, and the canary served 61 requests before its p90 crossed it)."""
+    """Half the extra milliseconds the slow version costs over the fast one, from requests pinned to each on
+    a server that sends the slow one no traffic: every unpinned request the slow canary serves then takes
+    more than the budget whatever the speed of the machine (a fixed 10 ms was above the slow model's time on
+    a fast CPU: the canary served 61 requests before queueing pushed its p90 over it)."""
 
     def best_ms(version):
         times = []
@@ -108,7 +108,7 @@ def test_a_failing_canary_is_rolled_back_without_failed_requests(
     versions, run_server, canary, rows, policy, why
 ):
     models = [ModelConfig(versions["fast"], "m", "1"), ModelConfig(versions[canary], "m", "2")]
-    if why == "p90":  # the budget sits halfway between the two versions' cost on this machine
+    if why == "p90":  # the budget: half of what the slow version costs over the fast one on this machine
         with run_server(models, traffic={"m": {"1": 100, "2": 0}}, max_queue_delay_ms=0) as srv:
             policy = dataclasses.replace(policy, max_p90_ms=canary_budget_ms(srv.config.port))
     with run_server(models, traffic={"m": {"1": 50, "2": 50}}, canary=policy, max_queue_delay_ms=0) as srv:
