@@ -81,10 +81,11 @@ def model_folder(model: str) -> Path:
 
 
 def load_lm(model: str) -> tuple[Any, Any]:
-    """``(tokenizer, model)`` in fp32 eval mode, once per process and folder."""
-    folder = model_folder(model)
-    key = str(folder)
+    """``(tokenizer, model)`` in fp32 eval mode, once per process and folder (checked on the first load only:
+    every batch calls this)."""
+    key = str(BUNDLED if model == "bundled" else Path(model).expanduser())
     if key not in _MODELS:
+        folder = model_folder(model)
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
