@@ -263,9 +263,12 @@ def test_concat_layout_is_batched_too(gen_concat_artifact, gen):
     with running([ModelConfig(gen_concat_artifact, NAME)], max_batch_size=4) as srv:
         assert srv.llms[NAME].describe()["batch_engine"] == "ConcatBatchEngine"
         got = [None] * 4
+        clients = [client(srv) for _ in range(4)]  # made first: a client's set-up outlasted a 12-token decode
+        start = threading.Barrier(4)
 
         def one(i):
-            got[i] = client(srv).completions.create(
+            start.wait()  # the four requests leave together, so they meet in the scheduler's passes
+            got[i] = clients[i].completions.create(
                 model=NAME, prompt=prompts[i], max_tokens=12, temperature=0
             )
 
